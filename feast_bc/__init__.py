@@ -1,0 +1,66 @@
+"""feast_bc: serve every version of an evolving embedding model through Feast.
+
+The embedding team publishes version k (embeddings z_k of all entities plus a backward transform
+B_k: z_k -> z_{k-1}) into a catalog; Feast serves each version j as its own feature view whose
+online values are B_{j+1}(...B_k(z_k)), materialized by `feast materialize`. Consumers pin a version
+by its FeatureService and need nothing but Feast.
+
+This package is the serving side: numpy/pyarrow only, never torch. Importing it does not import
+Feast either (that costs seconds); the Feast-facing parts live in ``feast_bc.feast_objects`` and
+``feast_bc.repo`` and are imported on use.
+"""
+
+from feast_bc.catalog import Catalog
+from feast_bc.errors import (
+    ArtifactError,
+    ChecksumMismatchError,
+    CorruptArtifactError,
+    DimensionMismatchError,
+    DuplicateIdError,
+    FeastBCError,
+    InvalidInputError,
+    ManifestError,
+    MissingArtifactError,
+    NonFiniteError,
+    UnknownFamilyError,
+    UnknownIdError,
+    UnknownVersionError,
+    VersionConflictError,
+)
+from feast_bc.manifest import EntitySpec, FamilyManifest, VersionRecord
+from feast_bc.transforms import BackwardTransform, LinearTransform, compose
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactError",
+    "BackwardTransform",
+    "Catalog",
+    "ChecksumMismatchError",
+    "CorruptArtifactError",
+    "DimensionMismatchError",
+    "DuplicateIdError",
+    "EntitySpec",
+    "FamilyManifest",
+    "FeastBCError",
+    "InvalidInputError",
+    "LinearTransform",
+    "ManifestError",
+    "MissingArtifactError",
+    "NonFiniteError",
+    "UnknownFamilyError",
+    "UnknownIdError",
+    "UnknownVersionError",
+    "VersionConflictError",
+    "VersionRecord",
+    "compose",
+    "export_version",
+]
+
+
+def __getattr__(name: str):
+    if name == "export_version":
+        from feast_bc.export import export_version
+
+        return export_version
+    raise AttributeError(f"module 'feast_bc' has no attribute {name!r}")

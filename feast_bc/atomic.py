@@ -1,0 +1,110 @@
+"""Crash-safe file primitives: atomic replace, content hashing, an exclusive publish lock.
+
+A reader (Feast materializing, a consumer exporting) must only ever see a file that is either
+absent or complete, so every write goes to a temporary file in the same directory, is fsync'ed,
+and is renamed over the target; the directory is fsync'ed so the rename itself survives a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+_CHUNK = 1 << 20
+#: mkstemp creates 0600 files; published files are meant to be read by other users (Feast, consumers).
+FILE_MODE = 0o644
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename/creation inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a temporary sibling of ``path``, then rename it into place.
+
+    ``write`` receives the temporary path (so libraries such as pyarrow can write to it by name).
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_content_addressed(
+    directory: Path, stem: str, suffix: str, write: Callable[[Path], None]
+) -> tuple[Path, str, int]:
+    """Write a new file named ``<stem>-<sha256[:16]><suffix>`` atomically; return (path, sha256, size).
+
+    Naming by content means a publish never overwrites a file some reader may be using, and a
+    retried publish of the same bytes lands on the same name.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
+        digest = sha256_file(tmp)
+        size = tmp.stat().st_size
+        final = directory / f"{stem}-{digest[:16]}{suffix}"
+        os.replace(tmp, final)
+        fsync_dir(directory)
+        return final, digest, size
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Serialize publishers of one family across processes (released if the holder dies)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,81 @@
+"""Errors raised by feast_bc.
+
+Every refusal is a subclass of :class:`FeastBCError` so callers (the CLI, the training
+publisher, Feast's materialization) can tell "feast_bc said no, nothing was changed" from an
+unexpected crash. Messages name the family, version or artifact concerned and say what to do.
+"""
+
+from __future__ import annotations
+
+
+class FeastBCError(Exception):
+    """Base class: a request was refused and no state was changed."""
+
+
+class InvalidNameError(FeastBCError, ValueError):
+    """A family, entity or join-key name cannot be used as a Feast object name."""
+
+
+class UnknownFamilyError(FeastBCError, KeyError):
+    """The catalog holds no family of that name."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownVersionError(FeastBCError, KeyError):
+    """A version that the family does not have was asked for."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownIdError(FeastBCError, KeyError):
+    """Entity ids were asked for that the latest embeddings do not contain."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class VersionConflictError(FeastBCError):
+    """The caller expected a different next version (someone else published first)."""
+
+
+class DimensionMismatchError(FeastBCError, ValueError):
+    """A matrix or vector has the wrong shape for its place in the version chain."""
+
+
+class NonFiniteError(FeastBCError, ValueError):
+    """Embeddings or a transform contain NaN or infinity."""
+
+
+class DuplicateIdError(FeastBCError, ValueError):
+    """The same entity id appears more than once in one publish."""
+
+
+class InvalidInputError(FeastBCError, ValueError):
+    """Input of the wrong type or form (empty table, bad id dtype, bad metrics...)."""
+
+
+class ArtifactError(FeastBCError):
+    """An artifact could not be used; nothing was read into the online store from it."""
+
+
+class MissingArtifactError(ArtifactError, FileNotFoundError):
+    """An artifact referenced by the manifest is not on disk."""
+
+
+class ChecksumMismatchError(ArtifactError):
+    """An artifact's bytes do not match the sha256 recorded when it was published."""
+
+
+class CorruptArtifactError(ArtifactError, ValueError):
+    """An artifact is not a well-formed safetensors/parquet file of the expected layout."""
+
+
+class ManifestError(FeastBCError):
+    """The manifest is missing, unreadable, of an unknown schema, or fails its own checksum."""
+
+
+class RegistryLagError(FeastBCError):
+    """The Feast registry and the catalog disagree in a way that needs `feast apply`."""

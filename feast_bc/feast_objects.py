@@ -1,0 +1,186 @@
+"""Feast objects generated from the catalog -- the one definition both `feast apply` and Python share.
+
+For a family with versions 0..k this yields:
+
+* one :class:`~feast.Entity` per entity (shared by families on the same entity);
+* the latest view ``<family>_bc<k>``: a BatchFeatureView over the latest embeddings parquet file;
+* a derived view ``<family>_bc<j>`` for every j < k: a BatchFeatureView whose source is the
+  latest view, so `feast materialize` computes its values from z_k through the composed transform;
+* a FeatureService ``<family>_v<j>`` per version -- the consumer's pin. It projects only the
+  ``embedding`` feature and renames the view to the family, so the output column is the same
+  whichever version a consumer pins.
+
+Every view's UDF is the stable shim from :mod:`feast_bc.runtime`; tags carry family, version,
+latest, role and checksums so operators can filter (``feast feature-views list --tags bc.family:x``).
+
+The repo's definitions file just does ``globals().update(feast_objects(repo_dir))``; the Python
+API (:func:`feast_bc.repo.apply`) applies the same dictionary, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+from feast_bc.catalog import Catalog
+from feast_bc.errors import ManifestError
+from feast_bc.manifest import FamilyManifest
+from feast_bc.naming import (
+    EMBEDDING_FEATURE,
+    SOURCE_VERSION_FEATURE,
+    TAG_DERIVED_FROM,
+    TAG_EMBEDDINGS_SHA,
+    TAG_FAMILY,
+    TAG_LATEST,
+    TAG_MANIFEST_SHA,
+    TAG_ROLE,
+    TAG_TRANSFORM_SHA,
+    TAG_VERSION,
+    TIMESTAMP_COLUMN,
+    service_name,
+    source_name,
+    view_name,
+)
+from feast_bc.runtime import udf_source
+
+TAG_MANAGED = "bc.managed_by"
+MANAGED_BY = "feast_bc"
+
+
+def feast_objects(repo_path: str | Path, catalog: Catalog | None = None) -> dict[str, object]:
+    """Name -> Feast object for every family in the repo's catalog (empty dict if none)."""
+    from feast_bc.feast_compat import install as install_feast_fixes
+
+    install_feast_fixes()
+    repo_path = Path(repo_path).absolute()
+    catalog = catalog or Catalog.for_repo(repo_path)
+    objects: dict[str, object] = {}
+    entities: dict[str, object] = {}
+    for family in catalog.families():
+        manifest = catalog.manifest(family)
+        entity = _entity(manifest)
+        existing = entities.get(entity.name)
+        if existing is not None and existing != entity:
+            raise ManifestError(
+                f"family {family!r} defines entity {entity.name!r} differently from another family "
+                "(join key or type differ); one entity name must mean one join key"
+            )
+        entities[entity.name] = existing or entity
+        objects.update(_family_objects(repo_path, catalog, manifest, entities[entity.name]))
+    for name, entity in entities.items():
+        objects[f"entity_{name}"] = entity
+    return objects
+
+
+def _entity(manifest: FamilyManifest):
+    from feast import Entity
+    from feast.value_type import ValueType
+
+    spec = manifest.entity
+    return Entity(
+        name=spec.name,
+        join_keys=[spec.join_key],
+        value_type=ValueType.INT64 if spec.dtype == "int64" else ValueType.STRING,
+        description=spec.description,
+        tags={TAG_MANAGED: MANAGED_BY},
+    )
+
+
+def _chain_digest(manifest: FamilyManifest, target: int) -> str:
+    """A checksum naming exactly which transforms produce version ``target`` from the latest."""
+    h = hashlib.sha256()
+    for ref in manifest.chain(manifest.latest_version, target):
+        h.update(ref.sha256.encode())
+    return h.hexdigest()
+
+
+def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest, entity) -> dict[str, object]:
+    from feast import BatchFeatureView, FeatureService, Field, FileSource
+    from feast.types import Array, Float32, Int64, String
+
+    family = manifest.family
+    latest = manifest.latest
+    k = latest.version
+    emb_path = catalog.artifact_path(family, latest.embeddings)
+    # Relative to the repo when possible, so a moved repo keeps reading the right file.
+    try:
+        source_path = str(emb_path.relative_to(repo_path))
+    except ValueError:
+        source_path = str(emb_path)
+    source = FileSource(
+        name=source_name(family),
+        path=source_path,
+        timestamp_field=TIMESTAMP_COLUMN,
+        description=f"latest embeddings of {family} (version {k})",
+        tags={TAG_FAMILY: family, TAG_VERSION: str(k), TAG_MANAGED: MANAGED_BY},
+    )
+    join_type = Int64 if manifest.entity.dtype == "int64" else String
+    schema = [
+        Field(name=manifest.entity.join_key, dtype=join_type),
+        Field(name=EMBEDDING_FEATURE, dtype=Array(Float32)),
+        Field(name=SOURCE_VERSION_FEATURE, dtype=Int64),
+    ]
+    common_tags = {
+        TAG_FAMILY: family,
+        TAG_LATEST: str(k),
+        TAG_EMBEDDINGS_SHA: latest.embeddings.sha256,
+        TAG_MANIFEST_SHA: manifest.computed_checksum(),
+        TAG_MANAGED: MANAGED_BY,
+    }
+
+    def make_view(version: int, upstream):
+        name = view_name(family, version)
+        fn_name = f"feast_bc_{name}"
+        text = udf_source(fn_name, str(catalog.root), family, version)
+        namespace: dict = {}
+        exec(text, namespace)  # noqa: S102 -- our own generated two-line shim
+        role = "latest" if upstream is None else "derived"
+        tags = {
+            **common_tags,
+            TAG_VERSION: str(version),
+            TAG_ROLE: role,
+            TAG_TRANSFORM_SHA: _chain_digest(manifest, version),
+        }
+        if upstream is not None:
+            tags[TAG_DERIVED_FROM] = upstream.name
+        rec = manifest.version(version)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Batch feature views are experimental")
+            return BatchFeatureView(
+                name=name,
+                entities=[entity],
+                schema=schema,
+                mode="pandas",
+                source=source if upstream is None else upstream,
+                # A derived view must name a sink; it is never written (offline=False), so point it
+                # at the existing latest file rather than a path that would warn on every apply.
+                sink_source=None if upstream is None else source,
+                udf=namespace[fn_name],
+                udf_string=text,
+                online=True,
+                offline=False,
+                ttl=timedelta(0),
+                description=(
+                    f"{family} version {version} (dim {rec.dim})"
+                    + ("" if upstream is None else f", computed from version {k} by the composed backward transform")
+                ),
+                tags=tags,
+            )
+
+    latest_view = make_view(k, None)
+    views = {k: latest_view}
+    for j in range(k - 1, -1, -1):
+        views[j] = make_view(j, latest_view)
+
+    objects: dict[str, object] = {f"source_{family}": source}
+    for j in range(k + 1):
+        objects[view_name(family, j)] = views[j]
+        objects[service_name(family, j)] = FeatureService(
+            name=service_name(family, j),
+            features=[views[j][[EMBEDDING_FEATURE]].with_name(family)],
+            description=f"Pin to {family} version {j} (dim {manifest.version(j).dim}).",
+            tags={TAG_FAMILY: family, TAG_VERSION: str(j), TAG_LATEST: str(k), TAG_MANAGED: MANAGED_BY},
+        )
+    return objects

@@ -1,0 +1,222 @@
+"""The version manifest of one embedding family: what exists, where, and with which checksum.
+
+The manifest is the single source of truth the serving side trusts. It is plain JSON (data, never
+code), validated by pydantic on every load, and carries a sha256 of its own canonical content so a
+hand-edited or torn file is refused instead of silently serving wrong vectors.
+
+Invariants checked on every load (so a manifest that passes is safe to serve from):
+
+* versions are numbered 0..k without gaps and were created in increasing time order;
+* version 0 has no transform, every later version v has a transform B_v with
+  ``in_dim == dim(v)`` and ``out_dim == dim(v-1)``;
+* the latest version has its embeddings artifact (older versions may have been pruned);
+* artifact paths are relative and stay inside the family directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import PurePosixPath
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from feast_bc.atomic import sha256_bytes
+from feast_bc.errors import ManifestError, UnknownVersionError
+from feast_bc.naming import IDENTIFIER_RE, family_name_problem
+
+SCHEMA_VERSION = 1
+MANIFEST_FILENAME = "manifest.json"
+
+_SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArtifactRef(_Strict):
+    """A file published with the family, pinned by content."""
+
+    path: str = Field(description="POSIX path relative to the family directory")
+    sha256: str = Field(pattern=_SHA256_PATTERN)
+    size_bytes: int = Field(ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _relative_inside(cls, value: str) -> str:
+        p = PurePosixPath(value)
+        if p.is_absolute() or ".." in p.parts or not p.parts:
+            raise ValueError(f"artifact path {value!r} must be relative and stay inside the family directory")
+        return value
+
+
+class EmbeddingsArtifact(ArtifactRef):
+    rows: int = Field(ge=1)
+
+
+class TransformArtifact(ArtifactRef):
+    kind: str = Field(description="transform kind, e.g. 'linear'")
+    in_dim: int = Field(ge=1, description="dimension of version v")
+    out_dim: int = Field(ge=1, description="dimension of version v-1")
+
+
+class EntitySpec(_Strict):
+    """The Feast entity the family's vectors belong to."""
+
+    name: str
+    join_key: str
+    dtype: Literal["int64", "string"] = "int64"
+    description: str = ""
+
+    @field_validator("name", "join_key")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not IDENTIFIER_RE.match(value):
+            raise ValueError(f"{value!r} is not a valid identifier (letters, digits, '_')")
+        return value
+
+
+class VersionRecord(_Strict):
+    version: int = Field(ge=0)
+    dim: int = Field(ge=1)
+    created_at: datetime
+    embeddings: EmbeddingsArtifact | None = Field(
+        default=None, description="kept for the latest version; None once pruned"
+    )
+    transform: TransformArtifact | None = Field(
+        default=None, description="B_version mapping version -> version-1; None for version 0"
+    )
+    metrics: dict[str, float] = Field(default_factory=dict)
+    description: str = ""
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("created_at must be timezone-aware")
+        return value.astimezone(timezone.utc)
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"metrics must be finite numbers; not finite: {bad}")
+        return value
+
+
+class FamilyManifest(_Strict):
+    """All versions of one embedding family (one entity)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    family: str
+    entity: EntitySpec
+    versions: list[VersionRecord] = Field(min_length=1)
+    checksum: str | None = Field(
+        default=None, description="sha256 of the canonical JSON of every other field"
+    )
+
+    @field_validator("family")
+    @classmethod
+    def _family_name(cls, value: str) -> str:
+        problem = family_name_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _chain_is_consistent(self) -> "FamilyManifest":
+        for index, rec in enumerate(self.versions):
+            if rec.version != index:
+                raise ValueError(f"versions must be numbered 0..k without gaps; position {index} holds {rec.version}")
+            if index == 0:
+                if rec.transform is not None:
+                    raise ValueError("version 0 cannot have a backward transform")
+                continue
+            prev = self.versions[index - 1]
+            if rec.created_at <= prev.created_at:
+                raise ValueError(f"version {index} is not newer than version {index - 1}")
+            t = rec.transform
+            if t is None:
+                raise ValueError(f"version {index} has no backward transform B_{index}")
+            if (t.out_dim, t.in_dim) != (prev.dim, rec.dim):
+                raise ValueError(
+                    f"B_{index} maps {t.in_dim} -> {t.out_dim} but versions {index}/{index - 1} "
+                    f"have dims {rec.dim}/{prev.dim}"
+                )
+        if self.versions[-1].embeddings is None:
+            raise ValueError("the latest version must keep its embeddings artifact")
+        return self
+
+    # ----------------------------------------------------------------------------- queries
+    @property
+    def latest(self) -> VersionRecord:
+        return self.versions[-1]
+
+    @property
+    def latest_version(self) -> int:
+        return self.versions[-1].version
+
+    def version(self, version: int) -> VersionRecord:
+        if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < len(self.versions):
+            raise UnknownVersionError(
+                f"family {self.family!r} has no version {version!r}; available versions: "
+                f"{', '.join(str(v.version) for v in self.versions)} (latest {self.latest_version})"
+            )
+        return self.versions[version]
+
+    def chain(self, source: int, target: int) -> list[TransformArtifact]:
+        """Transforms B_source, ..., B_{target+1}: applied in that order they map source -> target."""
+        self.version(source)
+        self.version(target)
+        if target > source:
+            raise UnknownVersionError(
+                f"family {self.family!r}: cannot map version {source} forward to {target}; "
+                "backward transforms only go to older versions"
+            )
+        return [self.versions[v].transform for v in range(source, target, -1)]  # type: ignore[misc]
+
+    # ----------------------------------------------------------------------- serialization
+    def _canonical(self) -> bytes:
+        payload = self.model_dump(mode="json", exclude={"checksum"})
+        return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+    def computed_checksum(self) -> str:
+        return sha256_bytes(self._canonical())
+
+    def sealed(self) -> "FamilyManifest":
+        """A copy carrying the checksum of its own content (what gets written to disk)."""
+        return self.model_copy(update={"checksum": self.computed_checksum()})
+
+    def to_json_bytes(self) -> bytes:
+        sealed = self.sealed()
+        return (json.dumps(sealed.model_dump(mode="json"), indent=2, sort_keys=False) + "\n").encode()
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes, *, origin: str = "manifest") -> "FamilyManifest":
+        try:
+            raw = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{origin} is not valid JSON ({exc}); refusing to use it") from exc
+        if not isinstance(raw, dict):
+            raise ManifestError(f"{origin} must hold a JSON object")
+        schema = raw.get("schema_version")
+        if schema != SCHEMA_VERSION:
+            raise ManifestError(
+                f"{origin} has schema_version {schema!r}; this feast_bc reads schema {SCHEMA_VERSION}"
+            )
+        try:
+            manifest = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ManifestError(f"{origin} is not a valid feast_bc manifest: {exc}") from exc
+        if manifest.checksum is None:
+            raise ManifestError(f"{origin} carries no checksum; refusing an unsealed manifest")
+        if manifest.checksum != manifest.computed_checksum():
+            raise ManifestError(
+                f"{origin} fails its checksum (recorded {manifest.checksum[:12]}..., content "
+                f"{manifest.computed_checksum()[:12]}...): it was edited or torn; restore it from backup"
+            )
+        return manifest

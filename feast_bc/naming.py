@@ -1,0 +1,63 @@
+"""Names of the Feast objects that represent an embedding family.
+
+Kept in one place because consumers pin these names in their code and the serving side,
+the status report and the tests must all agree on them.
+
+* feature view of version j: ``<family>_bc<j>`` -- deliberately not ``_v<j>``: Feast 0.67 stores
+  its own native feature-view versions as ``<view>_v<N>`` in the online store, and a view literally
+  named ``item_embedding_v1`` would share storage with ``item_embedding@v1``.
+* feature service (the consumer's pin) of version j: ``<family>_v<j>``. Services own no online
+  storage, so the natural name is safe here.
+"""
+
+from __future__ import annotations
+
+import re
+
+FAMILY_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_RESERVED_SUFFIX = re.compile(r"_(v|bc)\d+$")
+
+#: Feature holding the vector in every view of a family.
+EMBEDDING_FEATURE = "embedding"
+#: Feature holding the latest version a stored value was computed from (provenance).
+SOURCE_VERSION_FEATURE = "source_version"
+#: Event-timestamp column of the latest-embeddings parquet file.
+TIMESTAMP_COLUMN = "event_timestamp"
+
+#: Tag keys carried by every Feast object feast_bc generates.
+TAG_FAMILY = "bc.family"
+TAG_VERSION = "bc.version"
+TAG_LATEST = "bc.latest"
+TAG_ROLE = "bc.role"
+TAG_DERIVED_FROM = "bc.derived_from"
+TAG_TRANSFORM_SHA = "bc.transform_sha256"
+TAG_EMBEDDINGS_SHA = "bc.embeddings_sha256"
+TAG_MANIFEST_SHA = "bc.manifest_sha256"
+
+
+def family_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a family name, or None if it can."""
+    if not isinstance(name, str) or not FAMILY_RE.match(name):
+        return (
+            f"family name {name!r} must start with a lowercase letter and contain only "
+            "lowercase letters, digits and '_' (at most 63 characters)"
+        )
+    if _RESERVED_SUFFIX.search(name):
+        return (
+            f"family name {name!r} must not end in '_v<N>' or '_bc<N>': those suffixes are "
+            "used for the per-version Feast objects"
+        )
+    return None
+
+
+def view_name(family: str, version: int) -> str:
+    return f"{family}_bc{version}"
+
+
+def service_name(family: str, version: int) -> str:
+    return f"{family}_v{version}"
+
+
+def source_name(family: str) -> str:
+    return f"{family}_latest_source"

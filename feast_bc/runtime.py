@@ -1,0 +1,75 @@
+"""What runs inside ``feast materialize``: the UDF body of every feast_bc feature view.
+
+Feast rebuilds a BatchFeatureView's UDF from its source text in a namespace holding only ``pd``
+and ``np`` (closures are lost), so the generated UDF is a two-line shim that imports this module
+and names its view by (catalog path, family, version). Its text never changes between publishes
+-- which matters because Feast 0.67's ``feast apply`` cannot diff a changed batch UDF.
+
+Everything version-specific is read here from the catalog at run time: the batch carries a
+``source_version`` column saying which published version its rows come from, the manifest says
+which transforms lead from there to the requested version, and every artifact is verified first.
+The whole family is verified on every call (hashes are cached per file state), so a tampered
+artifact makes the *first* view Feast materializes fail, before any value of the family is written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from feast_bc.catalog import Catalog
+from feast_bc.errors import DimensionMismatchError, RegistryLagError
+from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
+
+
+def udf_source(function_name: str, catalog_root: str, family: str, version: int) -> str:
+    """The exact UDF text registered with Feast for one view (must stay stable across publishes)."""
+    return (
+        f"def {function_name}(df):\n"
+        f"    from feast_bc.runtime import transform_batch\n"
+        f"    return transform_batch(df, catalog={catalog_root!r}, family={family!r}, version={version!r})\n"
+    )
+
+
+def transform_vectors(catalog: Catalog, family: str, vectors: np.ndarray, source: int, target: int, manifest=None) -> np.ndarray:
+    """Version-``target`` vectors from version-``source`` vectors (the one formula online and offline share)."""
+    if source == target:
+        return np.asarray(vectors, dtype=np.float32)
+    return catalog.composed(family, source, target, manifest).transform(vectors)
+
+
+def transform_batch(df: pd.DataFrame, *, catalog: str, family: str, version: int) -> pd.DataFrame:
+    """Replace the ``embedding`` column of a batch of the latest view by its version-``version`` value."""
+    cat = Catalog(catalog)
+    manifest = cat.verify(family)
+    manifest.version(version)
+    if len(df) == 0:
+        return df
+    sources = df[SOURCE_VERSION_FEATURE].to_numpy()
+    out = df.copy()
+    new_values = np.empty(len(df), dtype=object)
+    for source in np.unique(sources):
+        source = int(source)
+        if source < version:
+            raise RegistryLagError(
+                f"family {family!r}: view for version {version} received rows of version {source}; the "
+                "Feast registry is older than the catalog -- run `feast apply` before materializing"
+            )
+        rows = np.flatnonzero(sources == source)
+        mat = _stack(df[EMBEDDING_FEATURE].iloc[rows], manifest.version(source).dim, family, source)
+        result = transform_vectors(cat, family, mat, source, version, manifest)
+        new_values[rows] = list(result)
+    out[EMBEDDING_FEATURE] = new_values
+    return out
+
+
+def _stack(series: pd.Series, dim: int, family: str, source: int) -> np.ndarray:
+    try:
+        mat = np.stack(series.to_numpy()).astype(np.float32, copy=False)
+    except ValueError as exc:
+        raise DimensionMismatchError(f"family {family!r}: ragged or missing vectors in version {source}: {exc}") from None
+    if mat.ndim != 2 or mat.shape[1] != dim:
+        raise DimensionMismatchError(
+            f"family {family!r}: version {source} rows have shape {mat.shape[1:]}, the manifest says dim {dim}"
+        )
+    return mat

@@ -1,0 +1,164 @@
+"""The operator's view of a feast_bc repo: what is published, what Feast knows, what is stale.
+
+:func:`repo_status` never raises on a broken repo: every problem becomes a line in
+``problems`` (and ``ok`` is False) so `feast-bc status` can show all of them at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from feast_bc.catalog import Catalog
+from feast_bc.errors import FeastBCError
+from feast_bc.naming import TAG_FAMILY, TAG_LATEST, service_name, view_name
+
+
+class VersionStatus(BaseModel):
+    version: int
+    dim: int
+    created_at: datetime
+    role: str = Field(description="'latest' (stored) or 'derived' (served through transforms)")
+    transform_sha256: str | None = None
+    embeddings_sha256: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    feature_view: str
+    feature_service: str
+    registered: bool | None = None
+    materialized_intervals: list[tuple[datetime, datetime]] = Field(default_factory=list)
+
+
+class FamilyStatus(BaseModel):
+    family: str
+    entity: str
+    join_key: str
+    latest: int | None = None
+    rows: int | None = None
+    manifest_sha256: str | None = None
+    registry_latest: int | None = Field(default=None, description="latest version the Feast registry knows")
+    versions: list[VersionStatus] = Field(default_factory=list)
+    orphans: list[str] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+
+class RepoStatus(BaseModel):
+    repo: str
+    catalog: str
+    families: list[FamilyStatus] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(not f.problems for f in self.families)
+
+
+def repo_status(repo: str | Path, *, feast: bool = True, fs_yaml_file: str | Path | None = None) -> RepoStatus:
+    repo = Path(repo).absolute()
+    catalog = Catalog.for_repo(repo)
+    report = RepoStatus(repo=str(repo), catalog=str(catalog.root))
+    if not repo.is_dir():
+        report.problems.append(f"{repo} does not exist")
+        return report
+    registry = _registry_views(repo, fs_yaml_file, report) if feast else None
+    for family_dir in sorted(p for p in catalog.root.glob("*") if p.is_dir()) if catalog.root.is_dir() else []:
+        report.families.append(_family_status(catalog, family_dir.name, registry))
+    return report
+
+
+def _registry_views(repo: Path, fs_yaml_file, report: RepoStatus) -> dict | None:
+    yaml = Path(fs_yaml_file) if fs_yaml_file else repo / "feature_store.yaml"
+    if not yaml.is_file():
+        report.problems.append(f"no feature_store.yaml at {yaml}: not a Feast repo")
+        return None
+    try:
+        from feast import FeatureStore
+
+        store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml)
+        views = {v.name: v for v in store.list_batch_feature_views() if v.tags.get(TAG_FAMILY)}
+        return views
+    except Exception as exc:  # a broken registry must not hide the catalog report
+        report.problems.append(f"cannot read the Feast registry: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _family_status(catalog: Catalog, family: str, registry: dict | None) -> FamilyStatus:
+    status = FamilyStatus(family=family, entity="?", join_key="?")
+    try:
+        manifest = catalog.manifest(family)
+    except (FeastBCError, OSError) as exc:
+        status.problems.append(str(exc))
+        return status
+    status.entity, status.join_key = manifest.entity.name, manifest.entity.join_key
+    status.latest = manifest.latest_version
+    status.rows = manifest.latest.embeddings.rows
+    status.manifest_sha256 = manifest.checksum
+    try:
+        catalog.verify(family, manifest)
+    except FeastBCError as exc:
+        status.problems.append(str(exc))
+    status.orphans = [str(p) for p in catalog.orphans(family)]
+    for rec in manifest.versions:
+        vs = VersionStatus(
+            version=rec.version,
+            dim=rec.dim,
+            created_at=rec.created_at,
+            role="latest" if rec.version == manifest.latest_version else "derived",
+            transform_sha256=rec.transform.sha256 if rec.transform else None,
+            embeddings_sha256=rec.embeddings.sha256 if rec.embeddings else None,
+            metrics=rec.metrics,
+            feature_view=view_name(family, rec.version),
+            feature_service=service_name(family, rec.version),
+        )
+        if registry is not None:
+            fv = registry.get(vs.feature_view)
+            vs.registered = fv is not None
+            if fv is not None:
+                vs.materialized_intervals = list(fv.materialization_intervals)
+                status.registry_latest = int(fv.tags.get(TAG_LATEST, -1))
+        status.versions.append(vs)
+    if registry is not None:
+        if status.registry_latest is None:
+            status.problems.append(f"{family}: not registered in Feast yet -- run `feast apply`")
+        elif status.registry_latest != manifest.latest_version:
+            status.problems.append(
+                f"{family}: Feast serves version {status.registry_latest} as latest but version "
+                f"{manifest.latest_version} is published -- run `feast apply`, then `feast materialize`"
+            )
+        else:
+            unmaterialized = [v.version for v in status.versions if v.registered and not v.materialized_intervals]
+            if unmaterialized:
+                status.problems.append(
+                    f"{family}: versions {unmaterialized} were never materialized -- run `feast materialize`"
+                )
+    return status
+
+
+def render_status(report: RepoStatus) -> str:
+    lines = [f"repo {report.repo}", f"catalog {report.catalog}"]
+    lines += [f"PROBLEM: {p}" for p in report.problems]
+    if not report.families:
+        lines.append("no embedding families published yet (publish one with the training module or Catalog.publish)")
+    for fam in report.families:
+        lines.append("")
+        lines.append(
+            f"family {fam.family}  entity {fam.entity} ({fam.join_key})  latest v{fam.latest}  rows {fam.rows}  "
+            f"registry latest {'-' if fam.registry_latest is None else 'v' + str(fam.registry_latest)}"
+        )
+        if fam.versions:
+            lines.append(f"  {'ver':>3} {'dim':>5} {'role':8} {'created (UTC)':20} {'B sha256':14} {'materialized up to':26} metrics")
+        for v in fam.versions:
+            upto = max((end for _, end in v.materialized_intervals), default=None)
+            mat = "-" if v.registered is None else ("not registered" if not v.registered else (upto.strftime("%Y-%m-%d %H:%M:%S") if upto else "never"))
+            metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items()))
+            lines.append(
+                f"  {v.version:>3} {v.dim:>5} {v.role:8} {v.created_at.strftime('%Y-%m-%d %H:%M:%S'):20} "
+                f"{(v.transform_sha256 or '-')[:12]:14} {mat:26} {metrics}"
+            )
+        for orphan in fam.orphans:
+            lines.append(f"  orphan artifact (not in the manifest): {orphan}")
+        lines += [f"  PROBLEM: {p}" for p in fam.problems]
+    lines.append("")
+    lines.append("OK" if report.ok else "NOT OK")
+    return "\n".join(lines)
