@@ -81,6 +81,22 @@ def cmd_status(args) -> int:
     return 0 if report.ok else 2
 
 
+def cmd_selfcheck(args) -> int:
+    from feast_bc.selfcheck import render, run_selfcheck
+
+    report = run_selfcheck(
+        args.workdir,
+        online_store=args.online_store,
+        redis_url=args.redis_url,
+        entities=args.entities,
+        versions=args.versions,
+        seed=args.seed,
+    )
+    print(render(report))
+    print(f"report: {Path(args.workdir) / 'report.json'}")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="feast-bc", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -111,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--no-feast", action="store_true", help="catalog only; skip reading the Feast registry")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("selfcheck", help="run publish/apply/materialize/read on generated embeddings and check values")
+    s.add_argument("--workdir", default="demo")
+    s.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
+    s.add_argument("--redis-url", help="redis://host:port/db (with --online-store redis)")
+    s.add_argument("--entities", type=int, default=2000)
+    s.add_argument("--versions", type=int, default=4)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_selfcheck)
     return p
 
 

@@ -1,0 +1,31 @@
+"""Package-level promises: light imports, the committed feature_repo template, the CLI basics."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO_ROOT
+from feast_bc.repo import init_repo
+
+
+def test_import_feast_bc_does_not_import_torch_or_feast():
+    code = (
+        "import sys, feast_bc, feast_bc.catalog, feast_bc.export, feast_bc.runtime, feast_bc.cli; "
+        "print('torch' in sys.modules, 'feast' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"], out
+
+
+def test_no_torch_import_anywhere_in_feast_bc():
+    for path in (REPO_ROOT / "feast_bc").rglob("*.py"):
+        text = path.read_text()
+        assert "import torch" not in text and "from torch" not in text, path
+        assert "import training" not in text and "from training" not in text, path
+
+
+def test_committed_feature_repo_is_what_init_repo_writes(tmp_path):
+    fresh = init_repo(tmp_path / "repo", project="feast_bc")
+    committed = REPO_ROOT / "feature_repo"
+    for name in ["feature_store.yaml", "feature_store.redis.yaml", "bc_definitions.py", ".feastignore"]:
+        assert (committed / name).read_text() == (fresh / name).read_text(), name
