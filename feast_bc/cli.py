@@ -36,7 +36,9 @@ def _parse_ids(raw: list[str] | None, ids_file: str | None, dtype: str):
 def cmd_init(args) -> int:
     from feast_bc.repo import init_repo
 
-    repo = init_repo(args.repo, project=args.project, online_store=args.online_store, redis_url=args.redis_url)
+    repo = init_repo(
+        args.repo, project=args.project, online_store=args.online_store, redis_url=args.redis_url, engine=args.engine
+    )
     print(f"feature repo ready at {repo} (online store: {args.online_store}); publish a family, then `feast apply`")
     return 0
 
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--project", default="feast_bc")
     s.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
     s.add_argument("--redis-url", help="redis://host:port/db written into the yaml (default: $FEAST_BC_REDIS)")
+    s.add_argument("--engine", choices=["bc", "local"], default="bc", help="bulk feast_bc engine or Feast's stock engine")
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("export", help="write one version's embeddings (all ids or some) to parquet")

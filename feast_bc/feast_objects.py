@@ -30,6 +30,7 @@ from feast_bc.manifest import FamilyManifest
 from feast_bc.naming import (
     EMBEDDING_FEATURE,
     SOURCE_VERSION_FEATURE,
+    TAG_CATALOG,
     TAG_DERIVED_FROM,
     TAG_EMBEDDINGS_SHA,
     TAG_FAMILY,
@@ -127,6 +128,7 @@ def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest,
         TAG_LATEST: str(k),
         TAG_EMBEDDINGS_SHA: latest.embeddings.sha256,
         TAG_MANIFEST_SHA: manifest.computed_checksum(),
+        TAG_CATALOG: str(catalog.root),
         TAG_MANAGED: MANAGED_BY,
     }
 

@@ -34,6 +34,7 @@ TAG_DERIVED_FROM = "bc.derived_from"
 TAG_TRANSFORM_SHA = "bc.transform_sha256"
 TAG_EMBEDDINGS_SHA = "bc.embeddings_sha256"
 TAG_MANIFEST_SHA = "bc.manifest_sha256"
+TAG_CATALOG = "bc.catalog"
 
 
 def family_name_problem(name: str) -> str | None:

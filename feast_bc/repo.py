@@ -55,7 +55,13 @@ online_store:
 {online}
 offline_store:
   type: file
-entity_key_serialization_version: 3
+{engine}entity_key_serialization_version: 3
+"""
+
+ENGINE_BLOCK = """# feast_bc views are materialized in bulk by feast_bc's engine; other views by Feast's local engine.
+batch_engine:
+  type: feast_bc.engine.BCEngine
+  batch_rows: 65536
 """
 
 
@@ -64,8 +70,16 @@ def feature_store_yaml(
     online_store: Literal["sqlite", "redis"] = "sqlite",
     *,
     redis_connection: str | None = None,
+    engine: Literal["bc", "local"] = "bc",
 ) -> str:
-    """Text of a feature_store.yaml for the embedded default or the Redis profile."""
+    """Text of a feature_store.yaml for the embedded default or the Redis profile.
+
+    ``engine="bc"`` configures :class:`feast_bc.engine.BCEngine` (bulk materialization of feast_bc
+    views); ``"local"`` leaves Feast's stock engine, which runs the same views through their UDFs.
+    """
+    if engine not in ("bc", "local"):
+        raise InvalidInputError(f"unknown engine {engine!r}; choose 'bc' or 'local'")
+    engine_block = ENGINE_BLOCK if engine == "bc" else ""
     if online_store == "sqlite":
         online = "  type: sqlite\n  path: data/online_store.db"
         return _YAML_TEMPLATE.format(
@@ -73,6 +87,7 @@ def feature_store_yaml(
             project=project,
             registry="registry.db",
             online=online,
+            engine=engine_block,
         )
     if online_store == "redis":
         conn = redis_connection or "${" + REDIS_ENV_VAR + "}"
@@ -85,6 +100,7 @@ def feature_store_yaml(
             project=project,
             registry="registry_redis.db",
             online=online,
+            engine=engine_block,
         )
     raise InvalidInputError(f"unknown online store {online_store!r}; choose 'sqlite' or 'redis'")
 
@@ -117,6 +133,7 @@ def init_repo(
     project: str = "feast_bc",
     online_store: Literal["sqlite", "redis"] = "sqlite",
     redis_url: str | None = None,
+    engine: Literal["bc", "local"] = "bc",
 ) -> Path:
     """Write a feast_bc feature repo at ``path`` (keeps an existing catalog and data).
 
@@ -128,8 +145,8 @@ def init_repo(
     repo.mkdir(parents=True, exist_ok=True)
     conn = redis_url_to_connection_string(redis_url) if redis_url else None
     files = {
-        "feature_store.yaml": feature_store_yaml(project, online_store, redis_connection=conn),
-        REDIS_PROFILE_FILENAME: feature_store_yaml(project, "redis", redis_connection=conn),
+        "feature_store.yaml": feature_store_yaml(project, online_store, redis_connection=conn, engine=engine),
+        REDIS_PROFILE_FILENAME: feature_store_yaml(project, "redis", redis_connection=conn, engine=engine),
         DEFINITIONS_FILENAME: DEFINITIONS_TEXT,
         ".feastignore": FEASTIGNORE_TEXT,
     }
