@@ -44,6 +44,7 @@ from feast_bc.manifest import (
     FamilyManifest,
     TransformArtifact,
     VersionRecord,
+    validation_summary,
 )
 from feast_bc.naming import family_name_problem
 from feast_bc.transforms import BackwardTransform, LinearTransform, compose
@@ -168,6 +169,54 @@ class Catalog:
                         referenced.add(self.artifact_path(family, ref).resolve())
         return sorted(p for p in art_dir.iterdir() if p.is_file() and p.resolve() not in referenced)
 
+    def collect_garbage(self, family: str, *, prune_superseded_embeddings: bool = False, dry_run: bool = False) -> list[Path]:
+        """Delete orphaned artifacts (and optionally superseded embeddings); return what was (or would be) removed.
+
+        Superseded embeddings (versions < latest) are only needed until the Feast registry has been
+        re-applied, so pruning them is the caller's decision (``feast-bc gc`` checks the registry
+        first). The manifest is rewritten before any referenced file is deleted, so a crash in
+        between leaves at worst an orphan, never a manifest pointing at a missing file.
+        """
+        family_dir = self.family_dir(family)
+        with exclusive_lock(family_dir / ".lock"):
+            manifest = self.manifest(family)
+            doomed = list(self.orphans(family))
+            if prune_superseded_embeddings:
+                superseded = [r for r in manifest.versions[:-1] if r.embeddings is not None]
+                if superseded:
+                    doomed += [self.artifact_path(family, r.embeddings) for r in superseded]
+                    if not dry_run:
+                        versions = [
+                            r.model_copy(update={"embeddings": None}) if r in superseded else r for r in manifest.versions
+                        ]
+                        pruned = FamilyManifest(family=family, entity=manifest.entity, versions=versions)
+                        atomic_write_bytes(family_dir / MANIFEST_FILENAME, pruned.to_json_bytes())
+            if not dry_run:
+                for path in doomed:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+            return doomed
+
+    def retire(self, family: str, version: int) -> FamilyManifest:
+        """Stop serving ``version``: after `feast apply` its view, service and online values are gone.
+
+        Its backward transform stays in the chain (older versions still need it). Retiring the
+        latest version is refused; retiring twice is a no-op.
+        """
+        family_dir = self.family_dir(family)
+        with exclusive_lock(family_dir / ".lock"):
+            manifest = self.manifest(family)
+            rec = manifest.version(version)
+            if version == manifest.latest_version:
+                raise InvalidInputError(f"family {family!r}: the latest version {version} cannot be retired")
+            if rec.retired_at is not None:
+                return manifest
+            versions = list(manifest.versions)
+            versions[version] = rec.model_copy(update={"retired_at": datetime.now(timezone.utc)})
+            updated = FamilyManifest(family=family, entity=manifest.entity, versions=versions)
+            atomic_write_bytes(family_dir / MANIFEST_FILENAME, updated.to_json_bytes())
+            return updated
+
     # ------------------------------------------------------------------------------ writing
     def publish(
         self,
@@ -223,7 +272,7 @@ class Catalog:
                 )
                 FamilyManifest(family=family, entity=entity_spec, versions=[*(current.versions if current else []), draft])
             except ValidationError as exc:
-                raise InvalidInputError(f"family {family!r}, version {version}: {exc}") from None
+                raise InvalidInputError(f"family {family!r}, version {version}: {validation_summary(exc)}") from None
 
             art_dir = family_dir / ARTIFACTS_DIRNAME
             written: list[Path] = []
@@ -276,7 +325,9 @@ class Catalog:
         if entity is not None and not isinstance(entity, EntitySpec):
             try:
                 entity = EntitySpec.model_validate(dict(entity))
-            except (ValidationError, TypeError, ValueError) as exc:
+            except ValidationError as exc:
+                raise InvalidInputError(f"family {family!r}: invalid entity spec: {validation_summary(exc)}") from None
+            except (TypeError, ValueError) as exc:
                 raise InvalidInputError(f"family {family!r}: invalid entity spec: {exc}") from None
         if current is None:
             if entity is None:

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from feast_bc.errors import FeastBCError, InvalidInputError
+from feast_bc.errors import FeastBCError, InvalidInputError, RegistryLagError
 
 
 def _parse_ids(raw: list[str] | None, ids_file: str | None, dtype: str):
@@ -99,6 +99,41 @@ def cmd_selfcheck(args) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_gc(args) -> int:
+    from feast_bc.catalog import Catalog
+
+    catalog = Catalog.locate(args.repo)
+    families = [args.family] if args.family else catalog.families()
+    if args.prune_embeddings and not args.dry_run:
+        from feast_bc.status import repo_status
+
+        report = repo_status(args.repo)
+        lagging = [f.family for f in report.families if f.family in families and f.registry_latest != f.latest]
+        if lagging:
+            raise RegistryLagError(
+                f"the Feast registry does not serve the latest version of {', '.join(lagging)} yet; "
+                "run `feast apply` first (superseded embeddings are still read until then)"
+            )
+    verb = "would remove" if args.dry_run else "removed"
+    for family in families:
+        removed = catalog.collect_garbage(family, prune_superseded_embeddings=args.prune_embeddings, dry_run=args.dry_run)
+        for path in removed:
+            print(f"{family}: {verb} {path}")
+        print(f"{family}: {verb} {len(removed)} file(s)")
+    return 0
+
+
+def cmd_retire(args) -> int:
+    from feast_bc.catalog import Catalog
+
+    manifest = Catalog.locate(args.repo).retire(args.family, args.version)
+    print(
+        f"{args.family}: version {args.version} retired; still served: {manifest.served_versions}. "
+        "Run `feast apply` to remove its view, FeatureService and online values."
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="feast-bc", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -130,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--no-feast", action="store_true", help="catalog only; skip reading the Feast registry")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("gc", help="delete orphaned artifacts (e.g. from a killed publish); optionally superseded embeddings")
+    s.add_argument("--repo", required=True)
+    s.add_argument("--family")
+    s.add_argument("--prune-embeddings", action="store_true", help="also delete embeddings of versions < latest")
+    s.add_argument("--dry-run", action="store_true")
+    s.set_defaults(func=cmd_gc)
+
+    s = sub.add_parser("retire", help="stop serving one old version (its view and service go at the next apply)")
+    s.add_argument("--repo", required=True)
+    s.add_argument("--family", required=True)
+    s.add_argument("--version", required=True, type=int)
+    s.set_defaults(func=cmd_retire)
 
     s = sub.add_parser("selfcheck", help="run publish/apply/materialize/read on generated embeddings and check values")
     s.add_argument("--workdir", default="demo")

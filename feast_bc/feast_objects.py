@@ -172,12 +172,13 @@ def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest,
             )
 
     latest_view = make_view(k, None)
+    served = manifest.served_versions
     views = {k: latest_view}
-    for j in range(k - 1, -1, -1):
+    for j in served[:-1]:
         views[j] = make_view(j, latest_view)
 
     objects: dict[str, object] = {f"source_{family}": source}
-    for j in range(k + 1):
+    for j in served:
         objects[view_name(family, j)] = views[j]
         objects[service_name(family, j)] = FeatureService(
             name=service_name(family, j),

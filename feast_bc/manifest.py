@@ -33,6 +33,11 @@ MANIFEST_FILENAME = "manifest.json"
 _SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
+def validation_summary(exc: ValidationError) -> str:
+    """One line per problem instead of pydantic's multi-line report."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors())
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -91,6 +96,9 @@ class VersionRecord(_Strict):
     )
     metrics: dict[str, float] = Field(default_factory=dict)
     description: str = ""
+    retired_at: datetime | None = Field(
+        default=None, description="set when operators stop serving this version (its B stays in the chain)"
+    )
 
     @field_validator("created_at")
     @classmethod
@@ -149,6 +157,8 @@ class FamilyManifest(_Strict):
                 )
         if self.versions[-1].embeddings is None:
             raise ValueError("the latest version must keep its embeddings artifact")
+        if self.versions[-1].retired_at is not None:
+            raise ValueError("the latest version cannot be retired")
         return self
 
     # ----------------------------------------------------------------------------- queries
@@ -159,6 +169,11 @@ class FamilyManifest(_Strict):
     @property
     def latest_version(self) -> int:
         return self.versions[-1].version
+
+    @property
+    def served_versions(self) -> list[int]:
+        """Versions that get a Feast view and FeatureService (all but the retired ones)."""
+        return [v.version for v in self.versions if v.retired_at is None]
 
     def version(self, version: int) -> VersionRecord:
         if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < len(self.versions):
@@ -208,15 +223,22 @@ class FamilyManifest(_Strict):
             raise ManifestError(
                 f"{origin} has schema_version {schema!r}; this feast_bc reads schema {SCHEMA_VERSION}"
             )
+        recorded = raw.get("checksum")
+        if recorded is None:
+            raise ManifestError(f"{origin} carries no checksum; refusing an unsealed manifest")
+        # Check the seal on the raw content first, so an edited file is reported as edited rather
+        # than as whatever invariant the edit happened to break.
+        content = {k: v for k, v in raw.items() if k != "checksum"}
+        actual = sha256_bytes(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
+        if actual != recorded:
+            raise ManifestError(
+                f"{origin} fails its checksum (recorded {str(recorded)[:12]}..., content {actual[:12]}...): "
+                "it was edited or torn; restore it from backup or republish"
+            )
         try:
             manifest = cls.model_validate(raw)
         except ValidationError as exc:
-            raise ManifestError(f"{origin} is not a valid feast_bc manifest: {exc}") from exc
-        if manifest.checksum is None:
-            raise ManifestError(f"{origin} carries no checksum; refusing an unsealed manifest")
+            raise ManifestError(f"{origin} is not a valid feast_bc manifest: {validation_summary(exc)}") from None
         if manifest.checksum != manifest.computed_checksum():
-            raise ManifestError(
-                f"{origin} fails its checksum (recorded {manifest.checksum[:12]}..., content "
-                f"{manifest.computed_checksum()[:12]}...): it was edited or torn; restore it from backup"
-            )
+            raise ManifestError(f"{origin} does not round-trip to its checksum; refusing it")
         return manifest

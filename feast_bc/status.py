@@ -20,7 +20,7 @@ class VersionStatus(BaseModel):
     version: int
     dim: int
     created_at: datetime
-    role: str = Field(description="'latest' (stored) or 'derived' (served through transforms)")
+    role: str = Field(description="'latest' (stored), 'derived' (served through transforms) or 'retired'")
     transform_sha256: str | None = None
     embeddings_sha256: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -104,7 +104,7 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
             version=rec.version,
             dim=rec.dim,
             created_at=rec.created_at,
-            role="latest" if rec.version == manifest.latest_version else "derived",
+            role="retired" if rec.retired_at else ("latest" if rec.version == manifest.latest_version else "derived"),
             transform_sha256=rec.transform.sha256 if rec.transform else None,
             embeddings_sha256=rec.embeddings.sha256 if rec.embeddings else None,
             metrics=rec.metrics,
@@ -128,6 +128,9 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
             )
         else:
             unmaterialized = [v.version for v in status.versions if v.registered and not v.materialized_intervals]
+            lingering = [v.version for v in status.versions if v.role == "retired" and v.registered]
+            if lingering:
+                status.problems.append(f"{family}: retired versions {lingering} are still registered -- run `feast apply`")
             if unmaterialized:
                 status.problems.append(
                     f"{family}: versions {unmaterialized} were never materialized -- run `feast materialize`"

@@ -44,14 +44,25 @@ def test_tampered_manifest_fails_its_checksum():
         FamilyManifest.from_json_bytes(json.dumps(raw).encode())
 
 
+def _reseal(raw: dict) -> dict:
+    """What a buggy writer (or an attacker) would produce: invalid content with a matching seal."""
+    from feast_bc.atomic import sha256_bytes
+
+    content = {k: v for k, v in raw.items() if k != "checksum"}
+    raw["checksum"] = sha256_bytes(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
+    return raw
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
         (lambda r: r.update(schema_version=2), "schema_version 2"),
-        (lambda r: r.pop("checksum"), "no checksum"),
-        (lambda r: r["versions"][2]["transform"].update(in_dim=5), "B_2 maps"),
-        (lambda r: r["versions"].pop(1), "without gaps"),
-        (lambda r: r["versions"][1]["embeddings"].update(path="../../etc/passwd"), "stay inside"),
+        (lambda r: r.update(checksum=None), "no checksum"),
+        (lambda r: _reseal(r) and r["versions"][2]["transform"].update(in_dim=5), "fails its checksum"),
+        (lambda r: _reseal(r["versions"][2]["transform"].update(in_dim=5) or r), "B_2 maps"),
+        (lambda r: _reseal(r["versions"].pop(1) and r), "without gaps"),
+        (lambda r: _reseal(r["versions"][1]["embeddings"].update(path="../../etc/passwd") or r), "stay inside"),
+        (lambda r: _reseal(r["versions"][2].update(retired_at="2026-02-01T00:00:00Z") or r), "latest version cannot be retired"),
     ],
 )
 def test_invalid_manifests_are_refused(mutate, message):

@@ -29,3 +29,19 @@ def test_committed_feature_repo_is_what_init_repo_writes(tmp_path):
     committed = REPO_ROOT / "feature_repo"
     for name in ["feature_store.yaml", "feature_store.redis.yaml", "bc_definitions.py", ".feastignore"]:
         assert (committed / name).read_text() == (fresh / name).read_text(), name
+
+
+def test_docker_compose_defines_redis_and_the_feature_server():
+    import yaml
+
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert services["redis"]["healthcheck"]["test"][-1] == "ping"
+    assert any(v.startswith("redis-data:") for v in services["redis"]["volumes"]) and "redis-data" in compose["volumes"]
+    server = services["feature-server"]
+    assert server["command"][:4] == ["feast", "-f", "feature_store.redis.yaml", "serve"]
+    assert server["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert server["environment"]["FEAST_BC_REDIS"].startswith("redis:6379")
+    assert (REPO_ROOT / server["build"]["dockerfile"]).is_file()
+    # the served repo's Redis profile reads its connection string from that variable
+    assert "${FEAST_BC_REDIS}" in (REPO_ROOT / "feature_repo" / "feature_store.redis.yaml").read_text()

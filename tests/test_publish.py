@@ -146,3 +146,29 @@ def test_string_ids_family(tmp_path):
     ids, vecs = cat.latest_embeddings("sku_embedding", ids=["c", "a"])
     assert list(ids) == ["c", "a"]
     np.testing.assert_array_equal(vecs, np.eye(3)[[2, 1]])
+
+
+def test_orphans_are_reported_and_collected(two_versions):
+    art = two_versions.family_dir("item_embedding") / "artifacts"
+    stray = art / ".v0002-embeddings.abc123.tmp"  # what a publish killed mid-write leaves
+    stray.write_bytes(b"partial")
+    leftover = art / "v0002-transform-0123456789abcdef.safetensors"  # killed after artifacts, before manifest
+    leftover.write_bytes(b"x")
+    assert two_versions.orphans("item_embedding") == sorted([stray, leftover])
+    assert two_versions.collect_garbage("item_embedding", dry_run=True) == sorted([stray, leftover])
+    assert stray.exists()
+    two_versions.collect_garbage("item_embedding")
+    assert two_versions.orphans("item_embedding") == [] and not stray.exists()
+    two_versions.verify("item_embedding")  # everything referenced is still there
+
+
+def test_prune_superseded_embeddings_keeps_the_manifest_consistent(two_versions):
+    m = two_versions.manifest("item_embedding")
+    old = two_versions.artifact_path("item_embedding", m.versions[0].embeddings)
+    removed = two_versions.collect_garbage("item_embedding", prune_superseded_embeddings=True)
+    assert removed == [old] and not old.exists()
+    m2 = two_versions.manifest("item_embedding")
+    assert m2.versions[0].embeddings is None and m2.latest.embeddings == m.latest.embeddings
+    two_versions.verify("item_embedding")
+    # serving from the latest is unaffected
+    assert two_versions.composed("item_embedding", 1, 0).out_dim == 4

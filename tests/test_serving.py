@@ -216,3 +216,33 @@ def test_redis_down_is_a_clear_error_and_catalog_untouched(tmp_path, redis_avail
         store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
     assert "connect" in str(info.value).lower() and str(port) in str(info.value)
     assert (catalog.family_dir("item_embedding") / "manifest.json").read_bytes() == manifest_before
+
+
+def test_retiring_a_version_removes_its_pin_and_keeps_the_others(tmp_path):
+    from feast.errors import FeatureServiceNotFoundException
+
+    repo = _make_repo(tmp_path, "repo", "sqlite", unique_project("ret"))
+    catalog = Catalog.for_repo(repo)
+    fams = publish_users_and_items(catalog, versions=3)
+    store = apply(repo)
+    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    catalog.retire("item_embedding", 1)
+    with pytest.raises(Exception, match="latest version 2 cannot be retired"):
+        catalog.retire("item_embedding", 2)
+    run_cli(["feast", "apply"], cwd=repo)  # the CLI's full sync removes the retired view and service
+    store = _store(repo, "sqlite")
+    store.refresh_registry()
+    with pytest.raises(FeatureServiceNotFoundException):
+        store.get_feature_service("item_embedding_v1")
+    assert "item_embedding_bc1" not in {v.name for v in store.list_batch_feature_views()}
+    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    items = fams["item_embedding"]
+    for v in (0, 2):  # version 0 is still B_1 B_2 z_2: the retired version's transform stays in the chain
+        got = np.asarray(online_vectors(store, "item_embedding", v, "item_id", items.ids[2]), dtype=np.float64)
+        np.testing.assert_allclose(got, items.expected(v), atol=1e-5, rtol=0)
+    from feast_bc.status import repo_status
+
+    report = repo_status(repo)
+    assert report.ok, report.problems
+    roles = {v.version: v.role for v in next(f for f in report.families if f.family == "item_embedding").versions}
+    assert roles == {0: "derived", 1: "retired", 2: "latest"}
