@@ -157,17 +157,20 @@ class Catalog:
         )
 
     def orphans(self, family: str) -> list[Path]:
-        """Files under the family's artifacts/ that the manifest does not reference (e.g. from a killed publish)."""
-        art_dir = self.family_dir(family) / ARTIFACTS_DIRNAME
+        """Files the manifest does not reference: leftovers of a killed publish (artifacts, temp files)."""
+        family_dir = self.family_dir(family)
+        art_dir = family_dir / ARTIFACTS_DIRNAME
+        # temp files of a manifest replacement that was killed before its rename
+        stale = sorted(family_dir.glob(f".{MANIFEST_FILENAME}.*.tmp")) if family_dir.is_dir() else []
         if not art_dir.is_dir():
-            return []
+            return stale
         referenced: set[Path] = set()
         if self.has_family(family):
             for rec in self.manifest(family).versions:
                 for ref in (rec.transform, rec.embeddings):
                     if ref is not None:
                         referenced.add(self.artifact_path(family, ref).resolve())
-        return sorted(p for p in art_dir.iterdir() if p.is_file() and p.resolve() not in referenced)
+        return stale + sorted(p for p in art_dir.iterdir() if p.is_file() and p.resolve() not in referenced)
 
     def collect_garbage(self, family: str, *, prune_superseded_embeddings: bool = False, dry_run: bool = False) -> list[Path]:
         """Delete orphaned artifacts (and optionally superseded embeddings); return what was (or would be) removed.

@@ -34,7 +34,7 @@ from feast.repo_config import FeastConfigBaseModel
 
 from feast_bc.catalog import Catalog
 from feast_bc.embeddings import list_array_to_matrix
-from feast_bc.errors import RegistryLagError
+from feast_bc.errors import OnlineStoreUnavailableError, RegistryLagError
 from feast_bc.naming import (
     EMBEDDING_FEATURE,
     SOURCE_VERSION_FEATURE,
@@ -72,8 +72,33 @@ class BCEngine(LocalComputeEngine):
                 self.repo_config, self.online_store, view, task.start_time, task.end_time, self.batch_rows, registry, task.project
             )
         except Exception as exc:
+            exc = _explain_store_error(exc, self.repo_config, view)
             return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.ERROR, error=exc)
         return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
+
+
+def _explain_store_error(exc: Exception, repo_config, view) -> Exception:
+    """Turn a raw client error of the online store into one line an operator can act on."""
+    try:
+        import redis.exceptions as rex
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return exc
+    store = getattr(repo_config.online_store, "connection_string", None) or repo_config.online_store.type
+    where = str(store).split(",")[0]
+    if isinstance(exc, rex.AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
+        err = OnlineStoreUnavailableError(
+            f"Redis at {where} refused the credentials of the connection string while materializing "
+            f"{view.name} ({exc}); fix password/username in feature_store.yaml or $FEAST_BC_REDIS"
+        )
+    elif isinstance(exc, (rex.ConnectionError, rex.TimeoutError)):
+        err = OnlineStoreUnavailableError(
+            f"Redis at {where} became unreachable while materializing {view.name} ({exc}). Values "
+            "already written are complete per entity; run `feast materialize` again once Redis is back."
+        )
+    else:
+        return exc
+    err.__cause__ = exc
+    return err
 
 
 def _latest_file(repo_config, view, registry, project) -> Path:

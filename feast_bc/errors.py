@@ -79,3 +79,7 @@ class ManifestError(FeastBCError):
 
 class RegistryLagError(FeastBCError):
     """The Feast registry and the catalog disagree in a way that needs `feast apply`."""
+
+
+class OnlineStoreUnavailableError(FeastBCError):
+    """The online store could not be reached or refused us; rerunning materialize is safe."""
