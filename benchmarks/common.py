@@ -1,0 +1,72 @@
+"""Helpers shared by the benchmark scripts (not part of the package)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    redis_version = None
+    try:
+        redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+    except (OSError, IndexError):
+        pass
+    import feast
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": round(mem_gib, 1),
+        "python": platform.python_version(),
+        "feast": feast.__version__,
+        "numpy": np.__version__,
+        "redis_server": redis_version,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def percentiles(samples_s: list[float]) -> dict:
+    arr = np.asarray(samples_s) * 1e3
+    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)), "n": len(arr)}
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def delete_project_keys(url: str, project: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    suffix = project.encode()
+    batch = []
+    for key in client.scan_iter(count=5000):
+        if key.endswith(suffix):
+            batch.append(key)
+            if len(batch) >= 5000:
+                client.delete(*batch)
+                batch = []
+    if batch:
+        client.delete(*batch)
