@@ -206,16 +206,31 @@ class Catalog:
         Its backward transform stays in the chain (older versions still need it). Retiring the
         latest version is refused; retiring twice is a no-op.
         """
+        return self._update_version(family, version, "retired_at", datetime.now(timezone.utc), "be retired")
+
+    def set_serving(self, family: str, version: int, mode: str) -> FamilyManifest:
+        """Serve ``version`` from stored values ('stored') or compute it at request time ('on_read').
+
+        On-read versions cost no online storage and no materialization, and a bit of latency per
+        read (see docs/BENCHMARKS.md); the change takes effect at the next `feast apply`.
+        """
+        if mode not in ("stored", "on_read"):
+            raise InvalidInputError(f"serving mode must be 'stored' or 'on_read', not {mode!r}")
+        return self._update_version(family, version, "serving", mode, "be served on read" if mode == "on_read" else "")
+
+    def _update_version(self, family: str, version: int, field: str, value, refused_for_latest: str) -> FamilyManifest:
         family_dir = self.family_dir(family)
         with exclusive_lock(family_dir / ".lock"):
             manifest = self.manifest(family)
             rec = manifest.version(version)
-            if version == manifest.latest_version:
-                raise InvalidInputError(f"family {family!r}: the latest version {version} cannot be retired")
-            if rec.retired_at is not None:
+            if field == "retired_at" and rec.retired_at is not None:
+                return manifest
+            if version == manifest.latest_version and refused_for_latest:
+                raise InvalidInputError(f"family {family!r}: the latest version {version} cannot {refused_for_latest}")
+            if getattr(rec, field) == value:
                 return manifest
             versions = list(manifest.versions)
-            versions[version] = rec.model_copy(update={"retired_at": datetime.now(timezone.utc)})
+            versions[version] = rec.model_copy(update={field: value})
             updated = FamilyManifest(family=family, entity=manifest.entity, versions=versions)
             atomic_write_bytes(family_dir / MANIFEST_FILENAME, updated.to_json_bytes())
             return updated

@@ -134,6 +134,16 @@ def cmd_retire(args) -> int:
     return 0
 
 
+def cmd_serving(args) -> int:
+    from feast_bc.catalog import Catalog
+
+    mode = args.mode.replace("-", "_")
+    manifest = Catalog.locate(args.repo).set_serving(args.family, args.version, mode)
+    modes = {v.version: v.serving for v in manifest.versions if v.retired_at is None}
+    print(f"{args.family}: version {args.version} is now served {mode.replace('_', ' ')} ({modes}); run `feast apply`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="feast-bc", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -178,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--family", required=True)
     s.add_argument("--version", required=True, type=int)
     s.set_defaults(func=cmd_retire)
+
+    s = sub.add_parser("serving", help="serve one old version from stored values or compute it on read")
+    s.add_argument("--repo", required=True)
+    s.add_argument("--family", required=True)
+    s.add_argument("--version", required=True, type=int)
+    s.add_argument("--mode", required=True, choices=["stored", "on-read"])
+    s.set_defaults(func=cmd_serving)
 
     s = sub.add_parser("selfcheck", help="run publish/apply/materialize/read on generated embeddings and check values")
     s.add_argument("--workdir", default="demo")

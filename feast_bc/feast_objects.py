@@ -40,10 +40,12 @@ from feast_bc.naming import (
     TAG_TRANSFORM_SHA,
     TAG_VERSION,
     TIMESTAMP_COLUMN,
+    onread_view_name,
     service_name,
     source_name,
     view_name,
 )
+from feast_bc.onread import onread_udf_source
 from feast_bc.runtime import udf_source
 
 TAG_MANAGED = "bc.managed_by"
@@ -171,18 +173,50 @@ def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest,
                 tags=tags,
             )
 
+    def make_onread_view(version: int):
+        from feast import OnDemandFeatureView
+
+        name = onread_view_name(family, version)
+        fn_name = f"feast_bc_{name}"
+        matrix = catalog.composed(family, k, version, manifest).weight
+        text = onread_udf_source(fn_name, matrix)
+        namespace: dict = {}
+        exec(text, namespace)  # noqa: S102 -- our own generated, self-contained UDF
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
+            return OnDemandFeatureView(
+                name=name,
+                entities=[entity],
+                sources=[latest_view[[EMBEDDING_FEATURE]]],
+                schema=[Field(name=EMBEDDING_FEATURE, dtype=Array(Float32))],
+                mode="python",
+                udf=namespace[fn_name],
+                udf_string=text,
+                write_to_online_store=False,
+                description=f"{family} version {version} (dim {matrix.shape[0]}), computed from version {k} at read time",
+                tags={
+                    **common_tags,
+                    TAG_VERSION: str(version),
+                    TAG_ROLE: "on_read",
+                    TAG_TRANSFORM_SHA: _chain_digest(manifest, version),
+                    TAG_DERIVED_FROM: latest_view.name,
+                },
+            )
+
     latest_view = make_view(k, None)
     served = manifest.served_versions
     views = {k: latest_view}
     for j in served[:-1]:
-        views[j] = make_view(j, latest_view)
+        stored = manifest.version(j).serving == "stored"
+        views[j] = make_view(j, latest_view) if stored else make_onread_view(j)
 
     objects: dict[str, object] = {f"source_{family}": source}
     for j in served:
-        objects[view_name(family, j)] = views[j]
+        objects[views[j].name] = views[j]
+        projection = views[j][[EMBEDDING_FEATURE]] if manifest.version(j).serving == "stored" else views[j]
         objects[service_name(family, j)] = FeatureService(
             name=service_name(family, j),
-            features=[views[j][[EMBEDDING_FEATURE]].with_name(family)],
+            features=[projection.with_name(family)],
             description=f"Pin to {family} version {j} (dim {manifest.version(j).dim}).",
             tags={TAG_FAMILY: family, TAG_VERSION: str(j), TAG_LATEST: str(k), TAG_MANAGED: MANAGED_BY},
         )

@@ -99,6 +99,10 @@ class VersionRecord(_Strict):
     retired_at: datetime | None = Field(
         default=None, description="set when operators stop serving this version (its B stays in the chain)"
     )
+    serving: Literal["stored", "on_read"] = Field(
+        default="stored",
+        description="'stored': materialized into the online store; 'on_read': computed from the latest at request time",
+    )
 
     @field_validator("created_at")
     @classmethod
@@ -159,6 +163,8 @@ class FamilyManifest(_Strict):
             raise ValueError("the latest version must keep its embeddings artifact")
         if self.versions[-1].retired_at is not None:
             raise ValueError("the latest version cannot be retired")
+        if self.versions[-1].serving != "stored":
+            raise ValueError("the latest version is the stored one; it cannot be served on read")
         return self
 
     # ----------------------------------------------------------------------------- queries

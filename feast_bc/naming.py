@@ -56,6 +56,11 @@ def view_name(family: str, version: int) -> str:
     return f"{family}_bc{version}"
 
 
+def onread_view_name(family: str, version: int) -> str:
+    """The OnDemandFeatureView of a version served by computing it at read time."""
+    return f"{family}_bc{version}_onread"
+
+
 def service_name(family: str, version: int) -> str:
     return f"{family}_v{version}"
 

@@ -163,29 +163,27 @@ def apply(repo_path: str | Path, *, fs_yaml_file: str | Path | None = None):
     deleted (with their online data); objects not managed by feast_bc are left alone, unlike the
     CLI, which would delete anything not defined in the repo files. Returns the FeatureStore.
     """
-    from feast import FeatureService, FeatureStore
+    from feast import FeatureStore
 
     from feast_bc.feast_objects import MANAGED_BY, TAG_MANAGED, feast_objects
 
     repo_path = Path(repo_path).absolute()
     store = FeatureStore(repo_path=str(repo_path), fs_yaml_file=Path(fs_yaml_file) if fs_yaml_file else None)
     desired = feast_objects(repo_path)
-    desired_names = {(type(o).__name__, getattr(o, "name", None)) for o in desired.values()}
-    stale = []
-    registered = [
+    desired_names = {getattr(o, "name", None) for o in desired.values()}
+    registered = {}
+    for obj in [
+        *store.list_feature_services(),  # services first: a view cannot go while a service uses it
+        *store.list_on_demand_feature_views(),
         *store.list_batch_feature_views(),
         *store.list_feature_views(),
-        *store.list_feature_services(),
+    ]:
+        registered.setdefault(obj.name, obj)
+    stale = [
+        obj
+        for name, obj in registered.items()
+        if obj.tags.get(TAG_MANAGED) == MANAGED_BY and name not in desired_names
     ]
-    for obj in registered:
-        if obj.tags.get(TAG_MANAGED) != MANAGED_BY:
-            continue
-        if (type(obj).__name__, obj.name) not in desired_names and not any(
-            o is obj for o in stale
-        ):
-            stale.append(obj)
-    # Services first: a view cannot be deleted while a service still references it.
-    stale.sort(key=lambda o: not isinstance(o, FeatureService))
     store.apply(list(desired.values()), objects_to_delete=stale, partial=not stale)
     store.refresh_registry()
     return store

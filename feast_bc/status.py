@@ -13,14 +13,14 @@ from pydantic import BaseModel, Field
 
 from feast_bc.catalog import Catalog
 from feast_bc.errors import FeastBCError
-from feast_bc.naming import TAG_FAMILY, TAG_LATEST, service_name, view_name
+from feast_bc.naming import TAG_FAMILY, TAG_LATEST, onread_view_name, service_name, view_name
 
 
 class VersionStatus(BaseModel):
     version: int
     dim: int
     created_at: datetime
-    role: str = Field(description="'latest' (stored), 'derived' (served through transforms) or 'retired'")
+    role: str = Field(description="'latest' (stored), 'derived' (stored, through transforms), 'on_read' or 'retired'")
     transform_sha256: str | None = None
     embeddings_sha256: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -77,10 +77,19 @@ def _registry_views(repo: Path, fs_yaml_file, report: RepoStatus) -> dict | None
 
         store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml)
         views = {v.name: v for v in store.list_batch_feature_views() if v.tags.get(TAG_FAMILY)}
+        views.update({v.name: v for v in store.list_on_demand_feature_views() if v.tags.get(TAG_FAMILY)})
         return views
     except Exception as exc:  # a broken registry must not hide the catalog report
         report.problems.append(f"cannot read the Feast registry: {type(exc).__name__}: {exc}")
         return None
+
+
+def _role(rec, latest: int) -> str:
+    if rec.retired_at is not None:
+        return "retired"
+    if rec.version == latest:
+        return "latest"
+    return "on_read" if rec.serving == "on_read" else "derived"
 
 
 def _family_status(catalog: Catalog, family: str, registry: dict | None) -> FamilyStatus:
@@ -104,17 +113,17 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
             version=rec.version,
             dim=rec.dim,
             created_at=rec.created_at,
-            role="retired" if rec.retired_at else ("latest" if rec.version == manifest.latest_version else "derived"),
+            role=_role(rec, manifest.latest_version),
             transform_sha256=rec.transform.sha256 if rec.transform else None,
             embeddings_sha256=rec.embeddings.sha256 if rec.embeddings else None,
             metrics=rec.metrics,
-            feature_view=view_name(family, rec.version),
+            feature_view=onread_view_name(family, rec.version) if rec.serving == "on_read" else view_name(family, rec.version),
             feature_service=service_name(family, rec.version),
         )
         if registry is not None:
             fv = registry.get(vs.feature_view)
             vs.registered = fv is not None
-            if fv is not None:
+            if fv is not None and vs.role != "on_read":
                 vs.materialized_intervals = list(fv.materialization_intervals)
                 status.registry_latest = int(fv.tags.get(TAG_LATEST, -1))
         status.versions.append(vs)
@@ -127,7 +136,9 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
                 f"{manifest.latest_version} is published -- run `feast apply`, then `feast materialize`"
             )
         else:
-            unmaterialized = [v.version for v in status.versions if v.registered and not v.materialized_intervals]
+            unmaterialized = [
+                v.version for v in status.versions if v.registered and v.role != "on_read" and not v.materialized_intervals
+            ]
             lingering = [v.version for v in status.versions if v.role == "retired" and v.registered]
             if lingering:
                 status.problems.append(f"{family}: retired versions {lingering} are still registered -- run `feast apply`")
@@ -153,7 +164,14 @@ def render_status(report: RepoStatus) -> str:
             lines.append(f"  {'ver':>3} {'dim':>5} {'role':8} {'created (UTC)':20} {'B sha256':14} {'materialized up to':26} metrics")
         for v in fam.versions:
             upto = max((end for _, end in v.materialized_intervals), default=None)
-            mat = "-" if v.registered is None else ("not registered" if not v.registered else (upto.strftime("%Y-%m-%d %H:%M:%S") if upto else "never"))
+            if v.registered is None:
+                mat = "-"
+            elif not v.registered:
+                mat = "not registered"
+            elif v.role == "on_read":
+                mat = "computed on read"
+            else:
+                mat = upto.strftime("%Y-%m-%d %H:%M:%S") if upto else "never"
             metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items()))
             lines.append(
                 f"  {v.version:>3} {v.dim:>5} {v.role:8} {v.created_at.strftime('%Y-%m-%d %H:%M:%S'):20} "

@@ -246,3 +246,55 @@ def test_retiring_a_version_removes_its_pin_and_keeps_the_others(tmp_path):
     assert report.ok, report.problems
     roles = {v.version: v.role for v in next(f for f in report.families if f.family == "item_embedding").versions}
     assert roles == {0: "derived", 1: "retired", 2: "latest"}
+
+
+def test_on_read_version_is_computed_at_request_time_and_needs_only_feast(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    repo = _make_repo(tmp_path, "repo", "sqlite", unique_project("onr"))
+    catalog = Catalog.for_repo(repo)
+    fams = publish_users_and_items(catalog, versions=3)
+    run_cli(["feast-bc", "serving", "--repo", str(repo), "--family", "item_embedding", "--version", "0", "--mode", "on-read"])
+    run_cli(["feast", "apply"], cwd=repo)
+    run_cli(["feast", "materialize", START, _end().strftime("%Y-%m-%dT%H:%M:%S")], cwd=repo)
+    store = _store(repo, "sqlite")
+    assert_online_matches(store, fams)  # v0 through its (unchanged) FeatureService, computed on read
+    names = {v.name for v in store.list_batch_feature_views()}
+    assert "item_embedding_bc0" not in names and "user_embedding_bc0" in names  # nothing stored for it
+    assert store.get_on_demand_feature_view("item_embedding_bc0_onread").tags["bc.role"] == "on_read"
+    from feast_bc.status import repo_status
+
+    report = repo_status(repo)
+    assert report.ok, report.problems
+    item_versions = next(f for f in report.families if f.family == "item_embedding").versions
+    assert [(v.role, v.registered) for v in item_versions] == [("on_read", True), ("derived", True), ("latest", True)]
+
+    # a new latest changes the composed matrix inside the ODFV; the CLI apply must take it
+    rng = np.random.default_rng(9)
+    fams["item_embedding"].publish_next(catalog, rng)
+    run_cli(["feast", "apply"], cwd=repo)
+    run_cli(["feast", "materialize", START, _end().strftime("%Y-%m-%dT%H:%M:%S")], cwd=repo)
+    items = fams["item_embedding"]
+    ids = [int(i) for i in items.ids[3][:8]]
+    code = f"""
+import sys, json
+sys.modules["feast_bc"] = None
+from feast import FeatureStore
+store = FeatureStore(repo_path={str(repo)!r})
+r = store.get_online_features(features=store.get_feature_service("item_embedding_v0"), entity_rows=[{{"item_id": i}} for i in {ids}] + [{{"item_id": 123456789}}]).to_dict()
+print(json.dumps(r["embedding"]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got[-1] is None  # unknown entity stays missing, not zeros
+    np.testing.assert_allclose(np.asarray(got[:-1]), items.expected(0, ids), atol=1e-5, rtol=0)
+
+    # and back to stored
+    catalog.set_serving("item_embedding", 0, "stored")
+    store = apply(repo)
+    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    assert_online_matches(store, fams)
+    assert "item_embedding_bc0_onread" not in {v.name for v in store.list_on_demand_feature_views()}
