@@ -172,26 +172,33 @@ class Catalog:
                         referenced.add(self.artifact_path(family, ref).resolve())
         return stale + sorted(p for p in art_dir.iterdir() if p.is_file() and p.resolve() not in referenced)
 
-    def collect_garbage(self, family: str, *, prune_superseded_embeddings: bool = False, dry_run: bool = False) -> list[Path]:
-        """Delete orphaned artifacts (and optionally superseded embeddings); return what was (or would be) removed.
+    def collect_garbage(self, family: str, *, prune: bool = False, dry_run: bool = False) -> list[Path]:
+        """Delete orphaned artifacts and, with ``prune``, artifacts no served version needs any more.
 
-        Superseded embeddings (versions < latest) are only needed until the Feast registry has been
-        re-applied, so pruning them is the caller's decision (``feast-bc gc`` checks the registry
-        first). The manifest is rewritten before any referenced file is deleted, so a crash in
-        between leaves at worst an orphan, never a manifest pointing at a missing file.
+        Prunable: embeddings of versions older than the latest (they are read only until the Feast
+        registry is re-applied, so ``feast-bc gc --prune`` checks the registry first) and the
+        transforms B_v of which every older version is retired. The manifest is rewritten before
+        any referenced file is deleted, so a crash in between leaves at worst an orphan, never a
+        manifest pointing at a missing file. Returns what was (or, with ``dry_run``, would be) removed.
         """
         family_dir = self.family_dir(family)
         with exclusive_lock(family_dir / ".lock"):
             manifest = self.manifest(family)
             doomed = list(self.orphans(family))
-            if prune_superseded_embeddings:
-                superseded = [r for r in manifest.versions[:-1] if r.embeddings is not None]
-                if superseded:
-                    doomed += [self.artifact_path(family, r.embeddings) for r in superseded]
+            if prune:
+                versions, dropped = [], []
+                for i, rec in enumerate(manifest.versions):
+                    update = {}
+                    if rec.embeddings is not None and i < manifest.latest_version:
+                        update["embeddings"] = None
+                        dropped.append(rec.embeddings)
+                    if rec.transform is not None and all(r.retired_at is not None for r in manifest.versions[:i]):
+                        update["transform"] = None
+                        dropped.append(rec.transform)
+                    versions.append(rec.model_copy(update=update) if update else rec)
+                if dropped:
+                    doomed += [self.artifact_path(family, ref) for ref in dropped]
                     if not dry_run:
-                        versions = [
-                            r.model_copy(update={"embeddings": None}) if r in superseded else r for r in manifest.versions
-                        ]
                         pruned = FamilyManifest(family=family, entity=manifest.entity, versions=versions)
                         atomic_write_bytes(family_dir / MANIFEST_FILENAME, pruned.to_json_bytes())
             if not dry_run:

@@ -104,7 +104,7 @@ def cmd_gc(args) -> int:
 
     catalog = Catalog.locate(args.repo)
     families = [args.family] if args.family else catalog.families()
-    if args.prune_embeddings and not args.dry_run:
+    if args.prune and not args.dry_run:
         from feast_bc.status import repo_status
 
         report = repo_status(args.repo)
@@ -116,7 +116,7 @@ def cmd_gc(args) -> int:
             )
     verb = "would remove" if args.dry_run else "removed"
     for family in families:
-        removed = catalog.collect_garbage(family, prune_superseded_embeddings=args.prune_embeddings, dry_run=args.dry_run)
+        removed = catalog.collect_garbage(family, prune=args.prune, dry_run=args.dry_run)
         for path in removed:
             print(f"{family}: {verb} {path}")
         print(f"{family}: {verb} {len(removed)} file(s)")
@@ -179,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("gc", help="delete orphaned artifacts (e.g. from a killed publish); optionally superseded embeddings")
     s.add_argument("--repo", required=True)
     s.add_argument("--family")
-    s.add_argument("--prune-embeddings", action="store_true", help="also delete embeddings of versions < latest")
+    s.add_argument(
+        "--prune",
+        action="store_true",
+        help="also delete what no served version needs: superseded embeddings, transforms behind retired versions",
+    )
     s.add_argument("--dry-run", action="store_true")
     s.set_defaults(func=cmd_gc)
 

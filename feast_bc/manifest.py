@@ -8,7 +8,8 @@ Invariants checked on every load (so a manifest that passes is safe to serve fro
 
 * versions are numbered 0..k without gaps and were created in increasing time order;
 * version 0 has no transform, every later version v has a transform B_v with
-  ``in_dim == dim(v)`` and ``out_dim == dim(v-1)``;
+  ``in_dim == dim(v)`` and ``out_dim == dim(v-1)`` (B_v may be pruned once every version
+  older than v is retired: nothing needs it then);
 * the latest version has its embeddings artifact (older versions may have been pruned);
 * artifact paths are relative and stay inside the family directory.
 """
@@ -153,6 +154,9 @@ class FamilyManifest(_Strict):
                 raise ValueError(f"version {index} is not newer than version {index - 1}")
             t = rec.transform
             if t is None:
+                # B_v may only be dropped once no older version is served any more.
+                if all(r.retired_at is not None for r in self.versions[:index]):
+                    continue
                 raise ValueError(f"version {index} has no backward transform B_{index}")
             if (t.out_dim, t.in_dim) != (prev.dim, rec.dim):
                 raise ValueError(

@@ -165,10 +165,24 @@ def test_orphans_are_reported_and_collected(two_versions):
 def test_prune_superseded_embeddings_keeps_the_manifest_consistent(two_versions):
     m = two_versions.manifest("item_embedding")
     old = two_versions.artifact_path("item_embedding", m.versions[0].embeddings)
-    removed = two_versions.collect_garbage("item_embedding", prune_superseded_embeddings=True)
+    removed = two_versions.collect_garbage("item_embedding", prune=True)
     assert removed == [old] and not old.exists()
     m2 = two_versions.manifest("item_embedding")
     assert m2.versions[0].embeddings is None and m2.latest.embeddings == m.latest.embeddings
     two_versions.verify("item_embedding")
     # serving from the latest is unaffected
     assert two_versions.composed("item_embedding", 1, 0).out_dim == 4
+
+
+def test_prune_drops_transforms_behind_retired_versions(two_versions):
+    rng = np.random.default_rng(4)
+    two_versions.publish("item_embedding", ids=np.arange(10), vectors=rng.normal(size=(10, 5)), transform=rng.normal(size=(6, 5)))
+    two_versions.retire("item_embedding", 0)
+    m = two_versions.manifest("item_embedding")
+    b1 = two_versions.artifact_path("item_embedding", m.versions[1].transform)
+    removed = two_versions.collect_garbage("item_embedding", prune=True)
+    assert b1 in removed and not b1.exists()
+    m2 = two_versions.manifest("item_embedding")
+    assert m2.versions[1].transform is None and m2.versions[2].transform is not None  # B_2 still serves v1
+    assert two_versions.composed("item_embedding", 2, 1).out_dim == 6
+    two_versions.verify("item_embedding")

@@ -292,3 +292,51 @@ def test_concurrent_readers_see_old_or_new_values_during_rematerialization(tmp_p
     assert during > 0, "no read overlapped the materialization; the test proved nothing"
     # and afterwards everything is the new value
     _check_pins(store, catalog, "item_embedding", "item_id", ids[::997])
+
+
+def test_soak_publish_materialize_cycles_leave_no_growth(tmp_path, redis_project):
+    """Repeated publish -> retire old -> apply -> materialize -> gc: files and Redis stay bounded."""
+    from conftest import redis_url
+
+    cycles = int(os.environ.get("FEAST_BC_SOAK_CYCLES", "20"))
+    keep = 3  # served versions
+    n = 1500
+    repo = init_repo(tmp_path / "repo", project=redis_project, online_store="redis", redis_url=redis_url())
+    yaml = repo / "feature_store.redis.yaml"
+    catalog = Catalog.for_repo(repo)
+    rng = np.random.default_rng(0)
+    ids = np.arange(n, dtype=np.int64)
+    client = __import__("redis").Redis.from_url(redis_url())
+    suffix = redis_project.encode()
+    history = []
+    for cycle in range(cycles):
+        dim = 16 + 4 * (cycle % 3)
+        m = catalog.manifest("item_embedding") if catalog.has_family("item_embedding") else None
+        catalog.publish(
+            "item_embedding",
+            ids=ids,
+            vectors=rng.normal(size=(n, dim)).astype(np.float32),
+            transform=None if m is None else (rng.normal(size=(m.latest.dim, dim)) / np.sqrt(dim)).astype(np.float32),
+            entity=EntitySpec(name="item", join_key="item_id"),
+        )
+        latest = catalog.manifest("item_embedding").latest_version
+        for old in range(0, latest - keep + 1):
+            catalog.retire("item_embedding", old)
+        store = apply(repo, fs_yaml_file=yaml)
+        store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+        catalog.collect_garbage("item_embedding", prune=True)
+        keys = [k for k in client.scan_iter(count=5000) if k.endswith(suffix)]
+        with client.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hlen(k)
+            fields = sum(pipe.execute())
+        files = sum(1 for p in catalog.family_dir("item_embedding").rglob("*") if p.is_file() and p.name != ".lock")
+        views = len([v for v in store.list_batch_feature_views() if v.tags.get("bc.family")])
+        history.append((files, len(keys), fields, views))
+    print(f"\nsoak: {cycles} cycles, (files, redis keys, hash fields, views) per cycle: {history}")
+    steady = history[keep:]
+    assert all(h == steady[0] for h in steady), history
+    files, nkeys, fields, views = steady[0]
+    assert nkeys == n and views == keep and fields == n * keep * 3
+    assert files == 1 + 1 + (keep - 1)  # manifest, latest embeddings, the B's that serve the kept versions
+    _check_pins(store, catalog, "item_embedding", "item_id", ids[::101])
