@@ -90,7 +90,7 @@ def _explain_store_error(exc: Exception, repo_config, view) -> Exception:
             f"Redis at {where} refused the credentials of the connection string while materializing "
             f"{view.name} ({exc}); fix password/username in feature_store.yaml or $FEAST_BC_REDIS"
         )
-    elif isinstance(exc, (rex.ConnectionError, rex.TimeoutError)):
+    elif isinstance(exc, (rex.ConnectionError, rex.TimeoutError, ConnectionError, TimeoutError)):
         err = OnlineStoreUnavailableError(
             f"Redis at {where} became unreachable while materializing {view.name} ({exc}). Values "
             "already written are complete per entity; run `feast materialize` again once Redis is back."
