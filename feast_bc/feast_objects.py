@@ -29,7 +29,6 @@ from feast_bc.errors import ManifestError
 from feast_bc.manifest import FamilyManifest
 from feast_bc.naming import (
     EMBEDDING_FEATURE,
-    SOURCE_VERSION_FEATURE,
     TAG_CATALOG,
     TAG_DERIVED_FROM,
     TAG_EMBEDDINGS_SHA,
@@ -120,10 +119,13 @@ def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest,
         tags={TAG_FAMILY: family, TAG_VERSION: str(k), TAG_MANAGED: MANAGED_BY},
     )
     join_type = Int64 if manifest.entity.dtype == "int64" else String
+    # Only the vector is stored: a pinned version costs exactly what a plain one-feature view costs
+    # to read, and views never change schema when a newer version arrives (a removed feature
+    # would leave its values behind in Redis). Which latest version produced a stored value is
+    # its event timestamp: the publish time of that version.
     schema = [
         Field(name=manifest.entity.join_key, dtype=join_type),
         Field(name=EMBEDDING_FEATURE, dtype=Array(Float32)),
-        Field(name=SOURCE_VERSION_FEATURE, dtype=Int64),
     ]
     common_tags = {
         TAG_FAMILY: family,

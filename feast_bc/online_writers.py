@@ -84,6 +84,7 @@ class RedisBulkWriter:
 
     def __init__(self, repo_config, online_store, feature_view, join_key: str, id_dtype: str, dim: int):
         from feast.infra.online_stores.helpers import _mmh3
+
         from feast.infra.online_stores.redis import RedisType, _versioned_fv_name
 
         cfg = repo_config.online_store
@@ -100,7 +101,8 @@ class RedisBulkWriter:
         view = _versioned_fv_name(feature_view, repo_config)
         self.ts_field = f"_ts:{view}".encode()
         self.emb_field = _mmh3(f"{view}:{EMBEDDING_FEATURE}")
-        self.src_field = _mmh3(f"{view}:{SOURCE_VERSION_FEATURE}")
+        features = {f.name for f in feature_view.features}
+        self.src_field = _mmh3(f"{view}:{SOURCE_VERSION_FEATURE}") if SOURCE_VERSION_FEATURE in features else None
         self.vec_prefix = _vector_prefix(dim)
         self._int_key_prefix = self._entity_key(0)[:-8] if id_dtype == "int64" else None
 
@@ -124,13 +126,14 @@ class RedisBulkWriter:
     def _hset_payload(self, ids: np.ndarray, vectors: np.ndarray, src_value: bytes, ts_value: bytes) -> bytes:
         n = len(ids)
         value_len = len(self.vec_prefix) + 4 * self.dim
-        tail = (
-            _resp_bulk(self.src_field) + _resp_bulk(src_value) + _resp_bulk(self.ts_field) + _resp_bulk(ts_value)
-        )
+        tail = _resp_bulk(self.ts_field) + _resp_bulk(ts_value)
+        if self.src_field is not None:
+            tail = _resp_bulk(self.src_field) + _resp_bulk(src_value) + tail
+        hset = b"*%d\r\n$4\r\nHSET\r\n" % (6 if self.src_field is None else 8)
         if self._int_key_prefix is not None:
             # Fixed-length records: build all rows at once in a (n, record) uint8 matrix.
             key_len = len(self._int_key_prefix) + 8 + len(self.project)
-            head = b"*8\r\n$4\r\nHSET\r\n$%d\r\n%s" % (key_len, self._int_key_prefix)
+            head = hset + b"$%d\r\n%s" % (key_len, self._int_key_prefix)
             mid = b"%s\r\n%s$%d\r\n%s" % (self.project, _resp_bulk(self.emb_field), value_len, self.vec_prefix)
             after = b"\r\n" + tail
             parts = [
@@ -155,7 +158,7 @@ class RedisBulkWriter:
         vec_bytes = np.ascontiguousarray(vectors, dtype="<f4")
         for key, vec in zip(self.redis_keys(ids), vec_bytes):
             chunks.append(
-                b"*8\r\n$4\r\nHSET\r\n" + _resp_bulk(key) + _resp_bulk(self.emb_field)
+                hset + _resp_bulk(key) + _resp_bulk(self.emb_field)
                 + b"$%d\r\n%s%s\r\n" % (value_len, self.vec_prefix, vec.tobytes()) + tail
             )
         return b"".join(chunks)
@@ -261,6 +264,7 @@ class ProtoWriter:
         self.feature_view = feature_view
         self.join_key = join_key
         self.id_dtype = id_dtype
+        self.with_source = SOURCE_VERSION_FEATURE in {f.name for f in feature_view.features}
 
     def write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> int:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -270,14 +274,10 @@ class ProtoWriter:
         rows = []
         for entity_id, vec in zip(ids.tolist(), vectors):
             val = Value(int64_val=entity_id) if self.id_dtype == "int64" else Value(string_val=entity_id)
-            rows.append(
-                (
-                    EntityKey(join_keys=[self.join_key], entity_values=[val]),
-                    {EMBEDDING_FEATURE: Value(float_list_val=FloatList(val=vec)), SOURCE_VERSION_FEATURE: src},
-                    event_time,
-                    None,
-                )
-            )
+            values = {EMBEDDING_FEATURE: Value(float_list_val=FloatList(val=vec))}
+            if self.with_source:
+                values[SOURCE_VERSION_FEATURE] = src
+            rows.append((EntityKey(join_keys=[self.join_key], entity_values=[val]), values, event_time, None))
         self.online_store.online_write_batch(self.repo_config, self.feature_view, rows, progress=None)
         return len(rows)
 

@@ -5,8 +5,8 @@ and ``np`` (closures are lost), so the generated UDF is a two-line shim that imp
 and names its view by (catalog path, family, version). Its text never changes between publishes
 -- which matters because Feast 0.67's ``feast apply`` cannot diff a changed batch UDF.
 
-Everything version-specific is read here from the catalog at run time: the batch carries a
-``source_version`` column saying which published version its rows come from, the manifest says
+Everything version-specific is read here from the catalog at run time: the rows' event timestamp
+(the publish time of their version) says which published version they come from, the manifest says
 which transforms lead from there to the requested version, and every artifact is verified first.
 The whole family is verified on every call (hashes are cached per file state), so a tampered
 artifact makes the *first* view Feast materializes fail, before any value of the family is written.
@@ -14,12 +14,16 @@ artifact makes the *first* view Feast materializes fail, before any value of the
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import numpy as np
 import pandas as pd
 
 from feast_bc.catalog import Catalog
 from feast_bc.errors import DimensionMismatchError, RegistryLagError
-from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
+from feast_bc.naming import EMBEDDING_FEATURE, TIMESTAMP_COLUMN
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def udf_source(function_name: str, catalog_root: str, family: str, version: int) -> str:
@@ -45,7 +49,7 @@ def transform_batch(df: pd.DataFrame, *, catalog: str, family: str, version: int
     manifest.version(version)
     if len(df) == 0:
         return df
-    sources = df[SOURCE_VERSION_FEATURE].to_numpy()
+    sources = source_versions(df[TIMESTAMP_COLUMN], manifest)
     out = df.copy()
     new_values = np.empty(len(df), dtype=object)
     for source in np.unique(sources):
@@ -61,6 +65,36 @@ def transform_batch(df: pd.DataFrame, *, catalog: str, family: str, version: int
         new_values[rows] = list(result)
     out[EMBEDDING_FEATURE] = new_values
     return out
+
+
+def source_versions(event_times: pd.Series, manifest) -> np.ndarray:
+    """Which published version each row is, from its event timestamp.
+
+    Every row of version v carries v's publish time (``created_at``, microseconds, unique per
+    version) as its event timestamp, so the timestamp identifies the version without storing an
+    extra feature online.
+    """
+    times = pd.to_datetime(event_times, utc=True)
+    micros = times.to_numpy(dtype="datetime64[us]").astype(np.int64)
+    by_time = {
+        _micros(rec.created_at): rec.version
+        for rec in manifest.versions
+    }
+    out = np.empty(len(micros), dtype=np.int64)
+    for t in np.unique(micros):
+        version = by_time.get(int(t))
+        if version is None:
+            raise RegistryLagError(
+                f"family {manifest.family!r}: rows with event time {pd.Timestamp(int(t), unit='us', tz='UTC')} "
+                "match no published version of the catalog; was the catalog replaced? run `feast apply`"
+            )
+        out[micros == t] = version
+    return out
+
+
+def _micros(ts) -> int:
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _stack(series: pd.Series, dim: int, family: str, source: int) -> np.ndarray:

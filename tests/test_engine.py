@@ -98,9 +98,9 @@ def test_bulk_engine_writes_what_the_stock_engine_writes(tmp_path, backend, requ
         else:
             stock, bulk = (_redis_rows(repos[e][1]) for e in ("local", "bc"))
         _assert_same(stock, bulk)
-        # 2 families x 3 versions x 2 features (+ a _ts field per view on Redis), every entity
+        # per entity: 3 views x the embedding (+ a _ts field per view on Redis)
         n_entities = sum(len(f.ids[2]) for f in fams.values())
-        per_entity_fields = 3 * (3 if backend == "redis" else 2)
+        per_entity_fields = 3 * (2 if backend == "redis" else 1)
         assert len(bulk) == n_entities * per_entity_fields
     finally:
         if backend == "redis":

@@ -136,11 +136,12 @@ def test_new_latest_updates_every_pin_and_serves_new_entities(tmp_path, backend,
     assert np.abs(new_v0 - old_v0).max() > 1e-2, "version-0 values were not refreshed (stale)"
     got = np.asarray(online_vectors(store, "item_embedding", 0, "item_id", new_ids), dtype=np.float64)
     np.testing.assert_allclose(got, items.expected(0, new_ids), atol=1e-5, rtol=0)
-    # provenance: the stored rows say which latest version they were computed from
-    resp = store.get_online_features(
-        features=["item_embedding_bc0:source_version"], entity_rows=[{"item_id": int(i)} for i in new_ids]
-    ).to_dict()
-    assert set(resp["source_version"]) == {3}
+    # provenance: a stored value's event time is the publish time of the latest version it was
+    # computed from
+    rows = [{"item_id": int(i)} for i in new_ids]
+    resp = store.get_online_features(features=store.get_feature_service("item_embedding_v0"), entity_rows=rows)
+    published = int(catalog.manifest("item_embedding").latest.created_at.timestamp())
+    assert set(resp.to_dict(include_event_timestamps=True)["embedding__ts"]) == {published}
 
 
 def _tamper(path):
