@@ -164,23 +164,7 @@ class RedisBulkWriter:
         return b"".join(chunks)
 
     # ----------------------------------------------------------------------------- I/O
-    def _roundtrip(self, payload: bytes, replies: int, *, integers: bool) -> list | None:
-        """Send a pipeline; read its replies. Integer replies (HSET/EXPIRE) are only counted."""
-        conn = self.client.connection_pool.get_connection()
-        try:
-            conn.send_packed_command([payload], check_health=False)
-            sock = getattr(conn, "_sock", None)
-            if integers and sock is not None:
-                _drain_integer_replies(sock, replies)
-                return None
-            return [conn.read_response() for _ in range(replies)]
-        except BaseException:
-            conn.disconnect()  # a half-read pipeline must never be reused
-            raise
-        finally:
-            self.client.connection_pool.release(conn)
-
-    def _newer_rows(self, keys: list[bytes], new_ts: bytes) -> np.ndarray:
+    def _newer_rows(self, pipe: "_Pipeline", keys: list[bytes], new_ts: bytes) -> np.ndarray:
         """Mask of rows whose stored timestamp is older than ``new_ts`` (Feast's dedup rule).
 
         Stored timestamps are nearly always one of a handful of values (the publish times of
@@ -188,8 +172,7 @@ class RedisBulkWriter:
         """
         cmd = b"*3\r\n$5\r\nHMGET\r\n"
         field = _resp_bulk(self.ts_field)
-        payload = b"".join([cmd + _resp_bulk(k) + field for k in keys])
-        stored = self._roundtrip(payload, len(keys), integers=False)
+        stored = pipe.request(b"".join([cmd + _resp_bulk(k) + field for k in keys]), len(keys))
         new_nanos = _timestamp_nanos(new_ts)
         verdict: dict[bytes | None, bool] = {None: True, new_ts: False}
         keep = np.empty(len(keys), dtype=bool)
@@ -205,26 +188,77 @@ class RedisBulkWriter:
         ts_value = _timestamp_bytes(event_time)
         src_value = _value_bytes(int64_val=int(source_version))
         written = 0
-        for start in range(0, len(ids), REDIS_CHUNK_ROWS):
-            chunk_ids = ids[start : start + REDIS_CHUNK_ROWS]
-            chunk_vecs = vectors[start : start + REDIS_CHUNK_ROWS]
-            if not self.skip_dedup:
-                keep = self._newer_rows(self.redis_keys(chunk_ids), ts_value)
-                if not keep.all():
-                    chunk_ids, chunk_vecs = chunk_ids[keep], chunk_vecs[keep]
-                if len(chunk_ids) == 0:
-                    continue
-            payload = self._hset_payload(chunk_ids, chunk_vecs, src_value, ts_value)
-            replies = len(chunk_ids)
-            if self.ttl:
-                payload += b"".join(
-                    b"*3\r\n$6\r\nEXPIRE\r\n" + _resp_bulk(k) + _resp_bulk(str(int(self.ttl)).encode())
-                    for k in self.redis_keys(chunk_ids)
-                )
-                replies *= 2
-            self._roundtrip(payload, replies, integers=True)
-            written += len(chunk_ids)
+        with _Pipeline(self.client) as pipe:
+            for start in range(0, len(ids), REDIS_CHUNK_ROWS):
+                chunk_ids = ids[start : start + REDIS_CHUNK_ROWS]
+                chunk_vecs = vectors[start : start + REDIS_CHUNK_ROWS]
+                if not self.skip_dedup:
+                    keep = self._newer_rows(pipe, self.redis_keys(chunk_ids), ts_value)
+                    if not keep.all():
+                        chunk_ids, chunk_vecs = chunk_ids[keep], chunk_vecs[keep]
+                    if len(chunk_ids) == 0:
+                        continue
+                payload = self._hset_payload(chunk_ids, chunk_vecs, src_value, ts_value)
+                replies = len(chunk_ids)
+                if self.ttl:
+                    payload += b"".join(
+                        b"*3\r\n$6\r\nEXPIRE\r\n" + _resp_bulk(k) + _resp_bulk(str(int(self.ttl)).encode())
+                        for k in self.redis_keys(chunk_ids)
+                    )
+                    replies *= 2
+                pipe.send_counted(payload, replies)
+                written += len(chunk_ids)
         return written
+
+
+class _Pipeline:
+    """One connection carrying pipelined writes; the replies of chunk i are read after chunk i+1
+    has been sent, so Redis works on one chunk while we build and send the next.
+
+    Only integer replies (HSET, EXPIRE) are left pending, and they are tiny, so the reply buffer
+    can never fill up while we block in a send. Any failure discards the connection: a pipeline
+    with unread replies must never go back to the pool.
+    """
+
+    def __init__(self, client):
+        self.pool = client.connection_pool
+        self.conn = self.pool.get_connection()
+        self.sock = getattr(self.conn, "_sock", None)
+        self.pending = 0
+
+    def __enter__(self) -> "_Pipeline":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.drain()
+        except BaseException:
+            self.conn.disconnect()
+            self.pool.release(self.conn)
+            raise
+        if exc_type is not None:
+            self.conn.disconnect()
+        self.pool.release(self.conn)
+
+    def drain(self) -> None:
+        if self.pending:
+            if self.sock is not None:
+                _drain_integer_replies(self.sock, self.pending)
+            else:  # pragma: no cover - every redis-py connection type has a socket today
+                for _ in range(self.pending):
+                    self.conn.read_response()
+            self.pending = 0
+
+    def send_counted(self, payload: bytes, replies: int) -> None:
+        self.conn.send_packed_command([payload], check_health=False)
+        self.drain()  # the previous chunk's replies, while Redis processes this one
+        self.pending = replies
+
+    def request(self, payload: bytes, replies: int) -> list:
+        self.drain()
+        self.conn.send_packed_command([payload], check_health=False)
+        return [self.conn.read_response() for _ in range(replies)]
 
 
 def _drain_integer_replies(sock, expected: int) -> None:
