@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/feast-bc selfcheck --workdir $(WORKDIR)
+	$(BIN)/python -m training demo --workdir $(WORKDIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,320 @@
+"""`python -m training`: train and publish embedding versions from the command line.
+
+Subcommands:
+
+* ``train``   -- train the next version of the chain in ``--workdir`` and publish it into
+  ``--repo`` (created if needed), then apply the repo to Feast. The first call defines the chain
+  (data, strategy, profile and overrides, seed); later calls only say where/how to run.
+* ``publish`` -- (re)publish a trained version, e.g. after a publish that failed.
+* ``status``  -- what the work directory holds.
+
+Later issues add ``reproduce`` and ``demo`` to :data:`SUBCOMMANDS`.
+A refusal prints one line ``training: error: ...`` to stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from training.config import PROFILE_NAMES, profile
+from training.errors import ConfigError, StateError, TrainingError
+from training.strategies import ALIASES, STRATEGY_NAMES, make_strategy
+
+DATA_KINDS = ("synthetic", "movielens-100k", "amazon-2018", "table")
+
+
+# ----------------------------------------------------------------------------- option parsing
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _columns(text: str) -> dict[str, str]:
+    mapping = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in ("user", "item", "timestamp", "rating"):
+            raise argparse.ArgumentTypeError(
+                f"--columns takes user=COL,item=COL,timestamp=COL[,rating=COL]; got {part!r}"
+            )
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+_CONFIG_OPTIONS = {
+    "model": "model",
+    "dims": "dims",
+    "layers": "layers",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "learning_rate": "learning_rate",
+    "eval_every": "eval_every",
+    "select_after": "select_after_epoch",
+    "finetune_epochs": "finetune_epochs",
+    "posthoc_epochs": "posthoc_epochs",
+}
+
+
+def _chain_options_given(args) -> list[str]:
+    names = ["strategy", "lam", "profile", "data", "data_config", "data_path", "meta_path", "columns", "attributes", "seed",
+             *_CONFIG_OPTIONS]  # fmt: skip
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is not None]
+
+
+def _config_from_args(args):
+    overrides = {field: getattr(args, opt) for opt, field in _CONFIG_OPTIONS.items() if getattr(args, opt) is not None}
+    try:
+        return profile(args.profile or "default", **overrides)
+    except (ValidationError, ValueError) as exc:
+        raise ConfigError(f"invalid training configuration: {_validation_text(exc)}") from None
+
+
+def _data_from_args(args):
+    from pydantic import TypeAdapter
+
+    from training.data.config import AmazonData, DataConfig, MovieLensData, SyntheticData, TableData
+
+    try:
+        if args.data_config:
+            return TypeAdapter(DataConfig).validate_json(Path(args.data_config).read_text())
+        kind = args.data or "synthetic"
+        if kind == "synthetic":
+            return SyntheticData()
+        if kind == "movielens-100k":
+            return MovieLensData(path=args.data_path) if args.data_path else MovieLensData()
+        if kind == "amazon-2018":
+            if not (args.data_path and args.meta_path):
+                raise ConfigError("--data amazon-2018 needs --data-path REVIEWS.json[.gz] and --meta-path META.json[.gz]")
+            return AmazonData(reviews=args.data_path, meta=args.meta_path)
+        if not (args.data_path and args.columns):
+            raise ConfigError("--data table needs --data-path FILE and --columns user=..,item=..,timestamp=..")
+        return TableData(
+            path=args.data_path,
+            attributes=tuple(a for a in (args.attributes or "").split(",") if a),
+            attribute_separator=args.attribute_sep,
+            **args.columns,
+        )
+    except (ValidationError, OSError) as exc:
+        raise ConfigError(f"invalid data options: {_validation_text(exc)}") from None
+
+
+def _validation_text(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+    return str(exc)
+
+
+# ----------------------------------------------------------------------------- subcommands
+def cmd_train(args) -> int:
+    from training.cache import ModelCache
+    from training.chain import resolve_device
+    from training.workdir import TrainingRun
+
+    resolve_device(args.device)  # fail before loading anything
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if TrainingRun.exists(args.workdir):
+        given = _chain_options_given(args)
+        if given:
+            raise StateError(
+                f"{args.workdir} already defines its chain; drop {', '.join(given)} (they are fixed at version 0) "
+                "or use a new --workdir"
+            )
+        run = TrainingRun.open(args.workdir)
+    else:
+        spec = make_strategy(args.strategy or "bc-aligner", lam=args.lam).spec()
+        run = TrainingRun.create(
+            args.workdir,
+            strategy=spec,
+            config=_config_from_args(args),
+            data=_data_from_args(args),
+            seed=42 if args.seed is None else args.seed,
+            repo=args.repo,
+            project=args.project,
+        )
+    repo = _publish_target(run, args)
+    if repo is not None and run.state.versions and run.state.versions[-1].published is None:
+        last = run.state.versions[-1].version
+        raise StateError(
+            f"version {last} is trained but not published; run `python -m training publish --workdir {args.workdir}` "
+            "first (or pass --no-publish)"
+        )
+    k = run.next_version
+    print(f"training: {run.state.strategy.name} version {k} on {run.state.dataset_name} ({_describe(run.config, k)})")
+    started = time.perf_counter()
+    output = run.train_next_version(
+        device=args.device,
+        progress=not args.no_progress,
+        cache=ModelCache(args.model_cache) if args.model_cache else None,
+        expected_version=args.version,
+    )
+    print(_report(output, time.perf_counter() - started))
+    if repo is not None:
+        _publish(run, k, repo, apply=True)
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from training.workdir import TrainingRun
+
+    run = TrainingRun.open(args.workdir)
+    repo = _publish_target(run, args)
+    if repo is None:
+        raise StateError("no repo to publish into: pass --repo")
+    version = run.next_version - 1 if args.version is None else args.version
+    _publish(run, version, repo, apply=not args.no_apply)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from training.workdir import TrainingRun
+
+    run = TrainingRun.open(args.workdir)
+    if args.json:
+        print(run.state.model_dump_json(indent=2))
+        return 0
+    s = run.state
+    print(f"{run.workdir}: strategy {s.strategy.name}{'' if s.strategy.lam is None else f' (lam {s.strategy.lam:g})'}, "
+          f"data {s.dataset_name}, seed {s.seed}, {len(s.versions)}/{s.config.num_versions} versions trained")  # fmt: skip
+    print(f"  publish target: {s.repo or '(none)'}")
+    for v in s.versions:
+        align = ", ".join(f"v{j}: {e['all']:.3f}" for j, e in v.alignment_error.items()) or "-"
+        print(
+            f"  v{v.version}: dim {v.model.dim}, layers {v.model.num_layers}, B {v.transform_kind or '-'}, "
+            f"val recall@50 {v.val_recall.get(50, float('nan')):.4f}, align error {align}, "
+            f"{v.train_seconds:.1f}s, {'published' if v.published else 'not published'}"
+        )
+    return 0
+
+
+def _publish_target(run, args) -> Path | None:
+    if getattr(args, "no_publish", False):
+        return None
+    if args.repo is not None:
+        if run.state.repo != str(Path(args.repo).absolute()):
+            run.set_publish_target(args.repo, args.project or run.state.project)
+        return Path(args.repo)
+    return Path(run.state.repo) if run.state.repo else None
+
+
+def _publish(run, version: int, repo: Path, *, apply: bool) -> None:
+    print(f"publishing version {version} into {repo} ...", flush=True)
+    result = run.publish(version, repo, apply=apply)
+    done = ", ".join(result.published) or "nothing new"
+    skipped = f" (already there: {', '.join(result.skipped)})" if result.skipped else ""
+    applied = "; applied to Feast -- run `feast materialize` to serve it" if apply else ""
+    print(f"published {done}{skipped} as version {version}{applied}")
+
+
+def _describe(config, k: int) -> str:
+    return (
+        f"dim {config.dims[k]}, {config.layers[k]} layers, {config.epochs} epochs, batch {config.batch_size}, "
+        f"slice {config.time_slices[k]:g}->{config.time_slices[k + 1]:g}"
+    )
+
+
+def _report(output, seconds: float) -> str:
+    recall = ", ".join(f"@{k} {v:.4f}" for k, v in sorted(output.val_recall.items()))
+    align = ", ".join(f"v{j} {e['all']:.4f}" for j, e in sorted(output.alignment_error.items()))
+    cached = " (model from cache)" if output.from_cache else ""
+    return (
+        f"version {output.version}: {len(output.user_ids)} users, {len(output.item_ids)} items, dim {output.dim}; "
+        f"val recall {recall}; selected epoch {output.selected_epoch}"
+        + (f"; alignment error {align}" if align else "")
+        + f"; {seconds:.1f}s{cached}"
+    )
+
+
+# ----------------------------------------------------------------------------- parser
+def _add_train(sub) -> None:
+    s = sub.add_parser("train", help="train the next version and publish it")
+    s.add_argument("--workdir", required=True, help="work directory holding the training state")
+    s.add_argument("--repo", help="feature repo to publish into (created if missing; remembered)")
+    s.add_argument("--project", help="Feast project name when the repo is created (default feast_bc)")
+    s.add_argument("--no-publish", action="store_true", help="train and keep the state only")
+    s.add_argument("--version", type=int, help="refuse unless this is the next version")
+    s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    s.add_argument("--model-cache", help="directory caching BPR-only models shared between strategies")
+    s.add_argument("--threads", type=int, help="torch CPU threads (default: all cores; use 1 when other "
+                   "CPU-heavy processes share the machine)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    chain = s.add_argument_group("chain definition (first call only)")
+    chain.add_argument("--strategy", choices=[*STRATEGY_NAMES, *ALIASES], metavar="NAME",
+                       help=f"{', '.join(STRATEGY_NAMES)} (default bc-aligner; paper-code names accepted)")
+    chain.add_argument("--lam", type=float, help="alignment weight of joint strategies (default 16)")
+    chain.add_argument("--seed", type=int, help="default 42")
+    chain.add_argument("--profile", choices=PROFILE_NAMES, help="default 'default'")
+    chain.add_argument("--model", choices=["pinsage", "mf"])
+    chain.add_argument("--dims", type=_int_list, help="per-version dims, e.g. 256,320,384,448,512")
+    chain.add_argument("--layers", type=_int_list, help="per-version GNN layers, e.g. 2,2,3,3,3")
+    chain.add_argument("--epochs", type=int)
+    chain.add_argument("--batch-size", type=int)
+    chain.add_argument("--learning-rate", type=float)
+    chain.add_argument("--eval-every", type=int)
+    chain.add_argument("--select-after", type=int, help="joint strategies select only after this epoch")
+    chain.add_argument("--finetune-epochs", type=int)
+    chain.add_argument("--posthoc-epochs", type=int)
+    chain.add_argument("--data", choices=DATA_KINDS, help="default synthetic")
+    chain.add_argument("--data-config", help="JSON file with a data config (instead of the options below)")
+    chain.add_argument("--data-path", help="MovieLens directory, Amazon reviews file, or the table file")
+    chain.add_argument("--meta-path", help="Amazon meta_*.json[.gz]")
+    chain.add_argument("--columns", type=_columns, help="table: user=COL,item=COL,timestamp=COL[,rating=COL]")
+    chain.add_argument("--attributes", help="table: comma-separated item attribute columns")
+    chain.add_argument("--attribute-sep", default="|", help="table: separator inside attribute cells")
+    s.set_defaults(func=cmd_train)
+
+
+def _add_publish(sub) -> None:
+    s = sub.add_parser("publish", help="publish a trained version (default: the latest) and apply the repo")
+    s.add_argument("--workdir", required=True)
+    s.add_argument("--repo", help="default: the repo remembered by train")
+    s.add_argument("--project")
+    s.add_argument("--version", type=int)
+    s.add_argument("--no-apply", action="store_true", help="publish into the catalog without `feast apply`")
+    s.set_defaults(func=cmd_publish)
+
+
+def _add_status(sub) -> None:
+    s = sub.add_parser("status", help="versions trained and published in a work directory")
+    s.add_argument("--workdir", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+
+#: Subcommand name -> function adding it to the parser (later issues register reproduce, demo).
+SUBCOMMANDS: dict[str, Callable] = {"train": _add_train, "publish": _add_publish, "status": _add_status}
+SUBCOMMANDS["reproduce"] = lambda sub: __import__("training.reproduce", fromlist=["_"]).add_subcommand(sub)
+SUBCOMMANDS["demo"] = lambda sub: __import__("training.demo", fromlist=["_"]).add_subcommand(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS.values():
+        add(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from feast_bc.errors import FeastBCError
+
+    try:
+        return args.func(args)
+    except (TrainingError, FeastBCError) as exc:
+        print(f"training: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Training configuration (pydantic) and its named profiles.
+
+The paper trains every version for 500 epochs at batch 2048 on a GPU; on 2 CPU cores that is
+~30-70 minutes per version on MovieLens 100K (docs/TRAINING.md). The profiles trade epochs and
+batch size for time while keeping the method (losses, sampling, selection rule) unchanged:
+
+* ``paper``   -- the authors' settings, for reference and GPUs;
+* ``default`` -- the paper's architectures, batch 8192 and fewer epochs: one BC-Aligner version
+  update on MovieLens 100K within 5 minutes on 2 cores;
+* ``fast``    -- the paper's architectures, fewer epochs still: all 8 strategies x 5 versions on
+  MovieLens 100K within the reproduction budget;
+* ``demo``    -- reduced dims and layers: two strategies x 5 versions in a couple of minutes;
+* ``tiny``    -- a few epochs of very small models, for tests.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from training.data.splits import PAPER_TIME_SLICES
+from training.errors import ConfigError
+from training.evaluation import PAPER_RECALL_KS
+from training.models.factory import ModelKind
+
+ProfileName = Literal["paper", "default", "fast", "demo", "tiny"]
+
+
+class TrainingConfig(BaseModel):
+    """Everything about *how* versions are trained (the strategy says *what* is trained)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ModelKind = "pinsage"
+    dims: tuple[int, ...] = Field((256, 320, 384, 448, 512), description="embedding dimension D_k per version")
+    layers: tuple[int, ...] = Field((2, 2, 3, 3, 3), description="GNN layers per version (pinsage)")
+    time_slices: tuple[float, ...] = Field(PAPER_TIME_SLICES, description="version k trains up to t_k, validates on (t_k, t_k+1]")
+
+    epochs: int = Field(500, ge=1, description="epochs of a freshly trained model")
+    batch_size: int = Field(2048, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    l2_weight: float = Field(1e-2, ge=0, description="coefficient of the L2 term on batch embeddings in BPR")
+    eval_every: int = Field(10, ge=1, description="evaluate validation recall every N epochs (and at the last)")
+    select_after_epoch: int = Field(
+        50, ge=0, description="joint strategies: only checkpoints after this epoch may be selected"
+    )
+    finetune_epochs: int = Field(250, ge=1, description="finetune-m0: epochs per update after version 0")
+    posthoc_epochs: int = Field(200, ge=1, description="post-hoc strategies: epochs fitting B_k")
+    posthoc_eval_every: int = Field(10, ge=1)
+    posthoc_select_after_epoch: int = Field(50, ge=0)
+    recall_ks: tuple[int, ...] = PAPER_RECALL_KS
+    selection_k: int = Field(50, description="model selection uses validation Recall@selection_k")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainingConfig":
+        versions = len(self.time_slices) - 1
+        if versions < 1:
+            raise ValueError("time_slices needs at least two points (one version)")
+        if any(not 0 < t <= 1 for t in self.time_slices) or any(
+            a >= b for a, b in zip(self.time_slices, self.time_slices[1:])
+        ):
+            raise ValueError(f"time_slices must increase strictly within (0, 1]; got {self.time_slices}")
+        if len(self.dims) != versions or len(self.layers) != versions:
+            raise ValueError(
+                f"{versions} versions (from {len(self.time_slices)} time slices) need {versions} dims and layers; "
+                f"got {len(self.dims)} dims and {len(self.layers)} layers"
+            )
+        if any(d < 1 for d in self.dims) or any(n < 0 for n in self.layers):
+            raise ValueError("dims must be >= 1 and layers >= 0")
+        if self.select_after_epoch >= self.epochs:
+            raise ValueError(
+                f"select_after_epoch ({self.select_after_epoch}) must be below epochs ({self.epochs}), "
+                "or no checkpoint could ever be selected"
+            )
+        if self.posthoc_select_after_epoch >= self.posthoc_epochs:
+            raise ValueError("posthoc_select_after_epoch must be below posthoc_epochs")
+        if self.selection_k not in self.recall_ks:
+            raise ValueError(f"selection_k {self.selection_k} must be one of recall_ks {self.recall_ks}")
+        return self
+
+    @property
+    def num_versions(self) -> int:
+        return len(self.time_slices) - 1
+
+
+_PROFILES: dict[str, dict] = {
+    "paper": {},
+    "default": dict(
+        batch_size=8192, epochs=60, eval_every=5, select_after_epoch=20, finetune_epochs=30,
+        posthoc_epochs=100, posthoc_eval_every=5, posthoc_select_after_epoch=25,
+    ),
+    "fast": dict(
+        batch_size=8192, epochs=40, eval_every=5, select_after_epoch=15, finetune_epochs=20,
+        posthoc_epochs=100, posthoc_eval_every=5, posthoc_select_after_epoch=25,
+    ),
+    "demo": dict(
+        dims=(32, 40, 48, 56, 64), layers=(1, 1, 2, 2, 2), batch_size=8192, epochs=40, eval_every=5,
+        select_after_epoch=12, finetune_epochs=20, posthoc_epochs=60, posthoc_eval_every=5,
+        posthoc_select_after_epoch=15,
+    ),
+    "tiny": dict(
+        dims=(8, 10, 12, 14, 16), layers=(1, 1, 1, 2, 2), batch_size=1024, epochs=6, eval_every=2,
+        select_after_epoch=2, finetune_epochs=4, posthoc_epochs=20, posthoc_eval_every=5,
+        posthoc_select_after_epoch=5,
+    ),
+}  # fmt: skip
+
+PROFILE_NAMES: tuple[str, ...] = tuple(_PROFILES)
+
+
+def profile(name: ProfileName | str = "default", **overrides) -> TrainingConfig:
+    """A named profile, optionally with some fields changed (validated together)."""
+    if name not in _PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(_PROFILES)}")
+    return TrainingConfig(**{**_PROFILES[name], **overrides})

@@ -1,0 +1,107 @@
+"""Data source descriptions (pydantic, stored in the training state as JSON) and ``load_dataset``.
+
+A version chain must see the same interaction timeline at every version, so the work directory
+records *how* the data was loaded (this config) plus a fingerprint of what was loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.data.dataset import InteractionDataset
+
+#: Where the MovieLens 100K files are looked for when no path is given.
+ML100K_ENV_VAR = "ML100K_DIR"
+ML100K_DEFAULT_DIR = "/work/shared/data/ml-100k"
+
+
+def default_movielens_dir() -> Path:
+    return Path(os.environ.get(ML100K_ENV_VAR, ML100K_DEFAULT_DIR))
+
+
+class _DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticData(_DataConfig):
+    kind: Literal["synthetic"] = "synthetic"
+    num_users: int = Field(600, ge=2)
+    num_items: int = Field(400, ge=2)
+    num_clusters: int = Field(8, ge=1)
+    min_interactions: int = Field(8, ge=1)
+    max_interactions: int = Field(30, ge=1)
+    affinity: float = Field(0.85, ge=0.0, le=1.0)
+    string_ids: bool = False
+    seed: int = 0
+
+
+class MovieLensData(_DataConfig):
+    kind: Literal["movielens-100k"] = "movielens-100k"
+    path: Path = Field(default_factory=default_movielens_dir)
+
+
+class AmazonData(_DataConfig):
+    kind: Literal["amazon-2018"] = "amazon-2018"
+    reviews: Path
+    meta: Path
+    name: str | None = None
+
+
+class TableData(_DataConfig):
+    kind: Literal["table"] = "table"
+    path: Path
+    user: str
+    item: str
+    timestamp: str
+    rating: str | None = None
+    attributes: tuple[str, ...] = ()
+    attribute_separator: str = "|"
+    file_format: Literal["parquet", "csv"] | None = None
+    name: str | None = None
+
+
+DataConfig = Annotated[Union[SyntheticData, MovieLensData, AmazonData, TableData], Field(discriminator="kind")]
+
+
+def absolute(config: DataConfig) -> DataConfig:
+    """The same config with file paths made absolute (the state must not depend on the cwd)."""
+    updates = {
+        name: Path(value).absolute()
+        for name, value in config.model_dump().items()
+        if isinstance(value, Path)
+    }
+    return config.model_copy(update=updates)
+
+
+def load_dataset(config: DataConfig) -> InteractionDataset:
+    if isinstance(config, SyntheticData):
+        from training.data.synthetic import generate_synthetic
+
+        return generate_synthetic(**config.model_dump(exclude={"kind"}))
+    if isinstance(config, MovieLensData):
+        from training.data.movielens import load_movielens_100k
+
+        return load_movielens_100k(config.path)
+    if isinstance(config, AmazonData):
+        from training.data.amazon import load_amazon_2018
+
+        return load_amazon_2018(config.reviews, config.meta, name=config.name)
+    if isinstance(config, TableData):
+        from training.data.table import load_table
+
+        return load_table(
+            config.path,
+            user=config.user,
+            item=config.item,
+            timestamp=config.timestamp,
+            rating=config.rating,
+            attributes=config.attributes,
+            attribute_separator=config.attribute_separator,
+            file_format=config.file_format,
+            name=config.name,
+        )
+    raise TypeError(f"unknown data config {config!r}")  # pragma: no cover - the union is closed

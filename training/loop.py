@@ -1,0 +1,198 @@
+"""The training loops: one version's embedding model, and a post-hoc backward transform.
+
+:func:`fit_model` is the whole intended-task training of one version, written to be read top to
+bottom: fresh BPR triples every epoch, one full-graph propagation per mini-batch, BPR (+ λ·alignment
+for joint strategies), Adam; every ``eval_every`` epochs validation Recall@K, keeping the best
+checkpoint by Recall@``selection_k`` among epochs after ``select_after``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from training.alignment import JointAlignment
+from training.config import TrainingConfig
+from training.data.dataset import InteractionDataset
+from training.data.splits import VersionSplit
+from training.evaluation import RecallEvaluator
+from training.models.graph import Graph, build_graph
+from training.objectives import bpr_loss, multi_step_alignment_loss, single_step_alignment_loss
+from training.sampling import BPRSampler
+
+
+@dataclass(frozen=True, eq=False)
+class IntendedTask:
+    """A version's recommendation task: the graph to propagate over and the validation evaluator."""
+
+    split: VersionSplit
+    graph: Graph
+    evaluator: RecallEvaluator
+
+    @classmethod
+    def for_split(
+        cls, dataset: InteractionDataset, split: VersionSplit, config: TrainingConfig, device: torch.device
+    ) -> "IntendedTask":
+        return cls(split, build_graph(dataset, split, device), RecallEvaluator(split, config.recall_ks))
+
+    def sampler(self, rng: np.random.Generator) -> BPRSampler:
+        return BPRSampler(self.split.train_user, self.split.train_item, self.split.num_items, rng)
+
+
+@dataclass
+class Evaluation:
+    epoch: int
+    train_loss: float
+    recall: dict[int, float]
+
+
+@dataclass
+class FitResult:
+    """The selected checkpoint of one training run (model weights already loaded, eval mode)."""
+
+    model: nn.Module
+    alignment: JointAlignment | None
+    val_recall: dict[int, float]
+    selected_epoch: int
+    epochs_run: int
+    seconds: float
+    history: list[Evaluation] = field(default_factory=list)
+
+
+@torch.no_grad()
+def embed(model: nn.Module, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference embeddings (eval mode: BatchNorm uses its running statistics)."""
+    model.eval()
+    z_user, z_item = model(graph)
+    return z_user.detach(), z_item.detach()  # MF returns views of its parameters
+
+
+def fit_model(
+    model: nn.Module,
+    task: IntendedTask,
+    config: TrainingConfig,
+    rng: np.random.Generator,
+    *,
+    epochs: int,
+    select_after: int = 0,
+    alignment: JointAlignment | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> FitResult:
+    started = time.perf_counter()
+    sampler = task.sampler(rng)
+    params = list(model.parameters()) + (list(alignment.parameters()) if alignment is not None else [])
+    # One Adam over M_k and B_k is the paper's two Adams exactly: Adam's update is per parameter.
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+    k_sel = config.selection_k
+    best_score, best = -math.inf, None
+    history: list[Evaluation] = []
+
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, unit="epoch")
+    for epoch in bar:
+        # Fresh (user, positive, negative) triples every epoch, users drawn uniformly.
+        users, positives, negatives = (t.to(task.graph.mean_adjacency.device) for t in sampler.sample_epoch())
+        model.train()
+        if alignment is not None:
+            alignment.train()
+        loss_sum, steps = 0.0, 0
+        for start in range(0, len(users), config.batch_size):
+            u = users[start : start + config.batch_size]
+            p = positives[start : start + config.batch_size]
+            n = negatives[start : start + config.batch_size]
+            z_user, z_item = model(task.graph)  # full-graph propagation at every step, as the paper
+            # index_select, not z[u]: its backward is deterministic on CPU (indexing's scatter-add is not)
+            zu, zp, zn = z_user.index_select(0, u), z_item.index_select(0, p), z_item.index_select(0, n)
+            loss = bpr_loss(zu, zp, zn, config.l2_weight)
+            if alignment is not None:
+                loss = loss + alignment.loss(z_user, z_item, u, p, n)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
+
+        if epoch % config.eval_every == 0 or epoch == epochs:
+            recall = task.evaluator.evaluate(*embed(model, task.graph))
+            history.append(Evaluation(epoch, loss_sum / steps, recall))
+            if epoch > select_after and recall[k_sel] > best_score:
+                best_score = recall[k_sel]
+                best = (epoch, recall, _snapshot(model), _snapshot(alignment) if alignment is not None else None)
+            bar.set_postfix(loss=f"{loss_sum / steps:.4f}", recall=f"{recall[k_sel]:.4f}", best=f"{best_score:.4f}")
+
+    if best is None:  # only if select_after >= epochs, which TrainingConfig refuses
+        raise ValueError(f"no evaluation after epoch {select_after} in {epochs} epochs")
+    epoch, recall, model_state, alignment_state = best
+    model.load_state_dict(model_state)
+    model.eval()
+    if alignment is not None and alignment_state is not None:
+        alignment.load_state_dict(alignment_state)
+        alignment.eval()
+    return FitResult(model, alignment, recall, epoch, epochs, time.perf_counter() - started, history)
+
+
+def fit_posthoc_transform(
+    new: tuple[torch.Tensor, torch.Tensor],
+    old: tuple[torch.Tensor, torch.Tensor],
+    task: IntendedTask,
+    config: TrainingConfig,
+    rng: np.random.Generator,
+    *,
+    older_transforms: list[np.ndarray],
+    multi_step: bool,
+    progress: bool = False,
+    desc: str = "fit B",
+) -> tuple[np.ndarray, float]:
+    """Post-hoc B_k on frozen embeddings: (new users, new items) -> (old users, old items).
+
+    Trained on the same BPR triples as the model (only their embeddings are used), Adam; every
+    ``posthoc_eval_every`` epochs after ``posthoc_select_after_epoch`` keep the B with the lowest
+    full-data single-step MSE (mean of the user and item MSEs), as ``posthoc_*loss.py``.
+    Returns (B_k weight (D_{k-1}, D_k), its MSE).
+    """
+    new_user, new_item = new
+    old_user, old_item = old
+    device = new_user.device
+    transform = nn.Linear(new_user.shape[1], old_user.shape[1], bias=False).to(device)
+    older = [torch.from_numpy(np.asarray(w, dtype=np.float32)).to(device) for w in older_transforms]
+    optimizer = torch.optim.Adam(transform.parameters(), lr=config.learning_rate)
+    sampler = task.sampler(rng)
+    best_mse, best_weight = math.inf, None
+
+    bar = tqdm(range(1, config.posthoc_epochs + 1), desc=desc, disable=not progress, leave=False, unit="epoch")
+    for epoch in bar:
+        users, positives, negatives = (t.to(device) for t in sampler.sample_epoch())
+        for start in range(0, len(users), config.batch_size):
+            u = users[start : start + config.batch_size]
+            p = positives[start : start + config.batch_size]
+            n = negatives[start : start + config.batch_size]
+            mapped = (transform(new_user), transform(new_item))
+            if multi_step:
+                loss = multi_step_alignment_loss(mapped, (old_user, old_item), u, p, n, older)
+            else:
+                loss = single_step_alignment_loss(mapped, (old_user, old_item), u, p, n)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        evaluate_now = epoch % config.posthoc_eval_every == 0 or epoch == config.posthoc_epochs
+        if evaluate_now and epoch > config.posthoc_select_after_epoch:
+            with torch.no_grad():
+                mse = 0.5 * float(
+                    nn.functional.mse_loss(transform(new_user), old_user) + nn.functional.mse_loss(transform(new_item), old_item)
+                )
+            if mse < best_mse:
+                best_mse, best_weight = mse, transform.weight.detach().cpu().numpy().copy()
+            bar.set_postfix(mse=f"{mse:.4f}", best=f"{best_mse:.4f}")
+    if best_weight is None:
+        raise ValueError("posthoc_epochs leaves no evaluation after posthoc_select_after_epoch")
+    return best_weight.astype(np.float32), best_mse
+
+
+def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}

@@ -1,0 +1,42 @@
+"""What is needed to rebuild a version's model from its checkpoint, and building it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from training.data.dataset import InteractionDataset
+
+ModelKind = Literal["pinsage", "mf"]
+
+
+class ModelSpec(BaseModel):
+    """Architecture of one version's model; with the state_dict it fully determines the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: ModelKind = "pinsage"
+    dim: int = Field(ge=1)
+    num_layers: int = Field(ge=0)
+    vocabulary_sizes: dict[str, int] = Field(default_factory=dict, description="item attribute groups (pinsage)")
+    max_users: int = Field(0, ge=0, description="table size (mf)")
+    max_items: int = Field(0, ge=0, description="table size (mf)")
+
+    @classmethod
+    def for_dataset(cls, kind: ModelKind, dim: int, num_layers: int, dataset: InteractionDataset) -> "ModelSpec":
+        if kind == "pinsage":
+            sizes = {name: len(g.vocabulary) for name, g in dataset.item_attributes.items()}
+            return cls(kind=kind, dim=dim, num_layers=num_layers, vocabulary_sizes=sizes)
+        return cls(kind=kind, dim=dim, num_layers=0, max_users=dataset.num_users, max_items=dataset.num_items)
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    if spec.kind == "pinsage":
+        from training.models.pinsage import PinSAGE
+
+        return PinSAGE(spec.dim, spec.num_layers, spec.vocabulary_sizes)
+    from training.models.mf import MatrixFactorization
+
+    return MatrixFactorization(spec.dim, spec.max_users, spec.max_items)

@@ -1,0 +1,88 @@
+"""The losses, exactly as the authors' code computes them (docs/TRAINING.md has the algebra).
+
+A mini-batch is a set of BPR triples (user u, positive item i, negative item j), given as index
+tensors into the full-graph embeddings.
+
+The alignment losses take the embeddings of *all* nodes and select the batch rows after mapping.
+That is the same number as mapping the batch rows (B_k and the frozen chains are linear maps
+applied row by row, so they commute with row selection), but it maps each node once instead of
+3 x batch rows: on MovieLens 100K at batch 8192 that is 2,625 rows instead of 24,576, and the
+mapping would otherwise cost more than the GNN itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def bpr_loss(z_user: torch.Tensor, z_pos: torch.Tensor, z_neg: torch.Tensor, l2_weight: float) -> torch.Tensor:
+    """Intended-task loss: mean softplus(<u,j> - <u,i>) + l2_weight * (||Z_u||² + ||Z_i||² + ||Z_j||²) / (2B).
+
+    The L2 term is on the batch's *embeddings* (an explicit loss term), not optimizer weight decay.
+    """
+    pos = (z_user * z_pos).sum(dim=1)
+    neg = (z_user * z_neg).sum(dim=1)
+    ranking = F.softplus(neg - pos).mean()
+    l2 = 0.5 * (z_user.pow(2).sum() + z_pos.pow(2).sum() + z_neg.pow(2).sum()) / len(z_user)
+    return ranking + l2_weight * l2
+
+
+def _batch_mse(
+    residual_user: torch.Tensor,
+    residual_item: torch.Tensor,
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+) -> torch.Tensor:
+    """mean(d_u²) + mean(d_i²) + mean(d_j²), each mean over the batch rows and all dimensions.
+
+    Computed as a count-weighted sum over nodes (a node drawn c times in the batch counts c
+    times), which is the same number without gathering 3 x batch rows and scattering their
+    gradients back.
+    """
+    rows = len(users) * residual_user.shape[1]
+    user_counts = torch.bincount(users, minlength=residual_user.shape[0]).to(residual_user.dtype)
+    item_counts = torch.bincount(positives, minlength=residual_item.shape[0]).to(residual_item.dtype)
+    item_counts = item_counts + torch.bincount(negatives, minlength=residual_item.shape[0]).to(residual_item.dtype)
+    return (user_counts @ residual_user.pow(2).sum(dim=1) + item_counts @ residual_item.pow(2).sum(dim=1)) / rows
+
+
+def single_step_alignment_loss(
+    mapped: tuple[torch.Tensor, torch.Tensor],
+    targets: tuple[torch.Tensor, torch.Tensor],
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+) -> torch.Tensor:
+    """Σ over (u, i, j) of MSE(B_k z_k, z_{k-1}) -- ``torch.nn.MSELoss`` of each batch part.
+
+    ``mapped`` = (B_k z_k of all users, of all items); ``targets`` = z_{k-1} of the same nodes.
+    """
+    return _batch_mse(targets[0] - mapped[0], targets[1] - mapped[1], users, positives, negatives)
+
+
+def multi_step_alignment_loss(
+    mapped: tuple[torch.Tensor, torch.Tensor],
+    targets: tuple[torch.Tensor, torch.Tensor],
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    older_transforms: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """BC-Aligner's loss: the residual d = z_{k-1} - B_k z_k, also pushed through the frozen chains
+    B_{j+1}∘…∘B_{k-1} to every older space j, so that the ver-j embedding derived from version k
+    matches the one derived from version k-1 for *every* j, not only j = k-1.
+
+    ``older_transforms`` are the weights of B_1..B_{k-1} (version order; B_j has shape
+    (D_{j-1}, D_j)). Each term is a mean over the batch and that space's D_j dimensions; the sum
+    over the k spaces is divided by k.
+    """
+    residual_user, residual_item = targets[0] - mapped[0], targets[1] - mapped[1]
+    total = _batch_mse(residual_user, residual_item, users, positives, negatives)
+    for weight in reversed(older_transforms):
+        residual_user, residual_item = residual_user @ weight.T, residual_item @ weight.T
+        total = total + _batch_mse(residual_user, residual_item, users, positives, negatives)
+    return total / (len(older_transforms) + 1)

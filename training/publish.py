@@ -1,0 +1,126 @@
+"""Publishing a trained version into a feast_bc feature repo, then applying it to Feast.
+
+Two families, as the paper's B_k is shared by users and items: ``user_embedding`` (entity
+``user``, join key ``user_id``) and ``item_embedding`` (entity ``item``, join key ``item_id``),
+both receiving the same B_k. The ids are the dataset's own (int64 or string). After the publish
+the repo is applied (``feast_bc.repo.apply``), so ``feast materialize`` then serves every pinned
+version ``<family>_v<j>``.
+
+Publishing is idempotent per family: a retry after a failure skips a family whose latest version
+already holds exactly these vectors, so users and items end at the same version.
+Feast is imported only here, and only when applying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from feast_bc import Catalog, EntitySpec
+from training.chain import VersionOutput
+from training.errors import StateError
+
+USER_FAMILY = "user_embedding"
+ITEM_FAMILY = "item_embedding"
+FAMILIES = (USER_FAMILY, ITEM_FAMILY)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    repo: Path
+    version: int
+    published: list[str]  # families written by this call
+    skipped: list[str]  # families that already held this version (a retried publish)
+    applied: bool
+
+
+def ensure_repo(repo: str | Path, project: str | None = None) -> Path:
+    """The feature repo, created (``feast_bc.repo.init_repo``) when it has no feature_store.yaml."""
+    from feast_bc.repo import init_repo
+
+    path = Path(repo).absolute()
+    if not (path / "feature_store.yaml").is_file():
+        init_repo(path, project=project or "feast_bc")
+    return path
+
+
+def publish_output(
+    output: VersionOutput,
+    repo: str | Path,
+    *,
+    project: str | None = None,
+    apply: bool = True,
+    description: str | None = None,
+) -> PublishResult:
+    path = ensure_repo(repo, project)
+    catalog = Catalog.for_repo(path)
+    k = output.version
+    text = description or _description(output)
+    entries = (
+        (USER_FAMILY, EntitySpec(name="user", join_key="user_id", dtype=_dtype(output.user_ids)),
+         output.user_ids, output.user_embeddings, output.metrics("user")),
+        (ITEM_FAMILY, EntitySpec(name="item", join_key="item_id", dtype=_dtype(output.item_ids)),
+         output.item_ids, output.item_embeddings, output.metrics("item")),
+    )  # fmt: skip
+    published, skipped = [], []
+    for family, entity, ids, vectors, metrics in entries:
+        if _already_published(catalog, family, k, ids, vectors):
+            skipped.append(family)
+            continue
+        catalog.publish(
+            family,
+            ids=ids,
+            vectors=vectors,
+            transform=output.transform if k > 0 else None,
+            entity=entity,
+            metrics=metrics,
+            expected_version=k,
+            description=text,
+        )
+        published.append(family)
+    if apply:
+        from feast_bc.repo import apply as apply_repo
+
+        apply_repo(path)
+    return PublishResult(path, k, published, skipped, apply)
+
+
+def _dtype(ids: np.ndarray) -> Literal["int64", "string"]:
+    return "int64" if ids.dtype.kind == "i" else "string"
+
+
+def _description(output: VersionOutput) -> str:
+    s = output.split
+    b = "" if output.transform_kind is None else f"; B_{output.version} is {output.transform_kind}"
+    return (
+        f"{output.strategy} version {output.version}: trained on interactions up to fraction {s.time_train:g} "
+        f"(+ new users' earlier interactions), validated on ({s.time_train:g}, {s.time_next:g}]{b}"
+    )
+
+
+def _already_published(catalog: Catalog, family: str, version: int, ids: np.ndarray, vectors: np.ndarray) -> bool:
+    if not catalog.has_family(family):
+        return False
+    manifest = catalog.manifest(family)
+    if manifest.latest_version < version:
+        return False
+    if manifest.latest_version > version:
+        raise StateError(
+            f"family {family!r} in {catalog.root} is already at version {manifest.latest_version}; "
+            f"cannot publish version {version} again"
+        )
+    stored_ids, stored = catalog.latest_embeddings(family)
+    same = (
+        len(stored_ids) == len(ids)
+        and np.array_equal(stored_ids.astype(ids.dtype), ids)
+        and np.allclose(stored, vectors, rtol=0, atol=0)
+    )
+    if not same:
+        raise StateError(
+            f"family {family!r} in {catalog.root} already has a version {version} with other vectors "
+            "(another chain published there); publish into a fresh repo"
+        )
+    return True

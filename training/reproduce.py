@@ -1,0 +1,413 @@
+"""`python -m training reproduce`: the paper's experiment end to end, and its report.
+
+All eight strategies × five versions are trained with :class:`training.chain.VersionChain` sharing
+one :class:`training.cache.ModelCache` (version 0 and the BPR-only No-BC models are trained once and
+reused by every strategy that needs them); the consumers C_0 of the five unintended tasks are
+trained once on Fix-M0's (true) version-0 embeddings and applied to every strategy's
+ver-0-compatible embeddings; for the strategies in ``feast_strategies`` (BC-Aligner by default)
+those embeddings are read through Feast (published, materialized, fetched from the pinned
+``*_v0`` FeatureServices) and checked against the offline computation. The report
+(:mod:`training.report`, :mod:`training.plots`) is written into ``--out``.
+
+Profiles:
+
+* ``quick`` -- synthetic data, the ``demo`` training profile (dims 32..64), a 2 × 2 consumer grid and
+  3 seeds: the whole pipeline in about two minutes on 2 cores;
+* ``full``  -- MovieLens 100K, the ``fast`` training profile (the paper's dims and layers, 40
+  epochs), the paper's 4 × 3 consumer grid and 10 seeds with early stopping: within an hour on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm.auto import tqdm
+
+from training.config import PROFILE_NAMES, TrainingConfig, profile
+from training.consumers.mlp import ConsumerSettings
+from training.data.config import DataConfig, MovieLensData, SyntheticData
+from training.errors import ConfigError
+from training.strategies import ALIASES, STRATEGY_NAMES, StrategyName
+
+REFERENCES: tuple[str, ...] = ("fix-m0", "nobc")
+JOINT_STRATEGIES: tuple[str, ...] = ("joint-notrans", "joint-lin-sloss", "bc-aligner")
+REPORT_FILES = ("results.json", "report.md")
+
+
+class ReproduceProfile(BaseModel):
+    """A named bundle of defaults for a reproduction run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str
+    training_profile: str
+    training_overrides: dict = Field(default_factory=dict)
+    consumer: ConsumerSettings
+    data: DataConfig
+
+
+PROFILES: dict[str, ReproduceProfile] = {
+    "quick": ReproduceProfile(
+        description="synthetic data, small dims, 2x2 consumer grid, 3 seeds: the pipeline in ~2 minutes",
+        training_profile="demo",
+        training_overrides=dict(batch_size=1024, epochs=30, eval_every=5, select_after_epoch=10, finetune_epochs=15,
+                                posthoc_epochs=40, posthoc_eval_every=5, posthoc_select_after_epoch=10),  # fmt: skip
+        consumer=ConsumerSettings(hidden_dims=(32, 128), dropouts=(0.0, 0.5), num_seeds=3, max_epochs=100, patience=15,
+                                  edge_max_epochs=20, edge_patience=4),  # fmt: skip
+        data=SyntheticData(),
+    ),
+    "full": ReproduceProfile(
+        description="MovieLens 100K, paper dims (training profile 'fast'), the paper's 4x3 consumer grid, 10 seeds",
+        training_profile="fast",
+        consumer=ConsumerSettings(num_seeds=10, max_epochs=300, patience=30, edge_max_epochs=50, edge_patience=5),
+        data=MovieLensData(),
+    ),
+}
+
+
+class ReproduceConfig(BaseModel):
+    """Everything a reproduction run depends on (recorded in results.json)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str
+    data: DataConfig
+    training: TrainingConfig
+    consumer: ConsumerSettings
+    strategies: tuple[StrategyName, ...] = STRATEGY_NAMES  # type: ignore[assignment]
+    feast_strategies: tuple[StrategyName, ...] = ("bc-aligner",)
+    lam: float = Field(16.0, ge=0, description="λ of the joint strategies")
+    seed: int = Field(42, description="embedding-model seed (one run per strategy, as the paper)")
+    device: str = "cpu"
+    threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads for the run (default: torch's); 1 on a shared machine"
+    )
+
+    @model_validator(mode="after")
+    def _references_present(self) -> "ReproduceConfig":
+        missing = [r for r in REFERENCES if r not in self.strategies]
+        if missing:
+            raise ValueError(f"strategies must include the references {', '.join(missing)}")
+        extra = [s for s in self.feast_strategies if s not in self.strategies]
+        if extra:
+            raise ValueError(f"feast_strategies {extra} are not among the strategies run")
+        return self
+
+
+def make_config(
+    profile_name: str = "full",
+    *,
+    data: DataConfig | None = None,
+    training_profile: str | None = None,
+    training_overrides: dict | None = None,
+    consumer_overrides: dict | None = None,
+    strategies: list[str] | None = None,
+    feast_strategies: list[str] | None = None,
+    seed: int = 42,
+    lam: float | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> ReproduceConfig:
+    """A run's config from a profile plus overrides; the references Fix-M0 and No-BC are always added
+    (every Δ% is relative to one of them, and C_0 is trained on Fix-M0's embeddings)."""
+    if profile_name not in PROFILES:
+        raise ConfigError(f"unknown reproduce profile {profile_name!r}; choose one of {', '.join(PROFILES)}")
+    base = PROFILES[profile_name]
+    names = _canonical(strategies) if strategies else list(STRATEGY_NAMES)
+    names = [s for s in STRATEGY_NAMES if s in set(names) | set(REFERENCES)]
+    feast = _canonical(feast_strategies) if feast_strategies is not None else [s for s in ("bc-aligner",) if s in names]
+    try:
+        overrides = {**base.training_overrides, **(training_overrides or {})} if training_profile is None else dict(
+            training_overrides or {})  # fmt: skip
+        return ReproduceConfig(
+            profile=profile_name,
+            data=data or base.data,
+            training=profile(training_profile or base.training_profile, **overrides),
+            consumer=base.consumer.model_copy(update=consumer_overrides or {}),
+            strategies=tuple(names),
+            feast_strategies=tuple(feast),
+            lam=16.0 if lam is None else lam,
+            seed=seed,
+            device=device,
+            threads=threads,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid reproduce configuration: {exc}") from None
+
+
+def _canonical(names: list[str]) -> list[str]:
+    out = []
+    for name in names:
+        canonical = ALIASES.get(name, name)
+        if canonical not in STRATEGY_NAMES:
+            raise ConfigError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGY_NAMES)}")
+        out.append(canonical)
+    return out
+
+
+# ----------------------------------------------------------------------------- the pipeline
+@contextlib.contextmanager
+def _work_directory(path: str | Path | None):
+    if path is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path).absolute()
+        return
+    with tempfile.TemporaryDirectory(prefix="reproduce-") as tmp:
+        yield Path(tmp)
+
+
+def run_reproduction(
+    config: ReproduceConfig,
+    out_dir: str | Path,
+    *,
+    workdir: str | Path | None = None,
+    progress: bool = True,
+    command: str = "",
+):
+    """Train, evaluate and report; returns the :class:`training.report.ReproduceResults` written to ``out_dir``.
+
+    ``workdir`` keeps the model cache (and the Feast repos) between runs; by default a temporary
+    directory is used and removed.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config, out_dir, workdir=workdir, progress=progress, command=command)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class _ChainRun:
+    """One strategy's trained versions, reduced to what the evaluation needs (z_k and models dropped)."""
+
+    name: str
+    lam: float | None
+    meta: list[dict]  # VersionResult fields except the alignment error
+    offline: dict[int, tuple[np.ndarray, np.ndarray]]  # B-chain computed in training
+    served: dict[int, tuple[np.ndarray, np.ndarray]]  # what the consumers get (read through Feast or offline)
+    checks: list  # FeastCheck per version read through Feast
+    seconds: float
+
+
+def _train_chain(name: str, config: ReproduceConfig, dataset, cache, device, feast_dir: Path, run_id: str,
+                 progress: bool) -> _ChainRun:  # fmt: skip
+    """Train every version of one strategy; the strategies in ``feast_strategies`` are read through Feast."""
+    from training.chain import VersionChain
+    from training.consumers.feast_source import FeastVer0Source
+    from training.strategies import make_strategy
+
+    started = time.perf_counter()
+    lam = config.lam if name in JOINT_STRATEGIES else None
+    chain = VersionChain(make_strategy(name, lam=lam), dataset, config.training, seed=config.seed, device=device,
+                         cache=cache)  # fmt: skip
+    source = None
+    if name in config.feast_strategies:
+        source = FeastVer0Source(feast_dir / name, f"repro_{run_id}_{name.replace('-', '_')}")
+    run = _ChainRun(name, lam, [], {}, {}, [], 0.0)
+    for _ in tqdm(range(config.training.num_versions), desc=f"{name} versions", disable=not progress, leave=False):
+        output = chain.train_next(progress=progress)
+        k = output.version
+        run.offline[k] = (output.user_ver0, output.item_ver0)
+        if source is not None:
+            user, item, check = source.fetch(output)
+            run.served[k] = (user, item)
+            run.checks.append(check)
+        else:
+            run.served[k] = run.offline[k]
+        run.meta.append(dict(version=k, dim=output.dim, val_recall=dict(output.val_recall),
+                             selected_epoch=output.selected_epoch, epochs_run=output.epochs_run,
+                             train_seconds=round(output.train_seconds, 3), from_cache=output.from_cache,
+                             ver0_source="feast" if source is not None else "offline"))  # fmt: skip
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: str):
+    import torch
+
+    from training.cache import ModelCache
+    from training.chain import alignment_error, resolve_device
+    from training.consumers.protocol import train_task_consumers
+    from training.consumers.tasks import TASK_NAMES, TaskLabels
+    from training.data import load_dataset, version_splits
+    from training.plots import plot_titles, write_plots
+    from training.report import MachineInfo, RunMeta, StrategyResult, VersionResult, aggregate, render_markdown
+
+    device = resolve_device(config.device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started, started_at, load_start = time.perf_counter(), datetime.now(timezone.utc), os.getloadavg()[0]
+    phases: dict[str, float] = {}
+
+    t = time.perf_counter()
+    dataset = load_dataset(config.data)
+    labels = TaskLabels(dataset, version_splits(dataset, config.training.time_slices))
+    phases["data"] = time.perf_counter() - t
+    run_id = uuid.uuid4().hex[:8]
+    strategies: dict[str, StrategyResult] = {}
+    consumers: dict = {}
+    reference: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    with _work_directory(workdir) as work:
+        cache = ModelCache(work / "model_cache")
+        bar = tqdm(config.strategies, desc="strategies", disable=not progress)
+        for name in bar:  # Fix-M0 first: its embeddings train the consumers and are the reference
+            bar.set_postfix(strategy=name)
+            run = _train_chain(name, config, dataset, cache, device, work / f"feast-{run_id}", run_id, progress)
+            phases[f"train {name}"] = run.seconds
+            if name == "fix-m0":
+                reference = run.offline
+                t = time.perf_counter()
+                consumers = {
+                    task: train_task_consumers(task, labels, reference, config.consumer, device=device, progress=progress)
+                    for task in tqdm(TASK_NAMES, desc="consumers", disable=not progress, leave=False)
+                }
+                phases["consumers"] = time.perf_counter() - t
+            t = time.perf_counter()
+            unintended = {task: c.evaluate_chain(run.served) for task, c in consumers.items()}
+            versions = [VersionResult(**m, alignment_error=alignment_error(*run.offline[m["version"]],
+                                                                           *reference[m["version"]])["all"])
+                        for m in run.meta]  # fmt: skip
+            evaluated = time.perf_counter() - t
+            phases["evaluate"] = phases.get("evaluate", 0.0) + evaluated
+            strategies[name] = StrategyResult(name=name, lam=run.lam, versions=versions, unintended=unintended,
+                                              feast_checks=run.checks, chain_seconds=round(run.seconds, 3),
+                                              eval_seconds=round(evaluated, 3))  # fmt: skip
+
+    t = time.perf_counter()
+    machine = MachineInfo(
+        platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count() or 0,
+        torch=torch.__version__, torch_threads=torch.get_num_threads(), python=platform.python_version(),
+        loadavg_start=load_start, loadavg_end=os.getloadavg()[0],
+    )  # fmt: skip
+    meta = RunMeta(command=command, profile=config.profile, dataset=dataset.name, dataset_summary=dataset.summary(),
+                   config=config.model_dump(mode="json"), started_at=started_at, wall_seconds=0.0, phase_seconds={},
+                   machine=machine)  # fmt: skip
+    results = aggregate(meta, strategies, {task: c.selection for task, c in consumers.items()})
+    plots = write_plots(results, out)
+    phases["report"] = time.perf_counter() - t
+    results.meta.phase_seconds = {k: round(v, 1) for k, v in phases.items()}
+    results.meta.wall_seconds = round(time.perf_counter() - started, 1)
+    titles = plot_titles()
+    (out / "report.md").write_text(render_markdown(results, plots={titles[k]: p.name for k, p in plots.items()}))
+    (out / "results.json").write_text(results.model_dump_json(indent=2))
+    return results
+
+
+# ----------------------------------------------------------------------------- command line
+def _strategy_list(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_subcommand(sub) -> None:
+    """Register ``reproduce`` on the ``python -m training`` parser (see ``training.cli.SUBCOMMANDS``)."""
+    from training.cli import DATA_KINDS, _columns, _int_list
+
+    s = sub.add_parser(
+        "reproduce",
+        help="the paper's experiment: 8 strategies x 5 versions, consumers on 5 unintended tasks, report",
+        description=__doc__.split("\n")[0],
+    )
+    s.add_argument("--out", required=True, help="directory for results.json, report.md and the PNG plots")
+    s.add_argument("--profile", choices=list(PROFILES), default="full", help="default full")
+    s.add_argument("--quick", action="store_true", help="the quick profile (same as --profile quick)")
+    s.add_argument("--data", help=f"{', '.join(DATA_KINDS)}, or a MovieLens 100K directory (default: the profile's)")
+    s.add_argument("--data-config", help="JSON file with a data config")
+    s.add_argument("--data-path", help="MovieLens directory, Amazon reviews file, or the table file")
+    s.add_argument("--meta-path", help="Amazon meta_*.json[.gz]")
+    s.add_argument("--columns", type=_columns, help="table: user=COL,item=COL,timestamp=COL[,rating=COL]")
+    s.add_argument("--attributes", help="table: comma-separated item attribute columns")
+    s.add_argument("--attribute-sep", default="|")
+    s.add_argument("--training-profile", choices=PROFILE_NAMES, help="training profile instead of the profile's")
+    s.add_argument("--epochs", type=int, help="override the training epochs")
+    s.add_argument("--seeds", type=int, help="consumer seeds per task (paper: 10)")
+    s.add_argument("--strategies", type=_strategy_list,
+                   help="comma-separated strategies (default all eight; fix-m0 and nobc always run as references)")
+    s.add_argument("--feast", type=_strategy_list, default=None,
+                   help="strategies whose consumers read through Feast (default bc-aligner; 'none' for none)")
+    s.add_argument("--hidden-dims", type=_int_list, help="consumer grid: hidden sizes, e.g. 128,256,512,1024")
+    s.add_argument("--dropouts", type=_float_list, help="consumer grid: dropout rates, e.g. 0,0.25,0.5")
+    s.add_argument("--consumer-max-epochs", type=int, help="user/item-task consumers: epoch cap")
+    s.add_argument("--consumer-patience", type=int, help="user/item-task consumers: early-stopping patience")
+    s.add_argument("--edge-max-epochs", type=int, help="edge-task consumers: epoch cap")
+    s.add_argument("--edge-patience", type=int, help="edge-task consumers: early-stopping patience")
+    s.add_argument("--seed", type=int, default=42, help="embedding-model seed (default 42)")
+    s.add_argument("--lam", type=float, help="λ of the joint strategies (default 16)")
+    s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    s.add_argument("--threads", type=int, help="torch threads (default torch's: one per core)")
+    s.add_argument("--workdir", help="keep the model cache and Feast repos here (default: a temporary directory)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_reproduce)
+
+
+def _data(args) -> DataConfig | None:
+    from training.cli import _data_from_args
+
+    if args.data_config is None and args.data is None:
+        return None
+    if args.data is not None and args.data not in ("synthetic", "movielens-100k", "amazon-2018", "table"):
+        if not Path(args.data).is_dir():
+            raise ConfigError(f"--data {args.data!r} is neither a data kind nor a MovieLens 100K directory")
+        args.data, args.data_path = "movielens-100k", args.data
+    return _data_from_args(args)
+
+
+def cmd_reproduce(args) -> int:
+    from training.chain import resolve_device
+    from training.report import summary_table
+
+    resolve_device(args.device)
+    name = "quick" if args.quick else args.profile
+    consumer = {k: v for k, v in dict(
+        num_seeds=args.seeds, hidden_dims=args.hidden_dims, dropouts=args.dropouts, max_epochs=args.consumer_max_epochs,
+        patience=args.consumer_patience, edge_max_epochs=args.edge_max_epochs, edge_patience=args.edge_patience,
+    ).items() if v is not None}  # fmt: skip
+    feast = args.feast
+    if feast is not None and feast in (["none"], []):
+        feast = []
+    elif feast == ["all"]:
+        feast = list(STRATEGY_NAMES) if args.strategies is None else args.strategies
+    config = make_config(
+        name, data=_data(args), training_profile=args.training_profile,
+        training_overrides={"epochs": args.epochs} if args.epochs else None, consumer_overrides=consumer,
+        strategies=args.strategies, feast_strategies=feast, seed=args.seed, lam=args.lam, device=args.device,
+        threads=args.threads,
+    )  # fmt: skip
+    command = "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] \
+        else "python -m training reproduce ..."  # fmt: skip
+    print(f"reproduce ({name}): {', '.join(config.strategies)}; data {config.data.kind}; training dims "
+          f"{list(config.training.dims)}, {config.training.epochs} epochs; consumers: grid "
+          f"{len(config.consumer.grid)} x {config.consumer.num_seeds} seeds; Feast: {', '.join(config.feast_strategies) or 'none'}",
+          flush=True)  # fmt: skip
+    results = run_reproduction(config, args.out, workdir=args.workdir, progress=not args.no_progress, command=command)
+    print(summary_table(results, with_paper=False))
+    print(f"wall time {results.meta.wall_seconds / 60:.1f} min; report in {Path(args.out) / 'report.md'}")
+    if not results.feast_checks_passed:
+        print("training: error: Feast-served version-0 embeddings differ from the offline computation by more than "
+              "1e-5 (see the report's Feast table)", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
