@@ -299,3 +299,34 @@ print(json.dumps(r["embedding"]))
     store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
     assert_online_matches(store, fams)
     assert "item_embedding_bc0_onread" not in {v.name for v in store.list_on_demand_feature_views()}
+
+
+def test_a_long_lived_reader_sees_a_new_version_without_restarting(tmp_path):
+    """Registry caching: our yamls use Feast's file registry in its default `sync` cache mode, which in
+    Feast 0.67 re-reads the registry file when its mtime changes, so a consumer process that is
+    already running sees a version published meanwhile at its next call (with a SQL/remote registry
+    or `cache_mode: thread` it would wait up to `cache_ttl_seconds`; `refresh_registry()` forces it).
+    Old pins keep answering, with values computed from the new latest."""
+    from feast import FeatureStore
+
+    repo = _make_repo(tmp_path, "repo", "sqlite", unique_project("ttl"))
+    assert "cache_ttl_seconds: 60" in (repo / "feature_store.yaml").read_text()
+    catalog = Catalog.for_repo(repo)
+    fams = publish_users_and_items(catalog, versions=2)
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    reader = FeatureStore(repo_path=str(repo))  # the consumer's long-lived store
+    items = fams["item_embedding"]
+    before = np.asarray(online_vectors(reader, "item_embedding", 0, "item_id", items.ids[1][:5]), dtype=np.float64)
+    assert reader.get_feature_service("item_embedding_v1", allow_cache=True).name == "item_embedding_v1"
+
+    rng = np.random.default_rng(9)
+    for fam in fams.values():
+        fam.publish_next(catalog, rng)
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())  # the operator's process
+
+    assert reader.get_feature_service("item_embedding_v2", allow_cache=True).name == "item_embedding_v2"
+    after = np.asarray(online_vectors(reader, "item_embedding", 0, "item_id", items.ids[1][:5]), dtype=np.float64)
+    assert np.abs(after - before).max() > 1e-2  # the pin now serves B_1 B_2 z_2, not the old B_1 z_1
+    assert_online_matches(reader, fams)
+    reader.refresh_registry()  # always safe; what a remote-registry deployment calls after a publish
+    assert_online_matches(reader, fams)
