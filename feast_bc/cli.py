@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--project", default="feast_bc")
     s.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
     s.add_argument("--redis-url", help="redis://host:port/db written into the yaml (default: $FEAST_BC_REDIS)")
-    s.add_argument("--engine", choices=["bc", "local"], default="bc", help="bulk feast_bc engine or Feast's stock engine")
+    s.add_argument("--engine", choices=["bc", "local", "ray"], default="bc",
+                   help="bulk feast_bc engine, Feast's stock local engine, or Feast's Ray engine")
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("export", help="write one version's embeddings (all ids or some) to parquet")

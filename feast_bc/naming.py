@@ -24,6 +24,10 @@ EMBEDDING_FEATURE = "embedding"
 SOURCE_VERSION_FEATURE = "source_version"
 #: Event-timestamp column of the latest-embeddings parquet file.
 TIMESTAMP_COLUMN = "event_timestamp"
+#: Column the view UDFs add to their output: the version the ``embedding`` values of a row are
+#: now at. It makes the UDF idempotent (Feast's Ray engine applies a derived view's UDF twice);
+#: it is not a feature, so no online store ever sees it.
+VALUES_VERSION_COLUMN = "_bc_values_version"
 
 #: Tag keys carried by every Feast object feast_bc generates.
 TAG_FAMILY = "bc.family"

@@ -64,22 +64,37 @@ batch_engine:
   batch_rows: 65536
 """
 
+RAY_ENGINE_BLOCK = """# Feast's Ray engine runs every view's UDF on Ray workers (docs/SCALING.md): the workers need
+# feast_bc installed and this repo's bc_catalog at the same absolute path. Without ray_address
+# (or $RAY_ADDRESS) Feast starts a local Ray. Keep offline_store `file`: the `ray` one rounds
+# event timestamps to whole seconds, which feast_bc rejects.
+batch_engine:
+  type: ray.engine
+  # ray_address: ray://head:10001
+  write_concurrency: {write_concurrency}
+"""
+
 
 def feature_store_yaml(
     project: str,
     online_store: Literal["sqlite", "redis"] = "sqlite",
     *,
     redis_connection: str | None = None,
-    engine: Literal["bc", "local"] = "bc",
+    engine: Literal["bc", "local", "ray"] = "bc",
 ) -> str:
     """Text of a feature_store.yaml for the embedded default or the Redis profile.
 
     ``engine="bc"`` configures :class:`feast_bc.engine.BCEngine` (bulk materialization of feast_bc
-    views); ``"local"`` leaves Feast's stock engine, which runs the same views through their UDFs.
+    views); ``"local"`` leaves Feast's stock engine, which runs the same views through their UDFs;
+    ``"ray"`` configures Feast's Ray engine (needs ``ray``: ``pip install 'feast-bc[ray]'``), which
+    runs the same UDFs on Ray workers -- one SQLite writer, or four concurrent Redis writers.
     """
-    if engine not in ("bc", "local"):
-        raise InvalidInputError(f"unknown engine {engine!r}; choose 'bc' or 'local'")
-    engine_block = ENGINE_BLOCK if engine == "bc" else ""
+    if engine not in ("bc", "local", "ray"):
+        raise InvalidInputError(f"unknown engine {engine!r}; choose 'bc', 'local' or 'ray'")
+    if engine == "ray":
+        engine_block = RAY_ENGINE_BLOCK.format(write_concurrency=1 if online_store == "sqlite" else 4)
+    else:
+        engine_block = ENGINE_BLOCK if engine == "bc" else ""
     if online_store == "sqlite":
         online = "  type: sqlite\n  path: data/online_store.db"
         return _YAML_TEMPLATE.format(
@@ -133,7 +148,7 @@ def init_repo(
     project: str = "feast_bc",
     online_store: Literal["sqlite", "redis"] = "sqlite",
     redis_url: str | None = None,
-    engine: Literal["bc", "local"] = "bc",
+    engine: Literal["bc", "local", "ray"] = "bc",
 ) -> Path:
     """Write a feast_bc feature repo at ``path`` (keeps an existing catalog and data).
 

@@ -10,6 +10,12 @@ Everything version-specific is read here from the catalog at run time: the rows'
 which transforms lead from there to the requested version, and every artifact is verified first.
 The whole family is verified on every call (hashes are cached per file state), so a tampered
 artifact makes the *first* view Feast materializes fail, before any value of the family is written.
+
+The UDF is idempotent: its output carries ``VALUES_VERSION_COLUMN`` (the version the vectors of
+each row are now at), and a batch already at the requested version passes through unchanged.
+Feast's Ray engine needs this -- it applies a derived view's UDF twice, once in
+``RayDerivedReadNode`` and once more in the ``RayTransformationNode`` its feature builder adds
+(docs/SCALING.md) -- and with equal dimensions a second matmul would go unnoticed.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from feast_bc.catalog import Catalog
-from feast_bc.errors import DimensionMismatchError, RegistryLagError
-from feast_bc.naming import EMBEDDING_FEATURE, TIMESTAMP_COLUMN
+from feast_bc.errors import DimensionMismatchError, InvalidInputError, RegistryLagError
+from feast_bc.naming import EMBEDDING_FEATURE, TIMESTAMP_COLUMN, VALUES_VERSION_COLUMN
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -43,28 +49,52 @@ def transform_vectors(catalog: Catalog, family: str, vectors: np.ndarray, source
 
 
 def transform_batch(df: pd.DataFrame, *, catalog: str, family: str, version: int) -> pd.DataFrame:
-    """Replace the ``embedding`` column of a batch of the latest view by its version-``version`` value."""
+    """Replace the ``embedding`` column of a batch of the latest view by its version-``version`` value.
+
+    Rows already at ``version`` (``VALUES_VERSION_COLUMN``, written by an earlier call) are kept as
+    they are, so applying the UDF twice gives what applying it once gives.
+    """
     cat = Catalog(catalog)
     manifest = cat.verify(family)
     manifest.version(version)
     if len(df) == 0:
         return df
     sources = source_versions(df[TIMESTAMP_COLUMN], manifest)
+    if (sources < version).any():
+        raise RegistryLagError(
+            f"family {family!r}: view for version {version} received rows of version {int(sources.min())}; the "
+            "Feast registry is older than the catalog -- run `feast apply` before materializing"
+        )
+    current = _values_versions(df, sources)
     out = df.copy()
     new_values = np.empty(len(df), dtype=object)
-    for source in np.unique(sources):
-        source = int(source)
-        if source < version:
-            raise RegistryLagError(
-                f"family {family!r}: view for version {version} received rows of version {source}; the "
-                "Feast registry is older than the catalog -- run `feast apply` before materializing"
+    for at in np.unique(current):
+        at = int(at)
+        if at < version:
+            raise InvalidInputError(
+                f"family {family!r}: view for version {version} received vectors already transformed to "
+                f"version {at}; backward transforms only lead to older versions"
             )
-        rows = np.flatnonzero(sources == source)
-        mat = _stack(df[EMBEDDING_FEATURE].iloc[rows], manifest.version(source).dim, family, source)
-        result = transform_vectors(cat, family, mat, source, version, manifest)
+        rows = np.flatnonzero(current == at)
+        mat = _stack(df[EMBEDDING_FEATURE].iloc[rows], manifest.version(at).dim, family, at)
+        result = transform_vectors(cat, family, mat, at, version, manifest)
         new_values[rows] = list(result)
     out[EMBEDDING_FEATURE] = new_values
+    out[VALUES_VERSION_COLUMN] = np.full(len(df), version, dtype=np.int64)
     return out
+
+
+def _values_versions(df: pd.DataFrame, sources: np.ndarray) -> np.ndarray:
+    """The version each row's vector is at: an earlier UDF call's mark, else the row's source version."""
+    if VALUES_VERSION_COLUMN not in df.columns:
+        return sources
+    marks = pd.to_numeric(df[VALUES_VERSION_COLUMN], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+    current = np.where(np.isnan(marks), sources, marks).astype(np.int64)
+    if (current > sources).any():
+        raise InvalidInputError(
+            f"column {VALUES_VERSION_COLUMN!r} marks rows as newer than the version that produced them"
+        )
+    return current
 
 
 def source_versions(event_times: pd.Series, manifest) -> np.ndarray:
