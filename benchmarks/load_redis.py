@@ -3,8 +3,8 @@
 The latest version (v2, dim 384) holds all entities; v1 (320) and v0 (256) are derived. Each view
 is materialized by feast_bc's engine in its own subprocess, so ``ru_maxrss`` is that process's
 peak. Redis ``used_memory`` before/after gives bytes per entity, compared with a prediction from
-the layout (one hash per entity; per view an embedding value of 7 + 4d bytes, a source_version
-value and a timestamp, each stored as an sds string in jemalloc size classes, plus dict entries).
+the layout (one hash per entity; per view an embedding value of 7 + 4d bytes and a timestamp,
+each stored as an sds string in jemalloc size classes, plus dict entries).
 
     python benchmarks/load_redis.py --entities 1000000 --out docs/benchmarks/load.json
 """
@@ -46,7 +46,7 @@ def jemalloc_class(n: int) -> int:
 
 
 def predicted_bytes_per_entity(dims: list[int], project: str) -> int:
-    """Hash-table encoded hash (values exceed listpack limits) with 3 fields per view."""
+    """Hash-table encoded hash (values exceed listpack limits) with 2 fields per view (embedding, _ts:<view>)."""
     sds = lambda n: jemalloc_class(n + 3 + 1)  # sds8 header + NUL  # noqa: E731
     key_len = 4 + 4 + 4 + len("item_id") + 4 + 4 + 8 + len(project)
     total = jemalloc_class(24) + sds(key_len)  # top-level dict entry + key
@@ -54,7 +54,7 @@ def predicted_bytes_per_entity(dims: list[int], project: str) -> int:
     for d in dims:
         view = f"item_embedding_bc{dims.index(d)}"
         value = 7 + 4 * d if d > 127 else 5 + 4 * d
-        fields = [(4, value), (4, 2), (len("_ts:") + len(view), 11)]
+        fields = [(4, value), (len("_ts:") + len(view), 11)]  # mmh3(view:embedding) is 4 bytes
         for name_len, value_len in fields:
             total += jemalloc_class(24) + sds(name_len) + sds(value_len)  # dictEntry + field + value
     return total

@@ -72,7 +72,7 @@ PROFILES: dict[str, ReproduceProfile] = {
     "full": ReproduceProfile(
         description="MovieLens 100K, paper dims (training profile 'fast'), the paper's 4x3 consumer grid, 10 seeds",
         training_profile="fast",
-        consumer=ConsumerSettings(num_seeds=10, max_epochs=300, patience=30, edge_max_epochs=50, edge_patience=5),
+        consumer=ConsumerSettings(num_seeds=10, max_epochs=300, patience=30, edge_max_epochs=30, edge_patience=4),
         data=MovieLensData(),
     ),
 }
