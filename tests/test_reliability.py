@@ -196,7 +196,7 @@ import json, sys, time, random
 import numpy as np
 from feast import FeatureStore
 repo, yaml, expected_path, stop_path, out_path, seed = sys.argv[1:7]
-exp = np.load(expected_path)
+exp = dict(np.load(expected_path))  # an NpzFile would re-read the array from disk at every access
 ids = exp["ids"]
 store = FeatureStore(repo_path=repo, fs_yaml_file=yaml)
 services = {v: store.get_feature_service(f"item_embedding_v{v}") for v in (0, 1)}
