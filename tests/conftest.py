@@ -169,3 +169,15 @@ def assert_online_matches(store, fams: dict[str, SyntheticFamily], atol: float =
             np.testing.assert_allclose(got, want, atol=atol, rtol=0, err_msg=f"{fam.name} version {v}")
             checked += got.size
     return checked
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models gain nothing from a second thread; on a shared 2-core machine it only contends.
+    (torch is imported here, not at the top, so tests without torch don't pay for it.)"""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import unique_project
 from feast_bc import Catalog
@@ -18,12 +17,7 @@ from training.publish import USER_FAMILY
 from training.strategies import make_strategy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_feast_served_version_0_equals_the_offline_chain_at_every_version(tmp_path):

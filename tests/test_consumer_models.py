@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from training.consumers.metrics import roc_auc
@@ -17,13 +16,7 @@ FAST = ConsumerSettings(hidden_dims=(32,), dropouts=(0.0,), num_seeds=1, max_epo
                         edge_max_epochs=40, edge_patience=8, batch_size=256)  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models gain nothing from a second thread; on a shared 2-core machine it only contends."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(rng, n: int, planted: bool):
