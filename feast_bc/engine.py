@@ -130,28 +130,25 @@ def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows:
     manifest.version(version)
     join_key, id_dtype = manifest.entity.join_key, manifest.entity.dtype
     path = _latest_file(repo_config, view, registry, project)
-    writer = None
-    written = 0
     start, end = _utc(start), _utc(end)
     parquet = pq.ParquetFile(path)
     columns = [join_key, TIMESTAMP_COLUMN, EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE]
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-        batch = _in_window(batch, start, end)
-        if batch.num_rows == 0:
-            continue
-        ids = batch.column(join_key).to_numpy(zero_copy_only=False)
-        for source, event_time, rows in _groups(batch):
-            if source < version:
-                raise RegistryLagError(
-                    f"family {family!r}: view for version {version} read rows of version {source}; run `feast apply`"
-                )
-            part = batch if rows is None else batch.take(pa.array(rows))
-            mat = list_array_to_matrix(part.column(EMBEDDING_FEATURE), manifest.version(source).dim)
-            out = transform_vectors(catalog, family, mat, source, version, manifest)
-            if writer is None:
-                writer = writer_for(repo_config, online_store, view, join_key, id_dtype, out.shape[1])
-            written += writer.write(ids if rows is None else ids[rows], out, source, event_time)
-    return written
+    with writer_for(repo_config, online_store, view, join_key, id_dtype, manifest.version(version).dim) as writer:
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            batch = _in_window(batch, start, end)
+            if batch.num_rows == 0:
+                continue
+            ids = batch.column(join_key).to_numpy(zero_copy_only=False)
+            for source, event_time, rows in _groups(batch):
+                if source < version:
+                    raise RegistryLagError(
+                        f"family {family!r}: view for version {version} read rows of version {source}; run `feast apply`"
+                    )
+                part = batch if rows is None else batch.take(pa.array(rows))
+                mat = list_array_to_matrix(part.column(EMBEDDING_FEATURE), manifest.version(source).dim)
+                out = transform_vectors(catalog, family, mat, source, version, manifest)
+                writer.write(ids if rows is None else ids[rows], out, source, event_time)
+    return writer.written
 
 
 def _in_window(batch: pa.RecordBatch, start: datetime | None, end: datetime | None) -> pa.RecordBatch:
