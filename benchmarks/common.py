@@ -70,3 +70,34 @@ def delete_project_keys(url: str, project: str) -> None:
                 batch = []
     if batch:
         client.delete(*batch)
+
+
+def _proc_status_mib(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_mib() -> float:
+    """Resident memory of this process now (MiB)."""
+    now = _proc_status_mib("VmRSS")
+    return now if now is not None else float("nan")
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM).
+
+    Why not ``ru_maxrss``: Linux carries it across fork+exec, so a worker started by a benchmark
+    that had just published a large table reported the *parent's* size as its own peak.
+    """
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mib() -> float:
+    """Highest resident memory of this process since start or the last :func:`reset_peak_rss` (MiB)."""
+    peak = _proc_status_mib("VmHWM")
+    return peak if peak is not None else float("nan")

@@ -1,8 +1,8 @@
 """Load: materialize 1M entities x 3 versions into Redis; peak RSS and Redis memory per entity.
 
 The latest version (v2, dim 384) holds all entities; v1 (320) and v0 (256) are derived. Each view
-is materialized by feast_bc's engine in its own subprocess, so ``ru_maxrss`` is that process's
-peak. Redis ``used_memory`` before/after gives bytes per entity, compared with a prediction from
+is materialized by feast_bc's engine in its own subprocess; ``peak_rss_mib`` is that process's
+highest resident memory during ``store.materialize`` (VmHWM, reset after apply). Redis ``used_memory`` before/after gives bytes per entity, compared with a prediction from
 the layout (one hash per entity; per view an embedding value of 7 + 4d bytes and a timestamp,
 each stored as an sds string in jemalloc size classes, plus dict entries).
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import delete_project_keys, machine, write_json  # noqa: E402
+from common import delete_project_keys, machine, peak_rss_mib, reset_peak_rss, rss_mib, write_json  # noqa: E402
 
 DIMS = [256, 320, 384]
 
@@ -64,9 +63,13 @@ def worker(args) -> None:
     from feast_bc.repo import apply
 
     store = apply(Path(args.repo), fs_yaml_file=Path(args.repo) / "feature_store.redis.yaml")
+    rss_before = rss_mib()
+    reset_peak_rss()
     t = time.perf_counter()
     store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5), feature_views=[args.view])
-    print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    seconds = time.perf_counter() - t
+    peak = peak_rss_mib()
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak, "rss_before_mib": rss_before, "materialize_added_mib": peak - rss_before}))
 
 
 def main() -> None:

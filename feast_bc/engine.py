@@ -12,11 +12,13 @@ latest embeddings parquet row group by row group (pyarrow, no dask), checks the 
 window exactly like Feast's file source (inclusive on both ends), applies the composed transform
 (one float32 matmul per batch, whatever the chain length) and writes with the fastest writer the
 online store allows (:mod:`feast_bc.online_writers`). All other views go to Feast's local engine.
-The artifacts are verified first, as in the UDF path, so a tampered family fails before writing.
+The artifacts are verified as in the UDF path -- hashing runs beside the first batches and the
+writer waits for it -- so a tampered family fails before anything is written.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
@@ -126,29 +128,44 @@ def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows:
     family = view.tags[TAG_FAMILY]
     version = int(view.tags[TAG_VERSION])
     catalog = Catalog(view.tags[TAG_CATALOG]) if view.tags.get(TAG_CATALOG) else Catalog.for_repo(repo_config.repo_path)
-    manifest = catalog.verify(family)
+    manifest = catalog.manifest(family)
     manifest.version(version)
     join_key, id_dtype = manifest.entity.join_key, manifest.entity.dtype
     path = _latest_file(repo_config, view, registry, project)
     start, end = _utc(start), _utc(end)
-    parquet = pq.ParquetFile(path)
-    columns = [join_key, TIMESTAMP_COLUMN, EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE]
-    with writer_for(repo_config, online_store, view, join_key, id_dtype, manifest.version(version).dim) as writer:
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-            batch = _in_window(batch, start, end)
-            if batch.num_rows == 0:
-                continue
-            ids = batch.column(join_key).to_numpy(zero_copy_only=False)
-            for source, event_time, rows in _groups(batch):
-                if source < version:
-                    raise RegistryLagError(
-                        f"family {family!r}: view for version {version} read rows of version {source}; run `feast apply`"
-                    )
-                part = batch if rows is None else batch.take(pa.array(rows))
-                mat = list_array_to_matrix(part.column(EMBEDDING_FEATURE), manifest.version(source).dim)
-                out = transform_vectors(catalog, family, mat, source, version, manifest)
-                writer.write(ids if rows is None else ids[rows], out, source, event_time)
+    # Hashing a large latest file takes as long as reading it: do it beside the first batches.
+    # The writer's gate waits for it, so nothing reaches the online store before it passed.
+    with ThreadPoolExecutor(1, thread_name_prefix="feast-bc-verify") as pool:
+        verified = pool.submit(catalog.verify, family, manifest)
+        dim = manifest.version(version).dim
+        try:
+            with writer_for(repo_config, online_store, view, join_key, id_dtype, dim, gate=verified.result) as writer:
+                _stream(pq.ParquetFile(path), catalog, family, manifest, version, join_key, start, end, batch_rows, writer)
+        except Exception as exc:
+            failed = verified.exception()  # a tampered file explains any later error: report it
+            if failed is not None and failed is not exc:
+                raise failed from exc
+            raise
+        verified.result()  # also when the window held no rows
     return writer.written
+
+
+def _stream(parquet, catalog, family, manifest, version, join_key, start, end, batch_rows, writer) -> None:
+    columns = [join_key, TIMESTAMP_COLUMN, EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE]
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+        batch = _in_window(batch, start, end)
+        if batch.num_rows == 0:
+            continue
+        ids = batch.column(join_key).to_numpy(zero_copy_only=False)
+        for source, event_time, rows in _groups(batch):
+            if source < version:
+                raise RegistryLagError(
+                    f"family {family!r}: view for version {version} read rows of version {source}; run `feast apply`"
+                )
+            part = batch if rows is None else batch.take(pa.array(rows))
+            mat = list_array_to_matrix(part.column(EMBEDDING_FEATURE), manifest.version(source).dim)
+            out = transform_vectors(catalog, family, mat, source, version, manifest)
+            writer.write(ids if rows is None else ids[rows], out, source, event_time)
 
 
 def _in_window(batch: pa.RecordBatch, start: datetime | None, end: datetime | None) -> pa.RecordBatch:

@@ -190,3 +190,29 @@ print(json.dumps(out))
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     for v in range(3):
         np.testing.assert_allclose(np.asarray(out[str(v)]), items.expected(v, ids), atol=1e-5, rtol=0)
+
+
+@pytest.mark.redis
+def test_a_tampered_latest_file_fails_the_bulk_engine_before_anything_is_written(tmp_path, redis_available):
+    """Hashing runs beside the first batches; the writer must still wait for it."""
+    import redis
+
+    project = unique_project("tamper")
+    repo = init_repo(tmp_path / "r", project=project, online_store="redis", redis_url=redis_url())
+    try:
+        catalog = Catalog.for_repo(repo)
+        fams = publish_users_and_items(catalog, versions=2)
+        store = apply(repo, fs_yaml_file=repo / "feature_store.redis.yaml")
+        items = fams["item_embedding"]
+        path = catalog.artifact_path("item_embedding", catalog.manifest("item_embedding").latest.embeddings)
+        data = bytearray(path.read_bytes())
+        at = data.find(items.vectors[items.latest][5].tobytes())
+        assert at > 0
+        data[at] ^= 0x01  # lowest mantissa bit of one float: parquet still reads it, the checksum does not
+        path.write_bytes(bytes(data))
+        with pytest.raises(Exception, match="fails its checksum"):
+            store.materialize(WINDOW[0], datetime.now(timezone.utc) + timedelta(seconds=5), feature_views=["item_embedding_bc0", "item_embedding_bc1"])
+        client = redis.Redis.from_url(redis_url())
+        assert [k for k in client.scan_iter(count=1000) if k.endswith(project.encode())] == []
+    finally:
+        delete_project_keys(redis_url(), project)

@@ -218,3 +218,33 @@ def test_raw_reply_reader_raises_redis_errors():
     closed = RawReplies(_TrickleSocket(b":1\r\n", [4]))
     with pytest.raises(redis.exceptions.ConnectionError, match="closed"):
         closed.integers(2)
+
+
+@pytest.mark.parametrize("kind", ["bulk", "stock"])
+def test_nothing_is_written_until_the_gate_passes(redis_available, kind):
+    import time
+
+    from feast_bc.errors import ChecksumMismatchError
+    from feast_bc.online_writers import ProtoWriter, RedisBulkWriter
+
+    project = unique_project("gate")
+    cfg = _setup(project)
+    seen_before_verdict = []
+
+    def slow_failing_check():
+        time.sleep(0.5)  # the producer keeps queueing batches meanwhile
+        seen_before_verdict.append(len(_stored(project)))
+        raise ChecksumMismatchError("artifact fails its checksum")
+
+    cls = RedisBulkWriter if kind == "bulk" else ProtoWriter
+    ids = np.arange(3000, dtype=np.int64)
+    vectors = np.ones((3000, DIM), dtype=np.float32)
+    try:
+        with pytest.raises(ChecksumMismatchError):
+            with cls(*cfg, "item_id", "int64", DIM, gate=slow_failing_check) as writer:
+                for start in range(0, 3000, 500):
+                    writer.write(ids[start : start + 500], vectors[start : start + 500], 0, T1)
+        assert seen_before_verdict == [0]
+        assert _stored(project) == {} and writer.written == 0
+    finally:
+        delete_project_keys(redis_url(), project)
