@@ -319,3 +319,42 @@ def test_table_errors_name_file_and_column(tmp_path):
     pd.DataFrame({"u": [1, 2], "i": [1, 2], "t": [1, 2], "r": ["5", "five"]}).to_csv(rating, index=False)
     with pytest.raises(DatasetError, match=r"rating\.csv: column 'r' has a non-numeric value at row 1"):
         load_table(rating, user="u", item="i", timestamp="t", rating="r")
+
+
+def _data_args(*argv: str):
+    import argparse
+
+    from training.data.options import add_data_arguments
+
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser, default_help="test")
+    return parser.parse_args(list(argv))
+
+
+def test_data_options_mean_the_same_in_every_command(tmp_path):
+    """train, reproduce and demo share one conversion from options to a data config."""
+    from training.data.options import data_config_from_args
+    from training.errors import ConfigError
+
+    assert data_config_from_args(_data_args()) is None
+    assert data_config_from_args(_data_args("--data", "synthetic")) == SyntheticData()
+    movielens_dir = tmp_path / "ml"
+    movielens_dir.mkdir()
+    assert data_config_from_args(_data_args("--data", str(movielens_dir))) == MovieLensData(path=movielens_dir)
+    assert data_config_from_args(_data_args("--data", "movielens-100k", "--data-path", str(movielens_dir))).path == movielens_dir
+    table = data_config_from_args(_data_args(
+        "--data", "table", "--data-path", "x.csv", "--columns", "user=u,item=i,timestamp=t", "--attributes", "genre,year",
+    ))
+    assert table == TableData(path=Path("x.csv"), user="u", item="i", timestamp="t", attributes=("genre", "year"))
+    config_file = tmp_path / "data.json"
+    config_file.write_text(SyntheticData(num_users=50, seed=3).model_dump_json())
+    assert data_config_from_args(_data_args("--data-config", str(config_file))) == SyntheticData(num_users=50, seed=3)
+    with pytest.raises(ConfigError, match="neither a data kind"):
+        data_config_from_args(_data_args("--data", str(tmp_path / "missing")))
+    with pytest.raises(ConfigError, match="--meta-path"):
+        data_config_from_args(_data_args("--data", "amazon-2018", "--data-path", "r.json.gz"))
+    with pytest.raises(ConfigError, match="--columns"):
+        data_config_from_args(_data_args("--data", "table", "--data-path", "x.csv"))
+    config_file.write_text('{"kind": "synthetic", "num_users": 1}')
+    with pytest.raises(ConfigError, match="num_users"):
+        data_config_from_args(_data_args("--data-config", str(config_file)))

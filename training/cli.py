@@ -23,10 +23,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from training.config import PROFILE_NAMES, profile
+from training.data.config import SyntheticData
+from training.data.options import add_data_arguments, data_config_from_args, validation_text
 from training.errors import ConfigError, StateError, TrainingError
 from training.strategies import ALIASES, STRATEGY_NAMES, make_strategy
-
-DATA_KINDS = ("synthetic", "movielens-100k", "amazon-2018", "table")
 
 
 # ----------------------------------------------------------------------------- option parsing
@@ -35,18 +35,6 @@ def _int_list(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _columns(text: str) -> dict[str, str]:
-    mapping = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or key.strip() not in ("user", "item", "timestamp", "rating"):
-            raise argparse.ArgumentTypeError(
-                f"--columns takes user=COL,item=COL,timestamp=COL[,rating=COL]; got {part!r}"
-            )
-        mapping[key.strip()] = value.strip()
-    return mapping
 
 
 _CONFIG_OPTIONS = {
@@ -74,42 +62,7 @@ def _config_from_args(args):
     try:
         return profile(args.profile or "default", **overrides)
     except (ValidationError, ValueError) as exc:
-        raise ConfigError(f"invalid training configuration: {_validation_text(exc)}") from None
-
-
-def _data_from_args(args):
-    from pydantic import TypeAdapter
-
-    from training.data.config import AmazonData, DataConfig, MovieLensData, SyntheticData, TableData
-
-    try:
-        if args.data_config:
-            return TypeAdapter(DataConfig).validate_json(Path(args.data_config).read_text())
-        kind = args.data or "synthetic"
-        if kind == "synthetic":
-            return SyntheticData()
-        if kind == "movielens-100k":
-            return MovieLensData(path=args.data_path) if args.data_path else MovieLensData()
-        if kind == "amazon-2018":
-            if not (args.data_path and args.meta_path):
-                raise ConfigError("--data amazon-2018 needs --data-path REVIEWS.json[.gz] and --meta-path META.json[.gz]")
-            return AmazonData(reviews=args.data_path, meta=args.meta_path)
-        if not (args.data_path and args.columns):
-            raise ConfigError("--data table needs --data-path FILE and --columns user=..,item=..,timestamp=..")
-        return TableData(
-            path=args.data_path,
-            attributes=tuple(a for a in (args.attributes or "").split(",") if a),
-            attribute_separator=args.attribute_sep,
-            **args.columns,
-        )
-    except (ValidationError, OSError) as exc:
-        raise ConfigError(f"invalid data options: {_validation_text(exc)}") from None
-
-
-def _validation_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-    return str(exc)
+        raise ConfigError(f"invalid training configuration: {validation_text(exc)}") from None
 
 
 # ----------------------------------------------------------------------------- subcommands
@@ -137,7 +90,7 @@ def cmd_train(args) -> int:
             args.workdir,
             strategy=spec,
             config=_config_from_args(args),
-            data=_data_from_args(args),
+            data=data_config_from_args(args) or SyntheticData(),
             seed=42 if args.seed is None else args.seed,
             repo=args.repo,
             project=args.project,
@@ -264,13 +217,7 @@ def _add_train(sub) -> None:
     chain.add_argument("--select-after", type=int, help="joint strategies select only after this epoch")
     chain.add_argument("--finetune-epochs", type=int)
     chain.add_argument("--posthoc-epochs", type=int)
-    chain.add_argument("--data", choices=DATA_KINDS, help="default synthetic")
-    chain.add_argument("--data-config", help="JSON file with a data config (instead of the options below)")
-    chain.add_argument("--data-path", help="MovieLens directory, Amazon reviews file, or the table file")
-    chain.add_argument("--meta-path", help="Amazon meta_*.json[.gz]")
-    chain.add_argument("--columns", type=_columns, help="table: user=COL,item=COL,timestamp=COL[,rating=COL]")
-    chain.add_argument("--attributes", help="table: comma-separated item attribute columns")
-    chain.add_argument("--attribute-sep", default="|", help="table: separator inside attribute cells")
+    add_data_arguments(chain, default_help="default synthetic")
     s.set_defaults(func=cmd_train)
 
 

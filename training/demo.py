@@ -260,10 +260,11 @@ def plot_report(report: DemoReport, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- command line
 def add_subcommand(sub) -> None:
+    from training.data.options import add_data_arguments
+
     s = sub.add_parser("demo", help="the whole lifecycle: train, publish, materialize, a v0 consumer across updates")
     s.add_argument("--workdir", default="demo", help="where the feature repos and the report go (default ./demo)")
-    s.add_argument("--data", default="synthetic", help="'synthetic' (default) or a MovieLens 100K directory (u.data, u.item)")
-    s.add_argument("--data-config", help="JSON data config (any loader of the training package) instead of --data")
+    add_data_arguments(s, default_help="default synthetic")
     s.add_argument("--profile", default="demo", help="training profile (default 'demo': reduced dims, ~2 min)")
     s.add_argument("--versions", type=int, help="stop after this many versions")
     s.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
@@ -275,22 +276,15 @@ def add_subcommand(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from pydantic import TypeAdapter
-
     from training.chain import resolve_device
-    from training.data.config import MovieLensData
+    from training.data.options import data_config_from_args
 
     resolve_device(args.device)
     if args.online_store == "redis" and not args.redis_url:
         from training.errors import ConfigError
 
         raise ConfigError("--online-store redis needs --redis-url redis://host:port/db")
-    if args.data_config:
-        data = TypeAdapter(DataConfig).validate_json(Path(args.data_config).read_text())
-    elif args.data == "synthetic":
-        data = SyntheticData()
-    else:
-        data = MovieLensData(path=Path(args.data))
+    data = data_config_from_args(args) or SyntheticData()
     settings = DemoSettings(
         workdir=Path(args.workdir),
         data=data,

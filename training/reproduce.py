@@ -325,7 +325,8 @@ def _float_list(text: str) -> tuple[float, ...]:
 
 def add_subcommand(sub) -> None:
     """Register ``reproduce`` on the ``python -m training`` parser (see ``training.cli.SUBCOMMANDS``)."""
-    from training.cli import DATA_KINDS, _columns, _int_list
+    from training.cli import _int_list
+    from training.data.options import add_data_arguments
 
     s = sub.add_parser(
         "reproduce",
@@ -335,13 +336,7 @@ def add_subcommand(sub) -> None:
     s.add_argument("--out", required=True, help="directory for results.json, report.md and the PNG plots")
     s.add_argument("--profile", choices=list(PROFILES), default="full", help="default full")
     s.add_argument("--quick", action="store_true", help="the quick profile (same as --profile quick)")
-    s.add_argument("--data", help=f"{', '.join(DATA_KINDS)}, or a MovieLens 100K directory (default: the profile's)")
-    s.add_argument("--data-config", help="JSON file with a data config")
-    s.add_argument("--data-path", help="MovieLens directory, Amazon reviews file, or the table file")
-    s.add_argument("--meta-path", help="Amazon meta_*.json[.gz]")
-    s.add_argument("--columns", type=_columns, help="table: user=COL,item=COL,timestamp=COL[,rating=COL]")
-    s.add_argument("--attributes", help="table: comma-separated item attribute columns")
-    s.add_argument("--attribute-sep", default="|")
+    add_data_arguments(s, default_help="default: the profile's")
     s.add_argument("--training-profile", choices=PROFILE_NAMES, help="training profile instead of the profile's")
     s.add_argument("--epochs", type=int, help="override the training epochs")
     s.add_argument("--seeds", type=int, help="consumer seeds per task (paper: 10)")
@@ -364,20 +359,9 @@ def add_subcommand(sub) -> None:
     s.set_defaults(func=cmd_reproduce)
 
 
-def _data(args) -> DataConfig | None:
-    from training.cli import _data_from_args
-
-    if args.data_config is None and args.data is None:
-        return None
-    if args.data is not None and args.data not in ("synthetic", "movielens-100k", "amazon-2018", "table"):
-        if not Path(args.data).is_dir():
-            raise ConfigError(f"--data {args.data!r} is neither a data kind nor a MovieLens 100K directory")
-        args.data, args.data_path = "movielens-100k", args.data
-    return _data_from_args(args)
-
-
 def cmd_reproduce(args) -> int:
     from training.chain import resolve_device
+    from training.data.options import data_config_from_args
     from training.report import summary_table
 
     resolve_device(args.device)
@@ -392,7 +376,7 @@ def cmd_reproduce(args) -> int:
     elif feast == ["all"]:
         feast = list(STRATEGY_NAMES) if args.strategies is None else args.strategies
     config = make_config(
-        name, data=_data(args), training_profile=args.training_profile,
+        name, data=data_config_from_args(args), training_profile=args.training_profile,
         training_overrides={"epochs": args.epochs} if args.epochs else None, consumer_overrides=consumer,
         strategies=args.strategies, feast_strategies=feast, seed=args.seed, lam=args.lam, device=args.device,
         threads=args.threads,
