@@ -95,7 +95,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--repo"), p.add_argument("--project"), p.add_argument("--catalog"), p.add_argument("--view")
-    p.add_argument("--backend", default="redis")
+    p.add_argument("--backend", default="redis", help=argparse.SUPPRESS)
+    p.add_argument("--backends", nargs="+", default=["redis", "sqlite"], choices=["redis", "sqlite"])
+    p.add_argument("--engines", nargs="+", default=["bc", "local"], choices=["bc", "local"])
     p.add_argument("--engine", default="bc")
     p.add_argument("--sizes", nargs="+", type=int, default=[20_000, 200_000, 1_000_000])
     p.add_argument("--dims", nargs="+", type=int, default=[256, 512])
@@ -117,10 +119,10 @@ def main() -> None:
                 t = time.perf_counter()
                 catalog = publish(root, n, dim)
                 print(f"published n={n} dim={dim} in {time.perf_counter() - t:.1f}s", flush=True)
-                for backend in ("redis", "sqlite"):
+                for backend in args.backends:
                     if backend == "sqlite" and n > args.sqlite_max_rows:
                         continue
-                    for engine in ("bc", "local"):
+                    for engine in args.engines:
                         if engine == "local" and n > args.stock_max_rows:
                             continue
                         if backend == "redis" and not args.no_warmup:

@@ -10,8 +10,9 @@ from Feast's own serializers at start-up and checked against them, so readers se
 stock engine would have written. The Redis writer also reads replies straight off the socket
 (:mod:`feast_bc.resp`) and runs on its own thread, so Redis works while the engine computes.
 
-:class:`ProtoWriter` is the fallback for every other online store (SQLite, Postgres, ...): it still
-streams in bounded batches, but hands Feast protobuf rows to ``online_write_batch``.
+:class:`SqliteBulkWriter` does the same for SQLite (the embedded default) with one ``executemany``
+per batch. :class:`ProtoWriter` is the fallback for every other online store (Postgres, ...): it
+still streams in bounded batches, but hands Feast protobuf rows to ``online_write_batch``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,36 @@ def _timestamp_nanos(data: bytes | None) -> int:
     return proto.seconds * 1_000_000_000 + proto.nanos
 
 
+class EntityKeys:
+    """Feast's serialized entity keys for one join key, without a protobuf call per int64 id.
+
+    In entity key serialization v3 an int64 value is its 8 little-endian bytes at the very end of
+    the key, so every key is one constant prefix plus those bytes.
+    """
+
+    def __init__(self, join_key: str, id_dtype: str, key_version: int):
+        self.join_key, self.id_dtype, self.key_version = join_key, id_dtype, key_version
+        self.int_prefix = self.one(0)[:-8] if id_dtype == "int64" else None
+        if self.int_prefix is not None and self.one(0x0102030405060708) != self.int_prefix + (0x0102030405060708).to_bytes(8, "little"):
+            self.int_prefix = None  # pragma: no cover - a future key layout: take the slow path
+
+    def one(self, value) -> bytes:
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        val = Value(int64_val=int(value)) if self.id_dtype == "int64" else Value(string_val=str(value))
+        ek = EntityKey(join_keys=[self.join_key], entity_values=[val])
+        return serialize_entity_key(ek, entity_key_serialization_version=self.key_version)
+
+    def many(self, ids: np.ndarray, suffix: bytes = b"") -> list[bytes]:
+        if self.int_prefix is not None:
+            raw = np.asarray(ids, dtype="<i8").tobytes()
+            prefix = self.int_prefix
+            return [prefix + raw[i : i + 8] + suffix for i in range(0, len(raw), 8)]
+        return [self.one(i) + suffix for i in ids]
+
+
 class RedisBulkWriter:
     """Writes a feast_bc view into Feast's Redis layout with hand-built RESP pipelines.
 
@@ -129,7 +160,8 @@ class RedisBulkWriter:
         features = {f.name for f in feature_view.features}
         self.src_field = _mmh3(f"{view}:{SOURCE_VERSION_FEATURE}") if SOURCE_VERSION_FEATURE in features else None
         self.vec_prefix = _vector_prefix(dim)
-        self._int_key_prefix = self._entity_key(0)[:-8] if id_dtype == "int64" else None
+        self.keys = EntityKeys(join_key, id_dtype, self.key_version)
+        self._int_key_prefix = self.keys.int_prefix
         self.gate = gate
         self.written = 0
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(queue_batches)))
@@ -139,21 +171,8 @@ class RedisBulkWriter:
         self._abort = threading.Event()
 
     # --------------------------------------------------------------------------- encoding
-    def _entity_key(self, value) -> bytes:
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        val = Value(int64_val=int(value)) if self.id_dtype == "int64" else Value(string_val=str(value))
-        ek = EntityKey(join_keys=[self.join_key], entity_values=[val])
-        return serialize_entity_key(ek, entity_key_serialization_version=self.key_version)
-
     def redis_keys(self, ids: np.ndarray) -> list[bytes]:
-        if self._int_key_prefix is not None:
-            raw = np.asarray(ids, dtype="<i8").tobytes()
-            prefix, suffix = self._int_key_prefix, self.project
-            return [prefix + raw[i : i + 8] + suffix for i in range(0, len(raw), 8)]
-        return [self._entity_key(i) + self.project for i in ids]
+        return self.keys.many(ids, suffix=self.project)
 
     def _keyed_commands(self, ids: np.ndarray, before_key: bytes, after_key: bytes, row_data: np.ndarray | None = None,
                         after_data: bytes = b"") -> bytes:
@@ -328,6 +347,68 @@ def _keep_mask(runs: list[tuple[bytes | None, int]], new_ts: bytes, new_nanos: i
     return np.repeat(np.asarray(flags, dtype=bool), [repeat for _, repeat in runs])
 
 
+class SqliteBulkWriter:
+    """Writes a feast_bc view into Feast's SQLite table with one ``executemany`` per batch.
+
+    Same table, columns and upsert statement as Feast 0.67's ``SqliteOnlineStore.online_write_batch``
+    (which runs one ``execute`` per row after building protobufs in Python); the rows are the
+    same tuples, built from the vector bytes directly. Stores with ``vector_enabled`` or the
+    OpenAI-compatible ``value_num`` column use the protobuf path instead.
+    """
+
+    def __init__(self, repo_config, online_store, feature_view, join_key: str, id_dtype: str, dim: int,
+                 *, gate: Callable[[], object] | None = None):
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+        cfg = repo_config.online_store
+        if getattr(cfg, "vector_enabled", False) or getattr(cfg, "enable_openai_compatible_store", False):
+            raise FeastBCError("the SQLite bulk writer does not fill vector or value_num columns")
+        self.gate = gate
+        self.conn = online_store._get_conn(repo_config)
+        versioning = getattr(repo_config.registry, "enable_online_feature_view_versioning", False)
+        table = _quote_id(_table_id(repo_config.project, feature_view, versioning))
+        self.sql = (
+            f"INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+            "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
+            "created_ts = excluded.created_ts;"
+        )
+        self.keys = EntityKeys(join_key, id_dtype, repo_config.entity_key_serialization_version)
+        self.dim = dim
+        self.vec_prefix = _vector_prefix(dim)
+        self.with_source = SOURCE_VERSION_FEATURE in {f.name for f in feature_view.features}
+        self.written = 0
+
+    def __enter__(self) -> "SqliteBulkWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        return None
+
+    def write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> None:
+        from feast.utils import to_naive_utc
+
+        if self.gate is not None:
+            self.gate()
+            self.gate = None
+        ts = to_naive_utc(event_time)
+        width = 4 * self.dim
+        raw = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
+        prefix = self.vec_prefix
+        keys = self.keys.many(ids)
+        rows = [
+            (key, EMBEDDING_FEATURE, prefix + raw[i * width : (i + 1) * width], None, ts, None)
+            for i, key in enumerate(keys)
+        ]
+        if self.with_source:
+            src_value = _value_bytes(int64_val=int(source_version))
+            src_text = str(int(source_version))
+            rows += [(key, SOURCE_VERSION_FEATURE, src_value, src_text, ts, None) for key in keys]
+        with self.conn:  # one transaction per batch, like Feast's writer
+            self.conn.executemany(self.sql, rows)
+        self.written += len(keys)
+
+
 class ProtoWriter:
     """Any online store: Feast protobuf rows through the store's own ``online_write_batch``."""
 
@@ -372,9 +453,13 @@ def writer_for(repo_config, online_store, feature_view, join_key: str, id_dtype:
     """The fastest writer the online store allows; ``gate`` must pass before anything is written."""
     from feast.infra.online_stores.redis import RedisOnlineStore
 
-    if isinstance(online_store, RedisOnlineStore):
-        try:
-            return RedisBulkWriter(repo_config, online_store, feature_view, join_key, id_dtype, dim, gate=gate)
-        except FeastBCError:
-            pass  # cluster/sentinel/glide: fall back to Feast's own writer
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+    bulk = {RedisOnlineStore: RedisBulkWriter, SqliteOnlineStore: SqliteBulkWriter}
+    for store_type, writer_type in bulk.items():
+        if isinstance(online_store, store_type):
+            try:
+                return writer_type(repo_config, online_store, feature_view, join_key, id_dtype, dim, gate=gate)
+            except FeastBCError:
+                pass  # Redis cluster/sentinel/glide, SQLite vector columns: Feast's own writer
     return ProtoWriter(repo_config, online_store, feature_view, join_key, id_dtype, dim, gate=gate)

@@ -51,8 +51,9 @@ def _sqlite_rows(repo, project):
         if not table.startswith(project + "_"):
             continue
         view = table[len(project) + 1 :]
-        for key, feature, value, ts in con.execute(f'SELECT entity_key, feature_name, value, event_ts FROM "{table}"'):
-            out[(view, key, feature)] = (_decode_value(value), ts)
+        rows = con.execute(f'SELECT entity_key, feature_name, value, value_text, event_ts, created_ts FROM "{table}"')
+        for key, feature, value, *rest in rows:
+            out[(view, key, feature)] = (_decode_value(value), *rest)
     con.close()
     return out
 
@@ -75,8 +76,8 @@ def _assert_same(a: dict, b: dict):
     assert a.keys() == b.keys() and len(a) > 0
     for k in a:
         x, y = a[k], b[k]
-        if isinstance(x, tuple):  # sqlite: (value, ts)
-            assert x[1] == y[1], k
+        if isinstance(x, tuple):  # sqlite: (value, value_text, event_ts, created_ts)
+            assert x[1:] == y[1:], k
             x, y = x[0], y[0]
         if isinstance(x, np.ndarray):
             np.testing.assert_allclose(x, y, atol=1e-6, rtol=0, err_msg=str(k))
