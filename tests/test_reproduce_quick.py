@@ -9,10 +9,9 @@ import pytest
 
 from training.cli import main
 from training.consumers.tasks import TASK_NAMES
-from training.data import MovieLensData, SyntheticData
 from training.errors import ConfigError
 from training.plots import PLOT_FILES
-from training.reproduce import REPORT_FILES, _data, make_config
+from training.reproduce import REPORT_FILES, make_config
 from training.strategies import STRATEGY_NAMES
 
 ACTIVITY = ("user-activity", "user-positive-activity")
@@ -77,19 +76,8 @@ def test_quick_results_are_consistent(quick_run):
     assert fix["binary-edge-rating"] > 0.8
 
 
-def test_data_option_accepts_kinds_and_movielens_directories(tmp_path):
-    from argparse import Namespace
-
-    def args(**kw):
-        base = dict(data=None, data_config=None, data_path=None, meta_path=None, columns=None, attributes=None,
-                    attribute_sep="|")  # fmt: skip
-        return Namespace(**{**base, **kw})
-
-    assert _data(args()) is None  # the profile's default
-    assert isinstance(_data(args(data="synthetic")), SyntheticData)
-    assert _data(args(data=str(tmp_path))) == MovieLensData(path=tmp_path)
-    with pytest.raises(ConfigError, match="neither a data kind nor a MovieLens"):
-        _data(args(data=str(tmp_path / "missing")))
+def test_the_reference_strategies_always_run():
+    # the data options are tested once for all commands: test_training_data.py
     config = make_config("full", strategies=["bc-aligner"], feast_strategies=[])
     assert config.strategies == ("fix-m0", "nobc", "bc-aligner")  # the references always run
     assert config.training.dims == (256, 320, 384, 448, 512) and config.consumer.num_seeds == 10
