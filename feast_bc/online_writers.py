@@ -131,7 +131,8 @@ class RedisBulkWriter:
     with Redis executing this one; at most ``queue_batches`` batches wait, which bounds memory.
     Leaving the block waits for every reply; leaving it with an exception stops the thread and
     discards the connection. ``gate`` (if given) is called before the first byte is sent; if it
-    raises, nothing is written and ``write``/leaving the block raise its error. Each entity's HSET is atomic, so whatever was written is complete.
+    raises, nothing is written and ``write``/leaving the block raise its error. Each entity's HSET
+    is atomic, so whatever was written is complete.
     """
 
     def __init__(
@@ -149,9 +150,6 @@ class RedisBulkWriter:
         self.project = repo_config.project.encode()
         self.skip_dedup = bool(cfg.skip_dedup)
         self.ttl = cfg.key_ttl_seconds
-        self.key_version = repo_config.entity_key_serialization_version
-        self.join_key = join_key
-        self.id_dtype = id_dtype
         self.dim = dim
         self.chunk_rows = int(chunk_rows)
         view = _versioned_fv_name(feature_view, repo_config)
@@ -160,8 +158,7 @@ class RedisBulkWriter:
         features = {f.name for f in feature_view.features}
         self.src_field = _mmh3(f"{view}:{SOURCE_VERSION_FEATURE}") if SOURCE_VERSION_FEATURE in features else None
         self.vec_prefix = _vector_prefix(dim)
-        self.keys = EntityKeys(join_key, id_dtype, self.key_version)
-        self._int_key_prefix = self.keys.int_prefix
+        self.keys = EntityKeys(join_key, id_dtype, repo_config.entity_key_serialization_version)
         self.gate = gate
         self.written = 0
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(queue_batches)))
@@ -182,15 +179,16 @@ class RedisBulkWriter:
         uint8 matrix: constant parts broadcast, ids (and vector bytes) dropped into their columns.
         """
         n = len(ids)
-        if self._int_key_prefix is None:
+        prefix = self.keys.int_prefix
+        if prefix is None:
             rows = row_data if row_data is not None else [None] * n
             return b"".join(
                 before_key + _resp_bulk(key) + after_key + (b"" if row is None else row.tobytes() + after_data)
                 for key, row in zip(self.redis_keys(ids), rows)
             )
-        key_len = len(self._int_key_prefix) + 8 + len(self.project)
+        key_len = len(prefix) + 8 + len(self.project)
         parts = [
-            (before_key + b"$%d\r\n%s" % (key_len, self._int_key_prefix), None),
+            (before_key + b"$%d\r\n%s" % (key_len, prefix), None),
             (None, np.asarray(ids, dtype="<i8").view(np.uint8).reshape(n, 8)),
             (self.project + b"\r\n" + after_key, None),
         ]
@@ -347,7 +345,30 @@ def _keep_mask(runs: list[tuple[bytes | None, int]], new_ts: bytes, new_nanos: i
     return np.repeat(np.asarray(flags, dtype=bool), [repeat for _, repeat in runs])
 
 
-class SqliteBulkWriter:
+class _InlineWriter:
+    """Writes in the caller's thread: the gate is passed before the first batch, nothing to drain."""
+
+    def __init__(self, gate: Callable[[], object] | None):
+        self.gate = gate
+        self.written = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        return None
+
+    def write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> None:
+        if self.gate is not None:
+            self.gate()
+            self.gate = None
+        self.written += self._write(ids, vectors, source_version, event_time)
+
+    def _write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> int:
+        raise NotImplementedError
+
+
+class SqliteBulkWriter(_InlineWriter):
     """Writes a feast_bc view into Feast's SQLite table with one ``executemany`` per batch.
 
     Same table, columns and upsert statement as Feast 0.67's ``SqliteOnlineStore.online_write_batch``
@@ -363,7 +384,7 @@ class SqliteBulkWriter:
         cfg = repo_config.online_store
         if getattr(cfg, "vector_enabled", False) or getattr(cfg, "enable_openai_compatible_store", False):
             raise FeastBCError("the SQLite bulk writer does not fill vector or value_num columns")
-        self.gate = gate
+        super().__init__(gate)
         self.conn = online_store._get_conn(repo_config)
         versioning = getattr(repo_config.registry, "enable_online_feature_view_versioning", False)
         table = _quote_id(_table_id(repo_config.project, feature_view, versioning))
@@ -377,20 +398,10 @@ class SqliteBulkWriter:
         self.dim = dim
         self.vec_prefix = _vector_prefix(dim)
         self.with_source = SOURCE_VERSION_FEATURE in {f.name for f in feature_view.features}
-        self.written = 0
 
-    def __enter__(self) -> "SqliteBulkWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        return None
-
-    def write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> None:
+    def _write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> int:
         from feast.utils import to_naive_utc
 
-        if self.gate is not None:
-            self.gate()
-            self.gate = None
         ts = to_naive_utc(event_time)
         width = 4 * self.dim
         raw = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
@@ -406,36 +417,26 @@ class SqliteBulkWriter:
             rows += [(key, SOURCE_VERSION_FEATURE, src_value, src_text, ts, None) for key in keys]
         with self.conn:  # one transaction per batch, like Feast's writer
             self.conn.executemany(self.sql, rows)
-        self.written += len(keys)
+        return len(keys)
 
 
-class ProtoWriter:
+class ProtoWriter(_InlineWriter):
     """Any online store: Feast protobuf rows through the store's own ``online_write_batch``."""
 
     def __init__(self, repo_config, online_store, feature_view, join_key: str, id_dtype: str, dim: int,
                  *, gate: Callable[[], object] | None = None):
-        self.gate = gate
+        super().__init__(gate)
         self.repo_config = repo_config
         self.online_store = online_store
         self.feature_view = feature_view
         self.join_key = join_key
         self.id_dtype = id_dtype
         self.with_source = SOURCE_VERSION_FEATURE in {f.name for f in feature_view.features}
-        self.written = 0
 
-    def __enter__(self) -> "ProtoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        return None
-
-    def write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> None:
+    def _write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> int:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import FloatList, Value
 
-        if self.gate is not None:
-            self.gate()
-            self.gate = None
         src = Value(int64_val=int(source_version))
         rows = []
         for entity_id, vec in zip(ids.tolist(), vectors):
@@ -445,7 +446,7 @@ class ProtoWriter:
                 values[SOURCE_VERSION_FEATURE] = src
             rows.append((EntityKey(join_keys=[self.join_key], entity_values=[val]), values, event_time, None))
         self.online_store.online_write_batch(self.repo_config, self.feature_view, rows, progress=None)
-        self.written += len(rows)
+        return len(rows)
 
 
 def writer_for(repo_config, online_store, feature_view, join_key: str, id_dtype: str, dim: int,
