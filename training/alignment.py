@@ -20,9 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.objectives import multi_step_alignment_loss, single_step_alignment_loss
+from training.backward_fit import alignment_objective, least_squares_transform
+from training.objectives import all_nodes_alignment_loss, multi_step_alignment_loss, single_step_alignment_loss
 
 TransformKind = Literal["learned", "truncation", "identity"]
+#: Which nodes the alignment term covers at each step: the batch's BPR triples (the paper) or all.
+AlignmentNodes = Literal["batch", "all"]
 
 
 def truncation_matrix(old_dim: int, new_dim: int) -> np.ndarray:
@@ -46,6 +49,9 @@ class JointAlignment(nn.Module):
 
     ``kind="learned"`` owns a trainable B_k; ``kind="truncation"`` (Joint-NoTrans) has none.
     ``older_transforms`` (B_1..B_{k-1}, frozen) make the loss multi-step (BC-Aligner).
+    ``nodes="all"`` aligns every node at every step instead of the batch's triples
+    (:func:`training.objectives.all_nodes_alignment_loss`); ``initial`` starts B_k from a given
+    matrix (e.g. [I 0] after a warm start) instead of ``nn.Linear``'s random initialisation.
     """
 
     target_user: torch.Tensor
@@ -61,6 +67,8 @@ class JointAlignment(nn.Module):
         lam: float,
         older_transforms: Sequence[np.ndarray] = (),
         multi_step: bool = False,
+        nodes: AlignmentNodes = "batch",
+        initial: np.ndarray | None = None,
     ):
         super().__init__()
         old_dim = target_user.shape[1]
@@ -71,7 +79,13 @@ class JointAlignment(nn.Module):
         self.multi_step = multi_step
         self.old_dim = old_dim
         self.new_dim = new_dim
+        self.nodes = nodes
         self.transform = nn.Linear(new_dim, old_dim, bias=False) if kind == "learned" else None
+        if initial is not None:
+            if self.transform is None or initial.shape != (old_dim, new_dim):
+                raise ValueError(f"initial B_k must be a ({old_dim}, {new_dim}) matrix of a learned transform")
+            with torch.no_grad():
+                self.transform.weight.copy_(torch.from_numpy(np.asarray(initial, dtype=np.float32)))
         self.register_buffer("target_user", target_user.detach())
         self.register_buffer("target_item", target_item.detach())
         device = target_user.device
@@ -91,9 +105,21 @@ class JointAlignment(nn.Module):
         """λ · L_align on one batch; ``z_user``/``z_item`` are the embeddings of all nodes."""
         mapped = (self.map(z_user), self.map(z_item))
         targets = (self.target_user, self.target_item)
+        if self.nodes == "all":
+            return self.lam * all_nodes_alignment_loss(mapped, targets, self.older if self.multi_step else ())
         if self.multi_step:
             return self.lam * multi_step_alignment_loss(mapped, targets, users, positives, negatives, self.older)
         return self.lam * single_step_alignment_loss(mapped, targets, users, positives, negatives)
+
+    @torch.no_grad()
+    def objective(self, z_user: torch.Tensor, z_item: torch.Tensor, *, refit: bool = False) -> float:
+        """The all-node alignment objective (no λ) of eval-mode embeddings, with the current B_k or,
+        with ``refit``, with the least-squares B_k a refit would give (what would be published)."""
+        new = (z_user.cpu().numpy(), z_item.cpu().numpy())
+        old = (self.target_user.cpu().numpy(), self.target_item.cpu().numpy())
+        older = [w.cpu().numpy() for w in self.older] if self.multi_step else []
+        weight = least_squares_transform(*new, *old) if refit and self.transform is not None else self.matrix()
+        return alignment_objective(weight, *new, *old, older)
 
     def matrix(self) -> np.ndarray:
         """B_k as published: (D_{k-1}, D_k) float32."""

@@ -3,7 +3,9 @@
 :func:`fit_model` is the whole intended-task training of one version, written to be read top to
 bottom: fresh BPR triples every epoch, one full-graph propagation per mini-batch, BPR (+ λ·alignment
 for joint strategies), Adam; every ``eval_every`` epochs validation Recall@K, keeping the best
-checkpoint by Recall@``selection_k`` among epochs after ``select_after``.
+checkpoint by Recall@``selection_k`` among epochs after ``select_after`` (the paper's rule), or, with
+``align_tolerance`` set, the best recall among the checkpoints whose alignment objective is within
+that fraction of the best one seen (so a lucky recall cannot select an under-aligned checkpoint).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class Evaluation:
     epoch: int
     train_loss: float
     recall: dict[int, float]
+    #: Joint strategies: the all-node alignment objective of the eval-mode embeddings (after a
+    #: least-squares refit of B_k when the strategy refits).
+    alignment: float | None = None
 
 
 @dataclass
@@ -82,6 +87,8 @@ def fit_model(
     epochs: int,
     select_after: int = 0,
     alignment: JointAlignment | None = None,
+    align_tolerance: float | None = None,
+    refit: bool = False,
     progress: bool = False,
     desc: str = "train",
 ) -> FitResult:
@@ -93,6 +100,7 @@ def fit_model(
     k_sel = config.selection_k
     best_score, best = -math.inf, None
     history: list[Evaluation] = []
+    candidates: list[tuple[Evaluation, dict, dict | None]] = []  # with align_tolerance: chosen at the end
 
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, unit="epoch")
     for epoch in bar:
@@ -118,13 +126,20 @@ def fit_model(
             loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
 
         if epoch % config.eval_every == 0 or epoch == epochs:
-            recall = task.evaluator.evaluate(*embed(model, task.graph))
-            history.append(Evaluation(epoch, loss_sum / steps, recall))
-            if epoch > select_after and recall[k_sel] > best_score:
+            z_user, z_item = embed(model, task.graph)
+            recall = task.evaluator.evaluate(z_user, z_item)
+            aligned = alignment.objective(z_user, z_item, refit=refit) if alignment is not None else None
+            history.append(Evaluation(epoch, loss_sum / steps, recall, aligned))
+            if epoch > select_after and align_tolerance is not None:
+                candidates.append((history[-1], _snapshot(model), _snapshot(alignment) if alignment is not None else None))
+            elif epoch > select_after and recall[k_sel] > best_score:
                 best_score = recall[k_sel]
                 best = (epoch, recall, _snapshot(model), _snapshot(alignment) if alignment is not None else None)
-            bar.set_postfix(loss=f"{loss_sum / steps:.4f}", recall=f"{recall[k_sel]:.4f}", best=f"{best_score:.4f}")
+            bar.set_postfix(loss=f"{loss_sum / steps:.4f}", recall=f"{recall[k_sel]:.4f}",
+                            **({"align": f"{aligned:.4f}"} if aligned is not None else {}))  # fmt: skip
 
+    if candidates:
+        best = _select_aligned(candidates, align_tolerance, k_sel)
     if best is None:  # only if select_after >= epochs, which TrainingConfig refuses
         raise ValueError(f"no evaluation after epoch {select_after} in {epochs} epochs")
     epoch, recall, model_state, alignment_state = best
@@ -192,6 +207,15 @@ def fit_posthoc_transform(
     if best_weight is None:
         raise ValueError("posthoc_epochs leaves no evaluation after posthoc_select_after_epoch")
     return best_weight.astype(np.float32), best_mse
+
+
+def _select_aligned(candidates: list[tuple[Evaluation, dict, dict | None]], tolerance: float | None, k_sel: int):
+    """The best recall among the checkpoints whose alignment objective is within ``tolerance`` of
+    the lowest one (ties: the earliest)."""
+    lowest = min(c[0].alignment for c in candidates)  # type: ignore[type-var]
+    eligible = [c for c in candidates if c[0].alignment <= lowest * (1.0 + (tolerance or 0.0))]  # type: ignore[operator]
+    chosen = max(eligible, key=lambda c: (c[0].recall[k_sel], -c[0].epoch))
+    return chosen[0].epoch, chosen[0].recall, chosen[1], chosen[2]
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:

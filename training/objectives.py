@@ -86,3 +86,33 @@ def multi_step_alignment_loss(
         residual_user, residual_item = residual_user @ weight.T, residual_item @ weight.T
         total = total + _batch_mse(residual_user, residual_item, users, positives, negatives)
     return total / (len(older_transforms) + 1)
+
+
+def _node_mse(residual_user: torch.Tensor, residual_item: torch.Tensor) -> torch.Tensor:
+    """mean over users of ||d_u||²/D + mean over items of ||d_i||²/D: users and items weigh the same."""
+    dim = residual_user.shape[1]
+    user = residual_user.pow(2).sum(dim=1).mean() if len(residual_user) else residual_user.sum()
+    item = residual_item.pow(2).sum(dim=1).mean() if len(residual_item) else residual_item.sum()
+    return (user + item) / dim
+
+
+def all_nodes_alignment_loss(
+    mapped: tuple[torch.Tensor, torch.Tensor],
+    targets: tuple[torch.Tensor, torch.Tensor],
+    older_transforms: Sequence[torch.Tensor] = (),
+) -> torch.Tensor:
+    """The multi-step alignment loss over *every* node instead of the batch's BPR triples.
+
+    Why: the training step already embeds every node (full-graph propagation), so aligning all of
+    them costs one more matrix product, and it removes the sampling noise and the 2:1 item weight
+    (by popularity) of the batch version: a user's alignment counts as much as an item's, whatever
+    the BPR sampler drew. Same structure as :func:`multi_step_alignment_loss` (residual pushed
+    through the frozen chains, one mean-square per space, divided by the number of spaces); with no
+    ``older_transforms`` it is the single-step loss.
+    """
+    residual_user, residual_item = targets[0] - mapped[0], targets[1] - mapped[1]
+    total = _node_mse(residual_user, residual_item)
+    for weight in reversed(older_transforms):
+        residual_user, residual_item = residual_user @ weight.T, residual_item @ weight.T
+        total = total + _node_mse(residual_user, residual_item)
+    return total / (len(older_transforms) + 1)

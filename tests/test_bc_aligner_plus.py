@@ -1,0 +1,164 @@
+"""bc-aligner-plus and its parts: growth is function-preserving, a refit never hurts, every switch
+off gives the paper's BC-Aligner, and two versions train, publish and are served by Feast."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import online_vectors, unique_project
+from training.backward_fit import alignment_objective, least_squares_transform, refit_transform
+from training.cache import ModelCache
+from training.chain import VersionChain
+from training.config import profile
+from training.data import SyntheticData, load_dataset, split_version
+from training.errors import ConfigError
+from training.loop import embed
+from training.models.factory import ModelSpec, build_model
+from training.models.graph import build_graph
+from training.models.growth import grow
+from training.publish import ITEM_FAMILY, USER_FAMILY, publish_output
+from training.strategies import BCAlignerPlus, make_strategy, strategy_from_spec
+
+TINY = profile("tiny")
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return load_dataset(SyntheticData(num_users=160, num_items=120, seed=1))
+
+
+@pytest.fixture(scope="module")
+def graph(dataset):
+    return build_graph(dataset, split_version(dataset, 0.6, 0.7, version=1))
+
+
+def _trained_like(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Perturb every weight and BatchNorm statistic so growth is tested on a non-default model."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *(b for n, b in model.named_buffers() if "running" in n)]:
+            tensor.add_(0.3 * torch.randn(tensor.shape, generator=gen))
+            if tensor.ndim == 1 and tensor is not None:
+                tensor.abs_()  # running_var (and harmless for the rest) stays positive
+    return model.eval()
+
+
+@pytest.mark.parametrize(("old_arch", "new_arch"), [((8, 2), (12, 3)), ((8, 2), (8, 2)), ((8, 3), (16, 5))])
+def test_growing_pinsage_preserves_its_output_exactly(dataset, graph, old_arch, new_arch):
+    old = _trained_like(build_model(ModelSpec.for_dataset("pinsage", *old_arch, dataset)), seed=1)
+    new = build_model(ModelSpec.for_dataset("pinsage", *new_arch, dataset))
+    growth = grow(old, new, graph)
+    assert growth is not None and growth.max_error < 1e-5
+    (ou, oi), (nu, ni) = embed(old, graph), embed(new, graph)
+    torch.testing.assert_close(nu[:, : old_arch[0]], ou, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ni[:, : old_arch[0]], oi, rtol=0, atol=1e-5)
+    if new_arch[0] > old_arch[0]:  # the new coordinates carry something, not zeros
+        assert float(nu[:, old_arch[0] :].std()) > 1e-3
+
+
+def test_growing_a_one_layer_model_is_exact_wherever_a_node_has_neighbours(dataset, graph):
+    old = _trained_like(build_model(ModelSpec.for_dataset("pinsage", 8, 1, dataset)), seed=2)
+    new = build_model(ModelSpec.for_dataset("pinsage", 10, 2, dataset))
+    growth = grow(old, new, graph)
+    assert growth is not None
+    degree = torch.diff(graph.mean_adjacency.crow_indices())
+    (ou, oi), (nu, ni) = embed(old, graph), embed(new, graph)
+    old_all, new_all = torch.cat([ou, oi]), torch.cat([nu, ni])[:, :8]
+    connected = degree > 0
+    assert bool((~connected).any()), "the split should have nodes without training edges"
+    torch.testing.assert_close(new_all[connected], old_all[connected], rtol=0, atol=1e-4)
+
+
+def test_growth_refuses_what_it_cannot_preserve(dataset, graph):
+    wide = build_model(ModelSpec.for_dataset("pinsage", 12, 2, dataset))
+    narrow = build_model(ModelSpec.for_dataset("pinsage", 8, 2, dataset))
+    before = [p.detach().clone() for p in narrow.parameters()]
+    assert grow(wide, narrow, graph) is None  # fewer dimensions
+    assert all(torch.equal(a, b) for a, b in zip(before, narrow.parameters()))  # untouched
+    assert grow(build_model(ModelSpec.for_dataset("pinsage", 8, 3, dataset)), wide, graph) is None  # fewer layers
+    assert grow(build_model(ModelSpec.for_dataset("mf", 8, 0, dataset)), wide, graph) is None  # another model
+
+
+def test_growing_matrix_factorisation(dataset, graph):
+    old = _trained_like(build_model(ModelSpec.for_dataset("mf", 6, 0, dataset)), seed=3)
+    new = build_model(ModelSpec.for_dataset("mf", 9, 0, dataset))
+    assert grow(old, new, graph).max_error == 0.0
+
+
+def test_least_squares_refit_is_numpy_lstsq_and_never_increases_the_objective():
+    rng = np.random.default_rng(0)
+    new_user, new_item = rng.normal(size=(50, 7)), rng.normal(size=(80, 7))
+    truth = rng.normal(size=(5, 7))
+    old_user = new_user @ truth.T + 0.1 * rng.normal(size=(50, 5))
+    old_item = new_item @ truth.T + 0.1 * rng.normal(size=(80, 5))
+    fitted = least_squares_transform(new_user, new_item, old_user, old_item, ridge=0.0)
+    # Same as lstsq on rows weighted 1/n_users and 1/n_items (users and items weigh the same).
+    w = np.concatenate([np.full(50, 1 / 50), np.full(80, 1 / 80)]) ** 0.5
+    expected = np.linalg.lstsq(np.vstack([new_user, new_item]) * w[:, None], np.vstack([old_user, old_item]) * w[:, None],
+                               rcond=None)[0].T  # fmt: skip
+    np.testing.assert_allclose(fitted, expected, rtol=1e-4, atol=1e-5)
+
+    older = [rng.normal(size=(3, 4)), rng.normal(size=(4, 5))]  # B_1 (D_0 x D_1), B_2 (D_1 x D_2) of the chain
+    for start in (rng.normal(size=(5, 7)), fitted, truth):
+        weight, before, after = refit_transform(start.astype(np.float32), (new_user, new_item), (old_user, old_item), older)
+        assert after <= before
+        assert alignment_objective(weight, new_user, new_item, old_user, old_item, older) == pytest.approx(after)
+    # Starting from the optimum itself, the refit keeps it (nothing better to find).
+    best = least_squares_transform(new_user, new_item, old_user, old_item)
+    again, before, after = refit_transform(best, (new_user, new_item), (old_user, old_item), older)
+    assert after == before and np.array_equal(again, best)
+
+
+def test_every_switch_off_is_the_papers_bc_aligner(dataset):
+    plain = VersionChain(make_strategy("bc-aligner"), dataset, TINY, seed=0)
+    off = make_strategy("bc-aligner-plus", warm_start=False, align_nodes="batch", refit=False, selection="recall")
+    ours = VersionChain(off, dataset, TINY, seed=0)
+    for _ in range(2):
+        a, b = plain.train_next(), ours.train_next()
+    np.testing.assert_array_equal(a.transform, b.transform)
+    np.testing.assert_array_equal(a.user_ver0, b.user_ver0)
+
+
+def test_plus_options_round_trip_and_are_refused_elsewhere():
+    plus = make_strategy("bc-aligner-plus", lam=4, refit=False)
+    assert isinstance(plus, BCAlignerPlus) and plus.lam == 4 and not plus.refit and plus.warm_start
+    again = strategy_from_spec(plus.spec())
+    assert again.get_params() == plus.get_params()
+    assert make_strategy("bc-aligner").spec().model_dump() == {"name": "bc-aligner", "lam": 16.0}
+    with pytest.raises(ConfigError, match="takes no warm_start"):
+        make_strategy("bc-aligner", warm_start=True)
+    with pytest.raises(ConfigError, match="unknown strategy option"):
+        make_strategy("bc-aligner-plus", warmstart=True)
+    with pytest.raises(ConfigError, match="align_nodes must be"):
+        make_strategy("bc-aligner-plus", align_nodes="some")
+
+
+def test_plus_trains_two_versions_publishes_and_feast_serves_them(dataset, tmp_path):
+    chain = VersionChain(make_strategy("bc-aligner-plus"), dataset, TINY, seed=0, cache=ModelCache(tmp_path / "cache"))
+    v0, v1 = chain.train_next(), chain.train_next()
+    assert v1.transform.shape == (TINY.dims[0], TINY.dims[1])
+    # The published B_1 was refit: no other linear map of z_1 aligns better with M_0 on this graph.
+    targets = tuple(z.numpy() for z in embed(chain.history.models[0], build_graph(dataset, v1.split)))
+    lstsq = least_squares_transform(v1.user_embeddings, v1.item_embeddings, *targets)
+    published = alignment_objective(v1.transform, v1.user_embeddings, v1.item_embeddings, *targets)
+    assert published <= alignment_objective(lstsq, v1.user_embeddings, v1.item_embeddings, *targets) * (1 + 1e-6)
+    paper = VersionChain(make_strategy("bc-aligner"), dataset, TINY, seed=0, cache=ModelCache(tmp_path / "cache"))
+    paper.train_next()
+    assert v1.alignment_error[0]["all"] < paper.train_next().alignment_error[0]["all"]
+
+    repo = tmp_path / "repo"
+    for output in (v0, v1):
+        publish_output(output, repo, project=unique_project("plus"))
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(repo))
+    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5))
+    for family, join_key, ids, ver0 in ((USER_FAMILY, "user_id", v1.user_ids, v1.user_ver0),
+                                        (ITEM_FAMILY, "item_id", v1.item_ids, v1.item_ver0)):  # fmt: skip
+        got = np.asarray(online_vectors(store, family, 0, join_key, ids), dtype=np.float64)
+        np.testing.assert_allclose(got, ver0, rtol=1e-5, atol=1e-5)
+
