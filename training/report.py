@@ -93,8 +93,9 @@ class VersionResult(_Model):
 
 
 class StrategyResult(_Model):
-    name: str
+    name: str = Field(description="the method's label: a strategy name, or a variant's own label")
     lam: float | None
+    params: dict = Field(default_factory=dict, description="the strategy spec the method was trained with")
     versions: list[VersionResult]
     #: task -> version -> ROC-AUC per consumer seed
     unintended: dict[str, dict[int, list[float]]]

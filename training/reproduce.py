@@ -40,10 +40,12 @@ from training.config import PROFILE_NAMES, TrainingConfig, profile
 from training.consumers.mlp import ConsumerSettings
 from training.data.config import DataConfig, MovieLensData, SyntheticData
 from training.errors import ConfigError
-from training.strategies import ALIASES, STRATEGY_NAMES, StrategyName
+from training.strategies import ALIASES, STRATEGY_NAMES, StrategyName, StrategySpec, make_strategy
 
 REFERENCES: tuple[str, ...] = ("fix-m0", "nobc")
-JOINT_STRATEGIES: tuple[str, ...] = ("joint-notrans", "joint-lin-sloss", "bc-aligner")
+JOINT_STRATEGIES: tuple[str, ...] = ("joint-notrans", "joint-lin-sloss", "bc-aligner", "bc-aligner-plus")
+#: Read through Feast by default (when run): the paper's method and ours.
+FEAST_DEFAULT: tuple[str, ...] = ("bc-aligner", "bc-aligner-plus")
 REPORT_FILES = ("results.json", "report.md")
 
 
@@ -88,7 +90,9 @@ class ReproduceConfig(BaseModel):
     training: TrainingConfig
     consumer: ConsumerSettings
     strategies: tuple[StrategyName, ...] = STRATEGY_NAMES  # type: ignore[assignment]
-    feast_strategies: tuple[StrategyName, ...] = ("bc-aligner",)
+    #: Extra methods under their own labels (ablations): label -> strategy and its parameters.
+    variants: dict[str, StrategySpec] = Field(default_factory=dict)
+    feast_strategies: tuple[str, ...] = FEAST_DEFAULT
     lam: float = Field(16.0, ge=0, description="λ of the joint strategies")
     seed: int = Field(42, description="embedding-model seed (one run per strategy, as the paper)")
     device: str = "cpu"
@@ -101,10 +105,23 @@ class ReproduceConfig(BaseModel):
         missing = [r for r in REFERENCES if r not in self.strategies]
         if missing:
             raise ValueError(f"strategies must include the references {', '.join(missing)}")
-        extra = [s for s in self.feast_strategies if s not in self.strategies]
+        clash = [v for v in self.variants if v in STRATEGY_NAMES or v in ALIASES]
+        if clash:
+            raise ValueError(f"variant labels {clash} are strategy names; give variants labels of their own")
+        extra = [s for s in self.feast_strategies if s not in self.methods()]
         if extra:
-            raise ValueError(f"feast_strategies {extra} are not among the strategies run")
+            raise ValueError(f"feast_strategies {extra} are not among the methods run")
         return self
+
+    def methods(self) -> dict[str, StrategySpec]:
+        """Every method of the run, label -> spec, in run order (Fix-M0 first); joint ones get ``lam``."""
+        out = {}
+        for name in self.strategies:
+            out[name] = make_strategy(name, lam=self.lam if name in JOINT_STRATEGIES else None).spec()
+        for label, spec in self.variants.items():
+            out[label] = spec if spec.lam is not None or spec.name not in JOINT_STRATEGIES else spec.model_copy(
+                update={"lam": self.lam})  # fmt: skip
+        return out
 
 
 def make_config(
@@ -116,6 +133,7 @@ def make_config(
     consumer_overrides: dict | None = None,
     strategies: list[str] | None = None,
     feast_strategies: list[str] | None = None,
+    variants: dict[str, StrategySpec] | None = None,
     seed: int = 42,
     lam: float | None = None,
     device: str = "cpu",
@@ -128,7 +146,10 @@ def make_config(
     base = PROFILES[profile_name]
     names = _canonical(strategies) if strategies else list(STRATEGY_NAMES)
     names = [s for s in STRATEGY_NAMES if s in set(names) | set(REFERENCES)]
-    feast = _canonical(feast_strategies) if feast_strategies is not None else [s for s in ("bc-aligner",) if s in names]
+    if feast_strategies is None:
+        feast = [s for s in FEAST_DEFAULT if s in names]
+    else:
+        feast = [s if s in (variants or {}) else _canonical([s])[0] for s in feast_strategies]
     try:
         overrides = {**base.training_overrides, **(training_overrides or {})} if training_profile is None else dict(
             training_overrides or {})  # fmt: skip
@@ -138,6 +159,7 @@ def make_config(
             training=profile(training_profile or base.training_profile, **overrides),
             consumer=base.consumer.model_copy(update=consumer_overrides or {}),
             strategies=tuple(names),
+            variants=dict(variants or {}),
             feast_strategies=tuple(feast),
             lam=16.0 if lam is None else lam,
             seed=seed,
@@ -198,7 +220,7 @@ class _ChainRun:
     """One strategy's trained versions, reduced to what the evaluation needs (z_k and models dropped)."""
 
     name: str
-    lam: float | None
+    spec: StrategySpec
     meta: list[dict]  # VersionResult fields except the alignment error
     offline: dict[int, tuple[np.ndarray, np.ndarray]]  # B-chain computed in training
     served: dict[int, tuple[np.ndarray, np.ndarray]]  # what the consumers get (read through Feast or offline)
@@ -206,21 +228,20 @@ class _ChainRun:
     seconds: float
 
 
-def _train_chain(name: str, config: ReproduceConfig, dataset, cache, device, feast_dir: Path, run_id: str,
-                 progress: bool) -> _ChainRun:  # fmt: skip
-    """Train every version of one strategy; the strategies in ``feast_strategies`` are read through Feast."""
+def _train_chain(name: str, spec: StrategySpec, config: ReproduceConfig, dataset, cache, device, feast_dir: Path,
+                 run_id: str, progress: bool) -> _ChainRun:  # fmt: skip
+    """Train every version of one method; the methods in ``feast_strategies`` are read through Feast."""
     from training.chain import VersionChain
     from training.consumers.feast_source import FeastVer0Source
-    from training.strategies import make_strategy
+    from training.strategies import strategy_from_spec
 
     started = time.perf_counter()
-    lam = config.lam if name in JOINT_STRATEGIES else None
-    chain = VersionChain(make_strategy(name, lam=lam), dataset, config.training, seed=config.seed, device=device,
+    chain = VersionChain(strategy_from_spec(spec), dataset, config.training, seed=config.seed, device=device,
                          cache=cache)  # fmt: skip
     source = None
     if name in config.feast_strategies:
         source = FeastVer0Source(feast_dir / name, f"repro_{run_id}_{name.replace('-', '_')}")
-    run = _ChainRun(name, lam, [], {}, {}, [], 0.0)
+    run = _ChainRun(name, spec, [], {}, {}, [], 0.0)
     for _ in tqdm(range(config.training.num_versions), desc=f"{name} versions", disable=not progress, leave=False):
         output = chain.train_next(progress=progress)
         k = output.version
@@ -267,10 +288,11 @@ def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: 
 
     with _work_directory(workdir) as work:
         cache = ModelCache(work / "model_cache")
-        bar = tqdm(config.strategies, desc="strategies", disable=not progress)
-        for name in bar:  # Fix-M0 first: its embeddings train the consumers and are the reference
+        methods = config.methods()
+        bar = tqdm(methods.items(), desc="strategies", disable=not progress, total=len(methods))
+        for name, spec in bar:  # Fix-M0 first: its embeddings train the consumers and are the reference
             bar.set_postfix(strategy=name)
-            run = _train_chain(name, config, dataset, cache, device, work / f"feast-{run_id}", run_id, progress)
+            run = _train_chain(name, spec, config, dataset, cache, device, work / f"feast-{run_id}", run_id, progress)
             phases[f"train {name}"] = run.seconds
             if name == "fix-m0":
                 reference = run.offline
@@ -287,7 +309,8 @@ def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: 
                         for m in run.meta]  # fmt: skip
             evaluated = time.perf_counter() - t
             phases["evaluate"] = phases.get("evaluate", 0.0) + evaluated
-            strategies[name] = StrategyResult(name=name, lam=run.lam, versions=versions, unintended=unintended,
+            strategies[name] = StrategyResult(name=name, lam=spec.lam, params=spec.model_dump(), versions=versions,
+                                              unintended=unintended,
                                               feast_checks=run.checks, chain_seconds=round(run.seconds, 3),
                                               eval_seconds=round(evaluated, 3))  # fmt: skip
 
@@ -316,6 +339,19 @@ def _strategy_list(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def _variant(text: str) -> tuple[str, StrategySpec]:
+    """``LABEL=name[:key=value,...]``, e.g. ``plus-cold=bc-aligner-plus:warm_start=false``."""
+    from training.strategies import parse_strategy_spec
+
+    label, eq, spec = text.partition("=")
+    if not eq or not label.strip():
+        raise argparse.ArgumentTypeError(f"expected LABEL=STRATEGY[:key=value,...], got {text!r}")
+    try:
+        return label.strip(), parse_strategy_spec(spec)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _float_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
@@ -342,8 +378,10 @@ def add_subcommand(sub) -> None:
     s.add_argument("--seeds", type=int, help="consumer seeds per task (paper: 10)")
     s.add_argument("--strategies", type=_strategy_list,
                    help="comma-separated strategies (default all eight; fix-m0 and nobc always run as references)")
+    s.add_argument("--variant", type=_variant, action="append", default=[], metavar="LABEL=SPEC",
+                   help="an extra method under its own label, e.g. plus-cold=bc-aligner-plus:warm_start=false (repeatable)")
     s.add_argument("--feast", type=_strategy_list, default=None,
-                   help="strategies whose consumers read through Feast (default bc-aligner; 'none' for none)")
+                   help="methods whose consumers read through Feast (default bc-aligner, bc-aligner-plus; 'none' for none)")
     s.add_argument("--hidden-dims", type=_int_list, help="consumer grid: hidden sizes, e.g. 128,256,512,1024")
     s.add_argument("--dropouts", type=_float_list, help="consumer grid: dropout rates, e.g. 0,0.25,0.5")
     s.add_argument("--consumer-max-epochs", type=int, help="user/item-task consumers: epoch cap")
@@ -378,12 +416,12 @@ def cmd_reproduce(args) -> int:
     config = make_config(
         name, data=data_config_from_args(args), training_profile=args.training_profile,
         training_overrides={"epochs": args.epochs} if args.epochs else None, consumer_overrides=consumer,
-        strategies=args.strategies, feast_strategies=feast, seed=args.seed, lam=args.lam, device=args.device,
+        strategies=args.strategies, feast_strategies=feast, variants=dict(args.variant), seed=args.seed, lam=args.lam, device=args.device,
         threads=args.threads,
     )  # fmt: skip
     command = "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] \
         else "python -m training reproduce ..."  # fmt: skip
-    print(f"reproduce ({name}): {', '.join(config.strategies)}; data {config.data.kind}; training dims "
+    print(f"reproduce ({name}): {', '.join(config.methods())}; data {config.data.kind}; training dims "
           f"{list(config.training.dims)}, {config.training.epochs} epochs; consumers: grid "
           f"{len(config.consumer.grid)} x {config.consumer.num_seeds} seeds; Feast: {', '.join(config.feast_strategies) or 'none'}",
           flush=True)  # fmt: skip

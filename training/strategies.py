@@ -483,6 +483,30 @@ def make_strategy(name: str, *, lam: float | None = None, **options) -> Strategy
     return cls()
 
 
+def parse_strategy_spec(text: str) -> StrategySpec:
+    """``name[:key=value,...]`` -> a validated spec, e.g. ``bc-aligner-plus:warm_start=false,lam=64``
+    (how the reproduction and benchmarks/compat.py name the variants of an ablation)."""
+    name, _, rest = text.strip().partition(":")
+    params: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"strategy option {item!r} in {text!r} is not key=value")
+        low = value.strip().lower()
+        params[key.strip()] = True if low == "true" else False if low == "false" else _number_or_text(value.strip())
+    lam = params.pop("lam", None)
+    if lam is not None and not isinstance(lam, float):
+        raise ConfigError(f"lam must be a number in {text!r}")
+    return make_strategy(name, lam=lam, **params).spec()  # type: ignore[arg-type]
+
+
+def _number_or_text(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def strategy_from_spec(spec: StrategySpec) -> Strategy:
     return make_strategy(spec.name, lam=spec.lam, **{k: getattr(spec, k) for k in PLUS_OPTIONS})
 
