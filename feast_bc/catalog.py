@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import operator
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -188,6 +189,10 @@ class Catalog:
             with open(path, "rb") as fh:
                 data = fh.read(MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError:
+            if path.is_symlink():
+                raise ManifestError(
+                    f"manifest of family {family!r} ({path}) is a symlink to {os.readlink(path)}, which does not exist"
+                ) from None
             raise self._no_manifest_error(family, path) from None
         except OSError as exc:
             raise ManifestError(f"manifest of family {family!r} ({path}) cannot be read: {exc}") from None

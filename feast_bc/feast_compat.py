@@ -12,6 +12,9 @@ change (the repo's catalog was moved, or a feast_bc upgrade changed the shim). T
 delegates to Feast and, only on that exact error, computes the diff itself field by field. It is
 installed when the repo definitions are built, i.e. inside `feast apply`, and never in consumers.
 It also silences Feast's "Batch feature views are experimental" warning in that process.
+
+:func:`install_cli_error_hook` (installed by the same call, by :mod:`feast_bc.engine` and by the
+view UDFs) makes the `feast` command line print a feast_bc refusal as one line instead of a traceback.
 """
 
 from __future__ import annotations

@@ -152,6 +152,10 @@ def test_family_directory_gone_refuses_apply_unless_dropped_on_purpose(tmp_path)
     # publishing into a dropped family is refused until the drop is undone
     with pytest.raises(FeastBCError, match="drop-family --undo"):
         fams["item_embedding"].publish_next(catalog, np.random.default_rng(1))
+    catalog.drop_family("item_embedding", undo=True)
+    shutil.move(tmp_path / "item_embedding.moved", catalog.family_dir("item_embedding"))
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    assert_online_matches(store, fams)  # back, values recomputed from the catalog
 
 
 # --------------------------------------------------------------------------- 2. older manifest restored
@@ -161,21 +165,20 @@ def test_restoring_an_older_manifest_is_refused_on_redis(tmp_path, redis_project
 
     repo = init_repo(tmp_path / "repo", project=redis_project)
     env = {REDIS_ENV_VAR: redis_url_to_connection_string(redis_url())}
+    monkeypatch.setenv(REDIS_ENV_VAR, env[REDIS_ENV_VAR])
     yaml = ["-f", "feature_store.redis.yaml"]
+    redis_yaml = repo / "feature_store.redis.yaml"
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=2)
     manifest = catalog.family_dir("item_embedding") / "manifest.json"
     registry = repo / "data" / "registry_redis.db"
-    run_cli(["feast", *yaml, "apply"], cwd=repo, env=env)
-    run_cli(["feast", *yaml, "materialize", START, _end_arg()], cwd=repo, env=env)
+    apply(repo, fs_yaml_file=redis_yaml).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
     v1_manifest, v1_registry = manifest.read_bytes(), registry.read_bytes()
 
     rng = np.random.default_rng(7)
     for fam in fams.values():
         fam.publish_next(catalog, rng)
-    run_cli(["feast", *yaml, "apply"], cwd=repo, env=env)
-    run_cli(["feast", *yaml, "materialize", START, _end_arg()], cwd=repo, env=env)
-    monkeypatch.setenv(REDIS_ENV_VAR, env[REDIS_ENV_VAR])
+    apply(repo, fs_yaml_file=redis_yaml).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
     store = _store(repo, "feature_store.redis.yaml")
     assert_online_matches(store, fams)
     v2_manifest = manifest.read_bytes()
@@ -204,8 +207,7 @@ def test_restoring_an_older_manifest_is_refused_on_redis(tmp_path, redis_project
 
     # Putting the newest manifest back (and applying) is the way out.
     manifest.write_bytes(v2_manifest)
-    run_cli(["feast", *yaml, "apply"], cwd=repo, env=env)
-    run_cli(["feast", *yaml, "materialize", START, _end_arg()], cwd=repo, env=env)
+    apply(repo, fs_yaml_file=redis_yaml).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
     store = _store(repo, "feature_store.redis.yaml")
     assert_online_matches(store, fams)
 
@@ -351,10 +353,11 @@ def test_gc_considers_every_profile_of_the_repo(tmp_path, redis_project, monkeyp
 
     repo = init_repo(tmp_path / "repo", project=redis_project)
     env = {REDIS_ENV_VAR: redis_url_to_connection_string(redis_url())}
+    monkeypatch.setenv(REDIS_ENV_VAR, env[REDIS_ENV_VAR])
     redis_yaml = ["-f", "feature_store.redis.yaml"]
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=2)
-    run_cli(["feast", *redis_yaml, "apply"], cwd=repo, env=env)
+    apply(repo, fs_yaml_file=repo / "feature_store.redis.yaml")
     rng = np.random.default_rng(11)
     for fam in fams.values():
         fam.publish_next(catalog, rng)
@@ -369,12 +372,11 @@ def test_gc_considers_every_profile_of_the_repo(tmp_path, redis_project, monkeyp
     # the lagging profile still materializes from the file it registered
     run_cli(["feast", *redis_yaml, "materialize", START, _end_arg()], cwd=repo, env=env)
 
-    run_cli(["feast", *redis_yaml, "apply"], cwd=repo, env=env)
-    pruned = run_cli(["feast-bc", "gc", "--repo", str(repo), "--prune"], env=env)
+    store = apply(repo, fs_yaml_file=repo / "feature_store.redis.yaml")
+    pruned = run_cli(["feast-bc", "gc", "--repo", str(repo), "--prune"])
     assert "removed" in pruned.stdout and not v1_file.exists()
-    run_cli(["feast", *redis_yaml, "materialize", START, _end_arg()], cwd=repo, env=env)
-    monkeypatch.setenv(REDIS_ENV_VAR, env[REDIS_ENV_VAR])
-    assert_online_matches(_store(repo, "feature_store.redis.yaml"), fams)
+    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    assert_online_matches(store, fams)
 
 
 # --------------------------------------------------------------------------- 5. names and ids
