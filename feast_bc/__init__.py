@@ -13,6 +13,7 @@ Feast either (that costs seconds); the Feast-facing parts live in ``feast_bc.fea
 from feast_bc.catalog import Catalog
 from feast_bc.errors import (
     ArtifactError,
+    CatalogRollbackError,
     ChecksumMismatchError,
     CorruptArtifactError,
     DimensionMismatchError,
@@ -22,9 +23,11 @@ from feast_bc.errors import (
     ManifestError,
     MissingArtifactError,
     NonFiniteError,
+    RetiredVersionError,
     UnknownFamilyError,
     UnknownIdError,
     UnknownVersionError,
+    UnsafeDeletionError,
     VersionConflictError,
 )
 from feast_bc.manifest import EntitySpec, FamilyManifest, VersionRecord
@@ -36,6 +39,7 @@ __all__ = [
     "ArtifactError",
     "BackwardTransform",
     "Catalog",
+    "CatalogRollbackError",
     "ChecksumMismatchError",
     "CorruptArtifactError",
     "DimensionMismatchError",
@@ -48,9 +52,11 @@ __all__ = [
     "ManifestError",
     "MissingArtifactError",
     "NonFiniteError",
+    "RetiredVersionError",
     "UnknownFamilyError",
     "UnknownIdError",
     "UnknownVersionError",
+    "UnsafeDeletionError",
     "VersionConflictError",
     "VersionRecord",
     "compose",

@@ -103,6 +103,8 @@ def _parse_header(data: bytes, origin: str) -> tuple[dict, dict]:
         header = json.loads(data[8 : 8 + header_len])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptArtifactError(f"{origin}: not a safetensors file (header is not JSON: {exc})") from None
+    except RecursionError:
+        raise CorruptArtifactError(f"{origin}: not a safetensors file (header nested too deeply)") from None
     if not isinstance(header, dict):
         raise CorruptArtifactError(f"{origin}: safetensors header must be a JSON object")
     metadata = header.pop("__metadata__", None) or {}

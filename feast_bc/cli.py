@@ -17,10 +17,12 @@ from feast_bc.errors import FeastBCError, InvalidInputError, RegistryLagError
 
 def _parse_ids(raw: list[str] | None, ids_file: str | None, dtype: str):
     values: list[str] = []
+    # Ids never start or end with whitespace (the catalog refuses such ids), so stripping loses nothing.
     for item in raw or []:
-        values.extend(v for v in item.split(",") if v.strip())
+        values.extend(v.strip() for v in item.split(",") if v.strip())
     if ids_file:
-        values.extend(line.strip() for line in Path(ids_file).read_text().splitlines() if line.strip())
+        text = Path(ids_file).read_text(encoding="utf-8")
+        values.extend(line.strip() for line in text.splitlines() if line.strip())
     if raw is None and ids_file is None:
         return None
     if not values:
@@ -64,11 +66,33 @@ def cmd_verify(args) -> int:
 
     catalog = Catalog.locate(args.repo)
     families = [args.family] if args.family else catalog.families()
+    for note in catalog.ignored_entries():
+        print(f"note: {note}")
+    if not families:
+        print(f"no embedding families in {catalog.root}")
+    failed = []
     for family in families:
-        manifest = catalog.verify(family)
-        for v in range(manifest.latest_version):
-            catalog.composed(family, manifest.latest_version, v, manifest)
-        print(f"{family}: versions 0..{manifest.latest_version} verified (all artifacts match their sha256)")
+        manifest, errors = catalog.inspect(family)
+        if errors:
+            failed.append(family)
+            for exc in errors:
+                print(f"feast-bc: error: {exc}", file=sys.stderr)
+            continue
+        gone = [
+            v for v in range(manifest.latest_version)
+            if manifest.versions[v].retired_at is not None
+            and any(manifest.versions[u].transform is None for u in range(v + 1, manifest.latest_version + 1))
+        ]
+        print(
+            f"{family}: versions 0..{manifest.latest_version} verified (checksums, transforms decoded, every chain "
+            f"composed, latest embeddings layout)"
+            + (f"; retired and pruned, not computable any more: {gone}" if gone else "")
+        )
+    for family in catalog.dropped_families():
+        print(f"{family}: dropped (`feast-bc drop-family`), not verified")
+    if failed:
+        print(f"feast-bc: verify failed for {', '.join(failed)}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -104,22 +128,30 @@ def cmd_gc(args) -> int:
 
     catalog = Catalog.locate(args.repo)
     families = [args.family] if args.family else catalog.families()
-    if args.prune and not args.dry_run:
-        from feast_bc.status import repo_status
-
-        report = repo_status(args.repo)
-        lagging = [f.family for f in report.families if f.family in families and f.registry_latest != f.latest]
-        if lagging:
-            raise RegistryLagError(
-                f"the Feast registry does not serve the latest version of {', '.join(lagging)} yet; "
-                "run `feast apply` first (superseded embeddings are still read until then)"
-            )
     verb = "would remove" if args.dry_run else "removed"
     for family in families:
+        # Refuses (nothing deleted) on a damaged family, a shared/symlinked artifacts directory, a
+        # registry of any profile that still reads what would go or is ahead of the catalog.
         removed = catalog.collect_garbage(family, prune=args.prune, dry_run=args.dry_run)
         for path in removed:
             print(f"{family}: {verb} {path}")
         print(f"{family}: {verb} {len(removed)} file(s)")
+    return 0
+
+
+def cmd_drop_family(args) -> int:
+    from feast_bc.catalog import Catalog
+
+    catalog = Catalog.locate(args.repo)
+    if args.undo:
+        catalog.drop_family(args.family, undo=True)
+        print(f"{args.family}: no longer dropped; `feast apply` serves it again (then `feast materialize`)")
+        return 0
+    catalog.drop_family(args.family)
+    print(
+        f"{args.family}: dropped. The next `feast apply` of each profile deletes its views, FeatureServices and "
+        f"online values; its files stay in {catalog.root / args.family} (`feast-bc drop-family --undo` reverts)"
+    )
     return 0
 
 
@@ -162,11 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--family", required=True)
     s.add_argument("--version", required=True, type=int)
     s.add_argument("--out", required=True)
-    s.add_argument("--ids", nargs="+", help="entity ids (space or comma separated)")
-    s.add_argument("--ids-file", help="file with one id per line")
+    s.add_argument("--ids", nargs="+", help="entity ids (space or comma separated; ids containing ',' need --ids-file)")
+    s.add_argument("--ids-file", help="file with one id per line (UTF-8)")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("verify", help="check every artifact's checksum and that every chain composes")
+    s = sub.add_parser(
+        "verify",
+        help="check every artifact's checksum, decode every transform, compose every chain, check the latest parquet",
+    )
     s.add_argument("--repo", required=True)
     s.add_argument("--family")
     s.set_defaults(func=cmd_verify)
@@ -193,6 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--family", required=True)
     s.add_argument("--version", required=True, type=int)
     s.set_defaults(func=cmd_retire)
+
+    s = sub.add_parser(
+        "drop-family",
+        help="remove a whole family on purpose: the next `feast apply` deletes its views, services and online values",
+    )
+    s.add_argument("--repo", required=True)
+    s.add_argument("--family", required=True)
+    s.add_argument("--undo", action="store_true", help="serve the family again")
+    s.set_defaults(func=cmd_drop_family)
 
     s = sub.add_parser("serving", help="serve one old version from stored values or compute it on read")
     s.add_argument("--repo", required=True)

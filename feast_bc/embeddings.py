@@ -9,6 +9,7 @@ arrow allows it, because materialization and export move millions of rows throug
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -30,9 +31,45 @@ from feast_bc.transforms import MAX_DIM, as_matrix
 ROW_GROUP_ROWS = 65_536
 
 
+#: Characters a string id must not contain: controls (NUL included -- numpy drops trailing NULs),
+#: line/paragraph separators (they split lines in id files) and lone surrogates (not UTF-8).
+_BAD_ID_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+#: Longest string id accepted (characters).
+MAX_STRING_ID = 1024
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def string_id_problem(value) -> str | None:
+    """Why ``value`` cannot be a string entity id (so it would not round-trip exactly), or None."""
+    if not isinstance(value, str):
+        return f"{value!r} is not a string"
+    if not value:
+        return "the empty string is not an id"
+    if len(value) > MAX_STRING_ID:
+        return f"an id of {len(value)} characters is longer than {MAX_STRING_ID}"
+    bad = _BAD_ID_CHARS.search(value)
+    if bad:
+        return (
+            f"{value!r} contains {bad.group()!r} (U+{ord(bad.group()):04X}): control characters, line separators "
+            "and lone surrogates do not survive parquet, Feast's entity keys or id files unchanged"
+        )
+    if value != value.strip():
+        return f"{value!r} has leading or trailing whitespace (it would not survive id files or CLI arguments)"
+    return None
+
+
 def validate_ids(ids, dtype: str) -> np.ndarray:
-    """Entity ids as int64 or str numpy array; refuses nulls, wrong types and duplicates."""
-    arr = np.asarray(ids)
+    """Entity ids as int64 or str numpy array; refuses nulls, wrong types, duplicates and any id that
+    would not round-trip exactly through parquet, export and Feast's online entity key."""
+    if dtype == "string" and not isinstance(ids, np.ndarray):
+        # A list of str through np.asarray(dtype=str) would silently drop trailing NULs: check the
+        # caller's own values first.
+        try:
+            arr = np.asarray(list(ids), dtype=object)
+        except TypeError:
+            raise InvalidInputError(f"ids must be a 1-D sequence of strings; got {type(ids).__name__}") from None
+    else:
+        arr = np.asarray(ids)
     if arr.ndim != 1:
         raise InvalidInputError(f"ids must be 1-D; got shape {arr.shape}")
     if arr.size == 0:
@@ -40,12 +77,22 @@ def validate_ids(ids, dtype: str) -> np.ndarray:
     if dtype == "int64":
         if arr.dtype.kind not in "iu":
             raise InvalidInputError(f"ids must be integers for an int64 join key; got dtype {arr.dtype}")
+        if arr.dtype.kind == "u" and arr.size and int(arr.max()) > _INT64_MAX:
+            big = arr[arr > _INT64_MAX]
+            raise InvalidInputError(
+                f"{len(big)} ids do not fit a signed 64-bit join key (e.g. {int(big[0])} > {_INT64_MAX}); "
+                "they would wrap around to negative ids"
+            )
         arr = arr.astype(np.int64)
     elif dtype == "string":
         if arr.dtype.kind not in "UO":
             raise InvalidInputError(f"ids must be strings for a string join key; got dtype {arr.dtype}")
         if arr.dtype.kind == "O" and not all(isinstance(v, str) for v in arr):
             raise InvalidInputError("ids must all be strings (found None or another type)")
+        for pos, value in enumerate(arr.tolist()):
+            problem = string_id_problem(value)
+            if problem:
+                raise InvalidInputError(f"id at position {pos} cannot be used: {problem}")
         arr = arr.astype(str)
     else:  # pragma: no cover - EntitySpec restricts dtype
         raise InvalidInputError(f"unsupported id dtype {dtype!r}")
@@ -133,6 +180,64 @@ def write_embeddings(directory: Path, stem: str, table: pa.Table) -> tuple[Path,
             compression={**{c: "snappy" for c in other}, EMBEDDING_FEATURE: "none"},
         ),
     )
+
+
+def check_embeddings_file(path: Path, join_key: str, id_dtype: str, record, origin: str) -> None:
+    """The parquet footer of a latest-embeddings file says what `feast materialize` will read.
+
+    Cheap (footer only): columns and types, row count, and -- from the column statistics -- that
+    every row carries this version's number and publish time. Run after its checksum passed.
+    """
+    try:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+        meta = parquet.metadata
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorruptArtifactError(f"{origin}: {path} is not a readable parquet file: {exc}") from None
+    id_types = (pa.int64(),) if id_dtype == "int64" else (pa.string(), pa.large_string())
+    expected = {
+        join_key: lambda t: t in id_types,
+        TIMESTAMP_COLUMN: lambda t: pa.types.is_timestamp(t),
+        EMBEDDING_FEATURE: lambda t: (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+        and pa.types.is_floating(t.value_type),
+        SOURCE_VERSION_FEATURE: lambda t: pa.types.is_integer(t),
+    }
+    for name, ok in expected.items():
+        index = schema.get_field_index(name)
+        if index < 0:
+            raise CorruptArtifactError(f"{origin}: {path} has no column {name!r} (columns: {schema.names})")
+        if not ok(schema.field(index).type):
+            raise CorruptArtifactError(f"{origin}: column {name!r} of {path} has type {schema.field(index).type}")
+    if meta.num_rows != record.embeddings.rows:
+        raise CorruptArtifactError(
+            f"{origin}: {path} holds {meta.num_rows} rows, the manifest records {record.embeddings.rows}"
+        )
+    wanted = {
+        SOURCE_VERSION_FEATURE: (record.version, str(record.version)),
+        TIMESTAMP_COLUMN: (record.created_at, record.created_at.isoformat()),
+    }
+    for name, (value, shown) in wanted.items():
+        column = schema.get_field_index(name)
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(column).statistics
+            if stats is None or not stats.has_min_max:
+                continue
+            lo, hi = stats.min, stats.max
+            if name == TIMESTAMP_COLUMN:
+                lo, hi = (_utc(lo), _utc(hi))
+            if lo != value or hi != value:
+                raise CorruptArtifactError(
+                    f"{origin}: column {name!r} of {path} ranges {lo}..{hi} in row group {group}; every row of "
+                    f"version {record.version} must carry {shown}"
+                )
+
+
+def _utc(value):
+    from datetime import timezone
+
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
 
 
 def read_embeddings(path: Path, join_key: str, dim: int, *, ids=None, id_dtype: str = "int64") -> tuple[np.ndarray, np.ndarray]:

@@ -35,19 +35,30 @@ from feast.infra.offline_stores.file_source import FileSource
 from feast.repo_config import FeastConfigBaseModel
 
 from feast_bc.catalog import Catalog
+from feast_bc.feast_compat import install_cli_error_hook
 from feast_bc.embeddings import list_array_to_matrix
-from feast_bc.errors import OnlineStoreUnavailableError, RegistryLagError
+from feast_bc.errors import (
+    CatalogRollbackError,
+    ConfigurationError,
+    OnlineStoreFullError,
+    OnlineStoreUnavailableError,
+    RegistryLagError,
+)
 from feast_bc.naming import (
     EMBEDDING_FEATURE,
     SOURCE_VERSION_FEATURE,
     TAG_CATALOG,
     TAG_DERIVED_FROM,
     TAG_FAMILY,
+    TAG_LATEST,
+    TAG_PUBLISHED_AT,
     TAG_VERSION,
     TIMESTAMP_COLUMN,
 )
 from feast_bc.online_writers import writer_for
 from feast_bc.runtime import transform_vectors
+
+install_cli_error_hook()  # this module is only ever loaded by Feast's apply/materialize
 
 
 class BCEngineConfig(FeastConfigBaseModel):
@@ -70,6 +81,7 @@ class BCEngine(LocalComputeEngine):
             return super()._materialize_one(registry, task, **kwargs)
         job_id = f"{view.name}-{task.start_time}-{task.end_time}"
         try:
+            _check_store_config(self.repo_config)
             materialize_bc_view(
                 self.repo_config, self.online_store, view, task.start_time, task.end_time, self.batch_rows, registry, task.project
             )
@@ -77,6 +89,18 @@ class BCEngine(LocalComputeEngine):
             exc = _explain_store_error(exc, self.repo_config, view)
             return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.ERROR, error=exc)
         return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
+
+
+def _check_store_config(repo_config) -> None:
+    """Refuse a Redis profile whose connection string cannot work (e.g. ``$FEAST_BC_REDIS`` unset)
+    with one line, instead of the ``KeyError: 'port'`` Feast's Redis client would raise."""
+    from feast_bc.registries import redis_connection_problem
+
+    online = repo_config.online_store
+    config = {"type": getattr(online, "type", None), "connection_string": getattr(online, "connection_string", None)}
+    problem = redis_connection_problem(config, "online_store of the feature_store yaml")
+    if problem:
+        raise ConfigurationError(problem)
 
 
 def _explain_store_error(exc: Exception, repo_config, view) -> Exception:
@@ -87,7 +111,16 @@ def _explain_store_error(exc: Exception, repo_config, view) -> Exception:
         return exc
     store = getattr(repo_config.online_store, "connection_string", None) or repo_config.online_store.type
     where = str(store).split(",")[0]
-    if isinstance(exc, rex.AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
+    if isinstance(exc, rex.ResponseError) and str(exc).startswith("OOM"):
+        err = OnlineStoreFullError(
+            f"Redis at {where} ran out of memory while materializing {view.name} ({exc}): it reached its "
+            "maxmemory and its eviction policy frees nothing. Every entity written so far is complete (one "
+            "HSET per entity; values read are old or new, never partial), the rest keep their previous "
+            "values. Free memory (raise maxmemory, retire versions nobody reads with `feast-bc retire`, or "
+            "serve rarely read ones on read with `feast-bc serving --mode on-read`), then run `feast "
+            "materialize` again: it writes exactly what is still missing or older and completes"
+        )
+    elif isinstance(exc, rex.AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
         err = OnlineStoreUnavailableError(
             f"Redis at {where} refused the credentials of the connection string while materializing "
             f"{view.name} ({exc}); fix password/username in feature_store.yaml or $FEAST_BC_REDIS"
@@ -129,6 +162,7 @@ def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows:
     version = int(view.tags[TAG_VERSION])
     catalog = Catalog(view.tags[TAG_CATALOG]) if view.tags.get(TAG_CATALOG) else Catalog.for_repo(repo_config.repo_path)
     manifest = catalog.manifest(family)
+    _refuse_rollback(view, manifest)
     manifest.version(version)
     join_key, id_dtype = manifest.entity.join_key, manifest.entity.dtype
     path = _latest_file(repo_config, view, registry, project)
@@ -139,7 +173,9 @@ def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows:
         verified = pool.submit(catalog.verify, family, manifest)
         dim = manifest.version(version).dim
         try:
-            with writer_for(repo_config, online_store, view, join_key, id_dtype, dim, gate=verified.result) as writer:
+            with writer_for(
+                repo_config, online_store, view, join_key, id_dtype, dim, gate=verified.result, refuse_newer=True
+            ) as writer:
                 _stream(_open_parquet(path), catalog, family, manifest, version, join_key, start, end, batch_rows, writer)
         except Exception as exc:
             failed = verified.exception()  # a tampered file explains any later error: report it
@@ -148,6 +184,25 @@ def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows:
             raise
         verified.result()  # also when the window held no rows
     return writer.written
+
+
+def _refuse_rollback(view, manifest) -> None:
+    """The registry's view was generated from a newer latest than the catalog now holds."""
+    registered = view.tags.get(TAG_LATEST)
+    stamp = view.tags.get(TAG_PUBLISHED_AT)
+    newer = registered is not None and int(registered) > manifest.latest_version
+    if stamp and not newer:
+        try:
+            newer = datetime.fromisoformat(stamp) > manifest.latest.created_at
+        except ValueError:
+            pass
+    if newer:
+        raise CatalogRollbackError(
+            f"family {manifest.family!r}: view {view.name} was registered from version {registered} (published "
+            f"{stamp or '?'}), but the catalog's latest is version {manifest.latest_version} (published "
+            f"{manifest.latest.created_at.isoformat()}): the catalog is older than what Feast serves (a manifest "
+            "restored from an old backup?). Nothing was written; put back the newest manifest"
+        )
 
 
 def _open_parquet(path: Path) -> pq.ParquetFile:

@@ -37,6 +37,10 @@ class UnknownIdError(FeastBCError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class RetiredVersionError(UnknownVersionError):
+    """A retired version was asked for whose backward transforms have been pruned."""
+
+
 class VersionConflictError(FeastBCError):
     """The caller expected a different next version (someone else published first)."""
 
@@ -81,5 +85,22 @@ class RegistryLagError(FeastBCError):
     """The Feast registry and the catalog disagree in a way that needs `feast apply`."""
 
 
+class CatalogRollbackError(FeastBCError):
+    """The catalog is older than what Feast already registered or materialized (e.g. a manifest
+    restored from an old backup): applying or materializing it would serve something else."""
+
+
+class UnsafeDeletionError(FeastBCError):
+    """`gc` cannot prove that a file is unused by every registry and is not the last copy of data."""
+
+
+class ConfigurationError(FeastBCError):
+    """A feature_store.yaml (or the environment it reads) cannot work, e.g. an unset $FEAST_BC_REDIS."""
+
+
 class OnlineStoreUnavailableError(FeastBCError):
     """The online store could not be reached or refused us; rerunning materialize is safe."""
+
+
+class OnlineStoreFullError(OnlineStoreUnavailableError):
+    """The online store ran out of memory (Redis maxmemory); rerunning after freeing memory completes."""

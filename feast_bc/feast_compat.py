@@ -12,15 +12,53 @@ change (the repo's catalog was moved, or a feast_bc upgrade changed the shim). T
 delegates to Feast and, only on that exact error, computes the diff itself field by field. It is
 installed when the repo definitions are built, i.e. inside `feast apply`, and never in consumers.
 It also silences Feast's "Batch feature views are experimental" warning in that process.
+
+:func:`install_cli_error_hook` (installed by the same call, by :mod:`feast_bc.engine` and by the
+view UDFs) makes the `feast` command line print a feast_bc refusal as one line instead of a traceback.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 _installed = False
+_hook_installed = False
+TRACEBACK_ENV_VAR = "FEAST_BC_TRACEBACK"
+
+
+def install_cli_error_hook() -> None:
+    """Inside the `feast` command line only: a feast_bc refusal is printed as one clear line.
+
+    Feast's CLI lets exceptions escape to Python, which prints a traceback whose last line is the
+    only useful one. For a :class:`~feast_bc.errors.FeastBCError` (feast_bc refused; it names the
+    problem and what to do) the hook prints ``feast: error: <Type>: <message>`` instead; the exit
+    status stays non-zero (1). Everything else -- and every process that is not the `feast` CLI,
+    such as a consumer's or a library caller's -- is left alone. ``FEAST_BC_TRACEBACK=1`` turns the
+    hook off.
+    """
+    global _hook_installed
+    if _hook_installed or Path(sys.argv[0] if sys.argv else "").name != "feast" or os.environ.get(TRACEBACK_ENV_VAR):
+        return
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        from feast_bc.errors import FeastBCError
+
+        if isinstance(exc, FeastBCError):
+            print(f"feast: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"(refused by feast_bc; {TRACEBACK_ENV_VAR}=1 shows the traceback)", file=sys.stderr)
+            return
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = hook
+    _hook_installed = True
 
 
 def install() -> None:
     global _installed
+    install_cli_error_hook()
     if _installed:
         return
     import warnings

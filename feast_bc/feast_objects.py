@@ -20,12 +20,13 @@ API (:func:`feast_bc.repo.apply`) applies the same dictionary, so the two cannot
 from __future__ import annotations
 
 import hashlib
+import logging
 import warnings
 from datetime import timedelta
 from pathlib import Path
 
 from feast_bc.catalog import Catalog
-from feast_bc.errors import ManifestError
+from feast_bc.errors import CatalogRollbackError, ConfigurationError, FeastBCError, ManifestError
 from feast_bc.manifest import FamilyManifest
 from feast_bc.naming import (
     EMBEDDING_FEATURE,
@@ -35,6 +36,7 @@ from feast_bc.naming import (
     TAG_FAMILY,
     TAG_LATEST,
     TAG_MANIFEST_SHA,
+    TAG_PUBLISHED_AT,
     TAG_ROLE,
     TAG_TRANSFORM_SHA,
     TAG_VERSION,
@@ -50,9 +52,21 @@ from feast_bc.runtime import udf_source
 TAG_MANAGED = "bc.managed_by"
 MANAGED_BY = "feast_bc"
 
+logger = logging.getLogger(__name__)
 
-def feast_objects(repo_path: str | Path, catalog: Catalog | None = None) -> dict[str, object]:
-    """Name -> Feast object for every family in the repo's catalog (empty dict if none)."""
+
+def feast_objects(
+    repo_path: str | Path, catalog: Catalog | None = None, *, fs_yaml_file: str | Path | None = None
+) -> dict[str, object]:
+    """Name -> Feast object for every family in the repo's catalog (empty dict if none).
+
+    Refuses (raises, so `feast apply` exits non-zero and changes nothing) rather than leave a
+    family out that Feast still serves: a family directory whose manifest is missing or unreadable,
+    a family some registry of the repo serves that the catalog no longer holds (unless dropped on
+    purpose with `feast-bc drop-family`), or a catalog older than what a registry already serves.
+    ``fs_yaml_file`` is the profile being applied (inside the `feast` CLI it is taken from the
+    command line); a Redis profile without a usable connection string is refused too.
+    """
     from feast_bc.feast_compat import install as install_feast_fixes
 
     install_feast_fixes()
@@ -60,8 +74,9 @@ def feast_objects(repo_path: str | Path, catalog: Catalog | None = None) -> dict
     catalog = catalog or Catalog.for_repo(repo_path)
     objects: dict[str, object] = {}
     entities: dict[str, object] = {}
-    for family in catalog.families():
-        manifest = catalog.manifest(family)
+    manifests = {family: catalog.manifest(family) for family in catalog.families()}
+    guard_apply(repo_path, catalog, manifests, fs_yaml_file or _cli_yaml_file())
+    for family, manifest in manifests.items():
         entity = _entity(manifest)
         existing = entities.get(entity.name)
         if existing is not None and existing != entity:
@@ -74,6 +89,59 @@ def feast_objects(repo_path: str | Path, catalog: Catalog | None = None) -> dict
     for name, entity in entities.items():
         objects[f"entity_{name}"] = entity
     return objects
+
+
+def _cli_yaml_file() -> Path | None:
+    """The feature_store yaml the running `feast` command was given (``-f``), if any."""
+    try:
+        import click
+    except ImportError:  # pragma: no cover - Feast depends on click
+        return None
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    obj = ctx.find_root().obj
+    path = obj.get("FS_YAML_FILE") if isinstance(obj, dict) else None
+    return Path(path) if path else None
+
+
+def guard_apply(repo_path: Path, catalog: Catalog, manifests: dict[str, FamilyManifest], yaml_file=None) -> None:
+    """Raise if applying ``manifests`` would remove or roll back what a registry of the repo serves."""
+    from feast_bc.registries import read_profile, redis_connection_problem, repo_registries, rollback_problem
+
+    if yaml_file is not None and Path(yaml_file).is_file():
+        profile = read_profile(Path(yaml_file), repo_path)
+        problem = redis_connection_problem(profile.online_store, str(yaml_file))
+        if problem:
+            raise ConfigurationError(problem)
+    registries = repo_registries(repo_path, [yaml_file] if yaml_file else [])
+    for line in registries.unreadable:
+        logger.warning("feast_bc cannot check this registry before apply: %s", line)
+    dropped = catalog.dropped_families()
+    problems: list[FeastBCError] = []
+    for reg in registries.families:
+        manifest = manifests.get(reg.family)
+        if manifest is None:
+            if reg.family in dropped:
+                logger.info("family %s was dropped: apply removes it from %s", reg.family, reg.profile.name)
+                continue
+            problems.append(
+                ManifestError(
+                    f"family {reg.family!r} is served by Feast ({reg.describe()}) but the catalog {catalog.root} "
+                    f"has no manifest for it: this apply would delete its views, FeatureServices and online "
+                    f"values. Restore {reg.family}/manifest.json (and its artifacts); to remove the family on "
+                    f"purpose run `feast-bc drop-family --repo {repo_path} --family {reg.family}` first"
+                )
+            )
+            continue
+        problem = rollback_problem(reg, manifest)
+        if problem:
+            problems.append(CatalogRollbackError(problem))
+    if problems:
+        first = problems[0]
+        if len(problems) > 1:
+            first.args = (f"{first} (and {len(problems) - 1} more problem(s); `feast-bc status` lists them)",)
+        raise first
 
 
 def _entity(manifest: FamilyManifest):
@@ -132,6 +200,7 @@ def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest,
         TAG_LATEST: str(k),
         TAG_EMBEDDINGS_SHA: latest.embeddings.sha256,
         TAG_MANIFEST_SHA: manifest.computed_checksum(),
+        TAG_PUBLISHED_AT: latest.created_at.isoformat(),
         TAG_CATALOG: str(catalog.root),
         TAG_MANAGED: MANAGED_BY,
     }

@@ -25,11 +25,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from feast_bc.atomic import sha256_bytes
-from feast_bc.errors import ManifestError, UnknownVersionError
-from feast_bc.naming import IDENTIFIER_RE, family_name_problem
+from feast_bc.errors import InvalidInputError, ManifestError, RetiredVersionError, UnknownVersionError
+from feast_bc.naming import family_name_problem, identifier_problem
 
 SCHEMA_VERSION = 1
 MANIFEST_FILENAME = "manifest.json"
+#: A manifest holds a few hundred bytes per version; anything this large is not one.
+MAX_MANIFEST_BYTES = 64 << 20
 
 _SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -77,11 +79,19 @@ class EntitySpec(_Strict):
     dtype: Literal["int64", "string"] = "int64"
     description: str = ""
 
+    def __init__(self, **data):
+        # Constructed by callers (not loaded from a manifest): refuse with feast_bc's own error type.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise InvalidInputError(f"invalid entity spec: {validation_summary(exc)}") from None
+
     @field_validator("name", "join_key")
     @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not IDENTIFIER_RE.match(value):
-            raise ValueError(f"{value!r} is not a valid identifier (letters, digits, '_')")
+    def _identifier(cls, value: str, info) -> str:
+        problem = identifier_problem(value, "entity name" if info.field_name == "name" else "join key")
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -202,7 +212,14 @@ class FamilyManifest(_Strict):
                 f"family {self.family!r}: cannot map version {source} forward to {target}; "
                 "backward transforms only go to older versions"
             )
-        return [self.versions[v].transform for v in range(source, target, -1)]  # type: ignore[misc]
+        chain = [self.versions[v].transform for v in range(source, target, -1)]
+        missing = [v for v, t in zip(range(source, target, -1), chain) if t is None]
+        if missing:
+            raise RetiredVersionError(
+                f"family {self.family!r}: version {target} is retired and B_{missing[-1]}, which it needs, was "
+                "pruned (`feast-bc gc --prune`); it can no longer be computed from the latest embeddings"
+            )
+        return chain  # type: ignore[return-value]
 
     # ----------------------------------------------------------------------- serialization
     def _canonical(self) -> bytes:
@@ -222,6 +239,17 @@ class FamilyManifest(_Strict):
 
     @classmethod
     def from_json_bytes(cls, data: bytes, *, origin: str = "manifest") -> "FamilyManifest":
+        try:
+            return cls._from_json_bytes(data, origin)
+        except RecursionError:
+            raise ManifestError(f"{origin} is nested too deeply to be a manifest; refusing to use it") from None
+
+    @classmethod
+    def _from_json_bytes(cls, data: bytes, origin: str) -> "FamilyManifest":
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                f"{origin} is {len(data)} bytes, more than any manifest needs ({MAX_MANIFEST_BYTES}); refusing to parse it"
+            )
         try:
             raw = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

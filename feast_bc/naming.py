@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import re
 
-FAMILY_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_RESERVED_SUFFIX = re.compile(r"_(v|bc)\d+$")
+# \A...\Z, not ^...$: "$" also matches before a final newline, and "x\n" must not pass.
+# Callers use fullmatch anyway; the anchors keep any .match/.search on these patterns safe too.
+FAMILY_RE = re.compile(r"\A[a-z][a-z0-9_]{0,62}\Z")
+IDENTIFIER_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+_RESERVED_SUFFIX = re.compile(r"_(v|bc)\d+\Z")
 
 #: Feature holding the vector in every view of a family.
 EMBEDDING_FEATURE = "embedding"
@@ -39,11 +41,28 @@ TAG_TRANSFORM_SHA = "bc.transform_sha256"
 TAG_EMBEDDINGS_SHA = "bc.embeddings_sha256"
 TAG_MANIFEST_SHA = "bc.manifest_sha256"
 TAG_CATALOG = "bc.catalog"
+#: Publish time (ISO 8601, microseconds, UTC) of the latest version a view was generated from:
+#: the event timestamp of every row it materializes. Lets feast_bc refuse a catalog older than
+#: what the registry (and so the online store) already holds.
+TAG_PUBLISHED_AT = "bc.published_at"
 
+#: Column names of the embeddings parquet (and Feast's own reserved names) a join key must not take.
+RESERVED_COLUMNS = frozenset(
+    {TIMESTAMP_COLUMN, EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE, VALUES_VERSION_COLUMN, "created", "__dummy", "__dummy_id"}
+)
+
+
+def identifier_problem(value, what: str = "name") -> str | None:
+    """Why ``value`` cannot be an entity name or join key, or None if it can."""
+    if not isinstance(value, str) or not IDENTIFIER_RE.fullmatch(value):
+        return f"{what} {value!r} is not a valid identifier (a letter or '_', then letters, digits, '_'; at most 63)"
+    if value in RESERVED_COLUMNS:
+        return f"{what} {value!r} is reserved (a column of the embeddings table or a Feast-internal name)"
+    return None
 
 def family_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a family name, or None if it can."""
-    if not isinstance(name, str) or not FAMILY_RE.match(name):
+    if not isinstance(name, str) or not FAMILY_RE.fullmatch(name):
         return (
             f"family name {name!r} must start with a lowercase letter and contain only "
             "lowercase letters, digits and '_' (at most 63 characters)"

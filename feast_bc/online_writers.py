@@ -138,6 +138,7 @@ class RedisBulkWriter:
     def __init__(
         self, repo_config, online_store, feature_view, join_key: str, id_dtype: str, dim: int,
         *, chunk_rows: int = REDIS_CHUNK_ROWS, queue_batches: int = 1, gate: Callable[[], object] | None = None,
+        refuse_newer: bool = False,
     ):
         from feast.infra.online_stores.helpers import _mmh3
 
@@ -160,6 +161,8 @@ class RedisBulkWriter:
         self.vec_prefix = _vector_prefix(dim)
         self.keys = EntityKeys(join_key, id_dtype, repo_config.entity_key_serialization_version)
         self.gate = gate
+        self.refuse_newer = refuse_newer
+        self.view_name = feature_view.name
         self.written = 0
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(queue_batches)))
         self._thread: threading.Thread | None = None
@@ -308,7 +311,10 @@ class RedisBulkWriter:
             pipe.replies.integers(pending)
             pending = 0
             if not self.skip_dedup:
-                keep = _keep_mask(pipe.replies.single_field_arrays(len(chunk_ids)), ts_value, new_nanos)
+                runs = pipe.replies.single_field_arrays(len(chunk_ids))
+                if self.refuse_newer:
+                    self._refuse_newer(runs, ts_value, new_nanos, event_time)
+                keep = _keep_mask(runs, ts_value, new_nanos)
                 if keep is not None:
                     chunk_ids, chunk_vecs = chunk_ids[keep], chunk_vecs[keep]
                     if len(chunk_ids) == 0:
@@ -318,6 +324,30 @@ class RedisBulkWriter:
             pending = per_row * len(chunk_ids)
             self.written += len(chunk_ids)
         return pending
+
+
+    def _refuse_newer(self, runs, new_ts: bytes, new_nanos: int, event_time: datetime) -> None:
+        """feast_bc rows carry their version's publish time: a stored value stamped *later* was computed
+        from a newer latest than the one being written -- the catalog (or registry) went back in time,
+        and Feast's dedup rule would silently keep serving the newer values."""
+        for value, _ in runs:
+            if value is None or value == new_ts:
+                continue
+            stored = _timestamp_nanos(value)
+            if stored > new_nanos:
+                from datetime import timezone
+
+                from feast_bc.errors import CatalogRollbackError
+
+                when = datetime.fromtimestamp(stored / 1e9, tz=timezone.utc).isoformat()
+                raise CatalogRollbackError(
+                    f"Redis already holds values of {self.view_name} computed from a version published at {when}, "
+                    f"newer than the rows being written (published {event_time.isoformat()}): the catalog or the "
+                    "registry was restored from an older state. Redis would keep the newer values and the pin would "
+                    "silently serve another version than the catalog's, so materialization stops here (values "
+                    "already in Redis are untouched). Restore the newest manifest (and `feast apply`), or publish a "
+                    "new version"
+                )
 
 
 _DONE = object()
@@ -450,8 +480,13 @@ class ProtoWriter(_InlineWriter):
 
 
 def writer_for(repo_config, online_store, feature_view, join_key: str, id_dtype: str, dim: int,
-               *, gate: Callable[[], object] | None = None) -> OnlineWriter:
-    """The fastest writer the online store allows; ``gate`` must pass before anything is written."""
+               *, gate: Callable[[], object] | None = None, refuse_newer: bool = False) -> OnlineWriter:
+    """The fastest writer the online store allows; ``gate`` must pass before anything is written.
+
+    ``refuse_newer``: the Redis writer raises :class:`~feast_bc.errors.CatalogRollbackError` instead
+    of silently skipping rows whose stored value is stamped later than the row (Feast's dedup rule).
+    SQLite overwrites unconditionally (the pin then serves the catalog's values), as Feast's own
+    SQLite writer does."""
     from feast.infra.online_stores.redis import RedisOnlineStore
 
     from feast.infra.online_stores.sqlite import SqliteOnlineStore
@@ -460,7 +495,8 @@ def writer_for(repo_config, online_store, feature_view, join_key: str, id_dtype:
     for store_type, writer_type in bulk.items():
         if isinstance(online_store, store_type):
             try:
-                return writer_type(repo_config, online_store, feature_view, join_key, id_dtype, dim, gate=gate)
+                extra = {"refuse_newer": refuse_newer} if writer_type is RedisBulkWriter else {}
+                return writer_type(repo_config, online_store, feature_view, join_key, id_dtype, dim, gate=gate, **extra)
             except FeastBCError:
                 pass  # Redis cluster/sentinel/glide, SQLite vector columns: Feast's own writer
     return ProtoWriter(repo_config, online_store, feature_view, join_key, id_dtype, dim, gate=gate)

@@ -183,8 +183,9 @@ def apply(repo_path: str | Path, *, fs_yaml_file: str | Path | None = None):
     from feast_bc.feast_objects import MANAGED_BY, TAG_MANAGED, feast_objects
 
     repo_path = Path(repo_path).absolute()
+    yaml = Path(fs_yaml_file) if fs_yaml_file else repo_path / "feature_store.yaml"
+    desired = feast_objects(repo_path, fs_yaml_file=yaml)  # refuses before Feast touches anything
     store = FeatureStore(repo_path=str(repo_path), fs_yaml_file=Path(fs_yaml_file) if fs_yaml_file else None)
-    desired = feast_objects(repo_path)
     desired_names = {getattr(o, "name", None) for o in desired.values()}
     registered = {}
     for obj in [

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from feast_bc.catalog import Catalog
-from feast_bc.errors import DimensionMismatchError, InvalidInputError, RegistryLagError
+from feast_bc.errors import CatalogRollbackError, DimensionMismatchError, InvalidInputError, RegistryLagError
 from feast_bc.naming import EMBEDDING_FEATURE, TIMESTAMP_COLUMN, VALUES_VERSION_COLUMN
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -54,6 +54,9 @@ def transform_batch(df: pd.DataFrame, *, catalog: str, family: str, version: int
     Rows already at ``version`` (``VALUES_VERSION_COLUMN``, written by an earlier call) are kept as
     they are, so applying the UDF twice gives what applying it once gives.
     """
+    from feast_bc.feast_compat import install_cli_error_hook
+
+    install_cli_error_hook()  # runs inside `feast materialize` (stock, Ray engines)
     cat = Catalog(catalog)
     manifest = cat.verify(family)
     manifest.version(version)
@@ -113,6 +116,12 @@ def source_versions(event_times: pd.Series, manifest) -> np.ndarray:
     out = np.empty(len(micros), dtype=np.int64)
     for t in np.unique(micros):
         version = by_time.get(int(t))
+        if version is None and int(t) > _micros(manifest.latest.created_at):
+            raise CatalogRollbackError(
+                f"family {manifest.family!r}: rows published at {pd.Timestamp(int(t), unit='us', tz='UTC')} are newer "
+                f"than the catalog's latest version {manifest.latest_version}: the catalog is older than what Feast "
+                "serves (a manifest restored from an old backup?); put back the newest manifest"
+            )
         if version is None:
             raise RegistryLagError(
                 f"family {manifest.family!r}: rows with event time {pd.Timestamp(int(t), unit='us', tz='UTC')} "

@@ -48,6 +48,11 @@ class RepoStatus(BaseModel):
     catalog: str
     families: list[FamilyStatus] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="things ignored or not checked (not problems)")
+    checks: str = Field(
+        default="catalog: every check of `feast-bc verify`",
+        description="what was checked, so an OK is never read as more than it is",
+    )
 
     @property
     def ok(self) -> bool:
@@ -62,9 +67,57 @@ def repo_status(repo: str | Path, *, feast: bool = True, fs_yaml_file: str | Pat
         report.problems.append(f"{repo} does not exist")
         return report
     registry = _registry_views(repo, fs_yaml_file, report) if feast else None
-    for family_dir in sorted(p for p in catalog.root.glob("*") if p.is_dir()) if catalog.root.is_dir() else []:
-        report.families.append(_family_status(catalog, family_dir.name, registry))
+    report.notes += catalog.ignored_entries()
+    for family in catalog.families():
+        report.families.append(_family_status(catalog, family, registry))
+    dropped = catalog.dropped_families()
+    if feast:
+        report.checks += "; Feast: the registry of every feature_store*.yaml profile of the repo"
+        _check_all_profiles(repo, catalog, fs_yaml_file, report, dropped)
+    else:
+        report.checks += "; Feast registries not read (--no-feast)"
+    for family, tombstone in dropped.items():
+        report.notes.append(f"family {family} was dropped at {tombstone.get('dropped_at', '?')} (`feast-bc drop-family`)")
     return report
+
+
+def _check_all_profiles(repo: Path, catalog: Catalog, fs_yaml_file, report: RepoStatus, dropped: dict) -> None:
+    """What every profile's registry serves against the catalog: missing families, rollbacks, lag."""
+    from feast_bc.registries import repo_registries, rollback_problem
+
+    registries = repo_registries(repo, [fs_yaml_file] if fs_yaml_file else [])
+    primary = Path(fs_yaml_file).absolute() if fs_yaml_file else repo / "feature_store.yaml"
+    report.problems += [f"cannot check a Feast registry: {line}" for line in registries.unreadable]
+    by_name = {f.family: f for f in report.families}
+    for reg in registries.families:
+        fam = by_name.get(reg.family)
+        if fam is None:
+            fam = by_name[reg.family] = FamilyStatus(family=reg.family, entity="?", join_key="?")
+            report.families.append(fam)
+            if reg.family in dropped:
+                fam.problems.append(
+                    f"{reg.family}: dropped, but {reg.profile.name} still serves it -- run `{reg.profile.feast_args()} apply`"
+                )
+            else:
+                fam.problems.append(
+                    f"{reg.family}: {reg.describe()}, but the catalog has no manifest for it -- restore "
+                    f"{reg.family}/manifest.json, or `feast-bc drop-family --family {reg.family}` to remove it"
+                )
+            continue
+        if fam.latest is None:
+            continue  # its manifest problem is reported already
+        manifest = catalog.manifest(reg.family)
+        problem = rollback_problem(reg, manifest)
+        if problem:
+            fam.problems.append(problem)
+        elif reg.profile.yaml.absolute() != primary:
+            served = set(manifest.served_versions)
+            if reg.latest != manifest.latest_version or set(reg.versions) != served:
+                fam.problems.append(
+                    f"{reg.family}: {reg.profile.name} registers versions {sorted(reg.versions)} (latest "
+                    f"{reg.latest}) but the catalog serves {sorted(served)} (latest {manifest.latest_version}) -- "
+                    f"run `{reg.profile.feast_args()} apply`, then materialize"
+                )
 
 
 def _registry_views(repo: Path, fs_yaml_file, report: RepoStatus) -> dict | None:
@@ -103,11 +156,9 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
     status.latest = manifest.latest_version
     status.rows = manifest.latest.embeddings.rows
     status.manifest_sha256 = manifest.checksum
-    try:
-        catalog.verify(family, manifest)
-    except FeastBCError as exc:
-        status.problems.append(str(exc))
-    status.orphans = [str(p) for p in catalog.orphans(family)]
+    _, errors = catalog.inspect(family)  # the very checks `feast-bc verify` runs
+    status.problems += [str(exc) for exc in errors]
+    status.orphans = [str(p) for p in catalog.orphans(family, manifest)]
     for rec in manifest.versions:
         vs = VersionStatus(
             version=rec.version,
@@ -130,6 +181,8 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
     if registry is not None:
         if status.registry_latest is None:
             status.problems.append(f"{family}: not registered in Feast yet -- run `feast apply`")
+        elif status.registry_latest > manifest.latest_version:
+            pass  # a rollback: reported with its explanation by _check_all_profiles
         elif status.registry_latest != manifest.latest_version:
             status.problems.append(
                 f"{family}: Feast serves version {status.registry_latest} as latest but version "
@@ -150,8 +203,9 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
 
 
 def render_status(report: RepoStatus) -> str:
-    lines = [f"repo {report.repo}", f"catalog {report.catalog}"]
+    lines = [f"repo {report.repo}", f"catalog {report.catalog}", f"checked: {report.checks}"]
     lines += [f"PROBLEM: {p}" for p in report.problems]
+    lines += [f"note: {n}" for n in report.notes]
     if not report.families:
         lines.append("no embedding families published yet (publish one with the training module or Catalog.publish)")
     for fam in report.families:

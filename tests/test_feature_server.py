@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import socket
 import subprocess
 import time
@@ -11,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from conftest import VENV_BIN, publish_users_and_items, unique_project
-from feast_bc import Catalog
+from conftest import REPO_ROOT, VENV_BIN, publish_users_and_items, unique_project
+from feast_bc import Catalog, EntitySpec
 from feast_bc.repo import apply, init_repo
 
 
@@ -28,11 +30,9 @@ def _post(url: str, payload: dict) -> dict:
         return json.loads(resp.read())
 
 
-def test_feature_server_serves_pinned_versions_like_the_sdk(tmp_path):
-    repo = init_repo(tmp_path / "repo", project=unique_project("fs"))
-    fams = publish_users_and_items(Catalog.for_repo(repo), versions=3)
-    store = apply(repo)
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5))
+@contextlib.contextmanager
+def _feast_serve(repo):
+    """`feast serve` on a free loopback port, up and healthy; yields the port."""
     port = _free_port()
     server = subprocess.Popen(
         [str(VENV_BIN / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
@@ -51,6 +51,21 @@ def test_feature_server_serves_pinned_versions_like_the_sdk(tmp_path):
                 if server.poll() is not None or time.time() > deadline:
                     raise AssertionError(f"feast serve did not come up:\n{server.stdout.read() if server.poll() is not None else ''}")
                 time.sleep(0.5)
+        yield port
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_feature_server_serves_pinned_versions_like_the_sdk(tmp_path):
+    repo = init_repo(tmp_path / "repo", project=unique_project("fs"))
+    fams = publish_users_and_items(Catalog.for_repo(repo), versions=3)
+    store = apply(repo)
+    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5))
+    with _feast_serve(repo) as port:
         items = fams["item_embedding"]
         ids = [int(i) for i in items.ids[2][:6]] + [999_999]  # plus an unknown entity
         for v in range(3):
@@ -67,9 +82,42 @@ def test_feature_server_serves_pinned_versions_like_the_sdk(tmp_path):
             assert http_values[-1] is None and sdk[-1] is None
             np.testing.assert_array_equal(np.asarray(http_values[:-1], dtype=np.float32), np.asarray(sdk[:-1], dtype=np.float32))
             np.testing.assert_allclose(np.asarray(http_values[:-1]), items.expected(v, ids[:-1]), atol=1e-5, rtol=0)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+
+
+def _readme_curl_command() -> str:
+    """The `curl` example of the README, exactly as documented (a shell command)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    commands = [b.strip() for b in blocks if b.lstrip().startswith("curl ") and "/get-online-features" in b]
+    assert len(commands) == 1, commands
+    return commands[0]
+
+
+def test_the_readme_curl_example_works_as_written(tmp_path):
+    """README: `curl -s localhost:6566/get-online-features ...` -- run through bash exactly as written,
+    only the port changed to the test server's; it must return item_embedding_v0 for items 1 and 2."""
+    command = _readme_curl_command()
+    assert "localhost:6566" in command
+    repo = init_repo(tmp_path / "repo", project=unique_project("rd"))
+    catalog = Catalog.for_repo(repo)
+    rng = np.random.default_rng(0)
+    ids = np.arange(40)  # items 0..39: the README asks for 1 and 2
+    z0 = rng.normal(size=(40, 6)).astype(np.float32)
+    z1 = rng.normal(size=(40, 9)).astype(np.float32)
+    b1 = rng.normal(size=(6, 9)).astype(np.float32)
+    catalog.publish("item_embedding", ids=ids, vectors=z0, entity=EntitySpec(name="item", join_key="item_id"))
+    catalog.publish("item_embedding", ids=ids, vectors=z1, transform=b1)
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5))
+    with _feast_serve(repo) as port:
+        proc = subprocess.run(
+            ["bash", "-c", command.replace("localhost:6566", f"localhost:{port}")], capture_output=True, text=True, timeout=60
+        )
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(proc.stdout)
+    assert "detail" not in body, body  # what the feature server answers a request it cannot parse (HTTP 422)
+    names = body["metadata"]["feature_names"]
+    assert names == ["item_id", "embedding"], names
+    assert body["results"][0]["values"] == [1, 2]
+    got = np.asarray(body["results"][1]["values"], dtype=np.float64)
+    want = z1[[1, 2]].astype(np.float64) @ b1.astype(np.float64).T  # version 0 = B_1 z_1
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
