@@ -60,17 +60,20 @@ def test_growing_pinsage_preserves_its_output_exactly(dataset, graph, old_arch, 
         assert float(nu[:, old_arch[0] :].std()) > 1e-3
 
 
-def test_growing_a_one_layer_model_is_exact_wherever_a_node_has_neighbours(dataset, graph):
+def test_growing_a_one_layer_model_deeper(dataset, graph):
+    """A 1-layer model has no ReLU to hide an identity layer behind: with a spare coordinate the
+    growth is still exact for every node; at the same width, for every node that has neighbours."""
     old = _trained_like(build_model(ModelSpec.for_dataset("pinsage", 8, 1, dataset)), seed=2)
-    new = build_model(ModelSpec.for_dataset("pinsage", 10, 2, dataset))
-    growth = grow(old, new, graph)
-    assert growth is not None
     degree = torch.diff(graph.mean_adjacency.crow_indices())
-    (ou, oi), (nu, ni) = embed(old, graph), embed(new, graph)
-    old_all, new_all = torch.cat([ou, oi]), torch.cat([nu, ni])[:, :8]
     connected = degree > 0
     assert bool((~connected).any()), "the split should have nodes without training edges"
-    torch.testing.assert_close(new_all[connected], old_all[connected], rtol=0, atol=1e-4)
+    old_all = torch.cat(embed(old, graph))
+    wider = build_model(ModelSpec.for_dataset("pinsage", 10, 3, dataset))
+    assert grow(old, wider, graph).max_error < 1e-4
+    torch.testing.assert_close(torch.cat(embed(wider, graph))[:, :8], old_all, rtol=0, atol=1e-4)
+    same = build_model(ModelSpec.for_dataset("pinsage", 8, 2, dataset))
+    assert grow(old, same, graph) is not None
+    torch.testing.assert_close(torch.cat(embed(same, graph))[connected], old_all[connected], rtol=0, atol=1e-4)
 
 
 def test_growth_refuses_what_it_cannot_preserve(dataset, graph):

@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_and_reports(tmp_path):
     assert data["all_feast_checks_passed"] is True and report.all_feast_checks_passed
     assert [v["version"] for v in data["versions"]] == [0, 1, 2]
     for row in data["versions"]:
-        assert set(row["strategies"]) == {"bc-aligner", "nobc"}
+        assert set(row["strategies"]) == {"bc-aligner-plus", "bc-aligner", "nobc"}
         for s in row["strategies"].values():
             assert math.isfinite(s["recall_at_50"]) and 0 <= s["recall_at_50"] <= 1
             assert s["feast"]["passed"] and s["feast"]["max_abs_diff_user"] <= 1e-5
@@ -33,7 +33,8 @@ def test_demo_runs_end_to_end_and_reports(tmp_path):
     # the repo the demo built is a working Feast repo serving every pinned version
     from feast import FeatureStore
 
-    store = FeatureStore(repo_path=data["repos"]["bc-aligner"])
+    store = FeatureStore(repo_path=data["repos"]["bc-aligner-plus"])  # the recommended method's repo
     names = {s.name for s in store.list_feature_services()}
     assert {f"{f}_v{j}" for f in ("user_embedding", "item_embedding") for j in range(3)} <= names
     assert math.isfinite(data["consumer"]["val_auc_v0"]) and data["consumer"]["val_auc_v0"] > 0.6
+    assert data["recommended"] == "bc-aligner-plus" and isinstance(data["bar_met"], bool)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.backward_fit import alignment_objective, least_squares_transform
+from training.backward_fit import least_squares_transform, relative_residual
 from training.objectives import all_nodes_alignment_loss, multi_step_alignment_loss, single_step_alignment_loss
 
 TransformKind = Literal["learned", "truncation", "identity"]
@@ -112,14 +112,13 @@ class JointAlignment(nn.Module):
         return self.lam * single_step_alignment_loss(mapped, targets, users, positives, negatives)
 
     @torch.no_grad()
-    def objective(self, z_user: torch.Tensor, z_item: torch.Tensor, *, refit: bool = False) -> float:
-        """The all-node alignment objective (no λ) of eval-mode embeddings, with the current B_k or,
-        with ``refit``, with the least-squares B_k a refit would give (what would be published)."""
+    def residual(self, z_user: torch.Tensor, z_item: torch.Tensor, *, refit: bool = False) -> float:
+        """:func:`training.backward_fit.relative_residual` of eval-mode embeddings, with the current
+        B_k or, with ``refit``, with the least-squares B_k a refit would publish."""
         new = (z_user.cpu().numpy(), z_item.cpu().numpy())
         old = (self.target_user.cpu().numpy(), self.target_item.cpu().numpy())
-        older = [w.cpu().numpy() for w in self.older] if self.multi_step else []
         weight = least_squares_transform(*new, *old) if refit and self.transform is not None else self.matrix()
-        return alignment_objective(weight, *new, *old, older)
+        return relative_residual(weight, *new, *old)
 
     def matrix(self) -> np.ndarray:
         """B_k as published: (D_{k-1}, D_k) float32."""

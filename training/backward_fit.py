@@ -87,6 +87,23 @@ def alignment_objective(
     return total / (len(older_transforms) + 1)
 
 
+def relative_residual(
+    transform: np.ndarray, new_user: np.ndarray, new_item: np.ndarray, old_user: np.ndarray, old_item: np.ndarray
+) -> float:
+    """How much of the targets B_k misses, as a fraction of their energy, users and items weighing the
+    same: 0.5·(Σ_u ||t_u − B z_u||² / Σ_u ||t_u||² + the same for items). 0 is perfect, 1 is B = 0.
+
+    Why relative and per entity: users' vectors are several times shorter than items' here, so an
+    absolute error is dominated by items while the user-level consumers are the most sensitive."""
+    weight = transform.astype(np.float64)
+    parts = []
+    for z, t in ((new_user, old_user), (new_item, old_item)):
+        if len(z):
+            t64 = t.astype(np.float64)
+            parts.append(float(((t64 - z.astype(np.float64) @ weight.T) ** 2).sum() / max((t64**2).sum(), 1e-30)))
+    return float(np.mean(parts)) if parts else 0.0
+
+
 def refit_transform(
     transform: np.ndarray,
     new: tuple[np.ndarray, np.ndarray],

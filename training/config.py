@@ -9,7 +9,9 @@ batch size for time while keeping the method (losses, sampling, selection rule) 
   update on MovieLens 100K within 5 minutes on 2 cores;
 * ``fast``    -- the paper's architectures, fewer epochs still: all 8 strategies x 5 versions on
   MovieLens 100K within the reproduction budget;
-* ``demo``    -- reduced dims and layers: two strategies x 5 versions in a couple of minutes;
+* ``demo``    -- reduced dims and layers, batch 1024 (the default synthetic data has ~6k training
+  interactions: at 8192 an epoch would be a single optimizer step): the demo's strategies x 5
+  versions in a couple of minutes;
 * ``tiny``    -- a few epochs of very small models, for tests.
 """
 
@@ -95,7 +97,7 @@ _PROFILES: dict[str, dict] = {
         posthoc_epochs=100, posthoc_eval_every=5, posthoc_select_after_epoch=25,
     ),
     "demo": dict(
-        dims=(32, 40, 48, 56, 64), layers=(1, 1, 2, 2, 2), batch_size=8192, epochs=40, eval_every=5,
+        dims=(32, 40, 48, 56, 64), layers=(1, 1, 2, 2, 2), batch_size=1024, epochs=40, eval_every=5,
         select_after_epoch=12, finetune_epochs=20, posthoc_epochs=60, posthoc_eval_every=5,
         posthoc_select_after_epoch=15,
     ),

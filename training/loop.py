@@ -4,8 +4,8 @@
 bottom: fresh BPR triples every epoch, one full-graph propagation per mini-batch, BPR (+ λ·alignment
 for joint strategies), Adam; every ``eval_every`` epochs validation Recall@K, keeping the best
 checkpoint by Recall@``selection_k`` among epochs after ``select_after`` (the paper's rule), or, with
-``align_tolerance`` set, the best recall among the checkpoints whose alignment objective is within
-that fraction of the best one seen (so a lucky recall cannot select an under-aligned checkpoint).
+``aligned_selection``, the best recall among the checkpoints whose alignment is close to the best
+one seen (:func:`_select_aligned`), so that a lucky recall cannot select an under-aligned checkpoint.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class Evaluation:
     epoch: int
     train_loss: float
     recall: dict[int, float]
-    #: Joint strategies: the all-node alignment objective of the eval-mode embeddings (after a
-    #: least-squares refit of B_k when the strategy refits).
+    #: Joint strategies: the relative residual of the eval-mode embeddings against the alignment
+    #: targets (:func:`training.backward_fit.relative_residual`; with the refit B_k when refitting).
     alignment: float | None = None
 
 
@@ -87,7 +87,7 @@ def fit_model(
     epochs: int,
     select_after: int = 0,
     alignment: JointAlignment | None = None,
-    align_tolerance: float | None = None,
+    aligned_selection: bool = False,
     refit: bool = False,
     progress: bool = False,
     desc: str = "train",
@@ -100,7 +100,7 @@ def fit_model(
     k_sel = config.selection_k
     best_score, best = -math.inf, None
     history: list[Evaluation] = []
-    candidates: list[tuple[Evaluation, dict, dict | None]] = []  # with align_tolerance: chosen at the end
+    candidates: list[tuple[Evaluation, dict, dict | None]] = []  # aligned_selection: chosen at the end
 
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, unit="epoch")
     for epoch in bar:
@@ -128,9 +128,9 @@ def fit_model(
         if epoch % config.eval_every == 0 or epoch == epochs:
             z_user, z_item = embed(model, task.graph)
             recall = task.evaluator.evaluate(z_user, z_item)
-            aligned = alignment.objective(z_user, z_item, refit=refit) if alignment is not None else None
+            aligned = alignment.residual(z_user, z_item, refit=refit) if alignment is not None else None
             history.append(Evaluation(epoch, loss_sum / steps, recall, aligned))
-            if epoch > select_after and align_tolerance is not None:
+            if epoch > select_after and aligned_selection and aligned is not None:
                 candidates.append((history[-1], _snapshot(model), _snapshot(alignment) if alignment is not None else None))
             elif epoch > select_after and recall[k_sel] > best_score:
                 best_score = recall[k_sel]
@@ -139,7 +139,7 @@ def fit_model(
                             **({"align": f"{aligned:.4f}"} if aligned is not None else {}))  # fmt: skip
 
     if candidates:
-        best = _select_aligned(candidates, align_tolerance, k_sel)
+        best = _select_aligned(candidates, k_sel)
     if best is None:  # only if select_after >= epochs, which TrainingConfig refuses
         raise ValueError(f"no evaluation after epoch {select_after} in {epochs} epochs")
     epoch, recall, model_state, alignment_state = best
@@ -209,11 +209,21 @@ def fit_posthoc_transform(
     return best_weight.astype(np.float32), best_mse
 
 
-def _select_aligned(candidates: list[tuple[Evaluation, dict, dict | None]], tolerance: float | None, k_sel: int):
-    """The best recall among the checkpoints whose alignment objective is within ``tolerance`` of
-    the lowest one (ties: the earliest)."""
-    lowest = min(c[0].alignment for c in candidates)  # type: ignore[type-var]
-    eligible = [c for c in candidates if c[0].alignment <= lowest * (1.0 + (tolerance or 0.0))]  # type: ignore[operator]
+#: A checkpoint is aligned enough when its relative residual is at most the lowest seen plus the
+#: larger of 10% of it and 0.002 (0.2% of the targets' energy, about 4.5% relative L2 error).
+#: The relative part binds when training starts far from the targets (a fresh M_k: the residual
+#: falls for the whole run, and recall alone picks a checkpoint the alignment has not reached
+#: yet); the absolute part when it starts on them (a grown M_k: every checkpoint is within a
+#: fraction of a percent, and recall should decide).
+ALIGN_TOLERANCE = 0.1
+ALIGN_FLOOR = 0.002
+
+
+def _select_aligned(candidates: list[tuple[Evaluation, dict, dict | None]], k_sel: int):
+    """The best recall among the aligned-enough checkpoints (ties: the earliest)."""
+    lowest = min(float(c[0].alignment) for c in candidates)  # type: ignore[arg-type]
+    limit = lowest + max(ALIGN_TOLERANCE * lowest, ALIGN_FLOOR)
+    eligible = [c for c in candidates if float(c[0].alignment) <= limit]  # type: ignore[arg-type]
     chosen = max(eligible, key=lambda c: (c[0].recall[k_sel], -c[0].epoch))
     return chosen[0].epoch, chosen[0].recall, chosen[1], chosen[2]
 

@@ -68,8 +68,6 @@ ALIASES = {
     "posthoc-linear-mloss": "posthoc-lin-mloss",
 }
 DEFAULT_LAMBDA = 16.0
-#: bc-aligner-plus's ``selection="aligned"``: eligible checkpoints are within 10% of the best alignment.
-ALIGN_TOLERANCE = 0.1
 logger = logging.getLogger(__name__)
 
 
@@ -383,8 +381,9 @@ class BCAlignerPlus(_Joint):
     * ``align_nodes="all"`` -- the multi-step alignment term covers every node at every step (users
       and items weigh the same) instead of the batch's BPR triples;
     * ``selection="aligned"`` -- the selected checkpoint has the best validation recall among those
-      whose alignment objective is within :data:`ALIGN_TOLERANCE` of the best seen, instead of the
-      best recall outright (``"recall"``, the paper's rule);
+      whose alignment is close to the best seen (:data:`training.loop.ALIGN_TOLERANCE`,
+      :data:`training.loop.ALIGN_FLOOR`), instead of the best recall outright (``"recall"``, the
+      paper's rule);
     * ``refit`` -- B_k is refit in closed form (least squares) on the selected M_k's embeddings
       (:mod:`training.backward_fit`); kept only if it lowers the alignment objective.
 
@@ -442,7 +441,7 @@ class BCAlignerPlus(_Joint):
         fit = fit_model(
             model, ctx.task, ctx.config, ctx.rng("sample"), epochs=ctx.config.epochs,
             select_after=ctx.config.select_after_epoch, alignment=alignment,
-            align_tolerance=ALIGN_TOLERANCE if self.selection == "aligned" else None,
+            aligned_selection=self.selection == "aligned",
             refit=self.refit, progress=ctx.progress, desc=ctx.desc(self.name),
         )  # fmt: skip
         weight = alignment.matrix()

@@ -13,10 +13,13 @@ Net2Net-style growth (Chen et al., ICLR 2016) applied to the embedding models he
 * deeper (PinSAGE): the extra layers are identity layers (root weight I, neighbour weight 0,
   BatchNorm set to undo its own normalisation on the current graph). Inserted after a ReLU, an
   identity layer followed by ReLU is exact (its input is non-negative). A 1-layer model has no
-  ReLU to hide behind: the identity layer then adds a constant shift c that makes its input
-  non-negative and the next layer's bias removes it again, which is exact for every node with at
-  least one training edge (a node without neighbours averages nothing, so the shift's neighbour
-  part is missing there); :attr:`Growth.max_error` reports what is left.
+  ReLU to hide behind: the identity layer then adds a constant shift s that makes its input
+  non-negative, and the old layer takes it out again: W_root·s through its bias, and W_neigh·s
+  (which only nodes *with* neighbours receive, as the mean of their neighbours' shift) through a
+  constant-1 channel kept in one of the new coordinates, whose neighbour mean is exactly 1 for a
+  node with neighbours and 0 for one without. Without a spare coordinate (same width) the
+  neighbour part goes to the bias too, which is exact only for nodes with neighbours;
+  :attr:`Growth.max_error` reports what is left.
 
 Only the built-in models can be grown; :func:`grow` returns ``None`` for anything else (and for a
 version that shrinks), and the caller falls back to a fresh initialisation.
@@ -97,6 +100,7 @@ def _grow_pinsage(old: PinSAGE, new: PinSAGE, graph: Graph) -> None:
     # Identity layers need the statistics of their input: walk the grown model forward (eval mode).
     x = torch.cat([new.user_input.expand(graph.num_users, -1), new.item_encoder(graph)])
     shift = None
+    constant = d if new.dim > d else None  # the coordinate that carries 1 through the shift layer
     for i, (layer, norm, source) in enumerate(zip(new.layers, new.norms, layout)):
         if source is None:
             layer.root.weight.copy_(torch.eye(new.dim))
@@ -106,15 +110,25 @@ def _grow_pinsage(old: PinSAGE, new: PinSAGE, graph: Graph) -> None:
                 # Make the input non-negative so the ReLU after this layer keeps it whole.
                 shift = (-x.min(dim=0).values).clamp_min(0) + 1.0
                 layer.neighbours.bias.copy_(shift)
+                if constant is not None:
+                    layer.root.weight[constant].zero_()
+                    layer.neighbours.bias[constant] = 1.0
             pre = layer(x, graph.mean_adjacency)
             mean, var = pre.mean(dim=0), pre.var(dim=0, unbiased=False)
-            norm.weight.copy_(torch.sqrt(var + norm.eps))
+            norm.weight.copy_(torch.sqrt(var + norm.eps))  # var 0 (the constant channel) is exact too
             norm.bias.copy_(mean)
             norm.running_mean.copy_(mean)
             norm.running_var.copy_(var)
         elif shift is not None:
-            # This layer reads x + shift: take W_root·shift + W_neigh·shift back out of its bias.
-            layer.neighbours.bias.sub_(layer.root.weight @ shift + layer.neighbours.weight @ shift)
+            # This layer reads x + shift in the old coordinates: take the shift back out.
+            old_shift = shift[:d]
+            root_part = layer.root.weight[:d, :d] @ old_shift
+            neighbour_part = layer.neighbours.weight[:d, :d] @ old_shift
+            if constant is not None:
+                layer.neighbours.bias[:d] -= root_part
+                layer.neighbours.weight[:d, constant] = -neighbour_part  # × mean of the constant: 1 or 0
+            else:
+                layer.neighbours.bias[:d] -= root_part + neighbour_part
             shift = None
         x = F.batch_norm(layer(x, graph.mean_adjacency), norm.running_mean, norm.running_var, norm.weight, norm.bias,
                          training=False, eps=norm.eps)  # fmt: skip
