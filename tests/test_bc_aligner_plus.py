@@ -16,7 +16,7 @@ from training.chain import VersionChain
 from training.config import profile
 from training.data import SyntheticData, load_dataset, split_version
 from training.errors import ConfigError
-from training.loop import embed
+from training.loop import IntendedTask, embed, fit_model
 from training.models.factory import ModelSpec, build_model
 from training.models.graph import build_graph
 from training.models.growth import grow
@@ -165,3 +165,19 @@ def test_plus_trains_two_versions_publishes_and_feast_serves_them(dataset, tmp_p
         got = np.asarray(online_vectors(store, family, 0, join_key, ids), dtype=np.float64)
         np.testing.assert_allclose(got, ver0, rtol=1e-5, atol=1e-5)
 
+
+
+def test_patience_makes_the_budget_follow_the_data(dataset):
+    """With ``patience`` the epoch count is a cap: training stops once validation recall has not
+    improved for that many evaluations, and the best checkpoint is the one returned."""
+    config = profile("tiny", epochs=200, eval_every=1, select_after_epoch=1, patience=3)
+    split = split_version(dataset, 0.5, 0.6, version=0)
+    task = IntendedTask.for_split(dataset, split, config, torch.device("cpu"))
+    model = build_model(ModelSpec.for_dataset("pinsage", 8, 1, dataset))
+    fit = fit_model(model, task, config, np.random.default_rng(0), epochs=config.epochs, select_after=1)
+    recalls = [e.recall[50] for e in fit.history]
+    assert fit.epochs_run < 200 and fit.epochs_run == fit.history[-1].epoch
+    best = max(recalls[1:])  # evaluations after select_after
+    assert fit.val_recall[50] == best and fit.selected_epoch == fit.history[recalls.index(best)].epoch
+    # It stopped exactly 3 evaluations after the first time it reached its best recall.
+    assert recalls.index(best) == len(recalls) - 4 and max(recalls[-3:]) <= best

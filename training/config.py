@@ -44,6 +44,11 @@ class TrainingConfig(BaseModel):
     learning_rate: float = Field(1e-3, gt=0)
     l2_weight: float = Field(1e-2, ge=0, description="coefficient of the L2 term on batch embeddings in BPR")
     eval_every: int = Field(10, ge=1, description="evaluate validation recall every N epochs (and at the last)")
+    patience: int | None = Field(
+        None, ge=1, description="stop a model's training after this many evaluations (past select_after_epoch) "
+        "without a better validation recall: ``epochs`` becomes a cap and the budget follows the data "
+        "(None: always run ``epochs``, as the paper)",
+    )
     select_after_epoch: int = Field(
         50, ge=0, description="joint strategies: only checkpoints after this epoch may be selected"
     )

@@ -101,8 +101,10 @@ def fit_model(
     best_score, best = -math.inf, None
     history: list[Evaluation] = []
     candidates: list[tuple[Evaluation, dict, dict | None]] = []  # aligned_selection: chosen at the end
+    top_recall, stale = -math.inf, 0  # for config.patience: evaluations since the best recall so far
 
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, unit="epoch")
+    epoch = 0
     for epoch in bar:
         # Fresh (user, positive, negative) triples every epoch, users drawn uniformly.
         users, positives, negatives = (t.to(task.graph.mean_adjacency.device) for t in sampler.sample_epoch())
@@ -137,18 +139,22 @@ def fit_model(
                 best = (epoch, recall, _snapshot(model), _snapshot(alignment) if alignment is not None else None)
             bar.set_postfix(loss=f"{loss_sum / steps:.4f}", recall=f"{recall[k_sel]:.4f}",
                             **({"align": f"{aligned:.4f}"} if aligned is not None else {}))  # fmt: skip
+            if epoch > select_after:
+                top_recall, stale = (recall[k_sel], 0) if recall[k_sel] > top_recall else (top_recall, stale + 1)
+                if config.patience is not None and stale >= config.patience:
+                    break  # converged: the budget follows the data instead of a fixed epoch count
 
     if candidates:
         best = _select_aligned(candidates, k_sel)
     if best is None:  # only if select_after >= epochs, which TrainingConfig refuses
         raise ValueError(f"no evaluation after epoch {select_after} in {epochs} epochs")
-    epoch, recall, model_state, alignment_state = best
+    _, recall, model_state, alignment_state = best
     model.load_state_dict(model_state)
     model.eval()
     if alignment is not None and alignment_state is not None:
         alignment.load_state_dict(alignment_state)
         alignment.eval()
-    return FitResult(model, alignment, recall, epoch, epochs, time.perf_counter() - started, history)
+    return FitResult(model, alignment, recall, best[0], history[-1].epoch, time.perf_counter() - started, history)
 
 
 def fit_posthoc_transform(

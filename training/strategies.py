@@ -177,6 +177,8 @@ class VersionContext:
     def _fresh_model_key(self, spec: ModelSpec) -> str:
         """Everything a fresh BPR-only model depends on."""
         schedule = {"epochs", "batch_size", "learning_rate", "l2_weight", "eval_every", "recall_ks", "selection_k"}
+        if self.config.patience is not None:  # keys of runs without patience stay what they were
+            schedule |= {"patience", "select_after_epoch"}
         return ModelCache.key(
             {
                 "dataset": self.dataset.fingerprint(),
