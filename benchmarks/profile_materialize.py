@@ -50,15 +50,13 @@ def main() -> None:
 
     import redis
 
-    import feast_bc.catalog as catalog_mod
-    import feast_bc.engine as engine_mod
     import feast_bc.online_writers as writers
     import feast_bc.resp as resp
     from feast_bc import Catalog, EntitySpec
     from feast_bc.repo import apply, init_repo
 
-    timed(engine_mod, "transform_vectors", "main: matmul (transform_vectors)")
-    timed(catalog_mod.Catalog, "verify", "verify thread: sha256 of the artifacts")
+    timed(Catalog, "transform_vectors", "main: matmul (transform_vectors)")
+    timed(Catalog, "verify", "verify thread: sha256 of the artifacts")
     timed(writers.RedisBulkWriter, "write", "main: write() incl. waiting for a queue slot")
     timed(writers.RedisBulkWriter, "_hset_payload", "writer: build HSET payloads")
     timed(writers.RedisBulkWriter, "_hmget_payload", "writer: build HMGET payloads")

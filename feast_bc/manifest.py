@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Literal
 
@@ -120,7 +120,7 @@ class VersionRecord(_Strict):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("created_at must be timezone-aware")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     @field_validator("metrics")
     @classmethod
@@ -213,13 +213,26 @@ class FamilyManifest(_Strict):
                 "backward transforms only go to older versions"
             )
         chain = [self.versions[v].transform for v in range(source, target, -1)]
-        missing = [v for v, t in zip(range(source, target, -1), chain) if t is None]
+        missing = [v for v, t in zip(range(source, target, -1), chain, strict=True) if t is None]
         if missing:
             raise RetiredVersionError(
                 f"family {self.family!r}: version {target} is retired and B_{missing[-1]}, which it needs, was "
                 "pruned (`feast-bc gc --prune`); it can no longer be computed from the latest embeddings"
             )
         return chain  # type: ignore[return-value]
+
+    def pruned_versions(self) -> list[int]:
+        """Retired versions whose chain was pruned (`feast-bc gc --prune`): nothing can compute them any more."""
+        return [
+            v
+            for v in range(self.latest_version)
+            if self.versions[v].retired_at is not None
+            and any(self.versions[u].transform is None for u in range(v + 1, self.latest_version + 1))
+        ]
+
+    def artifact_refs(self) -> list[ArtifactRef]:
+        """Every artifact the manifest references (transforms and embeddings of every version)."""
+        return [ref for rec in self.versions for ref in (rec.transform, rec.embeddings) if ref is not None]
 
     # ----------------------------------------------------------------------- serialization
     def _canonical(self) -> bytes:

@@ -94,15 +94,15 @@ def test_redis_killed_during_materialize_then_rerun_completes(tmp_path):
 PUBLISH_SCRIPT = """
 import os, signal, sys
 import numpy as np
-import feast_bc.atomic, feast_bc.catalog, feast_bc.repo
+import feast_bc.atomic, feast_bc.catalog.publishing, feast_bc.repo
 from feast_bc import Catalog
 
 repo, step = sys.argv[1], sys.argv[2]
 die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 if step == "mid_artifacts":            # embeddings written, transform not yet
-    feast_bc.catalog.write_transform = die
+    feast_bc.catalog.publishing.write_transform = die
 elif step == "before_manifest":        # every artifact written, manifest not replaced
-    feast_bc.catalog.atomic_write_bytes = die
+    feast_bc.catalog.publishing.atomic_write_bytes = die
 elif step == "mid_manifest_rename":    # new manifest fully in its temp file, not renamed
     real = feast_bc.atomic.os.replace
     def replace(src, dst):
