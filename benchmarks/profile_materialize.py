@@ -16,7 +16,7 @@ import collections
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +88,7 @@ def main() -> None:
         reset_peak_rss()
         start = time.perf_counter()
         store.materialize(
-            datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5),
+            datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5),
             feature_views=["item_embedding_bc0"],
         )
         seconds = time.perf_counter() - start

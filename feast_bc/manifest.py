@@ -151,7 +151,7 @@ class FamilyManifest(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _chain_is_consistent(self) -> "FamilyManifest":
+    def _chain_is_consistent(self) -> FamilyManifest:
         for index, rec in enumerate(self.versions):
             if rec.version != index:
                 raise ValueError(f"versions must be numbered 0..k without gaps; position {index} holds {rec.version}")
@@ -242,7 +242,7 @@ class FamilyManifest(_Strict):
     def computed_checksum(self) -> str:
         return sha256_bytes(self._canonical())
 
-    def sealed(self) -> "FamilyManifest":
+    def sealed(self) -> FamilyManifest:
         """A copy carrying the checksum of its own content (what gets written to disk)."""
         return self.model_copy(update={"checksum": self.computed_checksum()})
 
@@ -251,14 +251,14 @@ class FamilyManifest(_Strict):
         return (json.dumps(sealed.model_dump(mode="json"), indent=2, sort_keys=False) + "\n").encode()
 
     @classmethod
-    def from_json_bytes(cls, data: bytes, *, origin: str = "manifest") -> "FamilyManifest":
+    def from_json_bytes(cls, data: bytes, *, origin: str = "manifest") -> FamilyManifest:
         try:
             return cls._from_json_bytes(data, origin)
         except RecursionError:
             raise ManifestError(f"{origin} is nested too deeply to be a manifest; refusing to use it") from None
 
     @classmethod
-    def _from_json_bytes(cls, data: bytes, origin: str) -> "FamilyManifest":
+    def _from_json_bytes(cls, data: bytes, origin: str) -> FamilyManifest:
         if len(data) > MAX_MANIFEST_BYTES:
             raise ManifestError(
                 f"{origin} is {len(data)} bytes, more than any manifest needs ({MAX_MANIFEST_BYTES}); refusing to parse it"

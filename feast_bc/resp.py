@@ -141,7 +141,7 @@ class Pipeline:
         self.replies = RawReplies(sock)
         self.clean = False
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         return self
 
     def send(self, payload: bytes) -> None:

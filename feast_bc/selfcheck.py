@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +100,7 @@ def run_selfcheck(
         t1 = time.perf_counter()
         store = apply(repo, fs_yaml_file=repo / DEFAULT_PROFILE_FILENAME)
         t2 = time.perf_counter()
-        store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=1))
+        store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=1))
         t3 = time.perf_counter()
         worst, reads, align = 0.0, 0, {}
         for fam, spec in FAMILIES.items():

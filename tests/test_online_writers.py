@@ -11,15 +11,14 @@ store, and why it falls back to Feast's own writer.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from conftest import delete_project_keys, redis_url, unique_project
 
-
-T1 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T1 = datetime(2026, 1, 1, tzinfo=UTC)
 T2 = T1 + timedelta(days=1, microseconds=5)
 T3 = T2 + timedelta(days=1)
 DIM = 16
