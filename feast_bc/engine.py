@@ -9,9 +9,10 @@ Configure it in ``feature_store.yaml``::
 Feast builds batch engines only for `feast apply` / `feast materialize`, never for reads, so
 consumers still need nothing but Feast. For a view tagged ``bc.family`` the engine streams the
 latest embeddings parquet row group by row group (pyarrow, no dask), checks the task's time
-window exactly like Feast's file source (inclusive on both ends), applies the composed transform
-(one float32 matmul per batch, whatever the chain length) and writes with the fastest writer the
-online store allows (:mod:`feast_bc.online_writers`). All other views go to Feast's local engine.
+window exactly like Feast's file source (inclusive on both ends), tells each row's version from
+its event timestamp as the view UDFs do (:mod:`feast_bc.provenance`), applies the composed
+transform (``Catalog.transform_vectors``: one float32 matmul per batch, whatever the chain length)
+and writes with the fastest writer the online store allows (:mod:`feast_bc.online_writers`). All other views go to Feast's local engine.
 The artifacts are verified as in the UDF path -- hashing runs beside the first batches and the
 writer waits for it -- so a tampered family fails before anything is written.
 """
@@ -80,6 +81,7 @@ class BCEngine(LocalComputeEngine):
     def _materialize_one(self, registry, task: MaterializationTask, **kwargs) -> LocalMaterializationJob:
         view = task.feature_view
         if not view.tags.get(TAG_FAMILY):
+            logger.debug("%s is not a feast_bc view: Feast's local engine materializes it", view.name)
             return super()._materialize_one(registry, task, **kwargs)
         job_id = f"{view.name}-{task.start_time}-{task.end_time}"
         try:
