@@ -27,6 +27,8 @@ class Batch(NamedTuple):
 
 
 class OnlineWriter(Protocol):
+    """What the engine writes through (see the module docstring for the contract)."""
+
     written: int
 
     def __enter__(self) -> OnlineWriter: ...
