@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +69,7 @@ def worker(args) -> None:
     rss_before = rss_mib()
     reset_peak_rss()
     t = time.perf_counter()
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5), feature_views=[args.view])
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5), feature_views=[args.view])
     seconds = time.perf_counter() - t
     peak = peak_rss_mib()
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak, "rss_before_mib": rss_before,

@@ -16,7 +16,7 @@ import collections
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +50,13 @@ def main() -> None:
 
     import redis
 
-    import feast_bc.catalog as catalog_mod
-    import feast_bc.engine as engine_mod
     import feast_bc.online_writers as writers
     import feast_bc.resp as resp
     from feast_bc import Catalog, EntitySpec
     from feast_bc.repo import apply, init_repo
 
-    timed(engine_mod, "transform_vectors", "main: matmul (transform_vectors)")
-    timed(catalog_mod.Catalog, "verify", "verify thread: sha256 of the artifacts")
+    timed(Catalog, "transform_vectors", "main: matmul (transform_vectors)")
+    timed(Catalog, "verify", "verify thread: sha256 of the artifacts")
     timed(writers.RedisBulkWriter, "write", "main: write() incl. waiting for a queue slot")
     timed(writers.RedisBulkWriter, "_hset_payload", "writer: build HSET payloads")
     timed(writers.RedisBulkWriter, "_hmget_payload", "writer: build HMGET payloads")
@@ -90,7 +88,7 @@ def main() -> None:
         reset_peak_rss()
         start = time.perf_counter()
         store.materialize(
-            datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5),
+            datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5),
             feature_views=["item_embedding_bc0"],
         )
         seconds = time.perf_counter() - start

@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,7 @@ def build_repo(root: Path, backend: str, dim: int, n: int, redis_url: str, proje
     )
     service = FeatureService(name="plain_embedding_service", features=[plain[["embedding"]]])
     store.apply([plain, service])
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5))
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
     store.refresh_registry()
     return repo, store
 
@@ -77,13 +77,14 @@ def raw_redis_reader(store, repo_config, view: str, dim: int):
     """One pipelined HMGET per entity of exactly the fields Feast asks for, decoded to numpy."""
     from feast.infra.online_stores.helpers import _mmh3
 
-    from feast_bc.online_writers import RedisBulkWriter, _vector_prefix
+    from feast_bc.online_writers import RedisBulkWriter
+    from feast_bc.online_writers.encoding import vector_prefix
 
     provider = store._get_provider()
     writer = RedisBulkWriter(repo_config, provider.online_store, store.get_feature_view(view), "item_id", "int64", dim)
     client = writer.client
     fields = [_mmh3(f"{view}:embedding"), f"_ts:{view}".encode()]
-    skip = len(_vector_prefix(dim))
+    skip = len(vector_prefix(dim))
 
     def read(ids):
         pipe = client.pipeline(transaction=False)
@@ -118,7 +119,10 @@ def main() -> None:
                     "plain FeatureView": store.get_feature_service("plain_embedding_service"),
                     "on-read (v0, computed per request)": store.get_feature_service("item_embedding_lazy_v0"),
                 }
-                targets = {name: (lambda rows, s=s: store.get_online_features(features=s, entity_rows=rows).to_dict()) for name, s in fs.items()}
+                targets = {
+                    name: (lambda rows, s=s, store=store: store.get_online_features(features=s, entity_rows=rows).to_dict())
+                    for name, s in fs.items()
+                }
                 raw = None
                 if backend == "redis":
                     raw = raw_redis_reader(store, store.config, "item_embedding_bc0", dim)

@@ -22,7 +22,7 @@ def serving(data: dict) -> str:
     for c in data["configs"]:
         t = c["targets"]
 
-        def cell(prefix: str) -> str:
+        def cell(prefix: str, t: dict = t) -> str:
             name = next((k for k in t if k.startswith(prefix)), None)
             return "–" if name is None else f"{t[name]['p50_ms']:.3f} / {t[name]['p99_ms']:.3f}"
 
@@ -70,7 +70,7 @@ def plot(directory: Path) -> list[Path]:
             if r["chain_length"] > 0:
                 groups[(r["backend"], r["engine"], r["dim"], r["rows"])].append(r["rows_per_s"])
         fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-        for ax, dim in zip(axes, (256, 512)):
+        for ax, dim in zip(axes, (256, 512), strict=True):
             series = sorted({(b, e) for (b, e, d, _) in groups if d == dim})
             for backend, engine in series:
                 pts = sorted((n, statistics.median(v)) for (b, e, d, n), v in groups.items() if (b, e, d) == (backend, engine, dim))

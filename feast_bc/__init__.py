@@ -30,6 +30,7 @@ from feast_bc.errors import (
     UnsafeDeletionError,
     VersionConflictError,
 )
+from feast_bc.export import export_version
 from feast_bc.manifest import EntitySpec, FamilyManifest, VersionRecord
 from feast_bc.transforms import BackwardTransform, LinearTransform, compose
 
@@ -63,10 +64,3 @@ __all__ = [
     "export_version",
 ]
 
-
-def __getattr__(name: str):
-    if name == "export_version":
-        from feast_bc.export import export_version
-
-        return export_version
-    raise AttributeError(f"module 'feast_bc' has no attribute {name!r}")

@@ -29,6 +29,34 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _temp_file(directory: Path, prefix: str) -> Iterator[Path]:
+    """A fresh temporary file in ``directory`` (created if needed), removed again on any exception."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{prefix}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def _fill(tmp: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill ``tmp``, then make its bytes durable and readable by other users."""
+    write(tmp)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.chmod(tmp, FILE_MODE)
+
+
+def _rename_into_place(tmp: Path, target: Path) -> None:
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Let ``write`` fill a temporary sibling of ``path``, then rename it into place.
 
@@ -36,21 +64,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     On any exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with _temp_file(path.parent, path.name) as tmp:
+        _fill(tmp, write)
+        _rename_into_place(tmp, path)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -65,25 +81,13 @@ def write_content_addressed(
     Naming by content means a publish never overwrites a file some reader may be using, and a
     retried publish of the same bytes lands on the same name.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)
+    with _temp_file(directory, stem) as tmp:
+        _fill(tmp, write)
         digest = sha256_file(tmp)
         size = tmp.stat().st_size
         final = directory / f"{stem}-{digest[:16]}{suffix}"
-        os.replace(tmp, final)
-        fsync_dir(directory)
+        _rename_into_place(tmp, final)
         return final, digest, size
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def sha256_bytes(data: bytes) -> str:

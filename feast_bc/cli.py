@@ -1,8 +1,9 @@
 """`feast-bc`: the command line of the serving side.
 
-Subcommands import what they need on use, so `feast-bc export` or `status` never pays for
-importing Feast (seconds) or torch. A refusal (:class:`feast_bc.errors.FeastBCError`) prints one
-clear line to stderr and exits with status 2; nothing is written in that case.
+Nothing imported here loads Feast (seconds) or torch: only the subcommands that run Feast
+(`selfcheck`, `status` without ``--no-feast``) import it, on use. A refusal
+(:class:`feast_bc.errors.FeastBCError`) prints one clear line to stderr and exits with status 2;
+nothing is written in that case.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import json
 import sys
 from pathlib import Path
 
-from feast_bc.errors import FeastBCError, InvalidInputError, RegistryLagError
+from feast_bc.catalog import Catalog
+from feast_bc.errors import FeastBCError, InvalidInputError
+from feast_bc.export import export_version, write_parquet
+from feast_bc.repo import init_repo
+from feast_bc.selfcheck import render, run_selfcheck
+from feast_bc.status import render_status, repo_status
 
 
 def _parse_ids(raw: list[str] | None, ids_file: str | None, dtype: str):
@@ -36,8 +42,6 @@ def _parse_ids(raw: list[str] | None, ids_file: str | None, dtype: str):
 
 
 def cmd_init(args) -> int:
-    from feast_bc.repo import init_repo
-
     repo = init_repo(
         args.repo, project=args.project, online_store=args.online_store, redis_url=args.redis_url, engine=args.engine
     )
@@ -46,9 +50,6 @@ def cmd_init(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from feast_bc.catalog import Catalog
-    from feast_bc.export import export_version, write_parquet
-
     catalog = Catalog.locate(args.repo)
     manifest = catalog.manifest(args.family)
     ids = _parse_ids(args.ids, args.ids_file, manifest.entity.dtype)
@@ -62,8 +63,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from feast_bc.catalog import Catalog
-
     catalog = Catalog.locate(args.repo)
     families = [args.family] if args.family else catalog.families()
     for note in catalog.ignored_entries():
@@ -78,11 +77,7 @@ def cmd_verify(args) -> int:
             for exc in errors:
                 print(f"feast-bc: error: {exc}", file=sys.stderr)
             continue
-        gone = [
-            v for v in range(manifest.latest_version)
-            if manifest.versions[v].retired_at is not None
-            and any(manifest.versions[u].transform is None for u in range(v + 1, manifest.latest_version + 1))
-        ]
+        gone = manifest.pruned_versions()
         print(
             f"{family}: versions 0..{manifest.latest_version} verified (checksums, transforms decoded, every chain "
             f"composed, latest embeddings layout)"
@@ -97,8 +92,6 @@ def cmd_verify(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from feast_bc.status import render_status, repo_status
-
     report = repo_status(args.repo, feast=not args.no_feast)
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
@@ -108,8 +101,6 @@ def cmd_status(args) -> int:
 
 
 def cmd_selfcheck(args) -> int:
-    from feast_bc.selfcheck import render, run_selfcheck
-
     report = run_selfcheck(
         args.workdir,
         online_store=args.online_store,
@@ -124,8 +115,6 @@ def cmd_selfcheck(args) -> int:
 
 
 def cmd_gc(args) -> int:
-    from feast_bc.catalog import Catalog
-
     catalog = Catalog.locate(args.repo)
     families = [args.family] if args.family else catalog.families()
     verb = "would remove" if args.dry_run else "removed"
@@ -140,8 +129,6 @@ def cmd_gc(args) -> int:
 
 
 def cmd_drop_family(args) -> int:
-    from feast_bc.catalog import Catalog
-
     catalog = Catalog.locate(args.repo)
     if args.undo:
         catalog.drop_family(args.family, undo=True)
@@ -156,8 +143,6 @@ def cmd_drop_family(args) -> int:
 
 
 def cmd_retire(args) -> int:
-    from feast_bc.catalog import Catalog
-
     manifest = Catalog.locate(args.repo).retire(args.family, args.version)
     print(
         f"{args.family}: version {args.version} retired; still served: {manifest.served_versions}. "
@@ -167,8 +152,6 @@ def cmd_retire(args) -> int:
 
 
 def cmd_serving(args) -> int:
-    from feast_bc.catalog import Catalog
-
     mode = args.mode.replace("-", "_")
     manifest = Catalog.locate(args.repo).set_serving(args.family, args.version, mode)
     modes = {v.version: v.serving for v in manifest.versions if v.retired_at is None}

@@ -10,7 +10,7 @@ arrow allows it, because materialization and export move millions of rows throug
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -233,10 +233,8 @@ def check_embeddings_file(path: Path, join_key: str, id_dtype: str, record, orig
 
 
 def _utc(value):
-    from datetime import timezone
-
     if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=UTC)
     return value
 
 

@@ -9,25 +9,26 @@ Configure it in ``feature_store.yaml``::
 Feast builds batch engines only for `feast apply` / `feast materialize`, never for reads, so
 consumers still need nothing but Feast. For a view tagged ``bc.family`` the engine streams the
 latest embeddings parquet row group by row group (pyarrow, no dask), checks the task's time
-window exactly like Feast's file source (inclusive on both ends), applies the composed transform
-(one float32 matmul per batch, whatever the chain length) and writes with the fastest writer the
-online store allows (:mod:`feast_bc.online_writers`). All other views go to Feast's local engine.
+window exactly like Feast's file source (inclusive on both ends), tells each row's version from
+its event timestamp as the view UDFs do (:mod:`feast_bc.provenance`), applies the composed
+transform (``Catalog.transform_vectors``: one float32 matmul per batch, whatever the chain length)
+and writes with the fastest writer the online store allows (:mod:`feast_bc.online_writers`). All other views go to Feast's local engine.
 The artifacts are verified as in the UDF path -- hashing runs beside the first batches and the
 writer waits for it -- so a tampered family fails before anything is written.
 """
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
+import redis.exceptions as rex
 from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
 from feast.infra.compute_engines.local.compute import LocalComputeEngine
 from feast.infra.compute_engines.local.job import LocalMaterializationJob
@@ -35,7 +36,6 @@ from feast.infra.offline_stores.file_source import FileSource
 from feast.repo_config import FeastConfigBaseModel
 
 from feast_bc.catalog import Catalog
-from feast_bc.feast_compat import install_cli_error_hook
 from feast_bc.embeddings import list_array_to_matrix
 from feast_bc.errors import (
     CatalogRollbackError,
@@ -44,9 +44,9 @@ from feast_bc.errors import (
     OnlineStoreUnavailableError,
     RegistryLagError,
 )
+from feast_bc.feast_compat import install_cli_error_hook
 from feast_bc.naming import (
     EMBEDDING_FEATURE,
-    SOURCE_VERSION_FEATURE,
     TAG_CATALOG,
     TAG_DERIVED_FROM,
     TAG_FAMILY,
@@ -56,9 +56,12 @@ from feast_bc.naming import (
     TIMESTAMP_COLUMN,
 )
 from feast_bc.online_writers import writer_for
-from feast_bc.runtime import transform_vectors
+from feast_bc.provenance import version_groups
+from feast_bc.registries import redis_connection_problem
 
 install_cli_error_hook()  # this module is only ever loaded by Feast's apply/materialize
+
+logger = logging.getLogger(__name__)
 
 
 class BCEngineConfig(FeastConfigBaseModel):
@@ -78,6 +81,7 @@ class BCEngine(LocalComputeEngine):
     def _materialize_one(self, registry, task: MaterializationTask, **kwargs) -> LocalMaterializationJob:
         view = task.feature_view
         if not view.tags.get(TAG_FAMILY):
+            logger.debug("%s is not a feast_bc view: Feast's local engine materializes it", view.name)
             return super()._materialize_one(registry, task, **kwargs)
         job_id = f"{view.name}-{task.start_time}-{task.end_time}"
         try:
@@ -94,8 +98,6 @@ class BCEngine(LocalComputeEngine):
 def _check_store_config(repo_config) -> None:
     """Refuse a Redis profile whose connection string cannot work (e.g. ``$FEAST_BC_REDIS`` unset)
     with one line, instead of the ``KeyError: 'port'`` Feast's Redis client would raise."""
-    from feast_bc.registries import redis_connection_problem
-
     online = repo_config.online_store
     config = {"type": getattr(online, "type", None), "connection_string": getattr(online, "connection_string", None)}
     problem = redis_connection_problem(config, "online_store of the feature_store yaml")
@@ -105,10 +107,6 @@ def _check_store_config(repo_config) -> None:
 
 def _explain_store_error(exc: Exception, repo_config, view) -> Exception:
     """Turn a raw client error of the online store into one line an operator can act on."""
-    try:
-        import redis.exceptions as rex
-    except ImportError:  # pragma: no cover - redis is a dependency
-        return exc
     store = getattr(repo_config.online_store, "connection_string", None) or repo_config.online_store.type
     where = str(store).split(",")[0]
     if isinstance(exc, rex.ResponseError) and str(exc).startswith("OOM"):
@@ -147,13 +145,10 @@ def _latest_file(repo_config, view, registry, project) -> Path:
     return Path(FileSource.get_uri_for_file_path(repo_config.repo_path, source.path))
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
 def _utc(ts: datetime | None) -> datetime | None:
     if ts is None:
         return None
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows: int, registry, project) -> int:
@@ -195,7 +190,7 @@ def _refuse_rollback(view, manifest) -> None:
         try:
             newer = datetime.fromisoformat(stamp) > manifest.latest.created_at
         except ValueError:
-            pass
+            logger.warning("view %s: unreadable %s tag %r; comparing version numbers only", view.name, TAG_PUBLISHED_AT, stamp)
     if newer:
         raise CatalogRollbackError(
             f"family {manifest.family!r}: view {view.name} was registered from version {registered} (published "
@@ -213,20 +208,21 @@ def _open_parquet(path: Path) -> pq.ParquetFile:
 
 
 def _stream(parquet, catalog, family, manifest, version, join_key, start, end, batch_rows, writer) -> None:
-    columns = [join_key, TIMESTAMP_COLUMN, EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE]
+    columns = [join_key, TIMESTAMP_COLUMN, EMBEDDING_FEATURE]
     for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
         batch = _in_window(batch, start, end)
         if batch.num_rows == 0:
             continue
         ids = batch.column(join_key).to_numpy(zero_copy_only=False)
-        for source, event_time, rows in _groups(batch):
+        micros = batch.column(TIMESTAMP_COLUMN).cast(pa.int64()).to_numpy()
+        for source, event_time, rows in version_groups(micros, manifest):
             if source < version:
                 raise RegistryLagError(
                     f"family {family!r}: view for version {version} read rows of version {source}; run `feast apply`"
                 )
             part = batch if rows is None else batch.take(pa.array(rows))
             mat = list_array_to_matrix(part.column(EMBEDDING_FEATURE), manifest.version(source).dim)
-            out = transform_vectors(catalog, family, mat, source, version, manifest)
+            out = catalog.transform_vectors(family, mat, source, version, manifest)
             writer.write(ids if rows is None else ids[rows], out, source, event_time)
 
 
@@ -242,20 +238,3 @@ def _in_window(batch: pa.RecordBatch, start: datetime | None, end: datetime | No
     if mask is None or pc.all(mask).as_py():
         return batch  # the usual case: no copy
     return batch.filter(mask)
-
-
-def _groups(batch: pa.RecordBatch):
-    """(source_version, event_time, row indices or None for all) -- one group per published version.
-
-    A feast_bc file holds a single version with a single publish time, so this is normally one
-    group covering the whole batch; grouping keeps the engine correct for any file anyway.
-    """
-    sources = batch.column(SOURCE_VERSION_FEATURE).to_numpy()
-    micros = batch.column(TIMESTAMP_COLUMN).cast(pa.int64()).to_numpy()
-    if (sources == sources[0]).all() and (micros == micros[0]).all():
-        yield int(sources[0]), _EPOCH + timedelta(microseconds=int(micros[0])), None
-        return
-    keys = np.stack([sources, micros], axis=1)
-    for source, micro in np.unique(keys, axis=0):
-        rows = np.flatnonzero((sources == source) & (micros == micro))
-        yield int(source), _EPOCH + timedelta(microseconds=int(micro)), rows

@@ -1,8 +1,8 @@
 """Offline access to any version: what consumers use to retrain or backfill.
 
 Values are computed exactly as `feast materialize` computes them (same verified artifacts, same
-composed float32 matrix, same :func:`feast_bc.runtime.transform_vectors`), so an exported row
-equals what ``get_online_features`` serves for that version after materialization.
+composed float32 matrix, same ``Catalog.transform_vectors``), so an exported row equals what
+``get_online_features`` serves for that version after materialization.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from feast_bc.atomic import atomic_write
 from feast_bc.catalog import Catalog
 from feast_bc.embeddings import matrix_to_list_array
 from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
-from feast_bc.runtime import transform_vectors
 
 
 def export_version(where: str | Path | Catalog, family: str, version: int, ids=None) -> pa.Table:
@@ -30,7 +29,7 @@ def export_version(where: str | Path | Catalog, family: str, version: int, ids=N
     manifest = catalog.manifest(family)
     manifest.version(version)
     found_ids, latest = catalog.latest_embeddings(family, ids=ids, manifest=manifest)
-    values = transform_vectors(catalog, family, latest, manifest.latest_version, version, manifest)
+    values = catalog.transform_vectors(family, latest, manifest.latest_version, version, manifest)
     join_key = manifest.entity.join_key
     id_type = pa.int64() if manifest.entity.dtype == "int64" else pa.string()
     return pa.table(

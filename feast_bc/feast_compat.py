@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
+
+from feast_bc.errors import FeastBCError
 
 _installed = False
 _hook_installed = False
@@ -44,8 +47,6 @@ def install_cli_error_hook() -> None:
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
-        from feast_bc.errors import FeastBCError
-
         if isinstance(exc, FeastBCError):
             print(f"feast: error: {type(exc).__name__}: {exc}", file=sys.stderr)
             print(f"(refused by feast_bc; {TRACEBACK_ENV_VAR}=1 shows the traceback)", file=sys.stderr)
@@ -61,8 +62,8 @@ def install() -> None:
     install_cli_error_hook()
     if _installed:
         return
-    import warnings
-
+    # Imported here, not at the top: the view UDFs install the error hook in processes (and
+    # imports, see tests/test_package.py) that must not pay for loading Feast.
     from feast.diff import registry_diff
 
     # Every feast_bc view is a BatchFeatureView, and Feast warns "experimental" each time one is

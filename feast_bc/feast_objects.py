@@ -25,16 +25,24 @@ import warnings
 from datetime import timedelta
 from pathlib import Path
 
+import click
+from feast import BatchFeatureView, Entity, FeatureService, Field, FileSource, OnDemandFeatureView
+from feast.types import Array, Float32, Int64, String
+from feast.value_type import ValueType
+
 from feast_bc.catalog import Catalog
 from feast_bc.errors import CatalogRollbackError, ConfigurationError, FeastBCError, ManifestError
-from feast_bc.manifest import FamilyManifest
+from feast_bc.feast_compat import install as install_feast_fixes
+from feast_bc.manifest import MANIFEST_FILENAME, FamilyManifest
 from feast_bc.naming import (
     EMBEDDING_FEATURE,
+    MANAGED_BY,
     TAG_CATALOG,
     TAG_DERIVED_FROM,
     TAG_EMBEDDINGS_SHA,
     TAG_FAMILY,
     TAG_LATEST,
+    TAG_MANAGED,
     TAG_MANIFEST_SHA,
     TAG_PUBLISHED_AT,
     TAG_ROLE,
@@ -47,10 +55,8 @@ from feast_bc.naming import (
     view_name,
 )
 from feast_bc.onread import onread_udf_source
+from feast_bc.registries import read_profile, redis_connection_problem, repo_registries, rollback_problem
 from feast_bc.runtime import udf_source
-
-TAG_MANAGED = "bc.managed_by"
-MANAGED_BY = "feast_bc"
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +73,6 @@ def feast_objects(
     ``fs_yaml_file`` is the profile being applied (inside the `feast` CLI it is taken from the
     command line); a Redis profile without a usable connection string is refused too.
     """
-    from feast_bc.feast_compat import install as install_feast_fixes
-
     install_feast_fixes()
     repo_path = Path(repo_path).absolute()
     catalog = catalog or Catalog.for_repo(repo_path)
@@ -93,10 +97,6 @@ def feast_objects(
 
 def _cli_yaml_file() -> Path | None:
     """The feature_store yaml the running `feast` command was given (``-f``), if any."""
-    try:
-        import click
-    except ImportError:  # pragma: no cover - Feast depends on click
-        return None
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return None
@@ -107,8 +107,6 @@ def _cli_yaml_file() -> Path | None:
 
 def guard_apply(repo_path: Path, catalog: Catalog, manifests: dict[str, FamilyManifest], yaml_file=None) -> None:
     """Raise if applying ``manifests`` would remove or roll back what a registry of the repo serves."""
-    from feast_bc.registries import read_profile, redis_connection_problem, repo_registries, rollback_problem
-
     if yaml_file is not None and Path(yaml_file).is_file():
         profile = read_profile(Path(yaml_file), repo_path)
         problem = redis_connection_problem(profile.online_store, str(yaml_file))
@@ -129,7 +127,7 @@ def guard_apply(repo_path: Path, catalog: Catalog, manifests: dict[str, FamilyMa
                 ManifestError(
                     f"family {reg.family!r} is served by Feast ({reg.describe()}) but the catalog {catalog.root} "
                     f"has no manifest for it: this apply would delete its views, FeatureServices and online "
-                    f"values. Restore {reg.family}/manifest.json (and its artifacts); to remove the family on "
+                    f"values. Restore {reg.family}/{MANIFEST_FILENAME} (and its artifacts); to remove the family on "
                     f"purpose run `feast-bc drop-family --repo {repo_path} --family {reg.family}` first"
                 )
             )
@@ -145,9 +143,6 @@ def guard_apply(repo_path: Path, catalog: Catalog, manifests: dict[str, FamilyMa
 
 
 def _entity(manifest: FamilyManifest):
-    from feast import Entity
-    from feast.value_type import ValueType
-
     spec = manifest.entity
     return Entity(
         name=spec.name,
@@ -167,9 +162,6 @@ def _chain_digest(manifest: FamilyManifest, target: int) -> str:
 
 
 def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest, entity) -> dict[str, object]:
-    from feast import BatchFeatureView, FeatureService, Field, FileSource
-    from feast.types import Array, Float32, Int64, String
-
     family = manifest.family
     latest = manifest.latest
     k = latest.version
@@ -245,8 +237,6 @@ def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest,
             )
 
     def make_onread_view(version: int):
-        from feast import OnDemandFeatureView
-
         name = onread_view_name(family, version)
         fn_name = f"feast_bc_{name}"
         matrix = catalog.composed(family, k, version, manifest).weight

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Literal
 
@@ -120,7 +120,7 @@ class VersionRecord(_Strict):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("created_at must be timezone-aware")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     @field_validator("metrics")
     @classmethod
@@ -151,7 +151,7 @@ class FamilyManifest(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _chain_is_consistent(self) -> "FamilyManifest":
+    def _chain_is_consistent(self) -> FamilyManifest:
         for index, rec in enumerate(self.versions):
             if rec.version != index:
                 raise ValueError(f"versions must be numbered 0..k without gaps; position {index} holds {rec.version}")
@@ -213,13 +213,26 @@ class FamilyManifest(_Strict):
                 "backward transforms only go to older versions"
             )
         chain = [self.versions[v].transform for v in range(source, target, -1)]
-        missing = [v for v, t in zip(range(source, target, -1), chain) if t is None]
+        missing = [v for v, t in zip(range(source, target, -1), chain, strict=True) if t is None]
         if missing:
             raise RetiredVersionError(
                 f"family {self.family!r}: version {target} is retired and B_{missing[-1]}, which it needs, was "
                 "pruned (`feast-bc gc --prune`); it can no longer be computed from the latest embeddings"
             )
         return chain  # type: ignore[return-value]
+
+    def pruned_versions(self) -> list[int]:
+        """Retired versions whose chain was pruned (`feast-bc gc --prune`): nothing can compute them any more."""
+        return [
+            v
+            for v in range(self.latest_version)
+            if self.versions[v].retired_at is not None
+            and any(self.versions[u].transform is None for u in range(v + 1, self.latest_version + 1))
+        ]
+
+    def artifact_refs(self) -> list[ArtifactRef]:
+        """Every artifact the manifest references (transforms and embeddings of every version)."""
+        return [ref for rec in self.versions for ref in (rec.transform, rec.embeddings) if ref is not None]
 
     # ----------------------------------------------------------------------- serialization
     def _canonical(self) -> bytes:
@@ -229,7 +242,7 @@ class FamilyManifest(_Strict):
     def computed_checksum(self) -> str:
         return sha256_bytes(self._canonical())
 
-    def sealed(self) -> "FamilyManifest":
+    def sealed(self) -> FamilyManifest:
         """A copy carrying the checksum of its own content (what gets written to disk)."""
         return self.model_copy(update={"checksum": self.computed_checksum()})
 
@@ -238,14 +251,14 @@ class FamilyManifest(_Strict):
         return (json.dumps(sealed.model_dump(mode="json"), indent=2, sort_keys=False) + "\n").encode()
 
     @classmethod
-    def from_json_bytes(cls, data: bytes, *, origin: str = "manifest") -> "FamilyManifest":
+    def from_json_bytes(cls, data: bytes, *, origin: str = "manifest") -> FamilyManifest:
         try:
             return cls._from_json_bytes(data, origin)
         except RecursionError:
             raise ManifestError(f"{origin} is nested too deeply to be a manifest; refusing to use it") from None
 
     @classmethod
-    def _from_json_bytes(cls, data: bytes, origin: str) -> "FamilyManifest":
+    def _from_json_bytes(cls, data: bytes, origin: str) -> FamilyManifest:
         if len(data) > MAX_MANIFEST_BYTES:
             raise ManifestError(
                 f"{origin} is {len(data)} bytes, more than any manifest needs ({MAX_MANIFEST_BYTES}); refusing to parse it"

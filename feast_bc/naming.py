@@ -45,6 +45,9 @@ TAG_CATALOG = "bc.catalog"
 #: the event timestamp of every row it materializes. Lets feast_bc refuse a catalog older than
 #: what the registry (and so the online store) already holds.
 TAG_PUBLISHED_AT = "bc.published_at"
+#: Every Feast object feast_bc generates carries ``TAG_MANAGED: MANAGED_BY``: what apply may delete.
+TAG_MANAGED = "bc.managed_by"
+MANAGED_BY = "feast_bc"
 
 #: Column names of the embeddings parquet (and Feast's own reserved names) a join key must not take.
 RESERVED_COLUMNS = frozenset(
@@ -59,6 +62,7 @@ def identifier_problem(value, what: str = "name") -> str | None:
     if value in RESERVED_COLUMNS:
         return f"{what} {value!r} is reserved (a column of the embeddings table or a Feast-internal name)"
     return None
+
 
 def family_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a family name, or None if it can."""

@@ -25,12 +25,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from feast_bc.naming import TAG_FAMILY, TAG_LATEST, TAG_PUBLISHED_AT, TAG_ROLE, TAG_VERSION
+import yaml
+
+from feast_bc.naming import MANAGED_BY, TAG_FAMILY, TAG_LATEST, TAG_MANAGED, TAG_PUBLISHED_AT, TAG_ROLE, TAG_VERSION
 
 logger = logging.getLogger(__name__)
 
 PROFILE_GLOB = "feature_store*.yaml"
-_MANAGED_TAG, _MANAGED_BY = "bc.managed_by", "feast_bc"
+#: The profile `feast` reads without ``-f`` (the embedded SQLite one in a feast_bc repo).
+DEFAULT_PROFILE_FILENAME = "feature_store.yaml"
+#: Environment variable holding the Redis connection string of the Redis profile.
+REDIS_ENV_VAR = "FEAST_BC_REDIS"
 
 
 @dataclass
@@ -49,7 +54,7 @@ class Profile:
 
     def feast_args(self) -> str:
         """How to address this profile on Feast's command line."""
-        return "feast" if self.yaml.name == "feature_store.yaml" else f"feast -f {self.yaml.name}"
+        return "feast" if self.yaml.name == DEFAULT_PROFILE_FILENAME else f"feast -f {self.yaml.name}"
 
 
 @dataclass
@@ -85,8 +90,6 @@ def repo_profiles(repo: str | Path, extra: list[str | Path] | tuple = ()) -> lis
 
 
 def read_profile(yaml_path: Path, repo: Path) -> Profile:
-    import yaml
-
     profile = Profile(yaml=Path(yaml_path))
     try:
         raw = yaml.safe_load(os.path.expandvars(Path(yaml_path).read_text()))
@@ -126,6 +129,7 @@ def registered_families(profile: Profile) -> dict[str, RegisteredFamily]:
         raise ValueError(profile.problem)
     if profile.registry is None or not profile.registry.is_file():
         return {}
+    # Feast is imported only here: the catalog (and with it gc) reads registries without loading Feast.
     from feast.protos.feast.core.Registry_pb2 import Registry
 
     proto = Registry()
@@ -136,20 +140,17 @@ def registered_families(profile: Profile) -> dict[str, RegisteredFamily]:
     repo = profile.yaml.parent
     out: dict[str, RegisteredFamily] = {}
 
-    def entry(tags) -> RegisteredFamily | None:
-        family = tags.get(TAG_FAMILY)
-        if not family or tags.get(_MANAGED_TAG) != _MANAGED_BY:
-            return None
-        return out.setdefault(family, RegisteredFamily(family=family, profile=profile))
+    def managed(objects):
+        """(object, its tags, its family's entry) for every feast_bc object of this profile's project."""
+        for obj in objects:
+            tags = dict(obj.spec.tags)
+            family = tags.get(TAG_FAMILY)
+            if obj.spec.project != profile.project or not family or tags.get(TAG_MANAGED) != MANAGED_BY:
+                continue
+            yield obj, tags, out.setdefault(family, RegisteredFamily(family=family, profile=profile))
 
-    for fv in proto.feature_views:
+    for fv, tags, reg in managed(proto.feature_views):
         spec = fv.spec
-        if spec.project != profile.project:
-            continue
-        tags = dict(spec.tags)
-        reg = entry(tags)
-        if reg is None:
-            continue
         version = int(tags.get(TAG_VERSION, -1))
         reg.versions[version] = tags.get(TAG_ROLE, "derived")
         reg.views.append(spec.name)
@@ -169,23 +170,11 @@ def registered_families(profile: Profile) -> dict[str, RegisteredFamily]:
                     logger.warning("%s: view %s has an unreadable %s tag %r", profile.name, spec.name, TAG_PUBLISHED_AT, stamp)
         elif reg.latest is None and TAG_LATEST in tags:
             reg.latest = int(tags[TAG_LATEST])
-    for odfv in proto.on_demand_feature_views:
-        spec = odfv.spec
-        if spec.project != profile.project:
-            continue
-        tags = dict(spec.tags)
-        reg = entry(tags)
-        if reg is None:
-            continue
+    for odfv, tags, reg in managed(proto.on_demand_feature_views):
         reg.versions[int(tags.get(TAG_VERSION, -1))] = "on_read"
-        reg.views.append(spec.name)
-    for fs in proto.feature_services:
-        spec = fs.spec
-        if spec.project != profile.project:
-            continue
-        reg = entry(dict(spec.tags))
-        if reg is not None:
-            reg.services.append(spec.name)
+        reg.views.append(odfv.spec.name)
+    for fs, _, reg in managed(proto.feature_services):
+        reg.services.append(fs.spec.name)
     return out
 
 
@@ -248,8 +237,6 @@ def redis_connection_problem(online_store: dict, where: str) -> str | None:
     conn = str(conn)
     nodes = [c for c in conn.split(",") if "=" not in c]
     if "${" in conn or not conn.strip() or not nodes or any(":" not in n or not n.rsplit(":", 1)[1].isdigit() for n in nodes):
-        from feast_bc.repo import REDIS_ENV_VAR
-
         hint = (
             f"${REDIS_ENV_VAR} is not set: export {REDIS_ENV_VAR}=host:6379,db=0[,password=...]"
             if "${" + REDIS_ENV_VAR + "}" in conn or f"${REDIS_ENV_VAR}" in conn or not conn.strip()

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
 
 class RawReplies:
     """Buffered reader of RESP replies from a socket-like object with ``recv``."""
@@ -28,8 +31,6 @@ class RawReplies:
     # ------------------------------------------------------------------ buffer
     def _more(self) -> None:
         """Receive more bytes, dropping what lies before ``mark`` (the reply being parsed)."""
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
         chunk = self.sock.recv(self.recv_bytes)
         if not chunk:
             raise RedisConnectionError("Redis closed the connection while replies were pending")
@@ -55,8 +56,6 @@ class RawReplies:
 
     @staticmethod
     def _raise(line: bytes, expected: str):
-        from redis.exceptions import ResponseError
-
         if line[:1] == b"-":
             raise ResponseError(line[1:].decode(errors="replace"))
         raise ResponseError(f"expected {expected} from Redis, got {line[:80]!r}")
@@ -142,7 +141,7 @@ class Pipeline:
         self.replies = RawReplies(sock)
         self.clean = False
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         return self
 
     def send(self, payload: bytes) -> None:

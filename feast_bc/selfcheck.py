@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,9 @@ from tqdm import tqdm
 from feast_bc.catalog import Catalog
 from feast_bc.export import export_version
 from feast_bc.manifest import EntitySpec
+from feast_bc.naming import EMBEDDING_FEATURE, service_name
+from feast_bc.registries import DEFAULT_PROFILE_FILENAME
+from feast_bc.repo import apply, init_repo
 from feast_bc.transforms import LinearTransform
 
 MARKER = ".feast_bc_selfcheck"
@@ -70,8 +73,6 @@ def run_selfcheck(
     base_dim: int = 32,
     seed: int = 0,
 ) -> SelfCheckReport:
-    from feast_bc.repo import apply, init_repo
-
     workdir = Path(workdir).absolute()
     repo_dir = workdir / "feature_repo"
     if repo_dir.exists():
@@ -97,9 +98,9 @@ def run_selfcheck(
             b = None if v == 0 else LinearTransform.fit(z, truth[fam][v - 1][:n])
             catalog.publish(fam, ids=np.arange(n) + 1, vectors=z, transform=b, entity=spec, metrics={"entities": float(n)})
         t1 = time.perf_counter()
-        store = apply(repo, fs_yaml_file=repo / "feature_store.yaml")
+        store = apply(repo, fs_yaml_file=repo / DEFAULT_PROFILE_FILENAME)
         t2 = time.perf_counter()
-        store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=1))
+        store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=1))
         t3 = time.perf_counter()
         worst, reads, align = 0.0, 0, {}
         for fam, spec in FAMILIES.items():
@@ -107,11 +108,11 @@ def run_selfcheck(
             sample = np.linspace(1, n, num=min(n, 200), dtype=np.int64)
             for j in range(v + 1):
                 resp = store.get_online_features(
-                    features=store.get_feature_service(f"{fam}_v{j}"),
+                    features=store.get_feature_service(service_name(fam, j)),
                     entity_rows=[{spec.join_key: int(i)} for i in sample],
                 ).to_dict()
-                online = np.asarray(resp["embedding"], dtype=np.float32)
-                offline = np.asarray(export_version(catalog, fam, j, ids=sample).column("embedding").to_pylist(), dtype=np.float32)
+                online = np.asarray(resp[EMBEDDING_FEATURE], dtype=np.float32)
+                offline = np.asarray(export_version(catalog, fam, j, ids=sample).column(EMBEDDING_FEATURE).to_pylist(), dtype=np.float32)
                 worst = max(worst, float(np.abs(online - offline).max()))
                 reads += len(sample)
                 if j == 0:

@@ -13,7 +13,9 @@ from pydantic import BaseModel, Field
 
 from feast_bc.catalog import Catalog
 from feast_bc.errors import FeastBCError
+from feast_bc.manifest import MANIFEST_FILENAME
 from feast_bc.naming import TAG_FAMILY, TAG_LATEST, onread_view_name, service_name, view_name
+from feast_bc.registries import DEFAULT_PROFILE_FILENAME, repo_registries, rollback_problem
 
 
 class VersionStatus(BaseModel):
@@ -83,10 +85,8 @@ def repo_status(repo: str | Path, *, feast: bool = True, fs_yaml_file: str | Pat
 
 def _check_all_profiles(repo: Path, catalog: Catalog, fs_yaml_file, report: RepoStatus, dropped: dict) -> None:
     """What every profile's registry serves against the catalog: missing families, rollbacks, lag."""
-    from feast_bc.registries import repo_registries, rollback_problem
-
     registries = repo_registries(repo, [fs_yaml_file] if fs_yaml_file else [])
-    primary = Path(fs_yaml_file).absolute() if fs_yaml_file else repo / "feature_store.yaml"
+    primary = Path(fs_yaml_file).absolute() if fs_yaml_file else repo / DEFAULT_PROFILE_FILENAME
     report.problems += [f"cannot check a Feast registry: {line}" for line in registries.unreadable]
     by_name = {f.family: f for f in report.families}
     for reg in registries.families:
@@ -101,7 +101,7 @@ def _check_all_profiles(repo: Path, catalog: Catalog, fs_yaml_file, report: Repo
             else:
                 fam.problems.append(
                     f"{reg.family}: {reg.describe()}, but the catalog has no manifest for it -- restore "
-                    f"{reg.family}/manifest.json, or `feast-bc drop-family --family {reg.family}` to remove it"
+                    f"{reg.family}/{MANIFEST_FILENAME}, or `feast-bc drop-family --family {reg.family}` to remove it"
                 )
             continue
         if fam.latest is None:
@@ -121,12 +121,12 @@ def _check_all_profiles(repo: Path, catalog: Catalog, fs_yaml_file, report: Repo
 
 
 def _registry_views(repo: Path, fs_yaml_file, report: RepoStatus) -> dict | None:
-    yaml = Path(fs_yaml_file) if fs_yaml_file else repo / "feature_store.yaml"
+    yaml = Path(fs_yaml_file) if fs_yaml_file else repo / DEFAULT_PROFILE_FILENAME
     if not yaml.is_file():
         report.problems.append(f"no feature_store.yaml at {yaml}: not a Feast repo")
         return None
     try:
-        from feast import FeatureStore
+        from feast import FeatureStore  # only here: `feast-bc status --no-feast` must not load Feast
 
         store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml)
         views = {v.name: v for v in store.list_batch_feature_views() if v.tags.get(TAG_FAMILY)}

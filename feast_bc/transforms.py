@@ -15,6 +15,7 @@ reader that refuses tampered, truncated or absurd files before any array is allo
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
@@ -26,16 +27,16 @@ from feast_bc.errors import DimensionMismatchError, InvalidInputError, NonFinite
 #: Largest embedding dimension accepted anywhere (guards against absurd artifacts).
 MAX_DIM = 65_536
 
-_KINDS: dict[str, type["BackwardTransform"]] = {}
+_KINDS: dict[str, type[BackwardTransform]] = {}
 
 
-def register_kind(cls: type["BackwardTransform"]) -> type["BackwardTransform"]:
+def register_kind(cls: type[BackwardTransform]) -> type[BackwardTransform]:
     """Class decorator: make a transform kind loadable from artifacts by its ``kind`` string."""
     _KINDS[cls.kind] = cls
     return cls
 
 
-def transform_class(kind: str) -> type["BackwardTransform"]:
+def transform_class(kind: str) -> type[BackwardTransform]:
     try:
         return _KINDS[kind]
     except KeyError:
@@ -85,7 +86,7 @@ class BackwardTransform(ABC):
 
     @classmethod
     @abstractmethod
-    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "BackwardTransform": ...
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> BackwardTransform: ...
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_dim} -> {self.out_dim})"
@@ -123,13 +124,13 @@ class LinearTransform(BackwardTransform):
         return {"weight": self.weight}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "LinearTransform":
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> LinearTransform:
         if set(tensors) != {"weight"}:
             raise InvalidInputError(f"a linear transform holds exactly one tensor 'weight'; found {sorted(tensors)}")
         return cls(tensors["weight"])
 
     @classmethod
-    def fit(cls, z_new: np.ndarray, z_old: np.ndarray, *, ridge: float = 0.0) -> "LinearTransform":
+    def fit(cls, z_new: np.ndarray, z_old: np.ndarray, *, ridge: float = 0.0) -> LinearTransform:
         """Least-squares W minimizing ||z_new W^T - z_old||^2 + ridge ||W||^2 (post-hoc alignment).
 
         Useful to give an existing embedding table a backward transform without retraining; the
@@ -152,7 +153,7 @@ class ChainTransform(BackwardTransform):
     def __init__(self, steps: Sequence[BackwardTransform]):
         if not steps:
             raise InvalidInputError("a chain needs at least one transform")
-        for a, b in zip(steps, steps[1:]):
+        for a, b in itertools.pairwise(steps):
             if a.out_dim != b.in_dim:
                 raise DimensionMismatchError(f"cannot chain {a!r} into {b!r}")
         self.steps = list(steps)
@@ -174,7 +175,7 @@ class ChainTransform(BackwardTransform):
         raise InvalidInputError("a composed chain is not stored; store its member transforms instead")
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "ChainTransform":
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> ChainTransform:
         raise InvalidInputError("a composed chain is not stored; store its member transforms instead")
 
 
@@ -201,7 +202,7 @@ class IdentityTransform(BackwardTransform):
         raise InvalidInputError("the identity is implicit and never stored")
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "IdentityTransform":
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> IdentityTransform:
         raise InvalidInputError("the identity is implicit and never stored")
 
 
@@ -217,7 +218,7 @@ def compose(steps: Sequence[BackwardTransform], *, dim: int | None = None) -> Ba
         return IdentityTransform(dim)
     fused: list[BackwardTransform] = []
     run: np.ndarray | None = None  # float64 product of the current linear run
-    for prev, step in zip([None, *steps], steps):
+    for prev, step in zip([None, *steps], steps, strict=False):
         if prev is not None and prev.out_dim != step.in_dim:
             raise DimensionMismatchError(f"cannot chain {prev!r} into {step!r}: dimensions do not line up")
         if isinstance(step, LinearTransform):

@@ -40,7 +40,7 @@ class RedisServer:
         auth = f":{pw}@" if pw else ""
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--dir", str(self.workdir), "--appendonly", "yes" if self.appendonly else "no",

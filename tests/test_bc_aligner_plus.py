@@ -3,7 +3,7 @@ off gives the paper's BC-Aligner, and two versions train, publish and are served
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -81,7 +81,7 @@ def test_growth_refuses_what_it_cannot_preserve(dataset, graph):
     narrow = build_model(ModelSpec.for_dataset("pinsage", 8, 2, dataset))
     before = [p.detach().clone() for p in narrow.parameters()]
     assert grow(wide, narrow, graph) is None  # fewer dimensions
-    assert all(torch.equal(a, b) for a, b in zip(before, narrow.parameters()))  # untouched
+    assert all(torch.equal(a, b) for a, b in zip(before, narrow.parameters(), strict=True))  # untouched
     assert grow(build_model(ModelSpec.for_dataset("pinsage", 8, 3, dataset)), wide, graph) is None  # fewer layers
     assert grow(build_model(ModelSpec.for_dataset("mf", 8, 0, dataset)), wide, graph) is None  # another model
 
@@ -159,7 +159,7 @@ def test_plus_trains_two_versions_publishes_and_feast_serves_them(dataset, tmp_p
     from feast import FeatureStore
 
     store = FeatureStore(repo_path=str(repo))
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5))
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
     for family, join_key, ids, ver0 in ((USER_FAMILY, "user_id", v1.user_ids, v1.user_ver0),
                                         (ITEM_FAMILY, "item_id", v1.item_ids, v1.item_ver0)):  # fmt: skip
         got = np.asarray(online_vectors(store, family, 0, join_key, ids), dtype=np.float64)

@@ -16,7 +16,6 @@ from training.data import SyntheticData, load_dataset
 from training.publish import USER_FAMILY
 from training.strategies import make_strategy
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

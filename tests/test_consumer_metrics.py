@@ -12,8 +12,8 @@ from training.consumers.metrics import average_ranks, roc_auc
 
 def _pairwise_auc(labels, scores) -> float:
     """P(score of a positive > score of a negative) + 0.5 P(tie), over all pairs."""
-    pos = [s for y, s in zip(labels, scores) if y]
-    neg = [s for y, s in zip(labels, scores) if not y]
+    pos = [s for y, s in zip(labels, scores, strict=True) if y]
+    neg = [s for y, s in zip(labels, scores, strict=True) if not y]
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
 

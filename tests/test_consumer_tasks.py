@@ -34,7 +34,7 @@ def _events():
 
 @pytest.fixture(scope="module")
 def labels() -> TaskLabels:
-    users, items, ratings = zip(*_events())
+    users, items, ratings = zip(*_events(), strict=True)
     dataset = build_dataset("timeline", users=users, items=items, ratings=ratings,
                             timestamps=np.arange(41, dtype=np.int64) + 1_000, source="hand-built")  # fmt: skip
     splits = [split_version(dataset, 0.5, 0.75, version=0), split_version(dataset, 0.75, 1.0, version=1)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -13,11 +13,11 @@ from conftest import delete_project_keys, publish_users_and_items, redis_url, un
 from feast_bc import Catalog
 from feast_bc.repo import apply, init_repo
 
-WINDOW = (datetime(2000, 1, 1, tzinfo=timezone.utc), None)
+WINDOW = (datetime(2000, 1, 1, tzinfo=UTC), None)
 
 
 def _materialize(store):
-    store.materialize(WINDOW[0], datetime.now(timezone.utc) + timedelta(seconds=5))
+    store.materialize(WINDOW[0], datetime.now(UTC) + timedelta(seconds=5))
 
 
 def _two_repos(tmp_path, backend):
@@ -92,7 +92,7 @@ def test_bulk_engine_writes_what_the_stock_engine_writes(tmp_path, backend, requ
     repos, fams = _two_repos(tmp_path, backend)
     try:
         yaml = "feature_store.yaml" if backend == "sqlite" else "feature_store.redis.yaml"
-        for engine, (repo, _) in repos.items():
+        for repo, _ in repos.values():
             _materialize(apply(repo, fs_yaml_file=repo / yaml))
         if backend == "sqlite":
             stock, bulk = (_sqlite_rows(*repos[e]) for e in ("local", "bc"))
@@ -120,7 +120,7 @@ def test_bulk_engine_respects_redis_dedup_and_the_time_window(tmp_path, backend,
         fams = publish_users_and_items(Catalog.for_repo(repo), versions=2)
         yaml = repo / ("feature_store.yaml" if backend == "sqlite" else "feature_store.redis.yaml")
         store = apply(repo, fs_yaml_file=yaml)
-        store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2001, 1, 1, tzinfo=timezone.utc))
+        store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime(2001, 1, 1, tzinfo=UTC))
         resp = store.get_online_features(features=store.get_feature_service("item_embedding_v0"), entity_rows=[{"item_id": 3}]).to_dict()
         assert resp["embedding"] == [None]
         _materialize(store)
@@ -212,7 +212,7 @@ def test_a_tampered_latest_file_fails_the_bulk_engine_before_anything_is_written
         data[at] ^= 0x01  # lowest mantissa bit of one float: parquet still reads it, the checksum does not
         path.write_bytes(bytes(data))
         with pytest.raises(Exception, match="fails its checksum"):
-            store.materialize(WINDOW[0], datetime.now(timezone.utc) + timedelta(seconds=5), feature_views=["item_embedding_bc0", "item_embedding_bc1"])
+            store.materialize(WINDOW[0], datetime.now(UTC) + timedelta(seconds=5), feature_views=["item_embedding_bc0", "item_embedding_bc1"])
         client = redis.Redis.from_url(redis_url())
         assert [k for k in client.scan_iter(count=1000) if k.endswith(project.encode())] == []
     finally:

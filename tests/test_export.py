@@ -1,6 +1,6 @@
 """Offline access: export of any version equals the numpy chain and what Feast serves online."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -44,7 +44,7 @@ def test_export_selected_ids_in_given_order(published):
 def test_export_equals_online_values(published):
     repo, fams = published
     store = apply(repo)
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5))
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
     for fam in fams.values():
         ids = fam.ids[2]
         for v in range(3):

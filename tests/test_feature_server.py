@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -49,7 +49,7 @@ def _feast_serve(repo):
                     break
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
-                    raise AssertionError(f"feast serve did not come up:\n{server.stdout.read() if server.poll() is not None else ''}")
+                    raise AssertionError(f"feast serve did not come up:\n{server.stdout.read() if server.poll() is not None else ''}") from None
                 time.sleep(0.5)
         yield port
     finally:
@@ -64,7 +64,7 @@ def test_feature_server_serves_pinned_versions_like_the_sdk(tmp_path):
     repo = init_repo(tmp_path / "repo", project=unique_project("fs"))
     fams = publish_users_and_items(Catalog.for_repo(repo), versions=3)
     store = apply(repo)
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5))
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
     with _feast_serve(repo) as port:
         items = fams["item_embedding"]
         ids = [int(i) for i in items.ids[2][:6]] + [999_999]  # plus an unknown entity
@@ -107,7 +107,7 @@ def test_the_readme_curl_example_works_as_written(tmp_path):
     b1 = rng.normal(size=(6, 9)).astype(np.float32)
     catalog.publish("item_embedding", ids=ids, vectors=z0, entity=EntitySpec(name="item", join_key="item_id"))
     catalog.publish("item_embedding", ids=ids, vectors=z1, transform=b1)
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5))
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
     with _feast_serve(repo) as port:
         proc = subprocess.run(
             ["bash", "-c", command.replace("localhost:6566", f"localhost:{port}")], capture_output=True, text=True, timeout=60

@@ -1,12 +1,12 @@
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from feast_bc.errors import ManifestError, UnknownVersionError
 from feast_bc.manifest import EmbeddingsArtifact, EntitySpec, FamilyManifest, TransformArtifact, VersionRecord
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SHA = "a" * 64
 
 

@@ -4,23 +4,21 @@ The engine tests cover whole materializations of small families (one chunk). Her
 with tiny chunks over thousands of rows against a real Redis, beside Feast's ``online_write_batch``
 on the same rows, through the cases that take different paths: keys missing, older, newer and
 equal to the new timestamp in one chunk (mixed dedup replies), ``skip_dedup``, ``key_ttl_seconds``,
-an error reply from Redis, and an exception in the producer. The RESP reader is also fed replies
-split at every byte boundary.
+an error reply from Redis, and an exception in the producer. Then the writer chosen for each
+store, and why it falls back to Feast's own writer.
 """
 
 from __future__ import annotations
 
-import itertools
-from datetime import datetime, timedelta, timezone
+import logging
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from conftest import delete_project_keys, redis_url, unique_project
 
-pytestmark = pytest.mark.redis
-
-T1 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T1 = datetime(2026, 1, 1, tzinfo=UTC)
 T2 = T1 + timedelta(days=1, microseconds=5)
 T3 = T2 + timedelta(days=1)
 DIM = 16
@@ -85,6 +83,7 @@ def _write(make, ids, vectors, source_version, when) -> int:
     return writer.written
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("skip_dedup", [False, True])
 def test_bulk_writer_stores_what_feast_stores_across_chunks(redis_available, skip_dedup):
     rng = np.random.default_rng(3)
@@ -115,6 +114,7 @@ def test_bulk_writer_stores_what_feast_stores_across_chunks(redis_available, ski
         delete_project_keys(redis_url(), stock_project)
 
 
+@pytest.mark.redis
 def test_bulk_writer_sets_the_key_ttl_like_feast(redis_available):
     import redis
 
@@ -133,6 +133,7 @@ def test_bulk_writer_sets_the_key_ttl_like_feast(redis_available):
         delete_project_keys(redis_url(), stock_project)
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("skip_dedup", [False, True])
 def test_an_error_reply_is_raised_and_the_connection_is_not_reused(redis_available, skip_dedup):
     import redis
@@ -159,6 +160,7 @@ def test_an_error_reply_is_raised_and_the_connection_is_not_reused(redis_availab
         delete_project_keys(redis_url(), bulk_project)
 
 
+@pytest.mark.redis
 def test_an_exception_in_the_producer_stops_the_writer_thread(redis_available):
     (bulk_project, bulk), _ = _writers({}, chunk_rows=64)
     ids = np.arange(5000, dtype=np.int64)
@@ -176,50 +178,7 @@ def test_an_exception_in_the_producer_stops_the_writer_thread(redis_available):
         delete_project_keys(redis_url(), bulk_project)
 
 
-class _TrickleSocket:
-    """Hands out a byte string in pieces of the given sizes (cycled), like a slow network."""
-
-    def __init__(self, data: bytes, sizes):
-        self.data, self.sizes, self.pos = data, itertools.cycle(sizes), 0
-
-    def recv(self, n):
-        size = min(n, next(self.sizes))
-        out = self.data[self.pos : self.pos + size]
-        self.pos += len(out)
-        return out
-
-
-@pytest.mark.parametrize("sizes", [[1], [2, 3], [7], [4096]])
-def test_raw_reply_reader_handles_any_split_of_the_stream(sizes):
-    from feast_bc.resp import RawReplies
-
-    ts_a = b"\x08\x01\r\n\x10\x02"  # stored values may contain CRLF bytes
-    ts_b = b"\x08\x05"
-    ints = b":3\r\n" * 5 + b":0\r\n" + b":1\r\n" * 3
-    arrays = b"*1\r\n$-1\r\n" * 4 + (b"*1\r\n$%d\r\n%s\r\n" % (len(ts_a), ts_a)) * 3 + b"*1\r\n$-1\r\n"
-    arrays += b"*1\r\n$%d\r\n%s\r\n" % (len(ts_b), ts_b)
-    tail = b":2\r\n"
-    reader = RawReplies(_TrickleSocket(ints + arrays + tail, sizes))
-    reader.integers(9)
-    runs = reader.single_field_arrays(9)
-    assert runs == [(None, 4), (ts_a, 3), (None, 1), (ts_b, 1)]
-    reader.integers(1)
-    assert reader.idle
-
-
-def test_raw_reply_reader_raises_redis_errors():
-    import redis
-
-    from feast_bc.resp import RawReplies
-
-    reader = RawReplies(_TrickleSocket(b":1\r\n-WRONGTYPE Operation against a key\r\n:1\r\n", [5]))
-    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
-        reader.integers(3)
-    closed = RawReplies(_TrickleSocket(b":1\r\n", [4]))
-    with pytest.raises(redis.exceptions.ConnectionError, match="closed"):
-        closed.integers(2)
-
-
+@pytest.mark.redis
 @pytest.mark.parametrize("kind", ["bulk", "stock"])
 def test_nothing_is_written_until_the_gate_passes(redis_available, kind):
     import time
@@ -248,3 +207,31 @@ def test_nothing_is_written_until_the_gate_passes(redis_available, kind):
         assert _stored(project) == {} and writer.written == 0
     finally:
         delete_project_keys(redis_url(), project)
+
+
+def test_writer_for_picks_the_bulk_writer_or_logs_why_not(tmp_path, caplog):
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
+    from feast.repo_config import RepoConfig
+
+    from feast_bc.online_writers import ProtoWriter, SqliteBulkWriter, writer_for
+
+    _, _, view = _setup(unique_project("pick"))
+
+    def pick(**store_options):
+        cfg = RepoConfig(
+            project="pick",
+            provider="local",
+            registry=str(tmp_path / "registry.db"),
+            online_store=SqliteOnlineStoreConfig(path=str(tmp_path / "online.db"), **store_options),
+            entity_key_serialization_version=3,
+        )
+        return writer_for(cfg, SqliteOnlineStore(), view, "item_id", "int64", DIM)
+
+    assert isinstance(pick(), SqliteBulkWriter)
+    with caplog.at_level(logging.INFO, logger="feast_bc.online_writers"):
+        fallback = pick(vector_enabled=True)
+    assert isinstance(fallback, ProtoWriter)
+    assert any(
+        r.name == "feast_bc.online_writers" and "item_embedding_bc0" in r.getMessage() and "vector" in r.getMessage()
+        for r in caplog.records
+    ), caplog.records

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -35,7 +35,7 @@ START = "2000-01-01T00:00:00"
 
 
 def _end() -> datetime:
-    return datetime.now(timezone.utc) + timedelta(seconds=5)
+    return datetime.now(UTC) + timedelta(seconds=5)
 
 
 def _end_arg() -> str:
@@ -92,7 +92,7 @@ def test_missing_manifest_refuses_apply_and_keeps_every_pin_serving(backend_repo
     backend, repo = backend_repo
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=3)
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     store = _store(repo)
     assert_online_matches(store, fams)
     views = _registered_views(store)
@@ -125,7 +125,7 @@ def test_family_directory_gone_refuses_apply_unless_dropped_on_purpose(tmp_path)
     repo = init_repo(tmp_path / "repo", project=unique_project("gone"))
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=2)
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     store = _store(repo)
 
     # The whole directory is gone (a sync that never ran): only the registry knows the family.
@@ -154,7 +154,7 @@ def test_family_directory_gone_refuses_apply_unless_dropped_on_purpose(tmp_path)
         fams["item_embedding"].publish_next(catalog, np.random.default_rng(1))
     catalog.drop_family("item_embedding", undo=True)
     shutil.move(tmp_path / "item_embedding.moved", catalog.family_dir("item_embedding"))
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     assert_online_matches(store, fams)  # back, values recomputed from the catalog
 
 
@@ -172,13 +172,13 @@ def test_restoring_an_older_manifest_is_refused_on_redis(tmp_path, redis_project
     fams = publish_users_and_items(catalog, versions=2)
     manifest = catalog.family_dir("item_embedding") / "manifest.json"
     registry = repo / "data" / "registry_redis.db"
-    apply(repo, fs_yaml_file=redis_yaml).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo, fs_yaml_file=redis_yaml).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     v1_manifest, v1_registry = manifest.read_bytes(), registry.read_bytes()
 
     rng = np.random.default_rng(7)
     for fam in fams.values():
         fam.publish_next(catalog, rng)
-    apply(repo, fs_yaml_file=redis_yaml).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo, fs_yaml_file=redis_yaml).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     store = _store(repo, "feature_store.redis.yaml")
     assert_online_matches(store, fams)
     v2_manifest = manifest.read_bytes()
@@ -207,7 +207,7 @@ def test_restoring_an_older_manifest_is_refused_on_redis(tmp_path, redis_project
 
     # Putting the newest manifest back (and applying) is the way out.
     manifest.write_bytes(v2_manifest)
-    apply(repo, fs_yaml_file=redis_yaml).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo, fs_yaml_file=redis_yaml).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     store = _store(repo, "feature_store.redis.yaml")
     assert_online_matches(store, fams)
 
@@ -218,14 +218,14 @@ def test_restored_catalog_and_registry_on_sqlite_serve_the_restored_versions(tmp
     repo = init_repo(tmp_path / "repo", project=unique_project("rb"))
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=2)
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     backup = tmp_path / "backup"
     shutil.copytree(repo, backup)
     snapshot = {name: (fam.ids.copy(), fam.vectors.copy(), fam.transforms.copy()) for name, fam in fams.items()}
     rng = np.random.default_rng(3)
     for fam in fams.values():
         fam.publish_next(catalog, rng)
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     assert_online_matches(_store(repo), fams)
     for family in fams:
         shutil.copy(backup / "bc_catalog" / family / "manifest.json", catalog.family_dir(family) / "manifest.json")
@@ -234,7 +234,7 @@ def test_restored_catalog_and_registry_on_sqlite_serve_the_restored_versions(tmp
         apply(repo)
     # ... with the registry restored too, the restored versions are served
     shutil.copy(backup / "data" / "registry.db", repo / "data" / "registry.db")
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     for name, fam in fams.items():
         fam.ids, fam.vectors, fam.transforms = snapshot[name]
     assert_online_matches(_store(repo), fams)
@@ -245,7 +245,7 @@ def test_documented_retire_flow_in_any_order_never_crashes(tmp_path):
     repo = init_repo(tmp_path / "repo", project=unique_project("rt"))
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=3)
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     items = fams["item_embedding"]
     bc = ["feast-bc"]
     where = ["--repo", str(repo), "--family", "item_embedding"]
@@ -290,7 +290,7 @@ def test_materialize_of_a_pruned_version_is_a_clear_error(tmp_path):
     repo = init_repo(tmp_path / "repo", project=unique_project("pr"))
     catalog = Catalog.for_repo(repo)
     publish_users_and_items(catalog, versions=3)
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     catalog.retire("item_embedding", 0)
     elsewhere = tmp_path / "copy" / "bc_catalog"
     shutil.copytree(catalog.root, elsewhere)
@@ -375,7 +375,7 @@ def test_gc_considers_every_profile_of_the_repo(tmp_path, redis_project, monkeyp
     store = apply(repo, fs_yaml_file=repo / "feature_store.redis.yaml")
     pruned = run_cli(["feast-bc", "gc", "--repo", str(repo), "--prune"])
     assert "removed" in pruned.stdout and not v1_file.exists()
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     assert_online_matches(store, fams)
 
 
@@ -568,7 +568,7 @@ def test_status_and_verify_cli_agree_on_a_resealed_pickle(tmp_path):
     repo = init_repo(tmp_path / "repo", project=unique_project("hc"))
     catalog = Catalog.for_repo(repo)
     publish_users_and_items(catalog, versions=2)
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     assert run_cli(["feast-bc", "status", "--repo", str(repo)]).returncode == 0
     _reseal(catalog, "item_embedding", 1, __import__("pickle").dumps(np.ones((6, 10))))
     status = run_cli(["feast-bc", "status", "--repo", str(repo)], check=False)

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import REPO_ROOT
 from feast_bc.repo import init_repo

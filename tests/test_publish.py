@@ -111,14 +111,14 @@ def test_first_publish_needs_entity_and_no_transform(tmp_path):
 
 
 def test_crash_while_writing_artifacts_leaves_last_good_state(two_versions, monkeypatch):
-    import feast_bc.catalog as catalog_mod
+    import feast_bc.catalog.publishing as publishing
 
     before = _snapshot(two_versions.root)
 
     def boom(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(catalog_mod, "write_transform", boom)
+    monkeypatch.setattr(publishing, "write_transform", boom)
     rng = np.random.default_rng(2)
     with pytest.raises(OSError, match="disk full"):
         two_versions.publish("item_embedding", ids=np.arange(10), vectors=rng.normal(size=(10, 8)), transform=rng.normal(size=(6, 8)))
@@ -129,10 +129,10 @@ def test_crash_while_writing_artifacts_leaves_last_good_state(two_versions, monk
 
 
 def test_crash_while_replacing_manifest_keeps_old_manifest(two_versions, monkeypatch):
-    import feast_bc.catalog as catalog_mod
+    import feast_bc.catalog.publishing as publishing
 
     before = _snapshot(two_versions.root)
-    monkeypatch.setattr(catalog_mod, "atomic_write_bytes", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
+    monkeypatch.setattr(publishing, "atomic_write_bytes", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
     rng = np.random.default_rng(3)
     with pytest.raises(OSError):
         two_versions.publish("item_embedding", ids=np.arange(10), vectors=rng.normal(size=(10, 8)), transform=rng.normal(size=(6, 8)))

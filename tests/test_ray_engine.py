@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -31,14 +31,14 @@ from conftest import (
 from feast_bc import Catalog
 from feast_bc.repo import apply, init_repo
 
-START = datetime(2000, 1, 1, tzinfo=timezone.utc)
+START = datetime(2000, 1, 1, tzinfo=UTC)
 
 # Ray Data hints that one-block test datasets cannot use the configured concurrency.
 pytestmark = pytest.mark.filterwarnings("ignore:The maximum number of concurrent tasks:UserWarning")
 
 
 def _end() -> datetime:
-    return datetime.now(timezone.utc) + timedelta(seconds=5)
+    return datetime.now(UTC) + timedelta(seconds=5)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.redis
 
 
 def _end():
-    return datetime.now(timezone.utc) + timedelta(seconds=5)
+    return datetime.now(UTC) + timedelta(seconds=5)
 
 
 def _window_args():
@@ -94,15 +93,15 @@ def test_redis_killed_during_materialize_then_rerun_completes(tmp_path):
 PUBLISH_SCRIPT = """
 import os, signal, sys
 import numpy as np
-import feast_bc.atomic, feast_bc.catalog, feast_bc.repo
+import feast_bc.atomic, feast_bc.catalog.publishing, feast_bc.repo
 from feast_bc import Catalog
 
 repo, step = sys.argv[1], sys.argv[2]
 die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 if step == "mid_artifacts":            # embeddings written, transform not yet
-    feast_bc.catalog.write_transform = die
+    feast_bc.catalog.publishing.write_transform = die
 elif step == "before_manifest":        # every artifact written, manifest not replaced
-    feast_bc.catalog.atomic_write_bytes = die
+    feast_bc.catalog.publishing.atomic_write_bytes = die
 elif step == "mid_manifest_rename":    # new manifest fully in its temp file, not renamed
     real = feast_bc.atomic.os.replace
     def replace(src, dst):
@@ -128,7 +127,7 @@ def test_publisher_killed_at_each_step_leaves_old_or_new_state_and_retry_succeed
     catalog = Catalog.for_repo(repo)
     publish_users_and_items(catalog, versions=2)
     store = apply(repo)
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     old = catalog.manifest("item_embedding")
 
     proc = subprocess.run([sys.executable, "-c", PUBLISH_SCRIPT, str(repo), step], capture_output=True, text=True)
@@ -154,7 +153,7 @@ def test_publisher_killed_at_each_step_leaves_old_or_new_state_and_retry_succeed
         proc = subprocess.run([sys.executable, "-c", PUBLISH_SCRIPT, str(repo), "none"], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
     store = apply(repo)
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     assert catalog.manifest("item_embedding").latest_version == 2
     _check_pins(store, catalog, "item_embedding", "item_id", np.arange(50) * 7 + 3)
     assert repo_status(repo).ok
@@ -169,7 +168,7 @@ def test_password_and_database_from_the_connection_string(tmp_path):
         catalog = Catalog.for_repo(repo)
         fams = publish_users_and_items(catalog, versions=2)
         store = apply(repo, fs_yaml_file=repo / "feature_store.redis.yaml")
-        store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+        store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
         items = fams["item_embedding"]
         _check_pins(store, catalog, "item_embedding", "item_id", items.ids[1])
         assert server.client(db=3).dbsize() > 0 and server.client(db=0).dbsize() == 0
@@ -181,7 +180,7 @@ def test_password_and_database_from_the_connection_string(tmp_path):
 
         bad_store = FeatureStore(repo_path=str(repo), fs_yaml_file=bad)
         with pytest.raises(OnlineStoreUnavailableError, match="refused the credentials"):
-            bad_store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end(), feature_views=["item_embedding_bc0"])
+            bad_store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end(), feature_views=["item_embedding_bc0"])
         import redis.exceptions
 
         with pytest.raises(redis.exceptions.AuthenticationError):
@@ -256,7 +255,7 @@ def test_concurrent_readers_see_old_or_new_values_during_rematerialization(tmp_p
     publish(0)
     publish(1)
     store = apply(repo, fs_yaml_file=yaml)
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     old = {v: np.asarray(export_version(catalog, "item_embedding", v).column("embedding").to_pylist()) for v in (0, 1)}
     publish(2)
     store = apply(repo, fs_yaml_file=yaml)
@@ -275,7 +274,7 @@ def test_concurrent_readers_see_old_or_new_values_during_rematerialization(tmp_p
         time.sleep(0.2)
     time.sleep(1)
     t0 = time.time()
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     t1 = time.time()
     time.sleep(1)
     stop.touch()
@@ -323,7 +322,7 @@ def test_soak_publish_materialize_cycles_leave_no_growth(tmp_path, redis_project
         for old in range(0, latest - keep + 1):
             catalog.retire("item_embedding", old)
         store = apply(repo, fs_yaml_file=yaml)
-        store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+        store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
         catalog.collect_garbage("item_embedding", prune=True)
         keys = [k for k in client.scan_iter(count=5000) if k.endswith(suffix)]
         with client.pipeline(transaction=False) as pipe:

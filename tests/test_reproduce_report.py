@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -20,7 +20,7 @@ from training.report import (
 def _versions(recalls, aligns):
     return [VersionResult(version=k, dim=8, val_recall={50: r}, alignment_error=a, selected_epoch=1, epochs_run=1,
                           train_seconds=0.0, from_cache=False, ver0_source="offline")
-            for k, (r, a) in enumerate(zip(recalls, aligns))]  # fmt: skip
+            for k, (r, a) in enumerate(zip(recalls, aligns, strict=True))]  # fmt: skip
 
 
 def _strategy(name, recalls, aligns, edge, activity):
@@ -40,7 +40,7 @@ def results():
     machine = MachineInfo(platform="p", processor="x", cpus=2, torch="t", torch_threads=2, python="3", loadavg_start=0,
                           loadavg_end=0)  # fmt: skip
     meta = RunMeta(command="python -m training reproduce --out x", profile="quick", dataset="hand", dataset_summary="hand",
-                   config={}, started_at=datetime(2026, 1, 1, tzinfo=timezone.utc), wall_seconds=60.0,
+                   config={}, started_at=datetime(2026, 1, 1, tzinfo=UTC), wall_seconds=60.0,
                    phase_seconds={"all": 60.0}, machine=machine)  # fmt: skip
     return aggregate(meta, strategies, {})
 

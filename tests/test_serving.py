@@ -7,7 +7,7 @@ B-chain of the latest embeddings (float64 reference, tolerance 1e-5).
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ START = "2000-01-01T00:00:00"
 
 
 def _end() -> datetime:
-    return datetime.now(timezone.utc) + timedelta(seconds=5)
+    return datetime.now(UTC) + timedelta(seconds=5)
 
 
 def _make_repo(tmp_path, name, backend, project):
@@ -86,7 +86,7 @@ def test_cli_and_python_api_serve_the_same_numpy_chain(tmp_path, backend, projec
     try:
         yaml = None if backend == "sqlite" else repo_py / "feature_store.redis.yaml"
         store_py = apply(repo_py, fs_yaml_file=yaml)
-        store_py.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+        store_py.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
         assert_online_matches(store_py, fams)
         # identical values whichever path registered and materialized them
         for fam in fams.values():
@@ -116,7 +116,7 @@ def test_new_latest_updates_every_pin_and_serves_new_entities(tmp_path, backend,
     fams = publish_users_and_items(catalog, versions=3)
     yaml = None if backend == "sqlite" else repo / "feature_store.redis.yaml"
     store = apply(repo, fs_yaml_file=yaml)
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     items = fams["item_embedding"]
     old_v0 = np.asarray(online_vectors(store, "item_embedding", 0, "item_id", items.ids[2]))
 
@@ -158,7 +158,7 @@ def test_bad_artifact_refuses_materialize_and_leaves_online_values(tmp_path, bac
     fams = publish_users_and_items(catalog, versions=2)
     yaml = None if backend == "sqlite" else repo / "feature_store.redis.yaml"
     store = apply(repo, fs_yaml_file=yaml)
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     items = fams["item_embedding"]
     before = {v: online_vectors(store, "item_embedding", v, "item_id", items.ids[1]) for v in range(2)}
 
@@ -179,7 +179,7 @@ def test_bad_artifact_refuses_materialize_and_leaves_online_values(tmp_path, bac
         _tamper(path)
 
     with pytest.raises(Exception) as info:
-        store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end(), feature_views=[f"item_embedding_bc{j}" for j in range(3)])
+        store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end(), feature_views=[f"item_embedding_bc{j}" for j in range(3)])
     text = str(info.value)
     assert ("fails its checksum" in text) or ("is missing" in text), text
     assert "item_embedding" in text
@@ -214,7 +214,7 @@ def test_redis_down_is_a_clear_error_and_catalog_untouched(tmp_path, redis_avail
     manifest_before = (catalog.family_dir("item_embedding") / "manifest.json").read_bytes()
     store = apply(repo, fs_yaml_file=repo / "feature_store.redis.yaml")
     with pytest.raises(Exception) as info:
-        store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+        store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     assert "connect" in str(info.value).lower() and str(port) in str(info.value)
     assert (catalog.family_dir("item_embedding") / "manifest.json").read_bytes() == manifest_before
 
@@ -226,7 +226,7 @@ def test_retiring_a_version_removes_its_pin_and_keeps_the_others(tmp_path):
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=3)
     store = apply(repo)
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     catalog.retire("item_embedding", 1)
     with pytest.raises(Exception, match="latest version 2 cannot be retired"):
         catalog.retire("item_embedding", 2)
@@ -236,7 +236,7 @@ def test_retiring_a_version_removes_its_pin_and_keeps_the_others(tmp_path):
     with pytest.raises(FeatureServiceNotFoundException):
         store.get_feature_service("item_embedding_v1")
     assert "item_embedding_bc1" not in {v.name for v in store.list_batch_feature_views()}
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     items = fams["item_embedding"]
     for v in (0, 2):  # version 0 is still B_1 B_2 z_2: the retired version's transform stays in the chain
         got = np.asarray(online_vectors(store, "item_embedding", v, "item_id", items.ids[2]), dtype=np.float64)
@@ -296,7 +296,7 @@ print(json.dumps(r["embedding"]))
     # and back to stored
     catalog.set_serving("item_embedding", 0, "stored")
     store = apply(repo)
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     assert_online_matches(store, fams)
     assert "item_embedding_bc0_onread" not in {v.name for v in store.list_on_demand_feature_views()}
 
@@ -313,7 +313,7 @@ def test_a_long_lived_reader_sees_a_new_version_without_restarting(tmp_path):
     assert "cache_ttl_seconds: 60" in (repo / "feature_store.yaml").read_text()
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=2)
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())
     reader = FeatureStore(repo_path=str(repo))  # the consumer's long-lived store
     items = fams["item_embedding"]
     before = np.asarray(online_vectors(reader, "item_embedding", 0, "item_id", items.ids[1][:5]), dtype=np.float64)
@@ -322,7 +322,7 @@ def test_a_long_lived_reader_sees_a_new_version_without_restarting(tmp_path):
     rng = np.random.default_rng(9)
     for fam in fams.values():
         fam.publish_next(catalog, rng)
-    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), _end())  # the operator's process
+    apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), _end())  # the operator's process
 
     assert reader.get_feature_service("item_embedding_v2", allow_cache=True).name == "item_embedding_v2"
     after = np.asarray(online_vectors(reader, "item_embedding", 0, "item_id", items.ids[1][:5]), dtype=np.float64)

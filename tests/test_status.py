@@ -1,7 +1,7 @@
 """`feast-bc status` on a fresh, a populated, a lagging and a corrupted repo."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from conftest import publish_users_and_items, run_cli, unique_project
 from feast_bc import Catalog
@@ -30,7 +30,7 @@ def test_populated_then_lagging_then_corrupted(tmp_path):
     report = repo_status(repo)  # applied, not materialized yet
     assert not report.ok and any("never materialized" in p for f in report.families for p in f.problems)
 
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5))
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
     proc = run_cli(["feast-bc", "status", "--repo", str(repo), "--json"])
     data = json.loads(proc.stdout)
     items = next(f for f in data["families"] if f["family"] == "item_embedding")

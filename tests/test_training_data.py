@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 from pathlib import Path
@@ -86,7 +87,7 @@ def _timeline():
         ("E", "i6"),   # 15 after t_next
         ("A", "i1"),   # 16 after t_next
     ]  # fmt: skip
-    users, items = zip(*rows)
+    users, items = zip(*rows, strict=True)
     return build_dataset("timeline", users=np.array(users), items=np.array(items), ratings=np.ones(17),
                          timestamps=np.arange(17) * 10, source="hand-built")  # fmt: skip
 
@@ -113,7 +114,7 @@ def test_paper_slices_give_five_versions_and_refuse_empty_windows():
     assert [s.version for s in splits] == [0, 1, 2, 3, 4]
     assert [(s.time_train, s.time_next) for s in splits] == [(0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.0)]
     # node sets only grow, and every validation interaction lies in the window
-    assert all(a.num_users <= b.num_users and a.num_items <= b.num_items for a, b in zip(splits, splits[1:]))
+    assert all(a.num_users <= b.num_users and a.num_items <= b.num_items for a, b in itertools.pairwise(splits))
     fraction = np.linspace(0, 1, len(load_dataset(SyntheticData(num_users=120, num_items=80)).user))
     for s in splits:
         assert np.all(fraction[s.val_index] > s.time_train) and np.all(fraction[s.val_index] <= s.time_next)

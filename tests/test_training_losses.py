@@ -41,7 +41,7 @@ def _alignment_example():
 
 
 def _matvec(m, v):
-    return [sum(a * b for a, b in zip(row, v)) for row in m]
+    return [sum(a * b for a, b in zip(row, v, strict=True)) for row in m]
 
 
 def _mean_sq(rows):
@@ -52,9 +52,9 @@ def test_multi_step_loss_equals_hand_computation():
     b2, b1, z_user, z_item, t_user, t_item, users, positives, negatives = _alignment_example()
     # Hand computation over the batch rows, straight from the definition:
     # (1/k) Σ_j [ mean((B_{j+1}..B_{k-1} d_u)²) + mean(.. d_i ..) + mean(.. d_j ..) ], d = z_{k-1} - B_k z_k.
-    d_u = [[t - m for t, m in zip(t_user[u], _matvec(b2, z_user[u]))] for u in users]
-    d_i = [[t - m for t, m in zip(t_item[i], _matvec(b2, z_item[i]))] for i in positives]
-    d_j = [[t - m for t, m in zip(t_item[j], _matvec(b2, z_item[j]))] for j in negatives]
+    d_u = [[t - m for t, m in zip(t_user[u], _matvec(b2, z_user[u]), strict=True)] for u in users]
+    d_i = [[t - m for t, m in zip(t_item[i], _matvec(b2, z_item[i]), strict=True)] for i in positives]
+    d_j = [[t - m for t, m in zip(t_item[j], _matvec(b2, z_item[j]), strict=True)] for j in negatives]
     term_1 = _mean_sq(d_u) + _mean_sq(d_i) + _mean_sq(d_j)  # space of version 1, normalised by D_1 = 2
     term_0 = sum(_mean_sq([_matvec(b1, d) for d in ds]) for ds in (d_u, d_i, d_j))  # version 0, D_0 = 1
     expected = (term_1 + term_0) / 2
@@ -109,13 +109,13 @@ def test_sampler_is_user_uniform_and_never_draws_positives_as_negatives():
     assert counts[0] / counts.sum() == pytest.approx(0.5, abs=0.05)
     again = BPRSampler(user, item, num_items=12, rng=np.random.default_rng(0)).sample_epoch()
     first = BPRSampler(user, item, num_items=12, rng=np.random.default_rng(0)).sample_epoch()
-    assert all(torch.equal(a, b) for a, b in zip(again, first))
+    assert all(torch.equal(a, b) for a, b in zip(again, first, strict=True))
 
 
 def _tiny_split():
     # users a, b; items x, y, z, w. Fractions k/6: train (<= 0.4) a-x, a-y, b-y; validation a-x, a-z, b-x, b-w.
     rows = [("a", "x"), ("a", "y"), ("b", "y"), ("a", "x"), ("a", "z"), ("b", "x"), ("b", "w")]
-    users, items = zip(*rows)
+    users, items = zip(*rows, strict=True)
     ds = build_dataset("tiny", users=np.array(users), items=np.array(items), ratings=np.ones(7),
                        timestamps=np.arange(7), source="test")  # fmt: skip
     return ds, split_version(ds, 0.4, 1.0)

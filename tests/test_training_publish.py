@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -62,7 +62,7 @@ def test_cli_trains_and_publishes_and_feast_serves_every_pinned_version(tmp_path
     from feast import FeatureStore
 
     store = FeatureStore(repo_path=str(repo))
-    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(seconds=5))
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
     for family, join_key, ids, latest, ver0 in (
         (USER_FAMILY, "user_id", v1.user_ids, v1.user_embeddings, v1.user_ver0),
         (ITEM_FAMILY, "item_id", v1.item_ids, v1.item_embeddings, v1.item_ver0),

@@ -105,7 +105,7 @@ def test_version_zero_and_posthoc_models_are_shared_exactly(dataset, tmp_path):
     cache = ModelCache(tmp_path / "cache")
     nobc = VersionChain(make_strategy("nobc"), dataset, TINY, seed=3, cache=cache)
     posthoc = VersionChain(make_strategy("posthoc-lin-mloss"), dataset, TINY, seed=3, cache=cache)
-    n0, n1 = nobc.train_next(), nobc.train_next()
+    _, n1 = nobc.train_next(), nobc.train_next()
     p0, p1 = posthoc.train_next(), posthoc.train_next()
     assert not n1.from_cache and p0.from_cache and p1.from_cache
     np.testing.assert_array_equal(n1.item_embeddings, p1.item_embeddings)
@@ -116,7 +116,7 @@ def test_version_zero_and_posthoc_models_are_shared_exactly(dataset, tmp_path):
 def test_mf_baseline_runs_a_bc_aligner_chain(dataset):
     config = profile("tiny", model="mf")
     chain = VersionChain(make_strategy("bc-aligner"), dataset, config, seed=0)
-    v0, v1 = chain.train_next(), chain.train_next()
+    _, v1 = chain.train_next(), chain.train_next()
     assert v1.spec.kind == "mf" and v1.transform.shape == (config.dims[0], config.dims[1])
     assert v1.user_embeddings.shape == (v1.split.num_users, config.dims[1])
 

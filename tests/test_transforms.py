@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from feast_bc.errors import DimensionMismatchError, InvalidInputError, NonFiniteError
-from feast_bc.transforms import BackwardTransform, ChainTransform, IdentityTransform, LinearTransform, compose, register_kind
+from feast_bc.transforms import (
+    BackwardTransform,
+    ChainTransform,
+    IdentityTransform,
+    LinearTransform,
+    compose,
+    register_kind,
+)
 
 
 def _chain(rng, dims):

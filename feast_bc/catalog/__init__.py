@@ -1,0 +1,82 @@
+"""The catalog: a directory holding every embedding family's manifest and artifacts.
+
+:class:`Catalog` is the one handle on it. Reading, verifying and composing are its own
+(:class:`~feast_bc.catalog.reader.CatalogReader`); every change goes through a writer with one
+job, and the methods below are their entry points:
+
+* :mod:`~feast_bc.catalog.publishing` -- :meth:`Catalog.publish` (validate everything in memory,
+  write content-addressed artifacts, then replace the manifest atomically);
+* :mod:`~feast_bc.catalog.maintenance` -- :meth:`Catalog.retire`, :meth:`Catalog.set_serving`,
+  :meth:`Catalog.drop_family`, :meth:`Catalog.collect_garbage`.
+
+Where the files are: :mod:`~feast_bc.catalog.layout`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, CATALOG_DIRNAME, DROPPED_DIRNAME, LOCKS_DIRNAME
+from feast_bc.catalog.maintenance import Maintenance
+from feast_bc.catalog.publishing import Publisher
+from feast_bc.catalog.reader import CatalogReader
+from feast_bc.manifest import EntitySpec, FamilyManifest, VersionRecord
+from feast_bc.registries import RepoRegistries
+from feast_bc.transforms import BackwardTransform
+
+__all__ = ["ARTIFACTS_DIRNAME", "CATALOG_DIRNAME", "DROPPED_DIRNAME", "LOCKS_DIRNAME", "Catalog"]
+
+
+class Catalog(CatalogReader):
+    """Families of versioned embeddings stored under one directory."""
+
+    def publish(
+        self,
+        family: str,
+        *,
+        ids,
+        vectors,
+        transform: BackwardTransform | np.ndarray | None = None,
+        entity: EntitySpec | Mapping | None = None,
+        metrics: Mapping[str, float] | None = None,
+        expected_version: int | None = None,
+        description: str = "",
+    ) -> VersionRecord:
+        """Publish the next version of ``family``: its embeddings for all entities and B_{k+1}
+        (:meth:`Publisher.publish <feast_bc.catalog.publishing.Publisher.publish>`)."""
+        return Publisher(self).publish(
+            family,
+            ids=ids,
+            vectors=vectors,
+            transform=transform,
+            entity=entity,
+            metrics=metrics,
+            expected_version=expected_version,
+            description=description,
+        )
+
+    def retire(self, family: str, version: int) -> FamilyManifest:
+        """Stop serving ``version`` (:meth:`Maintenance.retire <feast_bc.catalog.maintenance.Maintenance.retire>`)."""
+        return Maintenance(self).retire(family, version)
+
+    def set_serving(self, family: str, version: int, mode: str) -> FamilyManifest:
+        """Serve ``version`` 'stored' or 'on_read' (:meth:`~feast_bc.catalog.maintenance.Maintenance.set_serving`)."""
+        return Maintenance(self).set_serving(family, version, mode)
+
+    def drop_family(self, family: str, *, undo: bool = False) -> dict | None:
+        """Remove ``family`` from serving on purpose (returns its tombstone); ``undo`` brings it back
+        (:meth:`~feast_bc.catalog.maintenance.Maintenance.drop_family`)."""
+        if undo:
+            Maintenance(self).undo_drop(family)
+            return None
+        return Maintenance(self).drop_family(family)
+
+    def collect_garbage(
+        self, family: str, *, prune: bool = False, dry_run: bool = False, registries: RepoRegistries | None = None
+    ) -> list[Path]:
+        """Delete orphaned artifacts and, with ``prune``, what no served version needs any more
+        (:meth:`~feast_bc.catalog.maintenance.Maintenance.collect_garbage`)."""
+        return Maintenance(self).collect_garbage(family, prune=prune, dry_run=dry_run, registries=registries)

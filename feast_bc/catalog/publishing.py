@@ -1,0 +1,238 @@
+"""Publishing a new version of a family: the only writer of new artifacts.
+
+Everything is validated in memory first (entity, ids, vectors, B_{k+1}, the version record);
+then the new content-addressed artifacts are written, then the manifest is replaced atomically. A
+crash at any point leaves the previous manifest in force and at worst some unreferenced files
+(reported by :meth:`~feast_bc.catalog.reader.CatalogReader.orphans`); a failed attempt removes
+what it wrote itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from feast_bc.artifacts import write_transform
+from feast_bc.atomic import atomic_write_bytes
+from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, artifact_ref_path, artifact_stem
+from feast_bc.catalog.reader import CatalogReader
+from feast_bc.embeddings import embeddings_table, validate_ids, validate_vectors, write_embeddings
+from feast_bc.errors import DimensionMismatchError, FeastBCError, InvalidInputError, VersionConflictError
+from feast_bc.manifest import (
+    MANIFEST_FILENAME,
+    EmbeddingsArtifact,
+    EntitySpec,
+    FamilyManifest,
+    TransformArtifact,
+    VersionRecord,
+    validation_summary,
+)
+from feast_bc.transforms import BackwardTransform, LinearTransform
+
+
+class Publisher:
+    """Publishes versions into one catalog (what :meth:`feast_bc.catalog.Catalog.publish` runs)."""
+
+    def __init__(self, catalog: CatalogReader):
+        self.catalog = catalog
+
+    def publish(
+        self,
+        family: str,
+        *,
+        ids,
+        vectors,
+        transform: BackwardTransform | np.ndarray | None = None,
+        entity: EntitySpec | Mapping | None = None,
+        metrics: Mapping[str, float] | None = None,
+        expected_version: int | None = None,
+        description: str = "",
+    ) -> VersionRecord:
+        """Publish the next version of ``family``: its embeddings for all entities and B_{k+1}.
+
+        Everything is validated before the first byte is written (entity, ids, finiteness,
+        B_{k+1} of shape d_k x d_{k+1}, metrics); on any error the catalog is unchanged.
+        ``expected_version`` guards against two publishers racing for the same version number.
+        """
+        self.catalog.family_dir(family)  # validates the name
+        expected_version = _version_number(expected_version)
+        with self.catalog.lock(family):
+            current = self._current(family)
+            version = 0 if current is None else current.latest_version + 1
+            if expected_version is not None and expected_version != version:
+                raise VersionConflictError(
+                    f"family {family!r}: expected to publish version {expected_version}, but the next "
+                    f"version is {version}"
+                )
+            entity_spec = _entity_for(family, current, entity)
+            ids_arr = validate_ids(ids, entity_spec.dtype)
+            mat = validate_vectors(vectors, len(ids_arr))
+            b = _transform_for(family, current, version, transform, mat.shape[1])
+            draft = _draft_record(family, version, mat.shape[1], _next_timestamp(current), metrics, description)
+            return self._write(family, current, entity_spec, draft, ids_arr, mat, b)
+
+    def _current(self, family: str) -> FamilyManifest | None:
+        """The family's manifest, None for a new family; refuses a dropped one."""
+        state = self.catalog.family_state(family)
+        if state == "dropped":
+            raise InvalidInputError(
+                f"family {family!r} was dropped (`feast-bc drop-family`); run `feast-bc drop-family --undo "
+                f"--family {family}` before publishing it again"
+            )
+        # 'missing_manifest' raises here: publishing version 0 over a family that lost its
+        # manifest would orphan every version Feast still serves.
+        return None if state == "absent" else self.catalog.manifest(family)
+
+    def _write(
+        self,
+        family: str,
+        current: FamilyManifest | None,
+        entity: EntitySpec,
+        draft: VersionRecord,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        transform: BackwardTransform | None,
+    ) -> VersionRecord:
+        """Write the artifacts of ``draft``, then the manifest holding it; on failure remove what was written."""
+        family_dir = self.catalog.family_dir(family)
+        art_dir = family_dir / ARTIFACTS_DIRNAME
+        version = draft.version
+        written: list[Path] = []
+        try:
+            table = embeddings_table(entity.join_key, ids, vectors, draft.created_at, version)
+            emb_path, emb_sha, emb_size = write_embeddings(art_dir, artifact_stem(version, "embeddings"), table)
+            written.append(emb_path)
+            t_ref = None
+            if transform is not None:
+                t_path, t_sha, t_size = write_transform(art_dir, artifact_stem(version, "transform"), transform)
+                written.append(t_path)
+                t_ref = TransformArtifact(
+                    path=artifact_ref_path(t_path), sha256=t_sha, size_bytes=t_size,
+                    kind=transform.kind, in_dim=transform.in_dim, out_dim=transform.out_dim,
+                )
+            e_ref = EmbeddingsArtifact(path=artifact_ref_path(emb_path), sha256=emb_sha, size_bytes=emb_size, rows=len(ids))
+            record = VersionRecord.model_validate({**draft.model_dump(), "embeddings": e_ref, "transform": t_ref})
+            manifest = FamilyManifest(
+                family=family, entity=entity, versions=[*(current.versions if current else []), record]
+            )
+            atomic_write_bytes(family_dir / MANIFEST_FILENAME, manifest.to_json_bytes())
+        except BaseException:
+            # The old manifest is still in force; drop what this attempt wrote (unless a previous
+            # identical publish already referenced the same content-addressed file).
+            keep = {p.resolve() for p in self.catalog.referenced(family, current)}
+            for p in written:
+                if p.resolve() not in keep:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+            if current is None:  # a failed first publish leaves no (empty) family directory
+                for d in (art_dir, family_dir):
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+            raise
+        return record
+
+
+def _version_number(expected_version) -> int | None:
+    if expected_version is None:
+        return None
+    if isinstance(expected_version, (bool, np.bool_)):
+        raise InvalidInputError(f"expected_version must be a version number, not {expected_version!r}")
+    try:
+        return operator.index(expected_version)
+    except TypeError:
+        raise InvalidInputError(
+            f"expected_version must be an integer version number, not {expected_version!r} "
+            f"({type(expected_version).__name__})"
+        ) from None
+
+
+def _draft_record(family: str, version: int, dim: int, created_at: datetime, metrics, description) -> VersionRecord:
+    """The new version's record before its artifacts exist: validates metrics and description.
+
+    The rest of what the manifest checks on load holds by construction: the version number follows
+    the latest, ``created_at`` is strictly later, and B_version maps d_version -> d_{version-1}
+    (:func:`_transform_for`).
+    """
+    try:
+        return VersionRecord(
+            version=version, dim=dim, created_at=created_at, metrics=dict(metrics or {}), description=description
+        )
+    except ValidationError as exc:
+        raise InvalidInputError(f"family {family!r}, version {version}: {validation_summary(exc)}") from None
+
+
+def _entity_for(family: str, current: FamilyManifest | None, entity) -> EntitySpec:
+    if entity is not None and not isinstance(entity, EntitySpec):
+        try:
+            entity = EntitySpec.model_validate(dict(entity))
+        except ValidationError as exc:
+            raise InvalidInputError(f"family {family!r}: invalid entity spec: {validation_summary(exc)}") from None
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"family {family!r}: invalid entity spec: {exc}") from None
+    if current is None:
+        if entity is None:
+            raise InvalidInputError(
+                f"family {family!r} does not exist yet: the first publish must name its entity "
+                "(EntitySpec(name=..., join_key=..., dtype='int64'|'string'))"
+            )
+        return entity
+    if entity is not None and entity != current.entity:
+        raise InvalidInputError(
+            f"family {family!r} belongs to entity {current.entity.model_dump()}; cannot publish with "
+            f"{entity.model_dump()}"
+        )
+    return current.entity
+
+
+def _transform_for(
+    family: str, current: FamilyManifest | None, version: int, transform, new_dim: int
+) -> BackwardTransform | None:
+    if current is None:
+        if transform is not None:
+            raise InvalidInputError(f"family {family!r}: version 0 has no older version, so it takes no backward transform")
+        return None
+    if transform is None:
+        raise InvalidInputError(
+            f"family {family!r}: version {version} needs its backward transform B_{version} "
+            f"(shape {current.latest.dim} x {new_dim}) so older versions can still be served"
+        )
+    if not isinstance(transform, BackwardTransform):
+        w = np.asarray(transform)
+        if w.ndim != 2:
+            raise DimensionMismatchError(
+                f"family {family!r}: B_{version} must be a matrix of shape d_{version - 1} x d_{version} = "
+                f"{current.latest.dim} x {new_dim}; got shape {w.shape}"
+            )
+        if w.shape != (current.latest.dim, new_dim):
+            raise DimensionMismatchError(
+                f"family {family!r}: B_{version} must have shape d_{version - 1} x d_{version} = "
+                f"{current.latest.dim} x {new_dim}; got {w.shape[0]} x {w.shape[1]}"
+            )
+        try:
+            transform = LinearTransform(w)
+        except FeastBCError as exc:
+            raise type(exc)(f"family {family!r}, B_{version}: {exc}") from None
+    if (transform.out_dim, transform.in_dim) != (current.latest.dim, new_dim):
+        raise DimensionMismatchError(
+            f"family {family!r}: B_{version} must map {new_dim} -> {current.latest.dim} "
+            f"(d_{version} -> d_{version - 1}); got {transform.in_dim} -> {transform.out_dim}"
+        )
+    return transform
+
+
+def _next_timestamp(current: FamilyManifest | None) -> datetime:
+    """Now (UTC, microseconds); strictly after the previous version even if the clock stepped back.
+
+    The value doubles as the event timestamp of every row of this version, which is what makes
+    Feast's online stores overwrite the previous version's values on re-materialization.
+    """
+    now = datetime.now(UTC)
+    if current is not None and now <= current.latest.created_at:
+        now = current.latest.created_at + timedelta(microseconds=1)
+    return now

@@ -1,0 +1,331 @@
+"""The read side of a catalog: which families exist, their manifests, verified artifacts, composed chains.
+
+Readers verify size and sha256 of every artifact they use. A family directory without its
+manifest is never treated as "no family": serving it would mean deleting its Feast views and
+online values, so every reader refuses it with a :class:`~feast_bc.errors.ManifestError` until the
+manifest is restored or the family is dropped on purpose (``feast-bc drop-family``).
+
+:class:`CatalogReader` is everything :class:`feast_bc.catalog.Catalog` does except changing the
+catalog; the writers (:mod:`~feast_bc.catalog.publishing`, :mod:`~feast_bc.catalog.maintenance`)
+work through it, and ``Catalog`` adds their entry points on top. It is one class, so one module
+(~330 lines): the reads, the deep check built on them and the composition that trusts the check.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from feast_bc.artifacts import load_transform, verify_file
+from feast_bc.atomic import exclusive_lock
+from feast_bc.catalog.layout import (
+    ARTIFACTS_DIRNAME,
+    CATALOG_DIRNAME,
+    family_files,
+    family_state,
+    ignored_entries,
+    lock_path,
+    looks_like_catalog,
+    read_tombstones,
+)
+from feast_bc.embeddings import check_embeddings_file, read_embeddings
+from feast_bc.errors import (
+    ArtifactError,
+    FeastBCError,
+    InvalidInputError,
+    InvalidNameError,
+    ManifestError,
+    RetiredVersionError,
+    UnknownFamilyError,
+)
+from feast_bc.manifest import MANIFEST_FILENAME, MAX_MANIFEST_BYTES, FamilyManifest
+from feast_bc.naming import family_name_problem
+from feast_bc.transforms import BackwardTransform, compose
+
+_COMPOSED_CACHE_SIZE = 64
+
+logger = logging.getLogger(__name__)
+
+
+class CatalogReader:
+    """Families of versioned embeddings stored under one directory, read and verified."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).absolute()
+
+    @classmethod
+    def for_repo(cls, repo_path: str | Path):
+        return cls(Path(repo_path) / CATALOG_DIRNAME)
+
+    @classmethod
+    def locate(cls, where: str | Path | CatalogReader):
+        """A catalog given either a feature repo (uses its ``bc_catalog/``) or a catalog directory."""
+        if isinstance(where, cls):
+            return where
+        if isinstance(where, CatalogReader):
+            return cls(where.root)
+        path = Path(where)
+        return cls(path) if looks_like_catalog(path) else cls.for_repo(path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    # ------------------------------------------------------------------------------ families
+    def family_dir(self, family: str) -> Path:
+        problem = family_name_problem(family)
+        if problem:
+            raise InvalidNameError(problem)
+        return self.root / family
+
+    def lock(self, family: str):
+        """The writers' lock of one family (a context manager; released if the holder dies)."""
+        self.family_dir(family)  # validates the name
+        return exclusive_lock(lock_path(self.root, family))
+
+    def family_state(self, family: str) -> str:
+        """'published', 'absent', 'missing_manifest' or 'dropped' (:func:`~feast_bc.catalog.layout.family_state`)."""
+        return family_state(self.family_dir(family))
+
+    def families(self) -> list[str]:
+        """Every family of the catalog, including one whose directory lost its manifest (reading it
+        raises a :class:`ManifestError`, never "no such family"); dropped families excluded."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for path in sorted(self.root.iterdir()):
+            if path.name.startswith(".") or not path.is_dir():
+                continue
+            if family_name_problem(path.name):
+                logger.warning("ignoring %s in the catalog: %s", path, family_name_problem(path.name))
+                continue
+            state = self.family_state(path.name)
+            if state in ("published", "missing_manifest"):
+                out.append(path.name)
+        return out
+
+    def ignored_entries(self) -> list[str]:
+        """Directories in the catalog that cannot be families (invalid names): reported, never served."""
+        return ignored_entries(self.root)
+
+    def has_family(self, family: str) -> bool:
+        return (self.family_dir(family) / MANIFEST_FILENAME).is_file()
+
+    def dropped_families(self) -> dict[str, dict]:
+        """Family -> its tombstone (when and from which manifest it was dropped)."""
+        return read_tombstones(self.root)
+
+    def manifest(self, family: str) -> FamilyManifest:
+        path = self.family_dir(family) / MANIFEST_FILENAME
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_MANIFEST_BYTES + 1)
+        except FileNotFoundError:
+            if path.is_symlink():
+                raise ManifestError(
+                    f"manifest of family {family!r} ({path}) is a symlink to {os.readlink(path)}, which does not exist"
+                ) from None
+            raise self._no_manifest_error(family, path) from None
+        except OSError as exc:
+            raise ManifestError(f"manifest of family {family!r} ({path}) cannot be read: {exc}") from None
+        manifest = FamilyManifest.from_json_bytes(data, origin=f"manifest of family {family!r} ({path})")
+        if manifest.family != family:
+            raise ManifestError(f"{path} describes family {manifest.family!r}, not {family!r}")
+        return manifest
+
+    def _no_manifest_error(self, family: str, path: Path) -> FeastBCError:
+        state = self.family_state(family)
+        if state == "dropped":
+            return UnknownFamilyError(f"family {family!r} was dropped from {self.root} (`feast-bc drop-family`)")
+        if state == "missing_manifest":
+            files = family_files(self.family_dir(family))
+            return ManifestError(
+                f"family {family!r}: {path} is missing although {path.parent} still holds {len(files)} of its "
+                "files (manifest deleted, renamed or not synced). Nothing of the family can be served or "
+                "changed without it: restore the manifest (the newest one you have); to remove the family "
+                f"on purpose run `feast-bc drop-family --family {family}`"
+            )
+        known = self.families()
+        return UnknownFamilyError(
+            f"no embedding family {family!r} in {self.root}; available families: "
+            f"{', '.join(known) if known else '(none published yet)'}"
+        )
+
+    # ------------------------------------------------------------------------------ artifacts
+    def artifact_path(self, family: str, ref) -> Path:
+        return self.family_dir(family) / ref.path
+
+    def referenced(self, family: str, manifest: FamilyManifest | None) -> list[Path]:
+        """The files ``manifest`` references (none without a manifest)."""
+        if manifest is None:
+            return []
+        return [self.artifact_path(family, ref) for ref in manifest.artifact_refs()]
+
+    def orphans(self, family: str, manifest: FamilyManifest | None = None) -> list[Path]:
+        """Files the manifest does not reference: leftovers of a killed publish (artifacts, temp files).
+
+        Raises (like :meth:`manifest`) when the family has no readable manifest: then *every* file
+        would look unreferenced, and none of them is an orphan.
+        """
+        family_dir = self.family_dir(family)
+        art_dir = family_dir / ARTIFACTS_DIRNAME
+        if not family_dir.is_dir():
+            return []
+        manifest = manifest or self.manifest(family)
+        # temp files of a manifest replacement that was killed before its rename
+        stale = sorted(family_dir.glob(f".{MANIFEST_FILENAME}.*.tmp"))
+        if not art_dir.is_dir():
+            return stale
+        referenced = {p.resolve() for p in self.referenced(family, manifest)}
+        return stale + sorted(p for p in art_dir.iterdir() if p.is_file() and p.resolve() not in referenced)
+
+    # ------------------------------------------------------------------------------ verifying
+    def verify(self, family: str, manifest: FamilyManifest | None = None) -> FamilyManifest:
+        """Check size and sha256 of every artifact the manifest references (hashing cached per file state)."""
+        manifest = manifest or self.manifest(family)
+        for ref, what in _described_refs(manifest):
+            verify_file(self.artifact_path(family, ref), ref, origin=f"family {family!r}, {what}")
+        return manifest
+
+    def inspect(self, family: str) -> tuple[FamilyManifest | None, list[FeastBCError]]:
+        """Every check `feast-bc verify` makes, collected instead of raised.
+
+        The manifest (seal, schema, invariants); size and sha256 of every referenced artifact; every
+        transform decoded as `feast materialize` would (safetensors header, dtype, shape, finite
+        values); every served version's chain composed; the latest embeddings file opened as parquet
+        with the expected columns, row count, version and publish time. ``feast-bc status`` runs
+        exactly this, so it never says OK about a family that verify or materialize would refuse.
+        """
+        try:
+            manifest = self.manifest(family)
+        except FeastBCError as exc:
+            return None, [exc]
+        errors: list[FeastBCError] = []
+
+        def attempt(fn, *args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except FeastBCError as exc:
+                errors.append(exc)
+            except OSError as exc:
+                errors.append(ArtifactError(f"family {family!r}: {exc}"))
+            return None
+
+        for ref, what in _described_refs(manifest):
+            attempt(verify_file, self.artifact_path(family, ref), ref, origin=f"family {family!r}, {what}")
+        if errors:
+            return manifest, errors  # decoding files that fail their checksum proves nothing more
+        for rec in manifest.versions:
+            if rec.transform is not None:
+                attempt(self.transform, family, rec.version, manifest)
+        if not errors:
+            pruned = manifest.pruned_versions()  # nothing serves or can compute them any more
+            for v in range(manifest.latest_version):
+                if v not in pruned:
+                    attempt(self.composed, family, manifest.latest_version, v, manifest)
+        latest = manifest.latest
+        attempt(
+            check_embeddings_file,
+            self.artifact_path(family, latest.embeddings),
+            manifest.entity.join_key,
+            manifest.entity.dtype,
+            latest,
+            f"family {family!r}, embeddings of version {latest.version}",
+        )
+        return manifest, errors
+
+    def check(self, family: str) -> FamilyManifest:
+        """:meth:`inspect`, raising its first problem."""
+        manifest, errors = self.inspect(family)
+        if errors:
+            raise errors[0]
+        return manifest
+
+    # ------------------------------------------------------------------------------ composing
+    def transform(self, family: str, version: int, manifest: FamilyManifest | None = None) -> BackwardTransform:
+        """The verified B_version (version -> version-1)."""
+        manifest = manifest or self.manifest(family)
+        rec = manifest.version(version)
+        if rec.transform is None:
+            if version == 0:
+                raise InvalidInputError(f"family {family!r}: version 0 has no backward transform")
+            raise RetiredVersionError(
+                f"family {family!r}: B_{version} was pruned (every version older than {version} is retired)"
+            )
+        return load_transform(
+            self.artifact_path(family, rec.transform), rec.transform, origin=f"family {family!r}, B_{version}"
+        )
+
+    def composed(self, family: str, source: int, target: int, manifest: FamilyManifest | None = None) -> BackwardTransform:
+        """B_{target+1} o ... o B_source as one transform (one matrix for linear chains), cached by content."""
+        manifest = manifest or self.manifest(family)
+        chain = manifest.chain(source, target)
+        key = (manifest.version(source).dim, tuple(t.sha256 for t in chain))
+        for ref, v in zip(chain, range(source, target, -1), strict=True):
+            verify_file(self.artifact_path(family, ref), ref, origin=f"family {family!r}, B_{v}")
+        cached = _composed_cache.get(key)
+        if cached is not None:
+            return cached
+        steps = [self.transform(family, v, manifest) for v in range(source, target, -1)]
+        result = compose(steps, dim=manifest.version(source).dim)
+        _composed_cache.put(key, result)
+        return result
+
+    def transform_vectors(
+        self, family: str, vectors: np.ndarray, source: int, target: int, manifest: FamilyManifest | None = None
+    ) -> np.ndarray:
+        """Version-``target`` vectors from version-``source`` vectors: the one formula that
+        materialization (both engines) and export share."""
+        if source == target:
+            return np.asarray(vectors, dtype=np.float32)
+        return self.composed(family, source, target, manifest).transform(vectors)
+
+    def latest_embeddings(self, family: str, ids=None, manifest: FamilyManifest | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Verified (ids, vectors) of the latest version; with ``ids``, those rows in that order."""
+        manifest = self.verify(family, manifest)
+        latest = manifest.latest
+        return read_embeddings(
+            self.artifact_path(family, latest.embeddings),
+            manifest.entity.join_key,
+            latest.dim,
+            ids=ids,
+            id_dtype=manifest.entity.dtype,
+        )
+
+
+def _described_refs(manifest: FamilyManifest):
+    """(artifact reference, what it is in words) for every artifact of the manifest."""
+    for rec in manifest.versions:
+        for ref, what in ((rec.transform, f"B_{rec.version}"), (rec.embeddings, f"embeddings of version {rec.version}")):
+            if ref is not None:
+                yield ref, what
+
+
+class _LRU(OrderedDict):
+    """A small thread-safe least-recently-used cache."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+        self.lock = threading.Lock()
+
+    def get(self, key, default=None):
+        with self.lock:
+            if key not in self:
+                return default
+            self.move_to_end(key)
+            return self[key]
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self[key] = value
+            self.move_to_end(key)
+            while len(self) > self.size:
+                self.popitem(last=False)
+
+
+_composed_cache = _LRU(_COMPOSED_CACHE_SIZE)

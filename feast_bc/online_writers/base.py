@@ -1,0 +1,63 @@
+"""What every online writer is: the protocol the engine writes through, and the caller-thread base.
+
+A writer is used as a context manager: ``write`` batches inside the block; leaving it without an
+error means everything is stored. ``written`` counts rows actually written (dedup may skip some).
+``gate`` (if given) is called before the first byte reaches the store; if it raises, nothing is
+written and the error propagates (the engine passes the artifacts' checksum check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+Gate = Callable[[], object]
+
+
+class Batch(NamedTuple):
+    """One batch of a view: entity ids, their vectors, and the version and publish time they carry."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    source_version: int
+    event_time: datetime
+
+
+class OnlineWriter(Protocol):
+    """What the engine writes through (see the module docstring for the contract)."""
+
+    written: int
+
+    def __enter__(self) -> OnlineWriter: ...
+
+    def __exit__(self, exc_type, exc, tb) -> None: ...
+
+    def write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> None:
+        """Write (or queue) one batch."""
+
+
+class InlineWriter:
+    """Writes in the caller's thread: the gate is passed before the first batch, nothing to drain."""
+
+    def __init__(self, gate: Gate | None):
+        self.gate = gate
+        self.written = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        return None
+
+    def write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> None:
+        if self.gate is not None:
+            self.gate()
+            self.gate = None
+        self.written += self._write(Batch(ids, vectors, int(source_version), event_time))
+
+    def _write(self, batch: Batch) -> int:
+        """Store one batch; return the rows written."""
+        raise NotImplementedError
