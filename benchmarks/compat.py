@@ -1,7 +1,7 @@
 """Compatibility benchmark: what a version-0 consumer loses, per method and per task, in minutes.
 
 The full reproduction (`python -m training reproduce`, ~50 minutes) is the reference measurement;
-this is the loop to iterate with. It runs the *same* pipeline (training.reproduce.run_reproduction:
+this is the loop to iterate with. It runs the *same* pipeline (training.experiments.reproduce.run_reproduction:
 the same strategies, consumers, protocol and aggregation) on smaller settings:
 
 * ``ml-100k``  -- MovieLens 100K, the paper's architectures for versions 0..2 (time slices
@@ -36,12 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.consumers.mlp import ConsumerSettings  # noqa: E402
-from training.consumers.tasks import TASK_NAMES  # noqa: E402
-from training.data.config import MovieLensData, SyntheticData, default_movielens_dir  # noqa: E402
-from training.reproduce import ReproduceConfig, run_reproduction  # noqa: E402
 from training.config import profile  # noqa: E402
-from training.report import name_of  # noqa: E402
+from training.data.config import MovieLensData, SyntheticData, default_movielens_dir  # noqa: E402
+from training.experiments.consumers.mlp import ConsumerSettings  # noqa: E402
+from training.experiments.consumers.tasks import TASK_NAMES  # noqa: E402
+from training.experiments.report import name_of  # noqa: E402
+from training.experiments.reproduce import ReproduceConfig, run_reproduction  # noqa: E402
 from training.strategies import parse_strategy_spec  # noqa: E402
 
 DEFAULT_METHODS = ("fix-m0", "nobc", "posthoc-lin-sloss", "bc-aligner", "bc-aligner-plus")

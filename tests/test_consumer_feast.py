@@ -11,8 +11,8 @@ from conftest import unique_project
 from feast_bc import Catalog
 from training.chain import VersionChain
 from training.config import profile
-from training.consumers.feast_source import FeastVer0Source
 from training.data import SyntheticData, load_dataset
+from training.experiments.consumers.feast_source import FeastVer0Source
 from training.publish import USER_FAMILY
 from training.strategies import make_strategy
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training.consumers.metrics import average_ranks, roc_auc
+from training.experiments.consumers.metrics import average_ranks, roc_auc
 
 
 def _pairwise_auc(labels, scores) -> float:

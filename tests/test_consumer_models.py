@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from torch import nn
 
-from training.consumers.metrics import roc_auc
-from training.consumers.mlp import ConsumerMLP, ConsumerSettings, as_tensor, fit_consumer, predict
-from training.consumers.protocol import train_task_consumers
-from training.consumers.tasks import TaskLabels
 from training.data import SyntheticData, load_dataset, version_splits
+from training.experiments.consumers.metrics import roc_auc
+from training.experiments.consumers.mlp import ConsumerMLP, ConsumerSettings, as_tensor, fit_consumer, predict
+from training.experiments.consumers.protocol import train_task_consumers
+from training.experiments.consumers.tasks import TaskLabels
 
 FAST = ConsumerSettings(hidden_dims=(32,), dropouts=(0.0,), num_seeds=1, max_epochs=40, patience=8,
                         edge_max_epochs=40, edge_patience=8, batch_size=256)  # fmt: skip

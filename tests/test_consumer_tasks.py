@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.consumers.tasks import PROTOCOLS, TASK_NAMES, TaskLabels
 from training.data import build_dataset, split_version
+from training.experiments.consumers.tasks import PROTOCOLS, TASK_NAMES, TaskLabels
 
 A, B, C = 100, 200, 300
 #: positions 0..20: user 1 + i % 4; even positions rate A, odd positions rate B

@@ -4,7 +4,7 @@ import json
 import math
 
 from training.data.config import SyntheticData
-from training.demo import DemoSettings, run_demo
+from training.experiments.demo import DemoSettings, run_demo
 
 
 def test_demo_runs_end_to_end_and_reports(tmp_path):

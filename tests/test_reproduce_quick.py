@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from training.cli import main
-from training.consumers.tasks import TASK_NAMES
 from training.errors import ConfigError
-from training.plots import PLOT_FILES
-from training.reproduce import REPORT_FILES, make_config
+from training.experiments.consumers.tasks import TASK_NAMES
+from training.experiments.plots import PLOT_FILES
+from training.experiments.reproduce import REPORT_FILES, make_config
 from training.strategies import STRATEGY_NAMES
 
 ACTIVITY = ("user-activity", "user-positive-activity")

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from training.plots import PLOT_FILES, write_plots
-from training.report import (
+from training.experiments.plots import PLOT_FILES, write_plots
+from training.experiments.report import (
     MachineInfo,
     RunMeta,
     StrategyResult,

@@ -8,7 +8,8 @@ Subcommands:
 * ``publish`` -- (re)publish a trained version, e.g. after a publish that failed.
 * ``status``  -- what the work directory holds.
 
-Later issues add ``reproduce`` and ``demo`` to :data:`SUBCOMMANDS`.
+``reproduce`` and ``demo`` come from the experiment harness (:mod:`training.experiments`); this
+module is the one place that puts the library's commands and the harness's together.
 A refusal prints one line ``training: error: ...`` to stderr and exits with status 2.
 """
 
@@ -22,21 +23,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from training.arguments import int_list
 from training.config import PROFILE_NAMES, profile
 from training.data.config import SyntheticData
 from training.data.options import add_data_arguments, data_config_from_args, validation_text
 from training.errors import ConfigError, StateError, TrainingError
+from training.experiments import demo, reproduce
 from training.strategies import ALIASES, STRATEGY_NAMES, make_strategy
 
-
 # ----------------------------------------------------------------------------- option parsing
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 _CONFIG_OPTIONS = {
     "model": "model",
     "dims": "dims",
@@ -208,8 +203,8 @@ def _add_train(sub) -> None:
     chain.add_argument("--seed", type=int, help="default 42")
     chain.add_argument("--profile", choices=PROFILE_NAMES, help="default 'default'")
     chain.add_argument("--model", choices=["pinsage", "mf"])
-    chain.add_argument("--dims", type=_int_list, help="per-version dims, e.g. 256,320,384,448,512")
-    chain.add_argument("--layers", type=_int_list, help="per-version GNN layers, e.g. 2,2,3,3,3")
+    chain.add_argument("--dims", type=int_list, help="per-version dims, e.g. 256,320,384,448,512")
+    chain.add_argument("--layers", type=int_list, help="per-version GNN layers, e.g. 2,2,3,3,3")
     chain.add_argument("--epochs", type=int)
     chain.add_argument("--batch-size", type=int)
     chain.add_argument("--learning-rate", type=float)
@@ -238,10 +233,14 @@ def _add_status(sub) -> None:
     s.set_defaults(func=cmd_status)
 
 
-#: Subcommand name -> function adding it to the parser (later issues register reproduce, demo).
-SUBCOMMANDS: dict[str, Callable] = {"train": _add_train, "publish": _add_publish, "status": _add_status}
-SUBCOMMANDS["reproduce"] = lambda sub: __import__("training.reproduce", fromlist=["_"]).add_subcommand(sub)
-SUBCOMMANDS["demo"] = lambda sub: __import__("training.demo", fromlist=["_"]).add_subcommand(sub)
+#: Subcommand name -> function adding it to the parser: the library's own, then the experiments'.
+SUBCOMMANDS: dict[str, Callable] = {
+    "train": _add_train,
+    "publish": _add_publish,
+    "status": _add_status,
+    "reproduce": reproduce.add_subcommand,
+    "demo": demo.add_subcommand,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ batch size for time while keeping the method (losses, sampling, selection rule) 
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -60,12 +61,12 @@ class TrainingConfig(BaseModel):
     selection_k: int = Field(50, description="model selection uses validation Recall@selection_k")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrainingConfig":
+    def _consistent(self) -> TrainingConfig:
         versions = len(self.time_slices) - 1
         if versions < 1:
             raise ValueError("time_slices needs at least two points (one version)")
         if any(not 0 < t <= 1 for t in self.time_slices) or any(
-            a >= b for a, b in zip(self.time_slices, self.time_slices[1:])
+            a >= b for a, b in pairwise(self.time_slices)
         ):
             raise ValueError(f"time_slices must increase strictly within (0, 1]; got {self.time_slices}")
         if len(self.dims) != versions or len(self.layers) != versions:

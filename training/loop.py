@@ -40,7 +40,7 @@ class IntendedTask:
     @classmethod
     def for_split(
         cls, dataset: InteractionDataset, split: VersionSplit, config: TrainingConfig, device: torch.device
-    ) -> "IntendedTask":
+    ) -> IntendedTask:
         return cls(split, build_graph(dataset, split, device), RecallEvaluator(split, config.recall_ks))
 
     def sampler(self, rng: np.random.Generator) -> BPRSampler:

@@ -30,6 +30,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -149,7 +150,7 @@ class VersionContext:
     def desc(self, what: str) -> str:
         return f"v{self.version} {what}"
 
-    def train_fresh(self, spec: ModelSpec) -> "StrategyFit":
+    def train_fresh(self, spec: ModelSpec) -> StrategyFit:
         """BPR-only training of a fresh model: every strategy's version 0, the No-BC models, and the
         models the post-hoc strategies align. Same inputs, same model: with a cache it is trained once."""
         cache = self.cache
@@ -210,7 +211,7 @@ class StrategyFit:
     same_model_as_version: int | None = None
 
     @classmethod
-    def from_fit(cls, fit: FitResult, spec: ModelSpec, transform=None, kind: TransformKind | None = None) -> "StrategyFit":
+    def from_fit(cls, fit: FitResult, spec: ModelSpec, transform=None, kind: TransformKind | None = None) -> StrategyFit:
         return cls(fit.model, spec, transform, kind, fit.val_recall, fit.selected_epoch, fit.epochs_run, fit.seconds)
 
 
@@ -223,7 +224,7 @@ class Strategy(ABC):
     def spec(self) -> StrategySpec:
         return StrategySpec(name=self.name, **self.get_params())  # type: ignore[arg-type]
 
-    def check(self, config: TrainingConfig) -> None:
+    def check(self, config: TrainingConfig) -> None:  # noqa: B027 - a hook: most strategies take any config
         """Refuse configurations this strategy cannot train (before any work is done)."""
 
     def fit_version(self, ctx: VersionContext) -> StrategyFit:
@@ -513,7 +514,7 @@ def strategy_from_spec(spec: StrategySpec) -> Strategy:
 
 
 def _require_growing_dims(name: str, config: TrainingConfig) -> None:
-    shrinking = [(k, a, b) for k, (a, b) in enumerate(zip(config.dims, config.dims[1:]), start=1) if b < a]
+    shrinking = [(k, a, b) for k, (a, b) in enumerate(pairwise(config.dims), start=1) if b < a]
     if shrinking:
         k, a, b = shrinking[0]
         raise ConfigError(

@@ -14,7 +14,7 @@ previous state in force. Training holds an exclusive lock on the state directory
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,6 @@ import torch
 
 from feast_bc.atomic import exclusive_lock
 from training.cache import ModelCache
-from training.publish import PublishResult
 from training.chain import VersionOutput, resolve_device, train_version
 from training.config import TrainingConfig
 from training.data.config import DataConfig, SyntheticData, absolute, load_dataset
@@ -30,6 +29,7 @@ from training.data.dataset import InteractionDataset
 from training.data.splits import split_version, version_splits
 from training.errors import StateError
 from training.models.factory import build_model
+from training.publish import PublishResult
 from training.state import (
     STATE_FILENAME,
     PublishRecord,
@@ -74,7 +74,7 @@ class TrainingRun:
         seed: int = 42,
         repo: str | Path | None = None,
         project: str | None = None,
-    ) -> "TrainingRun":
+    ) -> TrainingRun:
         """Start a chain: record data, strategy, config and seed (nothing is trained yet)."""
         if cls.exists(workdir):
             existing = read_state(Path(workdir) / STATE_DIRNAME)
@@ -107,7 +107,7 @@ class TrainingRun:
         return run
 
     @classmethod
-    def open(cls, workdir: str | Path) -> "TrainingRun":
+    def open(cls, workdir: str | Path) -> TrainingRun:
         return cls(workdir, read_state(Path(workdir).absolute() / STATE_DIRNAME))
 
     # ------------------------------------------------------------------------- queries
@@ -238,7 +238,7 @@ class TrainingRun:
                 train_seconds=output.train_seconds,
                 total_seconds=output.total_seconds,
                 from_cache=output.from_cache,
-                trained_at=datetime.now(timezone.utc),
+                trained_at=datetime.now(UTC),
             )
             self.state = self.state.model_copy(update={"versions": [*self.state.versions, record]})
             write_state(self.state_dir, self.state)
@@ -247,7 +247,7 @@ class TrainingRun:
     # ------------------------------------------------------------------------- publishing
     def publish(
         self, version: int | None = None, repo: str | Path | None = None, *, apply: bool = True
-    ) -> "PublishResult":
+    ) -> PublishResult:
         """Publish a trained version (default: the latest) into ``repo`` (default: the remembered
         one), apply the repo to Feast, and record the publish in the state."""
         from training.publish import publish_output
@@ -266,7 +266,7 @@ class TrainingRun:
         with exclusive_lock(self.state_dir / ".lock"):
             self.state = read_state(self.state_dir)
             v = self._version_state(version)
-            record = PublishRecord(repo=str(Path(repo).absolute()), published_at=datetime.now(timezone.utc), families=families)
+            record = PublishRecord(repo=str(Path(repo).absolute()), published_at=datetime.now(UTC), families=families)
             versions = list(self.state.versions)
             versions[version] = v.model_copy(update={"published": record})
             self.state = self.state.model_copy(update={"versions": versions})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +140,7 @@ def _review_day(record: dict, path: Path, line_no: int) -> int:
     if text is not None:
         try:
             month, day, year = str(text).replace(",", "").split()
-            when = datetime(int(year), int(month), int(day), tzinfo=timezone.utc)
+            when = datetime(int(year), int(month), int(day), tzinfo=UTC)
         except ValueError:
             raise DatasetError(f"{path}, line {line_no}: bad reviewTime {text!r} (expected 'MM D, YYYY')") from None
         return int(when.timestamp())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,7 +64,7 @@ class TableData(_DataConfig):
     name: str | None = None
 
 
-DataConfig = Annotated[Union[SyntheticData, MovieLensData, AmazonData, TableData], Field(discriminator="kind")]
+DataConfig = Annotated[SyntheticData | MovieLensData | AmazonData | TableData, Field(discriminator="kind")]
 
 
 def absolute(config: DataConfig) -> DataConfig:

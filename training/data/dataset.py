@@ -74,7 +74,7 @@ class AttributeGroup:
         vocabulary: Sequence[str] | None = None,
         min_count: int = 1,
         max_size: int | None = None,
-    ) -> "AttributeGroup":
+    ) -> AttributeGroup:
         """Index token lists; tokens outside the vocabulary are dropped.
 
         Without an explicit vocabulary it is the tokens occurring at least ``min_count`` times
@@ -132,13 +132,13 @@ class InteractionDataset:
     def item_id_dtype(self) -> IdDtype:
         return "int64" if self.item_ids.dtype.kind == "i" else "string"
 
-    def with_item_attributes(self, groups: Mapping[str, AttributeGroup]) -> "InteractionDataset":
+    def with_item_attributes(self, groups: Mapping[str, AttributeGroup]) -> InteractionDataset:
         for g in groups.values():
             if g.num_rows != self.num_items:
                 raise DatasetError(f"attribute group {g.name!r} has {g.num_rows} rows for {self.num_items} items")
         return dataclasses.replace(self, item_attributes=dict(groups))
 
-    def with_user_attributes(self, groups: Mapping[str, AttributeGroup]) -> "InteractionDataset":
+    def with_user_attributes(self, groups: Mapping[str, AttributeGroup]) -> InteractionDataset:
         for g in groups.values():
             if g.num_rows != self.num_users:
                 raise DatasetError(f"attribute group {g.name!r} has {g.num_rows} rows for {self.num_users} users")

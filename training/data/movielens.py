@@ -76,11 +76,11 @@ def _item_attributes(path: Path, item_ids: np.ndarray) -> dict[str, AttributeGro
     if flags.isna().any().any() or not flags.isin([0, 1]).all().all():
         raise DatasetError(f"{path}: expected 19 genre flags (0/1) per line after the 5 descriptive fields")
     genres_of = {
-        int(item): [g for g, flag in zip(GENRES, row) if flag == 1]
-        for item, row in zip(table["item"], flags.to_numpy())
+        int(item): [g for g, flag in zip(GENRES, row, strict=True) if flag == 1]
+        for item, row in zip(table["item"], flags.to_numpy(), strict=True)
     }
     dates = pd.to_datetime(table["release_date"], format="%d-%b-%Y", errors="coerce")
-    year_of = {int(item): ([str(d.year)] if not pd.isna(d) else []) for item, d in zip(table["item"], dates)}
+    year_of = {int(item): ([str(d.year)] if not pd.isna(d) else []) for item, d in zip(table["item"], dates, strict=True)}
     missing = [int(i) for i in item_ids if int(i) not in genres_of]
     if missing:
         raise DatasetError(f"{path}: {len(missing)} rated items have no line (e.g. item {missing[0]})")

@@ -19,6 +19,7 @@ exactly as in the original, so the split is the paper's bit for bit given the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -124,5 +125,5 @@ def version_splits(dataset: InteractionDataset, time_slices=PAPER_TIME_SLICES) -
     """One split per consecutive pair of slice points (5 for the paper's slices)."""
     return [
         split_version(dataset, t, t_next, version=k)
-        for k, (t, t_next) in enumerate(zip(time_slices[:-1], time_slices[1:]))
+        for k, (t, t_next) in enumerate(pairwise(time_slices))
     ]

@@ -65,7 +65,7 @@ def load_table(
     groups = {}
     for column in attributes:
         tokens_of: dict = {}
-        for raw, cell in zip(raw_items.tolist(), frame[column].tolist()):
+        for raw, cell in zip(raw_items.tolist(), frame[column].tolist(), strict=True):
             bag = tokens_of.setdefault(raw, [])
             for token in _tokens(cell, attribute_separator):
                 if token not in bag:

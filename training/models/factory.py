@@ -25,7 +25,7 @@ class ModelSpec(BaseModel):
     max_items: int = Field(0, ge=0, description="table size (mf)")
 
     @classmethod
-    def for_dataset(cls, kind: ModelKind, dim: int, num_layers: int, dataset: InteractionDataset) -> "ModelSpec":
+    def for_dataset(cls, kind: ModelKind, dim: int, num_layers: int, dataset: InteractionDataset) -> ModelSpec:
         if kind == "pinsage":
             sizes = {name: len(g.vocabulary) for name, g in dataset.item_attributes.items()}
             return cls(kind=kind, dim=dim, num_layers=num_layers, vocabulary_sizes=sizes)

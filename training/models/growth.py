@@ -93,7 +93,7 @@ def _grow_pinsage(old: PinSAGE, new: PinSAGE, graph: Graph) -> None:
         layout: list[int | None] = [0, *([None] * extra), *range(1, old.num_layers)]
     else:
         layout = [*([None] * extra), 0]
-    for layer, norm, source in zip(new.layers, new.norms, layout):
+    for layer, norm, source in zip(new.layers, new.norms, layout, strict=True):
         if source is not None:
             _copy_layer(layer, norm, old.layers[source], old.norms[source], d)
 
@@ -101,7 +101,7 @@ def _grow_pinsage(old: PinSAGE, new: PinSAGE, graph: Graph) -> None:
     x = torch.cat([new.user_input.expand(graph.num_users, -1), new.item_encoder(graph)])
     shift = None
     constant = d if new.dim > d else None  # the coordinate that carries 1 through the shift layer
-    for i, (layer, norm, source) in enumerate(zip(new.layers, new.norms, layout)):
+    for i, (layer, norm, source) in enumerate(zip(new.layers, new.norms, layout, strict=True)):
         if source is None:
             layer.root.weight.copy_(torch.eye(new.dim))
             layer.neighbours.weight.zero_()

@@ -63,7 +63,7 @@ class PinSAGE(nn.Module):
     def forward(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings of all users and all items of ``graph``."""
         x = torch.cat([self.user_input.expand(graph.num_users, -1), self.item_encoder(graph)])
-        for i, (layer, norm) in enumerate(zip(self.layers, self.norms)):
+        for i, (layer, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
             x = norm(layer(x, graph.mean_adjacency))
             if i < self.num_layers - 1:
                 x = F.relu(x)

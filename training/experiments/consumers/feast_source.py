@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from training.errors import TrainingError
 from training.publish import ITEM_FAMILY, USER_FAMILY, publish_output
 
 #: Materialization window start: before any publish (event timestamps are publish times).
-MATERIALIZE_FROM = datetime(2000, 1, 1, tzinfo=timezone.utc)
+MATERIALIZE_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class FeastReadError(TrainingError):
@@ -71,7 +71,7 @@ class FeastVer0Source:
         published = time.perf_counter()
         store = FeatureStore(repo_path=str(self.repo))
         with contextlib.redirect_stdout(io.StringIO()):  # Feast prints a line per view; keep progress bars readable
-            store.materialize(MATERIALIZE_FROM, datetime.now(timezone.utc) + timedelta(seconds=5))
+            store.materialize(MATERIALIZE_FROM, datetime.now(UTC) + timedelta(seconds=5))
         materialized = time.perf_counter()
         users = _read(store, USER_FAMILY, "user_id", output.user_ids)
         items = _read(store, ITEM_FAMILY, "item_id", output.item_ids)

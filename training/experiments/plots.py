@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.report import DISPLAY_NAMES, ReproduceResults
+from training.experiments.report import DISPLAY_NAMES, ReproduceResults
 
 PLOT_FILES = {
     "intended": "intended.png",
@@ -63,7 +63,7 @@ def write_plots(results: ReproduceResults, out_dir: str | Path) -> dict[str, Pat
             points = [(r.version, getattr(r, field)) for r in results.per_version if r.strategy == strategy]
             points = [(v, y) for v, y in points if y is not None]
             if points:
-                xs, ys = zip(*points)
+                xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, marker="o", label=DISPLAY_NAMES.get(strategy, strategy), **_STYLES.get(strategy, {}))
         _finish(ax, _TITLES[name], ylabel)
         written[name] = _save(fig, out / PLOT_FILES[name])
@@ -72,7 +72,7 @@ def write_plots(results: ReproduceResults, out_dir: str | Path) -> dict[str, Pat
     rows = [r for r in results.per_task if r.strategy == "bc-aligner" and r.version is not None]
     for task in dict.fromkeys(r.task for r in rows):
         points = sorted((r.version, r.delta_pct) for r in rows if r.task == task)
-        ax.plot(*zip(*points), marker="x", label=task)
+        ax.plot(*zip(*points, strict=True), marker="x", label=task)
     ax.axhline(0.0, color="gray", linestyle="--", linewidth=1)
     _finish(ax, _TITLES["unintended_by_task"], "Δ ROC-AUC vs Fix-M0 (%)")
     written["unintended_by_task"] = _save(fig, out / PLOT_FILES["unintended_by_task"])

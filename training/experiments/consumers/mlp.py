@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm.auto import tqdm
 
-from training.consumers.metrics import roc_auc
+from training.experiments.consumers.metrics import roc_auc
 
 PAPER_HIDDEN_DIMS: tuple[int, ...] = (128, 256, 512, 1024)
 PAPER_DROPOUTS: tuple[float, ...] = (0.0, 0.25, 0.5)

@@ -24,9 +24,9 @@ from datetime import datetime
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.consumers.feast_source import FeastCheck
-from training.consumers.protocol import ConsumerSelection
-from training.consumers.tasks import PROTOCOLS, TASK_NAMES
+from training.experiments.consumers.feast_source import FeastCheck
+from training.experiments.consumers.protocol import ConsumerSelection
+from training.experiments.consumers.tasks import TASK_NAMES
 
 PRIMARY_K = 50
 INTENDED_REFERENCE = "nobc"

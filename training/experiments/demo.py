@@ -37,12 +37,12 @@ from tqdm.auto import tqdm
 from training.cache import ModelCache
 from training.chain import VersionChain
 from training.config import TrainingConfig, profile
-from training.consumers.feast_source import FeastCheck, FeastVer0Source
-from training.consumers.metrics import roc_auc
-from training.consumers.mlp import ConsumerSettings, as_tensor, fit_consumer, predict
-from training.consumers.tasks import PROTOCOLS, TaskLabels
 from training.data.config import DataConfig, SyntheticData, absolute, load_dataset
 from training.data.splits import version_splits
+from training.experiments.consumers.feast_source import FeastCheck, FeastVer0Source
+from training.experiments.consumers.metrics import roc_auc
+from training.experiments.consumers.mlp import ConsumerSettings, as_tensor, fit_consumer, predict
+from training.experiments.consumers.tasks import PROTOCOLS, TaskLabels
 from training.strategies import make_strategy
 
 #: The recommended method first (its repo is ``feature_repo``), the paper's method, and No-BC.
@@ -265,13 +265,13 @@ def plot_report(report: DemoReport, path: Path) -> None:
     ]
     labels = {name: f"{DISPLAY[name]} (served by Feast)" for name in STRATEGIES}
     references = [lambda r: r.reference_recall_at_50, lambda r: r.reference_consumer_auc, lambda r: 0.0]
-    for ax, (title, get), ref in zip(axes, panels, references):
+    for ax, (title, get), ref in zip(axes, panels, references, strict=True):
         for name in STRATEGIES:
             ys = [get(r.strategies[name]) for r in report.versions]
-            xs = [v for v, y in zip(versions, ys) if y is not None]
+            xs = [v for v, y in zip(versions, ys, strict=True) if y is not None]
             ax.plot(xs, [y for y in ys if y is not None], marker="o", label=labels[name])
         ys = [ref(r) for r in report.versions]
-        xs = [v for v, y in zip(versions, ys) if y is not None]
+        xs = [v for v, y in zip(versions, ys, strict=True) if y is not None]
         ax.plot(xs, [y for y in ys if y is not None], ls="--", color="gray", label="Fix-M0 (never update)")
         ax.set_title(title)
         ax.set_xlabel("embedding version")

@@ -25,9 +25,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
-from training.consumers.metrics import roc_auc
-from training.consumers.mlp import ConsumerFit, ConsumerSettings, as_tensor, fit_consumer, predict
-from training.consumers.tasks import PROTOCOLS, TaskLabels, TaskProtocol
+from training.experiments.consumers.metrics import roc_auc
+from training.experiments.consumers.mlp import ConsumerFit, ConsumerSettings, as_tensor, fit_consumer, predict
+from training.experiments.consumers.tasks import PROTOCOLS, TaskLabels, TaskProtocol
 
 #: version -> (user embeddings, item embeddings) in version 0's space, rows = dataset indices.
 Ver0Embeddings = Mapping[int, tuple[np.ndarray, np.ndarray]]
@@ -49,7 +49,7 @@ class FitSummary(BaseModel):
     val_history: list[float]
 
     @classmethod
-    def of(cls, fit: ConsumerFit) -> "FitSummary":
+    def of(cls, fit: ConsumerFit) -> FitSummary:
         return cls(hidden_dim=fit.hidden_dim, dropout=fit.dropout, seed=fit.seed, val_auc=fit.val_auc,
                    best_epoch=fit.best_epoch, epochs_run=fit.epochs_run, seconds=round(fit.seconds, 3),
                    val_history=[round(a, 5) for a in fit.val_history])  # fmt: skip

@@ -7,7 +7,7 @@ trained once on Fix-M0's (true) version-0 embeddings and applied to every strate
 ver-0-compatible embeddings; for the strategies in ``feast_strategies`` (BC-Aligner by default)
 those embeddings are read through Feast (published, materialized, fetched from the pinned
 ``*_v0`` FeatureServices) and checked against the offline computation. The report
-(:mod:`training.report`, :mod:`training.plots`) is written into ``--out``.
+(:mod:`training.experiments.report`, :mod:`training.experiments.plots`) is written into ``--out``.
 
 Profiles:
 
@@ -29,17 +29,18 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
+from training.arguments import float_list, int_list, name_list
 from training.config import PROFILE_NAMES, TrainingConfig, profile
-from training.consumers.mlp import ConsumerSettings
 from training.data.config import DataConfig, MovieLensData, SyntheticData
 from training.errors import ConfigError
+from training.experiments.consumers.mlp import ConsumerSettings
 from training.strategies import ALIASES, STRATEGY_NAMES, StrategyName, StrategySpec, make_strategy
 
 REFERENCES: tuple[str, ...] = ("fix-m0", "nobc")
@@ -101,7 +102,7 @@ class ReproduceConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _references_present(self) -> "ReproduceConfig":
+    def _references_present(self) -> ReproduceConfig:
         missing = [r for r in REFERENCES if r not in self.strategies]
         if missing:
             raise ValueError(f"strategies must include the references {', '.join(missing)}")
@@ -199,7 +200,7 @@ def run_reproduction(
     progress: bool = True,
     command: str = "",
 ):
-    """Train, evaluate and report; returns the :class:`training.report.ReproduceResults` written to ``out_dir``.
+    """Train, evaluate and report; returns the :class:`training.experiments.report.ReproduceResults` written to ``out_dir``.
 
     ``workdir`` keeps the model cache (and the Feast repos) between runs; by default a temporary
     directory is used and removed.
@@ -232,7 +233,7 @@ def _train_chain(name: str, spec: StrategySpec, config: ReproduceConfig, dataset
                  run_id: str, progress: bool) -> _ChainRun:  # fmt: skip
     """Train every version of one method; the methods in ``feast_strategies`` are read through Feast."""
     from training.chain import VersionChain
-    from training.consumers.feast_source import FeastVer0Source
+    from training.experiments.consumers.feast_source import FeastVer0Source
     from training.strategies import strategy_from_spec
 
     started = time.perf_counter()
@@ -265,16 +266,23 @@ def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: 
 
     from training.cache import ModelCache
     from training.chain import alignment_error, resolve_device
-    from training.consumers.protocol import train_task_consumers
-    from training.consumers.tasks import TASK_NAMES, TaskLabels
     from training.data import load_dataset, version_splits
-    from training.plots import plot_titles, write_plots
-    from training.report import MachineInfo, RunMeta, StrategyResult, VersionResult, aggregate, render_markdown
+    from training.experiments.consumers.protocol import train_task_consumers
+    from training.experiments.consumers.tasks import TASK_NAMES, TaskLabels
+    from training.experiments.plots import plot_titles, write_plots
+    from training.experiments.report import (
+        MachineInfo,
+        RunMeta,
+        StrategyResult,
+        VersionResult,
+        aggregate,
+        render_markdown,
+    )
 
     device = resolve_device(config.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    started, started_at, load_start = time.perf_counter(), datetime.now(timezone.utc), os.getloadavg()[0]
+    started, started_at, load_start = time.perf_counter(), datetime.now(UTC), os.getloadavg()[0]
     phases: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -335,10 +343,6 @@ def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: 
 
 
 # ----------------------------------------------------------------------------- command line
-def _strategy_list(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
-
-
 def _variant(text: str) -> tuple[str, StrategySpec]:
     """``LABEL=name[:key=value,...]``, e.g. ``plus-cold=bc-aligner-plus:warm_start=false``."""
     from training.strategies import parse_strategy_spec
@@ -352,16 +356,8 @@ def _variant(text: str) -> tuple[str, StrategySpec]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
 def add_subcommand(sub) -> None:
     """Register ``reproduce`` on the ``python -m training`` parser (see ``training.cli.SUBCOMMANDS``)."""
-    from training.cli import _int_list
     from training.data.options import add_data_arguments
 
     s = sub.add_parser(
@@ -376,14 +372,14 @@ def add_subcommand(sub) -> None:
     s.add_argument("--training-profile", choices=PROFILE_NAMES, help="training profile instead of the profile's")
     s.add_argument("--epochs", type=int, help="override the training epochs")
     s.add_argument("--seeds", type=int, help="consumer seeds per task (paper: 10)")
-    s.add_argument("--strategies", type=_strategy_list,
+    s.add_argument("--strategies", type=name_list,
                    help="comma-separated strategies (default all eight; fix-m0 and nobc always run as references)")
     s.add_argument("--variant", type=_variant, action="append", default=[], metavar="LABEL=SPEC",
                    help="an extra method under its own label, e.g. plus-cold=bc-aligner-plus:warm_start=false (repeatable)")
-    s.add_argument("--feast", type=_strategy_list, default=None,
+    s.add_argument("--feast", type=name_list, default=None,
                    help="methods whose consumers read through Feast (default bc-aligner, bc-aligner-plus; 'none' for none)")
-    s.add_argument("--hidden-dims", type=_int_list, help="consumer grid: hidden sizes, e.g. 128,256,512,1024")
-    s.add_argument("--dropouts", type=_float_list, help="consumer grid: dropout rates, e.g. 0,0.25,0.5")
+    s.add_argument("--hidden-dims", type=int_list, help="consumer grid: hidden sizes, e.g. 128,256,512,1024")
+    s.add_argument("--dropouts", type=float_list, help="consumer grid: dropout rates, e.g. 0,0.25,0.5")
     s.add_argument("--consumer-max-epochs", type=int, help="user/item-task consumers: epoch cap")
     s.add_argument("--consumer-patience", type=int, help="user/item-task consumers: early-stopping patience")
     s.add_argument("--edge-max-epochs", type=int, help="edge-task consumers: epoch cap")
@@ -400,7 +396,7 @@ def add_subcommand(sub) -> None:
 def cmd_reproduce(args) -> int:
     from training.chain import resolve_device
     from training.data.options import data_config_from_args
-    from training.report import summary_table
+    from training.experiments.report import summary_table
 
     resolve_device(args.device)
     name = "quick" if args.quick else args.profile

@@ -1,0 +1,13 @@
+"""The paper's experiment harness, on top of the library: consumers, the reproduction, its report.
+
+Everything here *uses* the embedding team's library (``training.data``, ``training.strategies``,
+``training.chain`` ...) the way an evaluation would; nothing in the library imports from here.
+
+* :mod:`training.experiments.consumers` -- the consumer teams: the five unintended tasks, the
+  paper's MLP and its protocol, and reading version-0 vectors through Feast;
+* :mod:`training.experiments.reproduce` -- ``python -m training reproduce``: every strategy x version,
+  consumers on every task, ``results.json``;
+* :mod:`training.experiments.report` and :mod:`training.experiments.plots` -- the paper's aggregation,
+  the Markdown report and the PNG plots;
+* :mod:`training.experiments.demo` -- ``python -m training demo``: the main job.
+"""
