@@ -15,11 +15,13 @@ from training.experiments.report import (
     aggregate,
     render_markdown,
 )
+from training.models.factory import ModelSpec
 
 
 def _versions(recalls, aligns):
-    return [VersionResult(version=k, dim=8, val_recall={50: r}, alignment_error=a, selected_epoch=1, epochs_run=1,
-                          train_seconds=0.0, from_cache=False, ver0_source="offline")
+    return [VersionResult(version=k, time_train=0.5, time_next=0.6, num_users=3, num_items=4, model=ModelSpec(dim=8, num_layers=1),
+                          val_recall={50: r}, fix_m0_alignment_error=a, selected_epoch=1, epochs_run=1,
+                          train_seconds=0.0, total_seconds=0.0, from_cache=False, ver0_source="offline")
             for k, (r, a) in enumerate(zip(recalls, aligns, strict=True))]  # fmt: skip
 
 

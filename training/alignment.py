@@ -23,7 +23,6 @@ from torch import nn
 from training.backward_fit import least_squares_transform, relative_residual
 from training.objectives import all_nodes_alignment_loss, multi_step_alignment_loss, single_step_alignment_loss
 
-TransformKind = Literal["learned", "truncation", "identity"]
 #: Which nodes the alignment term covers at each step: the batch's BPR triples (the paper) or all.
 AlignmentNodes = Literal["batch", "all"]
 

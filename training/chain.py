@@ -17,41 +17,44 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from training.alignment import TransformKind, chain_to
+from training.alignment import chain_to
 from training.cache import ModelCache
 from training.config import TrainingConfig
 from training.data.dataset import InteractionDataset
 from training.data.splits import VersionSplit, split_version
 from training.errors import DeviceError, StateError
 from training.loop import IntendedTask, embed
-from training.models.factory import ModelSpec
+from training.record import VersionRecord
 from training.strategies import History, Strategy, StrategyFit, VersionContext
 
 
 @dataclass(eq=False)
 class VersionOutput:
-    """One trained version. Row r of the user arrays is the user with index r (raw id ``user_ids[r]``)."""
+    """One trained version: its :class:`VersionRecord` and its arrays. Row r of the user arrays is the
+    user with index r (raw id ``user_ids[r]``)."""
 
-    version: int
+    record: VersionRecord
     strategy: str
     split: VersionSplit
-    spec: ModelSpec
     user_ids: np.ndarray
     item_ids: np.ndarray
     user_embeddings: np.ndarray  # (num_users, D_k) float32
     item_embeddings: np.ndarray
     transform: np.ndarray | None  # B_k (D_{k-1}, D_k); None for version 0
-    transform_kind: TransformKind | None
     user_ver0: np.ndarray  # (num_users, D_0): what a version-0 consumer gets from this version
     item_ver0: np.ndarray
-    val_recall: dict[int, float]
-    #: j -> mean L2 distance between B-chain(z_k) in space j and M_j's embeddings on this graph.
-    alignment_error: dict[int, dict[str, float]]
-    selected_epoch: int | None
-    epochs_run: int
-    train_seconds: float  # the strategy's training (cached parts count with their original time)
-    total_seconds: float  # everything of this version in this process, including evaluation
-    from_cache: bool = False
+
+    # The record's facts, read through (the output is what callers hold).
+    version = property(lambda self: self.record.version)
+    spec = property(lambda self: self.record.model)
+    transform_kind = property(lambda self: self.record.transform_kind)
+    val_recall = property(lambda self: self.record.val_recall)
+    alignment_error = property(lambda self: self.record.alignment_error)
+    selected_epoch = property(lambda self: self.record.selected_epoch)
+    epochs_run = property(lambda self: self.record.epochs_run)
+    train_seconds = property(lambda self: self.record.train_seconds)
+    total_seconds = property(lambda self: self.record.total_seconds)
+    from_cache = property(lambda self: self.record.from_cache)
 
     @property
     def dim(self) -> int:
@@ -117,19 +120,14 @@ def train_version(
         errors[j] = alignment_error(
             chain_to(z_user, transforms, j), chain_to(z_item, transforms, j), old_user, old_item
         )
-    output = VersionOutput(
+    record = VersionRecord(
         version=k,
-        strategy=strategy.name,
-        split=split,
-        spec=fit.spec,
-        user_ids=dataset.user_ids[: split.num_users],
-        item_ids=dataset.item_ids[: split.num_items],
-        user_embeddings=z_user,
-        item_embeddings=z_item,
-        transform=fit.transform,
+        time_train=split.time_train,
+        time_next=split.time_next,
+        num_users=split.num_users,
+        num_items=split.num_items,
+        model=fit.spec,
         transform_kind=fit.transform_kind,
-        user_ver0=chain_to(z_user, transforms, 0),
-        item_ver0=chain_to(z_item, transforms, 0),
         val_recall=fit.val_recall,
         alignment_error=errors,
         selected_epoch=fit.selected_epoch,
@@ -137,6 +135,18 @@ def train_version(
         train_seconds=fit.seconds,
         total_seconds=time.perf_counter() - started,
         from_cache=fit.from_cache,
+    )
+    output = VersionOutput(
+        record=record,
+        strategy=strategy.name,
+        split=split,
+        user_ids=dataset.user_ids[: split.num_users],
+        item_ids=dataset.item_ids[: split.num_items],
+        user_embeddings=z_user,
+        item_embeddings=z_item,
+        transform=fit.transform,
+        user_ver0=chain_to(z_user, transforms, 0),
+        item_ver0=chain_to(z_item, transforms, 0),
     )
     return output, fit
 

@@ -28,6 +28,7 @@ from training.config import PROFILE_NAMES, profile
 from training.data.config import SyntheticData
 from training.data.options import add_data_arguments, data_config_from_args, validation_text
 from training.errors import ConfigError, StateError, TrainingError
+from training.evaluation import PRIMARY_K
 from training.experiments import demo, reproduce
 from training.strategies import ALIASES, STRATEGY_NAMES, make_strategy
 
@@ -139,7 +140,7 @@ def cmd_status(args) -> int:
         align = ", ".join(f"v{j}: {e['all']:.3f}" for j, e in v.alignment_error.items()) or "-"
         print(
             f"  v{v.version}: dim {v.model.dim}, layers {v.model.num_layers}, B {v.transform_kind or '-'}, "
-            f"val recall@50 {v.val_recall.get(50, float('nan')):.4f}, align error {align}, "
+            f"val recall@{PRIMARY_K} {v.val_recall.get(PRIMARY_K, float('nan')):.4f}, align error {align}, "
             f"{v.train_seconds:.1f}s, {'published' if v.published else 'not published'}"
         )
     return 0

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from training.data.splits import PAPER_TIME_SLICES
 from training.errors import ConfigError
-from training.evaluation import PAPER_RECALL_KS
+from training.evaluation import PAPER_RECALL_KS, PRIMARY_K
 from training.models.factory import ModelKind
 
 ProfileName = Literal["paper", "default", "fast", "demo", "tiny"]
@@ -58,7 +58,7 @@ class TrainingConfig(BaseModel):
     posthoc_eval_every: int = Field(10, ge=1)
     posthoc_select_after_epoch: int = Field(50, ge=0)
     recall_ks: tuple[int, ...] = PAPER_RECALL_KS
-    selection_k: int = Field(50, description="model selection uses validation Recall@selection_k")
+    selection_k: int = Field(PRIMARY_K, description="model selection uses validation Recall@selection_k")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:

@@ -16,6 +16,8 @@ import torch
 from training.data.splits import VersionSplit
 
 PAPER_RECALL_KS: tuple[int, ...] = (10, 20, 50, 100)
+#: The paper's primary K: checkpoints are selected, and the intended task reported, by Recall@50.
+PRIMARY_K = 50
 _USERS_PER_CHUNK = 1024
 
 

@@ -17,11 +17,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from feast_bc.atomic import atomic_write, atomic_write_bytes, sha256_file
-from training.alignment import TransformKind
 from training.config import TrainingConfig
 from training.data.config import DataConfig
 from training.errors import StateError
-from training.models.factory import ModelSpec
+from training.record import VersionRecord
 from training.strategies import StrategySpec
 
 STATE_FILENAME = "state.json"
@@ -45,24 +44,12 @@ class PublishRecord(_Strict):
     families: list[str]
 
 
-class VersionState(_Strict):
-    version: int = Field(ge=0)
-    time_train: float
-    time_next: float
-    num_users: int
-    num_items: int
-    model: ModelSpec
+class VersionState(VersionRecord):
+    """A trained version in the work directory: its record plus the files that hold it."""
+
     checkpoint: FileRef = Field(description="M_k state_dict (Fix-M0 points at M_0's file)")
     transform: FileRef | None = Field(None, description="B_k weight, (D_k-1, D_k); None for version 0")
-    transform_kind: TransformKind | None = None
     embeddings: FileRef = Field(description="user, item, user_ver0, item_ver0 tensors")
-    val_recall: dict[int, float]
-    alignment_error: dict[int, dict[str, float]] = Field(default_factory=dict)
-    selected_epoch: int | None
-    epochs_run: int
-    train_seconds: float
-    total_seconds: float
-    from_cache: bool = False
     trained_at: datetime
     published: PublishRecord | None = None
 

@@ -38,7 +38,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from torch import nn
 
-from training.alignment import AlignmentNodes, JointAlignment, TransformKind, truncation_matrix
+from training.alignment import AlignmentNodes, JointAlignment, truncation_matrix
 from training.backward_fit import refit_transform
 from training.cache import CachedFit, ModelCache
 from training.config import TrainingConfig
@@ -47,6 +47,7 @@ from training.errors import ConfigError
 from training.loop import FitResult, IntendedTask, embed, fit_model, fit_posthoc_transform
 from training.models.factory import ModelSpec, build_model
 from training.models.growth import grow
+from training.record import TransformKind
 
 StrategyName = Literal[
     "fix-m0",

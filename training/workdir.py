@@ -30,6 +30,7 @@ from training.data.splits import split_version, version_splits
 from training.errors import StateError
 from training.models.factory import build_model
 from training.publish import PublishResult
+from training.record import VersionRecord
 from training.state import (
     STATE_FILENAME,
     PublishRecord,
@@ -154,25 +155,16 @@ class TrainingRun:
         dataset = self.dataset
         split = split_version(dataset, v.time_train, v.time_next, version=v.version)
         return VersionOutput(
-            version=v.version,
+            record=VersionRecord.model_validate(v.model_dump(include=set(VersionRecord.model_fields))),
             strategy=self.state.strategy.name,
             split=split,
-            spec=v.model,
             user_ids=dataset.user_ids[: v.num_users],
             item_ids=dataset.item_ids[: v.num_items],
             user_embeddings=tensors["user"].numpy(),
             item_embeddings=tensors["item"].numpy(),
             transform=transform,
-            transform_kind=v.transform_kind,
             user_ver0=tensors["user_ver0"].numpy(),
             item_ver0=tensors["item_ver0"].numpy(),
-            val_recall=dict(v.val_recall),
-            alignment_error={j: dict(e) for j, e in v.alignment_error.items()},
-            selected_epoch=v.selected_epoch,
-            epochs_run=v.epochs_run,
-            train_seconds=v.train_seconds,
-            total_seconds=v.total_seconds,
-            from_cache=v.from_cache,
         )
 
     def _version_state(self, version: int) -> VersionState:

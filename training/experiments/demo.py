@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 from tqdm.auto import tqdm
 
 from training.cache import ModelCache
@@ -43,6 +43,7 @@ from training.experiments.consumers.feast_source import FeastCheck, FeastVer0Sou
 from training.experiments.consumers.metrics import roc_auc
 from training.experiments.consumers.mlp import ConsumerSettings, as_tensor, fit_consumer, predict
 from training.experiments.consumers.tasks import PROTOCOLS, TaskLabels
+from training.record import VersionRecord
 from training.strategies import make_strategy
 
 #: The recommended method first (its repo is ``feature_repo``), the paper's method, and No-BC.
@@ -78,17 +79,26 @@ class DemoSettings(BaseModel):
     progress: bool = True
 
 
-class StrategyVersion(BaseModel):
+class StrategyVersion(VersionRecord):
+    """One strategy at one version of the demo: the version's record, and what its consumer saw."""
+
     strategy: str
-    dim: int
-    recall_at_50: float
     consumer_auc: float | None = Field(description="the version-0 consumer on this version's v0 pin (None at v0)")
-    align_error_v0: float | None
     feast: FeastCheck
-    train_seconds: float
+
+    @computed_field
+    @property
+    def recall_at_50(self) -> float:
+        return self.recall
+
+    @computed_field
+    @property
+    def align_error_v0(self) -> float | None:
+        """Mean L2 between this version's v0 pin and M_0's vectors on this version's graph."""
+        return self.alignment_error[0]["all"] if 0 in self.alignment_error else None
 
 
-class VersionRow(BaseModel):
+class DemoVersion(BaseModel):
     version: int
     strategies: dict[str, StrategyVersion]
     reference_recall_at_50: float = Field(description="Fix-M0 (never update): the intended-task cost of not updating")
@@ -110,7 +120,7 @@ class DemoReport(BaseModel):
     repos: dict[str, str]
     config: TrainingConfig
     consumer: dict
-    versions: list[VersionRow]
+    versions: list[DemoVersion]
     wall_seconds: float
     all_feast_checks_passed: bool
     recommended: str = RECOMMENDED
@@ -140,14 +150,14 @@ def run_demo(settings: DemoSettings) -> DemoReport:
 
     reference = VersionChain(make_strategy(REFERENCE), dataset, config, seed=settings.seed, device=settings.device, cache=cache)
     consumer = None
-    rows: list[VersionRow] = []
+    rows: list[DemoVersion] = []
     bar = tqdm(range(num_versions), desc="versions", unit="version", disable=not settings.progress)
     for k in bar:
         bar.set_postfix(step=f"{REFERENCE} reference")
         ref = reference.train_next(progress=False)  # version 0 comes from the shared cache
         evaluated = k >= PROTOCOLS[CONSUMER_TASK].first_eval_version
         test = labels.at(CONSUMER_TASK, k) if evaluated else None
-        row = VersionRow(version=k, strategies={}, reference_recall_at_50=ref.val_recall[50], reference_consumer_auc=None)
+        row = DemoVersion(version=k, strategies={}, reference_recall_at_50=ref.record.recall, reference_consumer_auc=None)
         for name in STRATEGIES:
             bar.set_postfix(step=f"train {name}")
             out = chains[name].train_next(progress=False)
@@ -158,15 +168,7 @@ def run_demo(settings: DemoSettings) -> DemoReport:
             auc = None
             if evaluated:
                 auc = roc_auc(test.labels, predict(consumer.model, test.features(users_v0, items_v0)))
-            row.strategies[name] = StrategyVersion(
-                strategy=name,
-                dim=out.dim,
-                recall_at_50=out.val_recall[50],
-                consumer_auc=auc,
-                align_error_v0=out.alignment_error[0]["all"] if 0 in out.alignment_error else None,
-                feast=check,
-                train_seconds=round(out.train_seconds, 2),
-            )
+            row.strategies[name] = StrategyVersion(**out.record.model_dump(), strategy=name, consumer_auc=auc, feast=check)
         if evaluated:
             row.reference_consumer_auc = roc_auc(test.labels, predict(consumer.model, test.features(ref.user_ver0, ref.item_ver0)))
         rows.append(row)
@@ -232,7 +234,7 @@ def _train_consumer(labels: TaskLabels, users_v0: np.ndarray, items_v0: np.ndarr
     )
 
 
-def render_version(row: VersionRow) -> str:
+def render_version(row: DemoVersion) -> str:
     fmt = lambda v, spec=".4f": "-" if v is None else format(v, spec)  # noqa: E731
     worst = max(max(s.feast.max_abs_diff_user, s.feast.max_abs_diff_item) for s in row.strategies.values())
     columns = [row.strategies[name] for name in STRATEGIES]

@@ -24,11 +24,12 @@ from datetime import datetime
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from training.evaluation import PRIMARY_K
 from training.experiments.consumers.feast_source import FeastCheck
 from training.experiments.consumers.protocol import ConsumerSelection
 from training.experiments.consumers.tasks import TASK_NAMES
+from training.record import VersionRecord
 
-PRIMARY_K = 50
 INTENDED_REFERENCE = "nobc"
 UNINTENDED_REFERENCE = "fix-m0"
 
@@ -78,17 +79,11 @@ TARGET_UNINTENDED_PCT = -1.0
 
 
 # ----------------------------------------------------------------------------- raw results
-class VersionResult(_Model):
-    """One version of one strategy's chain."""
+class VersionResult(VersionRecord):
+    """One version of one method's chain: its record, plus how far its version-0 vectors are from
+    Fix-M0's and where the consumers read them."""
 
-    version: int
-    dim: int
-    val_recall: dict[int, float]
-    alignment_error: float = Field(description="mean L2 to Fix-M0's ver-0 embedding, users and items")
-    selected_epoch: int | None
-    epochs_run: int
-    train_seconds: float
-    from_cache: bool
+    fix_m0_alignment_error: float = Field(description="mean L2 to Fix-M0's ver-0 embedding, users and items")
     ver0_source: str = Field(description="'feast' (read through the pinned FeatureService) or 'offline'")
 
 
@@ -216,7 +211,7 @@ def summarize(strategies: dict[str, StrategyResult]) -> list[SummaryRow]:
         rows.append(
             SummaryRow(
                 strategy=name, intended_recall=r, intended_delta_pct=di, unintended_auc=u, unintended_delta_pct=du,
-                total_delta_pct=di + du, alignment_error=_mean(v.alignment_error for v in result.versions),
+                total_delta_pct=di + du, alignment_error=_mean(v.fix_m0_alignment_error for v in result.versions),
             )
         )  # fmt: skip
     return rows
@@ -241,7 +236,7 @@ def per_version(strategies: dict[str, StrategyResult]) -> list[VersionRow]:
                     intended_delta_points=(v.val_recall[PRIMARY_K] - ref_recall[v.version]) * 100.0,
                     unintended_auc=auc,
                     unintended_delta_points=None if auc is None or ref is None else (auc - ref) * 100.0,
-                    alignment_error=v.alignment_error,
+                    alignment_error=v.fix_m0_alignment_error,
                 )
             )  # fmt: skip
     return rows

@@ -41,6 +41,7 @@ from training.config import PROFILE_NAMES, TrainingConfig, profile
 from training.data.config import DataConfig, MovieLensData, SyntheticData
 from training.errors import ConfigError
 from training.experiments.consumers.mlp import ConsumerSettings
+from training.record import VersionRecord
 from training.strategies import ALIASES, STRATEGY_NAMES, StrategyName, StrategySpec, make_strategy
 
 REFERENCES: tuple[str, ...] = ("fix-m0", "nobc")
@@ -222,7 +223,7 @@ class _ChainRun:
 
     name: str
     spec: StrategySpec
-    meta: list[dict]  # VersionResult fields except the alignment error
+    records: list[tuple[VersionRecord, str]]  # each version's record and where its ver-0 vectors were read
     offline: dict[int, tuple[np.ndarray, np.ndarray]]  # B-chain computed in training
     served: dict[int, tuple[np.ndarray, np.ndarray]]  # what the consumers get (read through Feast or offline)
     checks: list  # FeastCheck per version read through Feast
@@ -253,10 +254,7 @@ def _train_chain(name: str, spec: StrategySpec, config: ReproduceConfig, dataset
             run.checks.append(check)
         else:
             run.served[k] = run.offline[k]
-        run.meta.append(dict(version=k, dim=output.dim, val_recall=dict(output.val_recall),
-                             selected_epoch=output.selected_epoch, epochs_run=output.epochs_run,
-                             train_seconds=round(output.train_seconds, 3), from_cache=output.from_cache,
-                             ver0_source="feast" if source is not None else "offline"))  # fmt: skip
+        run.records.append((output.record, "feast" if source is not None else "offline"))
     run.seconds = time.perf_counter() - started
     return run
 
@@ -312,9 +310,11 @@ def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: 
                 phases["consumers"] = time.perf_counter() - t
             t = time.perf_counter()
             unintended = {task: c.evaluate_chain(run.served) for task, c in consumers.items()}
-            versions = [VersionResult(**m, alignment_error=alignment_error(*run.offline[m["version"]],
-                                                                           *reference[m["version"]])["all"])
-                        for m in run.meta]  # fmt: skip
+            versions = [
+                VersionResult(**record.model_dump(), ver0_source=source,
+                              fix_m0_alignment_error=alignment_error(*run.offline[record.version], *reference[record.version])["all"])
+                for record, source in run.records
+            ]  # fmt: skip
             evaluated = time.perf_counter() - t
             phases["evaluate"] = phases.get("evaluate", 0.0) + evaluated
             strategies[name] = StrategyResult(name=name, lam=spec.lam, params=spec.model_dump(), versions=versions,
