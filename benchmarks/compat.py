@@ -6,7 +6,7 @@ the same strategies, consumers, protocol and aggregation) on smaller settings:
 
 * ``ml-100k``  -- MovieLens 100K, the paper's architectures for versions 0..2 (time slices
   0.5/0.6/0.7/0.8: the user-level tasks are evaluated from version 2 on, so version 2 is the first
-  that shows them), training profile ``fast``;
+  that shows them; ``--versions 5`` for all five), training profile ``fast``;
 * ``synthetic`` -- the default synthetic data and the ``demo`` profile (what `make demo` trains), all
   five versions;
 * ``synthetic-large`` -- ten times ml-100k's catalogue at about its interaction count (16,820 items,
@@ -54,9 +54,11 @@ SHORT_TASKS = {"binary-edge-rating": "edge", "user-activity": "user-act", "user-
                "binary-item-rating-avg": "item-avg", "binary-item-rating-std": "item-std"}  # fmt: skip
 
 
-def data_sets(ml_path: Path) -> dict[str, tuple]:
-    """name -> (data config, training profile, profile overrides)."""
-    three = dict(time_slices=(0.5, 0.6, 0.7, 0.8), dims=(256, 320, 384), layers=(2, 2, 3))
+def data_sets(ml_path: Path, versions: int = 3) -> dict[str, tuple]:
+    """name -> (data config, training profile, profile overrides); ``versions`` of the paper's five
+    for ml-100k and synthetic-large (the paper's slices, dims and layers, cut after that many)."""
+    paper = profile("paper")
+    three = dict(time_slices=paper.time_slices[: versions + 1], dims=paper.dims[:versions], layers=paper.layers[:versions])
     return {
         "ml-100k": (MovieLensData(path=ml_path), "fast", three),
         "synthetic": (SyntheticData(), "demo", {}),
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra method, e.g. plus-cold=bc-aligner-plus:warm_start=false (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="training-profile override for every method, e.g. learning_rate=4e-3 (repeatable)")
+    p.add_argument("--versions", type=int, default=3, choices=range(2, 6), metavar="{2..5}",
+                   help="ml-100k and synthetic-large: versions 0..N-1 of the paper's five (default 3)")
     p.add_argument("--seeds", type=int, default=CONSUMERS.num_seeds)
     p.add_argument("--lam", type=float, default=16.0)
     p.add_argument("--threads", type=int, default=None)
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         variants[label.strip()] = parse_strategy_spec(spec)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     methods = [m for m in ("fix-m0", "nobc") if m not in methods] + methods
-    sets = data_sets(args.ml_path)
+    sets = data_sets(args.ml_path, args.versions)
     report: dict = {"command": " ".join(["python benchmarks/compat.py", *(argv if argv is not None else sys.argv[1:])]),
                     "loadavg_start": os.getloadavg()[0], "runs": {}}  # fmt: skip
     started = time.perf_counter()
