@@ -1,14 +1,15 @@
 """training: the embedding team's side of feast-bc (torch).
 
 Trains successive versions of a recommender's embedding model with one of the eight strategies of
-"Learning Backward Compatible Embeddings" (Hu et al., KDD 2022) -- BC-Aligner by default -- and
+"Learning Backward Compatible Embeddings" (Hu et al., KDD 2022) or ours, bc-aligner-plus (the
+default, docs/RESULTS.md) -- and
 publishes each version (embeddings of all users and items + the backward transform B_k) through
 ``feast_bc`` so Feast serves every older version too.
 
 Programmatic use::
 
     from training import TrainingRun, make_strategy, profile, MovieLensData, publish_output
-    run = TrainingRun.create("work", strategy=make_strategy("bc-aligner"), config=profile("default"),
+    run = TrainingRun.create("work", strategy=make_strategy("bc-aligner-plus"), config=profile("default"),
                              data=MovieLensData())
     out = run.train_next_version()            # version 0, then 1, 2, ...
     publish_output(out, "feature_repo")       # + feast_bc.repo.apply

@@ -30,7 +30,7 @@ from training.data.options import add_data_arguments, data_config_from_args, val
 from training.errors import ConfigError, StateError, TrainingError
 from training.evaluation import PRIMARY_K
 from training.experiments import demo, reproduce
-from training.strategies import ALIASES, STRATEGY_NAMES, make_strategy
+from training.strategies import ALIASES, DEFAULT_STRATEGY, STRATEGY_NAMES, make_strategy
 
 # ----------------------------------------------------------------------------- option parsing
 _CONFIG_OPTIONS = {
@@ -81,7 +81,7 @@ def cmd_train(args) -> int:
             )
         run = TrainingRun.open(args.workdir)
     else:
-        spec = make_strategy(args.strategy or "bc-aligner", lam=args.lam).spec()
+        spec = make_strategy(args.strategy or DEFAULT_STRATEGY, lam=args.lam).spec()
         run = TrainingRun.create(
             args.workdir,
             strategy=spec,
@@ -199,7 +199,7 @@ def _add_train(sub) -> None:
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     chain = s.add_argument_group("chain definition (first call only)")
     chain.add_argument("--strategy", choices=[*STRATEGY_NAMES, *ALIASES], metavar="NAME",
-                       help=f"{', '.join(STRATEGY_NAMES)} (default bc-aligner; paper-code names accepted)")
+                       help=f"{', '.join(STRATEGY_NAMES)} (default {DEFAULT_STRATEGY}; paper-code names accepted)")
     chain.add_argument("--lam", type=float, help="alignment weight of joint strategies (default 16)")
     chain.add_argument("--seed", type=int, help="default 42")
     chain.add_argument("--profile", choices=PROFILE_NAMES, help="default 'default'")

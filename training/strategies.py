@@ -70,6 +70,8 @@ ALIASES = {
     "posthoc-linear-mloss": "posthoc-lin-mloss",
 }
 DEFAULT_LAMBDA = 16.0
+#: What `python -m training train` trains unless told otherwise: ours (docs/RESULTS.md says why).
+DEFAULT_STRATEGY = "bc-aligner-plus"
 logger = logging.getLogger(__name__)
 
 
