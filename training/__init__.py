@@ -2,9 +2,8 @@
 
 Trains successive versions of a recommender's embedding model with one of the eight strategies of
 "Learning Backward Compatible Embeddings" (Hu et al., KDD 2022) or ours, bc-aligner-plus (the
-default, docs/RESULTS.md) -- and
-publishes each version (embeddings of all users and items + the backward transform B_k) through
-``feast_bc`` so Feast serves every older version too.
+default, docs/RESULTS.md), and publishes each version (embeddings of all users and items + the
+backward transform B_k) through ``feast_bc`` so Feast serves every older version too.
 
 Programmatic use::
 
