@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from training.experiments.consumers.tasks import TASK_NAMES
 from training.experiments.report import DISPLAY_NAMES, ReproduceResults
 
 PLOT_FILES = {
@@ -24,7 +25,7 @@ _TITLES = {
     "intended": "Intended task: Recall@50 − No-BC (points)",
     "unintended": "Unintended tasks: mean AUC − Fix-M0 (points)",
     "alignment": "Alignment error to Fix-M0 (mean L2)",
-    "unintended_by_task": "BC-Aligner per task: Δ% vs Fix-M0",
+    "unintended_by_task": "Per task: Δ% vs Fix-M0 (BC-Aligner dashed, ours solid)",
 }
 _STYLES = {  # one colour per method; the references dashed, BC-Aligner thick
     "fix-m0": dict(linestyle="--", color="black"),
@@ -34,7 +35,8 @@ _STYLES = {  # one colour per method; the references dashed, BC-Aligner thick
     "posthoc-lin-mloss": dict(linestyle=":", color="tab:pink"),
     "joint-notrans": dict(color="tab:purple"),
     "joint-lin-sloss": dict(color="tab:blue"),
-    "bc-aligner": dict(linewidth=2.8, color="tab:green"),
+    "bc-aligner": dict(linewidth=2.0, color="tab:green"),
+    "bc-aligner-plus": dict(linewidth=2.8, color="tab:red"),
 }
 
 
@@ -69,10 +71,13 @@ def write_plots(results: ReproduceResults, out_dir: str | Path) -> dict[str, Pat
         written[name] = _save(fig, out / PLOT_FILES[name])
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    rows = [r for r in results.per_task if r.strategy == "bc-aligner" and r.version is not None]
-    for task in dict.fromkeys(r.task for r in rows):
-        points = sorted((r.version, r.delta_pct) for r in rows if r.task == task)
-        ax.plot(*zip(*points, strict=True), marker="x", label=task)
+    colours = dict(zip(TASK_NAMES, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"), strict=True))
+    for method, style in (("bc-aligner", "--"), ("bc-aligner-plus", "-")):
+        rows = [r for r in results.per_task if r.strategy == method and r.version is not None]
+        for task in dict.fromkeys(r.task for r in rows):
+            points = sorted((r.version, r.delta_pct) for r in rows if r.task == task)
+            ax.plot(*zip(*points, strict=True), marker="x", linestyle=style, color=colours[task],
+                    label=f"{task} ({'ours' if method == 'bc-aligner-plus' else 'BC-Aligner'})")  # fmt: skip
     ax.axhline(0.0, color="gray", linestyle="--", linewidth=1)
     _finish(ax, _TITLES["unintended_by_task"], "Δ ROC-AUC vs Fix-M0 (%)")
     written["unintended_by_task"] = _save(fig, out / PLOT_FILES["unintended_by_task"])
