@@ -44,7 +44,8 @@ from training.data.config import MovieLensData, SyntheticData, default_movielens
 from training.experiments.consumers.mlp import ConsumerSettings  # noqa: E402
 from training.experiments.consumers.tasks import TASK_NAMES  # noqa: E402
 from training.experiments.report import name_of  # noqa: E402
-from training.experiments.reproduce import ReproduceConfig, run_reproduction  # noqa: E402
+from training.experiments.reproduce import run_reproduction  # noqa: E402
+from training.experiments.reproduce_config import ReproduceConfig  # noqa: E402
 from training.strategies import parse_strategy_spec  # noqa: E402
 
 DEFAULT_METHODS = ("fix-m0", "nobc", "posthoc-lin-sloss", "bc-aligner", "bc-aligner-plus")

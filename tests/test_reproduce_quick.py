@@ -11,7 +11,7 @@ from training.cli import main
 from training.errors import ConfigError
 from training.experiments.consumers.tasks import TASK_NAMES
 from training.experiments.plots import PLOT_FILES
-from training.experiments.reproduce import REPORT_FILES, make_config
+from training.experiments.reproduce_config import REPORT_FILES, make_config
 from training.strategies import STRATEGY_NAMES
 
 ACTIVITY = ("user-activity", "user-positive-activity")

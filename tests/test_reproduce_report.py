@@ -13,8 +13,8 @@ from training.experiments.report import (
     StrategyResult,
     VersionResult,
     aggregate,
-    render_markdown,
 )
+from training.experiments.report_markdown import render_markdown
 from training.models.factory import ModelSpec
 
 

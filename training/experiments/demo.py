@@ -20,6 +20,7 @@
    ``report.json`` and ``report.png``.
 
 Every value the consumer reads comes through Feast and is checked against the offline B-chain.
+(One file, read top to bottom: settings, the report's schema, the run, its rendering and plot.)
 """
 
 from __future__ import annotations
