@@ -3,7 +3,7 @@
 This is the programmatic core; :mod:`training.workdir` adds persistence (checkpoints, state) and
 :mod:`training.publish` puts an output into a feast_bc repo.
 
-Every version's output holds what the brief of the embedding team promises downstream: the
+Every version's output holds what the embedding team promises downstream: the
 embeddings of all users and items of the version's graph, B_k, the ver-0-compatible embeddings
 (``B_1∘…∘B_k(z_k)`` computed from exactly the matrices that are published), validation recall,
 and the alignment error to every older version.

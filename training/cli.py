@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from pydantic import ValidationError
 
 from training.arguments import int_list
+from training.cache import ModelCache
+from training.chain import resolve_device
 from training.config import PROFILE_NAMES, profile
 from training.data.config import SyntheticData
 from training.data.options import add_data_arguments, data_config_from_args, validation_text
@@ -31,6 +34,7 @@ from training.errors import ConfigError, StateError, TrainingError
 from training.evaluation import PRIMARY_K
 from training.experiments import demo, reproduce
 from training.strategies import ALIASES, DEFAULT_STRATEGY, STRATEGY_NAMES, make_strategy
+from training.workdir import TrainingRun
 
 # ----------------------------------------------------------------------------- option parsing
 _CONFIG_OPTIONS = {
@@ -63,13 +67,9 @@ def _config_from_args(args):
 
 # ----------------------------------------------------------------------------- subcommands
 def cmd_train(args) -> int:
-    from training.cache import ModelCache
-    from training.chain import resolve_device
-    from training.workdir import TrainingRun
 
     resolve_device(args.device)  # fail before loading anything
     if args.threads is not None:
-        import torch
 
         torch.set_num_threads(args.threads)
     if TrainingRun.exists(args.workdir):
@@ -114,7 +114,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from training.workdir import TrainingRun
 
     run = TrainingRun.open(args.workdir)
     repo = _publish_target(run, args)
@@ -126,7 +125,6 @@ def cmd_publish(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from training.workdir import TrainingRun
 
     run = TrainingRun.open(args.workdir)
     if args.json:

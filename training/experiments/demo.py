@@ -36,10 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from tqdm.auto import tqdm
 
 from training.cache import ModelCache
-from training.chain import VersionChain
+from training.chain import VersionChain, resolve_device
 from training.config import TrainingConfig, profile
 from training.data.config import DataConfig, SyntheticData, absolute, load_dataset
+from training.data.options import add_data_arguments, data_config_from_args
 from training.data.splits import version_splits
+from training.errors import ConfigError
 from training.experiments.consumers.feast_source import FeastCheck, FeastVer0Source
 from training.experiments.consumers.metrics import roc_auc
 from training.experiments.consumers.mlp import ConsumerSettings, as_tensor, fit_consumer, predict
@@ -289,7 +291,6 @@ def plot_report(report: DemoReport, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- command line
 def add_subcommand(sub) -> None:
-    from training.data.options import add_data_arguments
 
     s = sub.add_parser("demo", help="the whole lifecycle: train, publish, materialize, a v0 consumer across updates")
     s.add_argument("--workdir", default="demo", help="where the feature repos and the report go (default ./demo)")
@@ -305,12 +306,9 @@ def add_subcommand(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from training.chain import resolve_device
-    from training.data.options import data_config_from_args
 
     resolve_device(args.device)
     if args.online_store == "redis" and not args.redis_url:
-        from training.errors import ConfigError
 
         raise ConfigError("--online-store redis needs --redis-url redis://host:port/db")
     data = data_config_from_args(args) or SyntheticData()

@@ -35,18 +35,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from training.arguments import float_list, int_list, name_list
+from training.cache import ModelCache
+from training.chain import VersionChain, alignment_error, resolve_device
 from training.config import PROFILE_NAMES
+from training.data import load_dataset, version_splits
+from training.data.options import add_data_arguments, data_config_from_args
 from training.errors import ConfigError
+from training.experiments.consumers.feast_source import FeastVer0Source
+from training.experiments.consumers.protocol import train_task_consumers
+from training.experiments.consumers.tasks import TASK_NAMES, TaskLabels
+from training.experiments.plots import plot_titles, write_plots
+from training.experiments.report import MachineInfo, RunMeta, StrategyResult, VersionResult, aggregate
+from training.experiments.report_markdown import render_markdown, summary_table
 from training.experiments.reproduce_config import (
     PROFILES,
     ReproduceConfig,
     make_config,
 )
 from training.record import VersionRecord
-from training.strategies import STRATEGY_NAMES, StrategySpec
+from training.strategies import STRATEGY_NAMES, StrategySpec, parse_strategy_spec, strategy_from_spec
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -73,7 +84,6 @@ def run_reproduction(
     ``workdir`` keeps the model cache (and the Feast repos) between runs; by default a temporary
     directory is used and removed.
     """
-    import torch
 
     threads = torch.get_num_threads()
     if config.threads is not None:
@@ -100,9 +110,6 @@ class _ChainRun:
 def _train_chain(name: str, spec: StrategySpec, config: ReproduceConfig, dataset, cache, device, feast_dir: Path,
                  run_id: str, progress: bool) -> _ChainRun:  # fmt: skip
     """Train every version of one method; the methods in ``feast_strategies`` are read through Feast."""
-    from training.chain import VersionChain
-    from training.experiments.consumers.feast_source import FeastVer0Source
-    from training.strategies import strategy_from_spec
 
     started = time.perf_counter()
     chain = VersionChain(strategy_from_spec(spec), dataset, config.training, seed=config.seed, device=device,
@@ -127,22 +134,7 @@ def _train_chain(name: str, spec: StrategySpec, config: ReproduceConfig, dataset
 
 
 def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: str):
-    import torch
 
-    from training.cache import ModelCache
-    from training.chain import alignment_error, resolve_device
-    from training.data import load_dataset, version_splits
-    from training.experiments.consumers.protocol import train_task_consumers
-    from training.experiments.consumers.tasks import TASK_NAMES, TaskLabels
-    from training.experiments.plots import plot_titles, write_plots
-    from training.experiments.report import (
-        MachineInfo,
-        RunMeta,
-        StrategyResult,
-        VersionResult,
-        aggregate,
-    )
-    from training.experiments.report_markdown import render_markdown
 
     device = resolve_device(config.device)
     out = Path(out_dir)
@@ -212,7 +204,6 @@ def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: 
 # ----------------------------------------------------------------------------- command line
 def _variant(text: str) -> tuple[str, StrategySpec]:
     """``LABEL=name[:key=value,...]``, e.g. ``plus-cold=bc-aligner-plus:warm_start=false``."""
-    from training.strategies import parse_strategy_spec
 
     label, eq, spec = text.partition("=")
     if not eq or not label.strip():
@@ -225,7 +216,6 @@ def _variant(text: str) -> tuple[str, StrategySpec]:
 
 def add_subcommand(sub) -> None:
     """Register ``reproduce`` on the ``python -m training`` parser (see ``training.cli.SUBCOMMANDS``)."""
-    from training.data.options import add_data_arguments
 
     s = sub.add_parser(
         "reproduce",
@@ -261,9 +251,6 @@ def add_subcommand(sub) -> None:
 
 
 def cmd_reproduce(args) -> int:
-    from training.chain import resolve_device
-    from training.data.options import data_config_from_args
-    from training.experiments.report_markdown import summary_table
 
     resolve_device(args.device)
     name = "quick" if args.quick else args.profile
