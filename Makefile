@@ -8,7 +8,7 @@ STAMP := $(VENV)/.feast-bc-installed
 TORCH_VERSION ?= 2.13.0
 WORKDIR ?= demo
 
-.PHONY: install demo test clean
+.PHONY: install demo lint test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m training demo --workdir $(WORKDIR)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check feast_bc training tests benchmarks
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
