@@ -38,7 +38,8 @@ def test_quick_profile_writes_every_report_file(quick_run):
     assert [r["strategy"] for r in results["summary"]] == list(STRATEGY_NAMES)
     report = (quick_run / "report.md").read_text()
     assert "| Method | Intended Δ% vs No-BC | Unintended Δ% vs Fix-M0 | Total | Align err |" in report
-    for title in ("Alignment error per version", "BC-Aligner per task and version", "Consumer models"):
+    for title in ("Alignment error per version", "BC-Aligner (Joint-Lin-MLoss) per task and version", "BC-Aligner+ (ours) per task and version",
+                  "Consumer models"):
         assert title in report
     for file in PLOT_FILES.values():
         assert f"]({file})" in report
