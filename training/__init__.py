@@ -48,6 +48,10 @@ _EXPORTS = {
     "TrainingRun": "training.workdir",
     "publish_output": "training.publish",
     "PublishResult": "training.publish",
+    "BackwardCompatibility": "training.backward_compat",
+    "fit_backward_transform": "training.posthoc_fit",
+    "fit_for_catalog": "training.fit_transform",
+    "publish_fit": "training.fit_transform",
     "TrainingError": "training.errors",
     "DatasetError": "training.errors",
     "ConfigError": "training.errors",
@@ -58,6 +62,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from training.backward_compat import BackwardCompatibility
     from training.cache import ModelCache
     from training.chain import VersionChain, VersionOutput, train_version
     from training.config import PROFILE_NAMES, TrainingConfig, profile
@@ -74,7 +79,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         version_splits,
     )
     from training.errors import ConfigError, DatasetError, DeviceError, StateError, TrainingError
+    from training.fit_transform import fit_for_catalog, publish_fit
     from training.models import ModelSpec
+    from training.posthoc_fit import fit_backward_transform
     from training.publish import PublishResult, publish_output
     from training.strategies import STRATEGY_NAMES, Strategy, StrategySpec, make_strategy
     from training.workdir import TrainingRun

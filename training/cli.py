@@ -7,6 +7,7 @@ Subcommands:
   (data, strategy, profile and overrides, seed); later calls only say where/how to run.
 * ``publish`` -- (re)publish a trained version, e.g. after a publish that failed.
 * ``status``  -- what the work directory holds.
+* ``fit-transform`` -- fit B_k post hoc for embeddings trained elsewhere (:mod:`training.fit_transform`).
 
 ``reproduce`` and ``demo`` come from the experiment harness (:mod:`training.experiments`); this
 module is the one place that puts the library's commands and the harness's together.
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
+from training import fit_transform
 from training.arguments import int_list
 from training.cache import ModelCache
 from training.chain import resolve_device
@@ -237,6 +239,7 @@ SUBCOMMANDS: dict[str, Callable] = {
     "train": _add_train,
     "publish": _add_publish,
     "status": _add_status,
+    "fit-transform": fit_transform.add_subcommand,
     "reproduce": reproduce.add_subcommand,
     "demo": demo.add_subcommand,
 }

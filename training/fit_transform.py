@@ -1,0 +1,167 @@
+"""`python -m training fit-transform`: fit B_k post hoc for embeddings trained elsewhere, report, publish.
+
+The team hands over version k of a family as a parquet file (one row per entity: the id column and
+a list<float> vector column, as ``feast-bc export`` writes them). B_k is fit on the entities the new
+file shares with the published latest version (:mod:`training.posthoc_fit`); the command prints
+how far every still-served older version would move -- what its consumers would notice -- and,
+with ``--publish``, publishes z_k and B_k through the catalog (and ``feast apply`` unless
+``--no-apply``). Nothing is written without ``--publish``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from feast_bc import Catalog
+from feast_bc.embeddings import list_array_to_matrix
+from feast_bc.naming import EMBEDDING_FEATURE
+from training.backward_compat import frozen_chain
+from training.errors import DatasetError
+from training.posthoc_fit import FIT_METHODS, fit_backward_transform, match_by_id
+
+
+@dataclass(frozen=True)
+class VersionShift:
+    """How version ``version``'s served values would move: mean L2 distance per entity, absolute and
+    relative to the mean L2 norm of today's values, over the ``entities`` both versions hold."""
+
+    version: int
+    mean_l2: float
+    relative: float
+    entities: int
+
+
+@dataclass(frozen=True)
+class FitTransformResult:
+    family: str
+    version: int  # the version B_k would create
+    method: str
+    transform: np.ndarray
+    matched: int
+    new_entities: int  # in the new file but not in the previous version: no target, still published
+    dropped_entities: int  # in the previous version but not in the new file
+    shifts: list[VersionShift]
+
+
+def read_new_embeddings(path: str | Path, id_column: str, vector_column: str = EMBEDDING_FEATURE) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) from a parquet file; clear errors for a missing file or column."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"{path}: not a readable parquet file ({exc})") from None
+    for column in (id_column, vector_column):
+        if column not in table.column_names:
+            raise DatasetError(f"{path}: no column {column!r}; the file has {table.column_names}")
+    vectors = list_array_to_matrix(table.column(vector_column), what=f"{path}: {vector_column!r}")
+    return table.column(id_column).to_numpy(zero_copy_only=False), vectors
+
+
+def fit_for_catalog(
+    catalog: Catalog | str | Path, family: str, ids, vectors, *, method: str = "least-squares", **options
+) -> FitTransformResult:
+    """Fit B_k from ``family``'s latest published version to (ids, vectors) and measure the shift of
+    every served older version. Reads only; :func:`publish_fit` writes."""
+    catalog = Catalog.locate(catalog)
+    manifest = catalog.manifest(family)
+    ids = _typed_ids(ids, manifest.entity.dtype, family)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise DatasetError(f"expected one vector per id: {len(ids)} ids, vectors of shape {vectors.shape}")
+    old_ids, old_vectors = catalog.latest_embeddings(family, manifest=manifest)
+    old_rows, new_rows = match_by_id(old_ids, ids)
+    latest = manifest.latest_version
+    older = frozen_chain(catalog, family)
+    weight = fit_backward_transform(vectors[new_rows], old_vectors[old_rows], method=method, older_transforms=older, **options)
+    mapped = vectors[new_rows].astype(np.float64) @ weight.astype(np.float64).T
+    today = old_vectors[old_rows]
+    shifts = []
+    for j in sorted(manifest.served_versions, reverse=True):
+        served = catalog.transform_vectors(family, today, latest, j, manifest).astype(np.float64)
+        after = catalog.transform_vectors(family, mapped.astype(np.float32), latest, j, manifest).astype(np.float64)
+        distance = np.linalg.norm(after - served, axis=1).mean()
+        norm = np.linalg.norm(served, axis=1).mean()
+        shifts.append(VersionShift(j, float(distance), float(distance / max(norm, 1e-30)), len(new_rows)))
+    return FitTransformResult(
+        family=family, version=latest + 1, method=method, transform=weight, matched=len(new_rows),
+        new_entities=len(ids) - len(new_rows), dropped_entities=len(old_ids) - len(old_rows), shifts=shifts,
+    )  # fmt: skip
+
+
+def publish_fit(catalog: Catalog | str | Path, result: FitTransformResult, ids, vectors, *, description: str = ""):
+    """Publish version k (all of ``ids``/``vectors``) with the fitted B_k; the alignment figures go
+    into the version's metrics (``alignment_rel_v<j>``)."""
+    catalog = Catalog.locate(catalog)
+    metrics = {f"alignment_rel_v{s.version}": s.relative for s in result.shifts}
+    return catalog.publish(
+        result.family, ids=ids, vectors=np.asarray(vectors, dtype=np.float32), transform=result.transform,
+        metrics=metrics, expected_version=result.version,
+        description=description or f"B_{result.version} fit post hoc ({result.method}) on {result.matched} entities",
+    )  # fmt: skip
+
+
+def _typed_ids(ids, dtype: str, family: str) -> np.ndarray:
+    ids = np.asarray(ids)
+    if dtype == "int64":
+        if ids.dtype.kind not in "iu":
+            raise DatasetError(f"family {family!r} has int64 ids; the new file's ids are {ids.dtype}")
+        return ids.astype(np.int64)
+    if ids.dtype.kind not in "OUS":
+        raise DatasetError(f"family {family!r} has string ids; the new file's ids are {ids.dtype}")
+    return ids.astype(object)
+
+
+def format_result(result: FitTransformResult) -> str:
+    lines = [
+        f"{result.family}: B_{result.version} ({result.method}, {result.transform.shape[1]} -> {result.transform.shape[0]}) "
+        f"fit on {result.matched} entities; {result.new_entities} new (no target), {result.dropped_entities} no longer present",
+        "served version  mean L2 shift  relative",
+    ]
+    lines += [f"v{s.version:<14d} {s.mean_l2:13.4f}  {s.relative:8.4f}" for s in result.shifts]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+def add_subcommand(sub) -> None:
+    s = sub.add_parser("fit-transform", help="fit B_k post hoc for new embeddings trained elsewhere (and publish)")
+    s.add_argument("--repo", required=True, help="feature repo (or catalog directory) holding the family")
+    s.add_argument("--family", required=True)
+    s.add_argument("--new", required=True, help="parquet file: id column + list<float> vector column")
+    s.add_argument("--id-column", help="default: the family's join key")
+    s.add_argument("--vector-column", default=EMBEDDING_FEATURE)
+    s.add_argument("--method", choices=FIT_METHODS, default="least-squares")
+    s.add_argument("--ridge", type=float, default=1e-6, help="least-squares: ridge relative to the mean eigenvalue")
+    s.add_argument("--epochs", type=int, default=200, help="sgd methods: epochs over the matched entities")
+    s.add_argument("--publish", action="store_true", help="publish z_k and B_k (default: report only)")
+    s.add_argument("--no-apply", action="store_true", help="with --publish: do not run `feast apply`")
+    s.set_defaults(func=cmd_fit_transform)
+
+
+def cmd_fit_transform(args) -> int:
+    catalog = Catalog.locate(args.repo)
+    manifest = catalog.manifest(args.family)
+    ids, vectors = read_new_embeddings(args.new, args.id_column or manifest.entity.join_key, args.vector_column)
+    options = {"ridge": args.ridge} if args.method == "least-squares" else {}
+    if args.method.startswith("sgd"):
+        options["epochs"] = args.epochs
+    result = fit_for_catalog(catalog, args.family, ids, vectors, method=args.method, **options)
+    print(format_result(result))
+    if not args.publish:
+        print("nothing published (add --publish)")
+        return 0
+    record = publish_fit(catalog, result, _typed_ids(ids, manifest.entity.dtype, args.family), vectors)
+    print(f"published {args.family} version {record.version}")
+    repo = Path(args.repo)
+    if not args.no_apply and (repo / "feature_store.yaml").is_file():
+        from feast_bc.repo import apply as apply_repo  # Feast is loaded only to apply
+
+        apply_repo(repo)
+        print("applied to Feast -- run `feast materialize` to serve it")
+    return 0
