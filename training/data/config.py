@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from training.data.dataset import InteractionDataset
 
@@ -62,6 +62,22 @@ class TableData(_DataConfig):
     attribute_separator: str = "|"
     file_format: Literal["parquet", "csv"] | None = None
     name: str | None = None
+    #: A second file with the items' attribute columns, joined by item id (see ``training.data.table_attributes``).
+    item_attributes_path: Path | None = None
+    #: Its item id column when not named like ``item``.
+    item_attributes_item: str | None = None
+    item_attributes_format: Literal["parquet", "csv"] | None = None
+    #: Interaction items without a row in the attribute file: refused, or given no attribute tokens.
+    missing_item_attributes: Literal["error", "empty"] = "error"
+
+    @model_validator(mode="after")
+    def _item_attribute_file_options(self) -> TableData:
+        if self.item_attributes_path is None:
+            if self.item_attributes_item is not None or self.item_attributes_format is not None:
+                raise ValueError("item_attributes_item and item_attributes_format need item_attributes_path")
+        elif not self.attributes:
+            raise ValueError("item_attributes_path needs attributes: the columns to take from the item attribute file")
+        return self
 
 
 DataConfig = Annotated[SyntheticData | MovieLensData | AmazonData | TableData, Field(discriminator="kind")]
@@ -103,5 +119,9 @@ def load_dataset(config: DataConfig) -> InteractionDataset:
             attribute_separator=config.attribute_separator,
             file_format=config.file_format,
             name=config.name,
+            item_attributes_path=config.item_attributes_path,
+            item_attributes_item=config.item_attributes_item,
+            item_attributes_format=config.item_attributes_format,
+            missing_item_attributes=config.missing_item_attributes,
         )
     raise TypeError(f"unknown data config {config!r}")  # pragma: no cover - the union is closed

@@ -36,8 +36,28 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, default_help: str) ->
     parser.add_argument("--data-path", help="MovieLens directory, Amazon reviews file, or the table file")
     parser.add_argument("--meta-path", help="Amazon meta_*.json[.gz]")
     parser.add_argument("--columns", type=parse_columns, help="table: user=COL,item=COL,timestamp=COL[,rating=COL]")
-    parser.add_argument("--attributes", help="table: comma-separated item attribute columns")
+    parser.add_argument(
+        "--attributes",
+        help="table: comma-separated item attribute columns (of the table, or of --item-attributes when given)",
+    )
     parser.add_argument("--attribute-sep", default="|", help="table: separator inside attribute cells")
+    parser.add_argument(
+        "--item-attributes",
+        metavar="FILE",
+        help="table: a parquet/CSV file of item attributes (one or more rows per item) joined by item id; "
+        "the --attributes columns are taken from it",
+    )
+    parser.add_argument(
+        "--item-attributes-key",
+        metavar="COL",
+        help="table: the item id column of --item-attributes (default: the --columns item column)",
+    )
+    parser.add_argument(
+        "--missing-item-attributes",
+        choices=("error", "empty"),
+        help="table: items without a row in --item-attributes are refused (error, the default) "
+        "or get no attributes (empty, with a warning)",
+    )
 
 
 def validation_text(exc: Exception) -> str:
@@ -48,6 +68,8 @@ def validation_text(exc: Exception) -> str:
 
 def data_config_from_args(args: argparse.Namespace) -> DataConfig | None:
     """The data config the options describe, or None when no data option was given."""
+    if args.item_attributes is not None and (args.data_config or args.data != "table"):
+        raise ConfigError("--item-attributes applies to --data table (in a --data-config file: item_attributes_path)")
     if args.data_config is None and args.data is None:
         return None
     kind, data_path = args.data, args.data_path
@@ -68,10 +90,23 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig | None:
             return AmazonData(reviews=data_path, meta=args.meta_path)
         if not (data_path and args.columns):
             raise ConfigError("--data table needs --data-path FILE and --columns user=..,item=..,timestamp=..")
+        attributes = tuple(a for a in (args.attributes or "").split(",") if a)
+        if args.item_attributes is None and (args.item_attributes_key or args.missing_item_attributes):
+            raise ConfigError("--item-attributes-key and --missing-item-attributes need --item-attributes FILE")
+        if args.item_attributes is not None and not attributes:
+            raise ConfigError("--item-attributes FILE needs --attributes COL,...: the columns to take from it")
+        item_file = {}
+        if args.item_attributes is not None:
+            item_file = dict(
+                item_attributes_path=args.item_attributes,
+                item_attributes_item=args.item_attributes_key,
+                missing_item_attributes=args.missing_item_attributes or "error",
+            )
         return TableData(
             path=data_path,
-            attributes=tuple(a for a in (args.attributes or "").split(",") if a),
+            attributes=attributes,
             attribute_separator=args.attribute_sep,
+            **item_file,
             **args.columns,
         )
     except (ValidationError, OSError) as exc:

@@ -1,9 +1,13 @@
-"""A generic interaction table (parquet or CSV) with a column mapping.
+"""A generic interaction table (parquet or CSV) with a column mapping, optionally with a separate item attribute file.
 
 Each row is one interaction. Columns are named by the caller: user, item, timestamp, optionally
 rating (1.0 when absent) and any number of item attribute columns. An attribute cell may be a list
 (parquet list columns), a string of tokens joined by ``attribute_separator`` ("Action|Comedy"), a
 scalar, or empty; an item's tokens are the union over its rows.
+
+The attribute columns may instead come from a second file with one row per item (or several,
+merged the same way), joined by item id: ``item_attributes_path``; its rules (id kinds, items
+missing on either side, column conflicts) are in ``training.data.table_attributes``.
 
 Timestamps may be integers (taken as they are, e.g. Unix seconds), datetimes, or date strings
 (converted to Unix seconds, UTC). Ids keep their type: integer columns give int64 ids; in a CSV an
@@ -13,18 +17,16 @@ string id, because its leading zeros matter).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 
 from training.data.dataset import AttributeGroup, InteractionDataset, build_dataset
-from training.errors import DatasetError
-
-_CANONICAL_INT = re.compile(r"^(0|-?[1-9][0-9]{0,17})$")
+from training.data.table_attributes import MissingItemAttributes, join_item_attributes, tokens_by_item
+from training.data.table_columns import id_array, numeric_array, read_frame, timestamp_array
+from training.errors import ConfigError, DatasetError
 
 
 def load_table(
@@ -38,117 +40,66 @@ def load_table(
     attribute_separator: str = "|",
     file_format: Literal["parquet", "csv"] | None = None,
     name: str | None = None,
+    item_attributes_path: str | Path | None = None,
+    item_attributes_item: str | None = None,
+    item_attributes_format: Literal["parquet", "csv"] | None = None,
+    missing_item_attributes: MissingItemAttributes = "error",
 ) -> InteractionDataset:
+    """Load the table at ``path``; with ``item_attributes_path``, take ``attributes`` from that file.
+
+    ``item_attributes_item`` names the attribute file's item id column (default: ``item``);
+    ``missing_item_attributes`` is ``"error"`` (default) or ``"empty"`` for interaction items
+    without a row there.
+    """
     path = Path(path)
-    frame = _read(path, file_format, id_columns=(user, item))
-    wanted = [user, item, timestamp, *([rating] if rating else []), *attributes]
+    separate = item_attributes_path is not None
+    if separate and not attributes:
+        raise ConfigError(f"an item attribute file ({item_attributes_path}) needs the attribute columns to take from it")
+    if not separate and (item_attributes_item is not None or item_attributes_format is not None):
+        raise ConfigError("item_attributes_item and item_attributes_format need item_attributes_path")
+    frame = read_frame(path, file_format, id_columns=(user, item))
+    wanted = [user, item, timestamp, *([rating] if rating else []), *([] if separate else attributes)]
     missing = [c for c in dict.fromkeys(wanted) if c not in frame.columns]
     if missing:
         raise DatasetError(
             f"{path}: missing column(s) {', '.join(map(repr, missing))}; the file has {', '.join(map(repr, frame.columns))}"
         )
+    if separate:
+        both = [c for c in attributes if c in frame.columns]
+        if both:
+            raise DatasetError(
+                f"attribute column(s) {', '.join(map(repr, both))} are in both {path} and {item_attributes_path}; "
+                "attributes come from the item attribute file, so rename or drop the column in one of them"
+            )
     if len(frame) == 0:
         raise DatasetError(f"{path}: the table has no rows")
-    source = str(path)
-    ratings = np.ones(len(frame)) if rating is None else _numeric(frame[rating], path, rating)
+    raw_items = id_array(frame[item], path, item)
+    ratings = np.ones(len(frame)) if rating is None else numeric_array(frame[rating], path, rating)
     dataset = build_dataset(
         name or path.stem,
-        users=_ids(frame[user], path, user),
-        items=_ids(frame[item], path, item),
+        users=id_array(frame[user], path, user),
+        items=raw_items,
         ratings=ratings,
-        timestamps=_timestamps(frame[timestamp], path, timestamp),
-        source=source,
+        timestamps=timestamp_array(frame[timestamp], path, timestamp),
+        source=str(path),
     )
     if not attributes:
         return dataset
-    raw_items = _ids(frame[item], path, item)
+    if separate:
+        groups = join_item_attributes(
+            Path(item_attributes_path),
+            key=item_attributes_item or item,
+            attributes=attributes,
+            separator=attribute_separator,
+            file_format=item_attributes_format,
+            item_ids=dataset.item_ids,
+            interactions=path,
+            interactions_item=item,
+            missing=missing_item_attributes,
+        )
+        return dataset.with_item_attributes(groups)
     groups = {}
     for column in attributes:
-        tokens_of: dict = {}
-        for raw, cell in zip(raw_items.tolist(), frame[column].tolist(), strict=True):
-            bag = tokens_of.setdefault(raw, [])
-            for token in _tokens(cell, attribute_separator):
-                if token not in bag:
-                    bag.append(token)
-        groups[column] = AttributeGroup.from_tokens(column, [tokens_of[i] for i in dataset.item_ids.tolist()])
+        tokens_of = tokens_by_item(raw_items.tolist(), frame[column].tolist(), attribute_separator)
+        groups[column] = AttributeGroup.from_tokens(column, [list(tokens_of[i]) for i in dataset.item_ids.tolist()])
     return dataset.with_item_attributes(groups)
-
-
-def _read(path: Path, file_format: str | None, id_columns: Sequence[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise DatasetError(f"{path} does not exist")
-    if path.stat().st_size == 0:
-        raise DatasetError(f"{path} is empty")
-    fmt = file_format or ("parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv")
-    try:
-        if fmt == "parquet":
-            return pd.read_parquet(path)
-        # Ids are read as text so that "0042" survives; _ids decides whether they are integers.
-        return pd.read_csv(path, dtype={c: str for c in id_columns})
-    except pd.errors.EmptyDataError:
-        raise DatasetError(f"{path} has no header or rows") from None
-    except Exception as exc:  # pyarrow/pandas raise many types for a damaged file
-        raise DatasetError(f"{path} is not a readable {fmt} table: {exc}") from None
-
-
-def _ids(column: pd.Series, path: Path, name: str) -> np.ndarray:
-    if column.isna().any():
-        raise DatasetError(f"{path}: column {name!r} has {int(column.isna().sum())} missing ids")
-    if column.dtype.kind in "iu":
-        return column.to_numpy(dtype=np.int64)
-    if column.dtype.kind == "f":
-        values = column.to_numpy()
-        if not np.all(values == np.round(values)):
-            raise DatasetError(f"{path}: column {name!r} holds fractional numbers; ids must be integers or strings")
-        return values.astype(np.int64)
-    if column.dtype.kind == "b":
-        raise DatasetError(f"{path}: column {name!r} holds booleans; ids must be integers or strings")
-    text = column.map(str)
-    if text.map(lambda v: bool(_CANONICAL_INT.match(v))).all():
-        return text.map(int).to_numpy(dtype=np.int64)
-    return text.to_numpy(dtype=str)
-
-
-def _numeric(column: pd.Series, path: Path, name: str) -> np.ndarray:
-    values = pd.to_numeric(column, errors="coerce")
-    bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
-    if bad.any():
-        first = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DatasetError(f"{path}: column {name!r} has a non-numeric value at row {first} ({column.iloc[first]!r})")
-    return values.to_numpy(dtype=np.float64)
-
-
-def _timestamps(column: pd.Series, path: Path, name: str) -> np.ndarray:
-    if column.isna().any():
-        first = int(np.flatnonzero(column.isna().to_numpy())[0])
-        raise DatasetError(f"{path}: column {name!r} has a missing timestamp at row {first}")
-    if column.dtype.kind in "iu":
-        return column.to_numpy(dtype=np.int64)
-    if column.dtype.kind == "f":
-        values = column.to_numpy()
-        if not np.isfinite(values).all() or not np.all(values == np.round(values)):
-            raise DatasetError(
-                f"{path}: column {name!r} holds fractional or infinite timestamps; use integers (e.g. milliseconds) "
-                "or datetimes"
-            )
-        return values.astype(np.int64)
-    if column.dtype.kind == "b":
-        raise DatasetError(f"{path}: column {name!r} holds booleans, not timestamps")
-    try:
-        when = pd.to_datetime(column, utc=True, errors="raise", format="mixed")
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise DatasetError(f"{path}: column {name!r} holds values that are not timestamps ({exc})") from None
-    seconds = (when - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)
-    return seconds.to_numpy(dtype=np.int64)
-
-
-def _tokens(cell, separator: str) -> list[str]:
-    if cell is None:
-        return []
-    if isinstance(cell, float) and np.isnan(cell):
-        return []
-    if isinstance(cell, str):
-        return [t.strip() for t in cell.split(separator) if t.strip()] if separator else [cell]
-    if isinstance(cell, (list, tuple, np.ndarray)):
-        return [str(t) for t in cell if t is not None and str(t).strip()]
-    return [str(cell)]
