@@ -175,6 +175,8 @@ def _pairs(items: list[str] | None, key=str) -> dict:
 
 def cmd_gate(args) -> int:
     root = Catalog.locate(args.repo).root
+    if not root.parent.is_dir():
+        raise InvalidInputError(f"{args.repo} does not exist: create the repo first (`feast-bc init`)")
     found = read_gate_file(root)
     declared = found[0].model_dump(exclude_unset=True) if found else {}
     scope = declared.setdefault("families", {}).setdefault(args.family, {}) if args.family else declared

@@ -196,7 +196,7 @@ def write_gate_file(root: Path, limits: GateFile | None) -> Path:
         path.unlink(missing_ok=True)
         return path
     text = json.dumps(limits.model_dump(mode="json", exclude_unset=True), indent=2, sort_keys=True) + "\n"
-    Path(root).mkdir(parents=True, exist_ok=True)
+    Path(root).mkdir(exist_ok=True)
     atomic_write_bytes(path, text.encode())
     return path
 

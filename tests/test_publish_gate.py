@@ -227,3 +227,5 @@ def test_publish_output_refuses_both_families_before_writing_either(tmp_path):
     assert catalog.manifest(USER_FAMILY).latest.gate.passed
     items_gate = catalog.manifest(ITEM_FAMILY).latest.gate
     assert items_gate.forced and items_gate.failed[0].limit == 0.2
+    again = publish_output(v1, repo, apply=False)  # a retry: both already there, the gate is not asked again
+    assert again.published == [] and again.skipped == [USER_FAMILY, ITEM_FAMILY]
