@@ -16,6 +16,7 @@ from pathlib import Path
 from feast_bc.catalog import Catalog
 from feast_bc.errors import FeastBCError, InvalidInputError
 from feast_bc.export import export_version, write_parquet
+from feast_bc.publish_gate import GateFile, gate_path, read_gate_file, write_gate_file
 from feast_bc.repo import init_repo
 from feast_bc.selfcheck import render, run_selfcheck
 from feast_bc.status import render_status, repo_status
@@ -159,6 +160,50 @@ def cmd_serving(args) -> int:
     return 0
 
 
+def _pairs(items: list[str] | None, key=str) -> dict:
+    out = {}
+    for item in items or []:
+        name, sep, value = item.rpartition("=")
+        try:
+            out[key(name.strip())] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise InvalidInputError(f"expected NAME=NUMBER, got {item!r}")
+    return out
+
+
+def cmd_gate(args) -> int:
+    root = Catalog.locate(args.repo).root
+    if not root.parent.is_dir():
+        raise InvalidInputError(f"{args.repo} does not exist: create the repo first (`feast-bc init`)")
+    found = read_gate_file(root)
+    declared = found[0].model_dump(exclude_unset=True) if found else {}
+    scope = declared.setdefault("families", {}).setdefault(args.family, {}) if args.family else declared
+    changes = {
+        "max_alignment_error": args.max_alignment_error,
+        "max_alignment_error_per_version": _pairs(args.max_alignment_error_for, int) or None,
+        "min_metrics": _pairs(args.min_metric) or None,
+        "max_metrics": _pairs(args.max_metric) or None,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if args.clear:
+        scope.clear()
+    scope.update(changes)
+    if args.clear or changes:
+        families = {f: v for f, v in declared.pop("families", {}).items() if v}
+        declared.update({"families": families} if families else {})
+        limits = GateFile.model_validate(declared) if declared else None
+        path = write_gate_file(root, limits)
+        found = (limits, "") if limits else None
+        print(f"wrote {path}" if limits else f"removed {path}: no publish gate")
+    if found:
+        print(json.dumps(found[0].model_dump(mode="json", exclude_unset=True), indent=2, sort_keys=True))
+    else:
+        print(f"no limits declared ({gate_path(root)} absent): every publish passes")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="feast-bc", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -227,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", required=True, type=int)
     s.add_argument("--mode", required=True, choices=["stored", "on-read"])
     s.set_defaults(func=cmd_serving)
+
+    s = sub.add_parser("gate", help="show or set the publish gate's limits (bc_catalog/publish_gate.json)")
+    s.add_argument("--repo", required=True, help="feature repo (or catalog directory)")
+    s.add_argument("--family", help="set limits for this family only (overriding the repo's, field by field)")
+    s.add_argument("--max-alignment-error", type=float, help="relative alignment error allowed to every live version")
+    s.add_argument("--max-alignment-error-for", nargs="+", metavar="VERSION=LIMIT", help="per target version")
+    s.add_argument("--min-metric", nargs="+", metavar="NAME=VALUE", help="e.g. val_recall@50=0.1")
+    s.add_argument("--max-metric", nargs="+", metavar="NAME=VALUE")
+    s.add_argument("--clear", action="store_true", help="drop the limits of the scope (--family, or all) first")
+    s.set_defaults(func=cmd_gate)
 
     s = sub.add_parser("selfcheck", help="run publish/apply/materialize/read on generated embeddings and check values")
     s.add_argument("--workdir", default="demo")

@@ -104,3 +104,11 @@ class OnlineStoreUnavailableError(FeastBCError):
 
 class OnlineStoreFullError(OnlineStoreUnavailableError):
     """The online store ran out of memory (Redis maxmemory); rerunning after freeing memory completes."""
+
+
+class GateConfigError(FeastBCError):
+    """The publish gate's limits file (``bc_catalog/publish_gate.json``) is unreadable or invalid."""
+
+
+class PublishRefusedError(FeastBCError):
+    """The publish gate refused a version: it breaks a declared limit (nothing was written)."""

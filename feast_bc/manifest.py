@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from feast_bc.atomic import sha256_bytes
 from feast_bc.errors import InvalidInputError, ManifestError, RetiredVersionError, UnknownVersionError
 from feast_bc.naming import family_name_problem, identifier_problem
+from feast_bc.publish_gate import GateDecision
 
 SCHEMA_VERSION = 1
 MANIFEST_FILENAME = "manifest.json"
@@ -114,6 +115,18 @@ class VersionRecord(_Strict):
         default="stored",
         description="'stored': materialized into the online store; 'on_read': computed from the latest at request time",
     )
+    gate: GateDecision | None = Field(
+        default=None, description="the publish gate's decision and figures; absent when no limits were declared"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_gate(self, handler):
+        # Written only when there is one, so a version without a gate serializes (and is sealed)
+        # exactly as before the field existed: older manifests keep their checksums.
+        data = handler(self)
+        if data.get("gate") is None:
+            data.pop("gate", None)
+        return data
 
     @field_validator("created_at")
     @classmethod

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from feast_bc.catalog import Catalog
 from feast_bc.errors import FeastBCError
 from feast_bc.manifest import MANIFEST_FILENAME
 from feast_bc.naming import TAG_FAMILY, TAG_LATEST, onread_view_name, service_name, view_name
+from feast_bc.publish_gate import GateDecision, gate_path, read_gate_file
 from feast_bc.registries import DEFAULT_PROFILE_FILENAME, repo_registries, rollback_problem
 
 
@@ -26,6 +28,7 @@ class VersionStatus(BaseModel):
     transform_sha256: str | None = None
     embeddings_sha256: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    gate: GateDecision | None = Field(default=None, description="the publish gate's decision; None: no limits declared")
     feature_view: str
     feature_service: str
     registered: bool | None = None
@@ -70,6 +73,7 @@ def repo_status(repo: str | Path, *, feast: bool = True, fs_yaml_file: str | Pat
         return report
     registry = _registry_views(repo, fs_yaml_file, report) if feast else None
     report.notes += catalog.ignored_entries()
+    _gate_note(catalog, report)
     for family in catalog.families():
         report.families.append(_family_status(catalog, family, registry))
     dropped = catalog.dropped_families()
@@ -81,6 +85,20 @@ def repo_status(repo: str | Path, *, feast: bool = True, fs_yaml_file: str | Pat
     for family, tombstone in dropped.items():
         report.notes.append(f"family {family} was dropped at {tombstone.get('dropped_at', '?')} (`feast-bc drop-family`)")
     return report
+
+
+def _gate_note(catalog: Catalog, report: RepoStatus) -> None:
+    """The publish gate in force now (a broken limits file refuses every publish: a problem)."""
+    try:
+        found = read_gate_file(catalog.root)
+    except FeastBCError as exc:
+        report.problems.append(str(exc))
+        return
+    if found is None:
+        report.notes.append(f"publish gate: no limits declared ({gate_path(catalog.root)} absent; `feast-bc gate`)")
+    else:
+        declared = found[0].model_dump(mode="json", exclude_unset=True)
+        report.notes.append(f"publish gate: {gate_path(catalog.root)} declares {json.dumps(declared, sort_keys=True)}")
 
 
 def _check_all_profiles(repo: Path, catalog: Catalog, fs_yaml_file, report: RepoStatus, dropped: dict) -> None:
@@ -168,6 +186,7 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
             transform_sha256=rec.transform.sha256 if rec.transform else None,
             embeddings_sha256=rec.embeddings.sha256 if rec.embeddings else None,
             metrics=rec.metrics,
+            gate=rec.gate,
             feature_view=onread_view_name(family, rec.version) if rec.serving == "on_read" else view_name(family, rec.version),
             feature_service=service_name(family, rec.version),
         )
@@ -231,6 +250,8 @@ def render_status(report: RepoStatus) -> str:
                 f"  {v.version:>3} {v.dim:>5} {v.role:8} {v.created_at.strftime('%Y-%m-%d %H:%M:%S'):20} "
                 f"{(v.transform_sha256 or '-')[:12]:14} {mat:26} {metrics}"
             )
+            if v.gate is not None:
+                lines.append(f"      publish gate {v.gate.summary()}")
         for orphan in fam.orphans:
             lines.append(f"  orphan artifact (not in the manifest): {orphan}")
         lines += [f"  PROBLEM: {p}" for p in fam.problems]

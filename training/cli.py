@@ -111,7 +111,7 @@ def cmd_train(args) -> int:
     )
     print(_report(output, time.perf_counter() - started))
     if repo is not None:
-        _publish(run, k, repo, apply=True)
+        _publish(run, k, repo, apply=True, force=args.force_publish)
     return 0
 
 
@@ -122,7 +122,7 @@ def cmd_publish(args) -> int:
     if repo is None:
         raise StateError("no repo to publish into: pass --repo")
     version = run.next_version - 1 if args.version is None else args.version
-    _publish(run, version, repo, apply=not args.no_apply)
+    _publish(run, version, repo, apply=not args.no_apply, force=args.force_publish)
     return 0
 
 
@@ -156,9 +156,9 @@ def _publish_target(run, args) -> Path | None:
     return Path(run.state.repo) if run.state.repo else None
 
 
-def _publish(run, version: int, repo: Path, *, apply: bool) -> None:
-    print(f"publishing version {version} into {repo} ...", flush=True)
-    result = run.publish(version, repo, apply=apply)
+def _publish(run, version: int, repo: Path, *, apply: bool, force: bool = False) -> None:
+    print(f"publishing version {version} into {repo}{' (forced past the publish gate)' if force else ''} ...", flush=True)
+    result = run.publish(version, repo, apply=apply, force=force)
     done = ", ".join(result.published) or "nothing new"
     skipped = f" (already there: {', '.join(result.skipped)})" if result.skipped else ""
     applied = "; applied to Feast -- run `feast materialize` to serve it" if apply else ""
@@ -185,12 +185,16 @@ def _report(output, seconds: float) -> str:
 
 
 # ----------------------------------------------------------------------------- parser
+_FORCE_HELP = "publish even if the repo's publish gate (bc_catalog/publish_gate.json) refuses it; recorded as forced"
+
+
 def _add_train(sub) -> None:
     s = sub.add_parser("train", help="train the next version and publish it")
     s.add_argument("--workdir", required=True, help="work directory holding the training state")
     s.add_argument("--repo", help="feature repo to publish into (created if missing; remembered)")
     s.add_argument("--project", help="Feast project name when the repo is created (default feast_bc)")
     s.add_argument("--no-publish", action="store_true", help="train and keep the state only")
+    s.add_argument("--force-publish", action="store_true", help=_FORCE_HELP)
     s.add_argument("--version", type=int, help="refuse unless this is the next version")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     s.add_argument("--model-cache", help="directory caching BPR-only models shared between strategies")
@@ -224,6 +228,7 @@ def _add_publish(sub) -> None:
     s.add_argument("--project")
     s.add_argument("--version", type=int)
     s.add_argument("--no-apply", action="store_true", help="publish into the catalog without `feast apply`")
+    s.add_argument("--force-publish", action="store_true", help=_FORCE_HELP)
     s.set_defaults(func=cmd_publish)
 
 

@@ -20,6 +20,8 @@ from typing import Literal
 import numpy as np
 
 from feast_bc import Catalog, EntitySpec
+from feast_bc.errors import PublishRefusedError
+from feast_bc.publish_gate import gate_path
 from training.chain import VersionOutput
 from training.errors import StateError
 
@@ -54,7 +56,14 @@ def publish_output(
     project: str | None = None,
     apply: bool = True,
     description: str | None = None,
+    force: bool = False,
 ) -> PublishResult:
+    """Publish ``output`` into both families, then apply the repo.
+
+    The publish gate (``bc_catalog/publish_gate.json``, :mod:`feast_bc.publish_gate`) is checked
+    for *both* families before either is written: a version refused for items leaves the users
+    family unchanged too. ``force`` publishes past the gate (recorded in each manifest).
+    """
     path = ensure_repo(repo, project)
     catalog = Catalog.for_repo(path)
     k = output.version
@@ -65,22 +74,27 @@ def publish_output(
         (ITEM_FAMILY, EntitySpec(name="item", join_key="item_id", dtype=_dtype(output.item_ids)),
          output.item_ids, output.item_embeddings, output.metrics("item")),
     )  # fmt: skip
-    published, skipped = [], []
-    for family, entity, ids, vectors, metrics in entries:
-        if _already_published(catalog, family, k, ids, vectors):
-            skipped.append(family)
-            continue
-        catalog.publish(
-            family,
-            ids=ids,
-            vectors=vectors,
-            transform=output.transform if k > 0 else None,
-            entity=entity,
-            metrics=metrics,
-            expected_version=k,
-            description=text,
-        )
+    transform = output.transform if k > 0 else None
+    todo = [e for e in entries if not _already_published(catalog, e[0], k, e[2], e[3])]
+    if not force:
+        refusals = []
+        for family, entity, ids, vectors, metrics in todo:
+            decision = catalog.check_publish(family, ids=ids, vectors=vectors, transform=transform, entity=entity,
+                                             metrics=metrics, expected_version=k)  # fmt: skip
+            if decision is not None and not decision.passed:
+                refusals.append(f"{family}: " + "; ".join(c.describe() for c in decision.failed))
+        if refusals:
+            raise PublishRefusedError(
+                f"version {k} refused by the publish gate ({gate_path(catalog.root)}), no family written: "
+                + " | ".join(refusals)
+                + ". Fix the version, relax the limits (`feast-bc gate`), or force it (`--force-publish`; recorded)"
+            )
+    published = []
+    for family, entity, ids, vectors, metrics in todo:
+        catalog.publish(family, ids=ids, vectors=vectors, transform=transform, entity=entity, metrics=metrics,
+                        expected_version=k, description=text, force=force)  # fmt: skip
         published.append(family)
+    skipped = [e[0] for e in entries if e[0] not in published]
     if apply:
         from feast_bc.repo import apply as apply_repo
 

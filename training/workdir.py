@@ -238,10 +238,11 @@ class TrainingRun:
 
     # ------------------------------------------------------------------------- publishing
     def publish(
-        self, version: int | None = None, repo: str | Path | None = None, *, apply: bool = True
+        self, version: int | None = None, repo: str | Path | None = None, *, apply: bool = True, force: bool = False
     ) -> PublishResult:
         """Publish a trained version (default: the latest) into ``repo`` (default: the remembered
-        one), apply the repo to Feast, and record the publish in the state."""
+        one), apply the repo to Feast, and record the publish in the state. ``force`` publishes past
+        the repo's publish gate (recorded in the manifests)."""
         from training.publish import publish_output
 
         target = repo if repo is not None else self.state.repo
@@ -250,7 +251,7 @@ class TrainingRun:
         if repo is not None and self.state.repo != str(Path(repo).absolute()):
             self.set_publish_target(repo, self.state.project)
         k = self.next_version - 1 if version is None else version
-        result = publish_output(self.output(k), target, project=self.state.project, apply=apply)
+        result = publish_output(self.output(k), target, project=self.state.project, apply=apply, force=force)
         self.mark_published(k, result.repo, [*result.published, *result.skipped])
         return result
 

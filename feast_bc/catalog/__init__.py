@@ -24,6 +24,7 @@ from feast_bc.catalog.maintenance import Maintenance
 from feast_bc.catalog.publishing import Publisher
 from feast_bc.catalog.reader import CatalogReader
 from feast_bc.manifest import EntitySpec, FamilyManifest, VersionRecord
+from feast_bc.publish_gate import GateDecision
 from feast_bc.registries import RepoRegistries
 from feast_bc.transforms import BackwardTransform
 
@@ -44,9 +45,12 @@ class Catalog(CatalogReader):
         metrics: Mapping[str, float] | None = None,
         expected_version: int | None = None,
         description: str = "",
+        force: bool = False,
     ) -> VersionRecord:
         """Publish the next version of ``family``: its embeddings for all entities and B_{k+1}
-        (:meth:`Publisher.publish <feast_bc.catalog.publishing.Publisher.publish>`)."""
+        (:meth:`Publisher.publish <feast_bc.catalog.publishing.Publisher.publish>`). A version that
+        breaks the publish gate's limits (:mod:`feast_bc.publish_gate`) is refused with
+        :class:`~feast_bc.errors.PublishRefusedError` unless ``force``; the decision is recorded."""
         return Publisher(self).publish(
             family,
             ids=ids,
@@ -56,7 +60,26 @@ class Catalog(CatalogReader):
             metrics=metrics,
             expected_version=expected_version,
             description=description,
+            force=force,
         )
+
+    def check_publish(
+        self,
+        family: str,
+        *,
+        ids,
+        vectors,
+        transform: BackwardTransform | np.ndarray | None = None,
+        entity: EntitySpec | Mapping | None = None,
+        metrics: Mapping[str, float] | None = None,
+        expected_version: int | None = None,
+    ) -> GateDecision | None:
+        """The publish gate's decision on this publish, without writing (None: no limits declared);
+        invalid input raises as :meth:`publish` would (:meth:`~feast_bc.catalog.publishing.Publisher.check`)."""
+        return Publisher(self).check(
+            family, ids=ids, vectors=vectors, transform=transform, entity=entity, metrics=metrics,
+            expected_version=expected_version,
+        )  # fmt: skip
 
     def retire(self, family: str, version: int) -> FamilyManifest:
         """Stop serving ``version`` (:meth:`Maintenance.retire <feast_bc.catalog.maintenance.Maintenance.retire>`)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from feast_bc import publish_gate
 from feast_bc.artifacts import write_transform
 from feast_bc.atomic import atomic_write_bytes
 from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, artifact_ref_path, artifact_stem
@@ -53,29 +54,65 @@ class Publisher:
         metrics: Mapping[str, float] | None = None,
         expected_version: int | None = None,
         description: str = "",
+        force: bool = False,
     ) -> VersionRecord:
         """Publish the next version of ``family``: its embeddings for all entities and B_{k+1}.
 
         Everything is validated before the first byte is written (entity, ids, finiteness,
-        B_{k+1} of shape d_k x d_{k+1}, metrics); on any error the catalog is unchanged.
-        ``expected_version`` guards against two publishers racing for the same version number.
+        B_{k+1} of shape d_k x d_{k+1}, metrics), then the publish gate's limits are checked
+        (:mod:`feast_bc.publish_gate`; ``force`` publishes past them, recorded); on any error the
+        catalog is unchanged. ``expected_version`` guards against two publishers racing for the
+        same version number.
         """
         self.catalog.family_dir(family)  # validates the name
         expected_version = _version_number(expected_version)
         with self.catalog.lock(family):
-            current = self._current(family)
-            version = 0 if current is None else current.latest_version + 1
-            if expected_version is not None and expected_version != version:
-                raise VersionConflictError(
-                    f"family {family!r}: expected to publish version {expected_version}, but the next "
-                    f"version is {version}"
-                )
-            entity_spec = _entity_for(family, current, entity)
-            ids_arr = validate_ids(ids, entity_spec.dtype)
-            mat = validate_vectors(vectors, len(ids_arr))
-            b = _transform_for(family, current, version, transform, mat.shape[1])
-            draft = _draft_record(family, version, mat.shape[1], _next_timestamp(current), metrics, description)
+            current, entity_spec, draft, ids_arr, mat, b = self._prepare(
+                family, ids, vectors, transform, entity, metrics, expected_version, description
+            )
+            decision = publish_gate.evaluate(
+                self.catalog, family, current, ids=ids_arr, vectors=mat, transform=b, metrics=draft.metrics
+            )
+            decision = publish_gate.enforce(decision, family, draft.version, self.catalog.root, force=force)
+            draft = draft.model_copy(update={"gate": decision})
             return self._write(family, current, entity_spec, draft, ids_arr, mat, b)
+
+    def check(
+        self,
+        family: str,
+        *,
+        ids,
+        vectors,
+        transform: BackwardTransform | np.ndarray | None = None,
+        entity: EntitySpec | Mapping | None = None,
+        metrics: Mapping[str, float] | None = None,
+        expected_version: int | None = None,
+    ) -> publish_gate.GateDecision | None:
+        """What :meth:`publish` would decide, without writing or raising on a failed gate: the same
+        validation (its errors are raised), then the gate's decision (None: no limits declared)."""
+        self.catalog.family_dir(family)
+        current, _, draft, ids_arr, mat, b = self._prepare(
+            family, ids, vectors, transform, entity, metrics, _version_number(expected_version), ""
+        )
+        return publish_gate.evaluate(
+            self.catalog, family, current, ids=ids_arr, vectors=mat, transform=b, metrics=draft.metrics
+        )
+
+    def _prepare(self, family, ids, vectors, transform, entity, metrics, expected_version, description):
+        """Everything validated in memory: (current manifest, entity, draft record, ids, vectors, B)."""
+        current = self._current(family)
+        version = 0 if current is None else current.latest_version + 1
+        if expected_version is not None and expected_version != version:
+            raise VersionConflictError(
+                f"family {family!r}: expected to publish version {expected_version}, but the next "
+                f"version is {version}"
+            )
+        entity_spec = _entity_for(family, current, entity)
+        ids_arr = validate_ids(ids, entity_spec.dtype)
+        mat = validate_vectors(vectors, len(ids_arr))
+        b = _transform_for(family, current, version, transform, mat.shape[1])
+        draft = _draft_record(family, version, mat.shape[1], _next_timestamp(current), metrics, description)
+        return current, entity_spec, draft, ids_arr, mat, b
 
     def _current(self, family: str) -> FamilyManifest | None:
         """The family's manifest, None for a new family; refuses a dropped one."""

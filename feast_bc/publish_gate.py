@@ -1,0 +1,295 @@
+"""The publish gate: limits a repo declares for new versions, and the decision recorded per version.
+
+Limits live in ``<catalog>/publish_gate.json`` (inside a repo: ``bc_catalog/publish_gate.json``),
+written by hand or by ``feast-bc gate``::
+
+    {"max_alignment_error": 0.3,                      # to every live (not retired) older version
+     "max_alignment_error_per_version": {"0": 0.5},   # overrides it for target version 0
+     "min_metrics": {"val_recall@50": 0.1},           # the publish's own metrics
+     "max_metrics": {},
+     "families": {"user_embedding": {"max_alignment_error": 0.4}}}
+
+A ``families`` section overrides the top-level limits for that family, field by field (a field it
+sets replaces the top-level one whole). No file: no gate, and nothing is recorded (``gate`` stays
+absent from the version). With a file, every publish through :meth:`feast_bc.Catalog.publish` is
+measured; a version that breaks a limit is refused (:class:`~feast_bc.errors.PublishRefusedError`,
+nothing written) unless published with ``force=True``, and the decision with its figures is
+recorded on the version (:class:`GateDecision`, ``VersionRecord.gate``).
+
+**Alignment error to version j** (what consumers pinned to j would see change): on the entities
+present both in the new and in the current latest embeddings, ``today = C_j(z_{k-1})`` (what
+version j serves now) and ``after = C_j(B_k(z_k))`` (what it would serve after the publish), with
+C_j the catalog's composed chain B_{j+1}..B_{k-1} (the identity for j = k-1). The error is
+``mean_i ||after_i - today_i|| / mean_i ||today_i||``: relative, so one limit fits every dimension.
+Computed in float64, in chunks of rows. Version 0 has no older version: only metric limits apply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from feast_bc.atomic import atomic_write_bytes, sha256_bytes
+from feast_bc.errors import GateConfigError, PublishRefusedError
+from feast_bc.naming import family_name_problem
+from feast_bc.transforms import BackwardTransform, IdentityTransform, LinearTransform
+
+if TYPE_CHECKING:  # the gate reads through a CatalogReader; it does not import the catalog package
+    from feast_bc.catalog.reader import CatalogReader
+
+GATE_FILENAME = "publish_gate.json"
+MAX_GATE_BYTES = 1 << 20
+_CHUNK_ROWS = 8192
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _finite(values: Mapping, what: str) -> None:
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{what} must be finite numbers; not finite: {bad}")
+
+
+class GateLimits(_Frozen):
+    """What a new version must satisfy (every field optional; an empty object declares nothing)."""
+
+    max_alignment_error: float | None = Field(default=None, ge=0, description="to every live older version")
+    max_alignment_error_per_version: dict[int, float] = Field(default_factory=dict)
+    min_metrics: dict[str, float] = Field(default_factory=dict)
+    max_metrics: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("max_alignment_error")
+    @classmethod
+    def _finite_error(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("max_alignment_error_per_version")
+    @classmethod
+    def _per_version(cls, value: dict[int, float]) -> dict[int, float]:
+        _finite(value, "alignment limits")
+        if any(k < 0 or v < 0 for k, v in value.items()):
+            raise ValueError("versions and limits must be >= 0")
+        return value
+
+    @field_validator("min_metrics", "max_metrics")
+    @classmethod
+    def _metric_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        _finite(value, "metric limits")
+        return value
+
+    def alignment_limit(self, version: int) -> tuple[str, float | None]:
+        """(the limit's name, its value) for the alignment error to ``version``."""
+        if version in self.max_alignment_error_per_version:
+            return f"max_alignment_error_per_version[{version}]", self.max_alignment_error_per_version[version]
+        return "max_alignment_error", self.max_alignment_error
+
+    @property
+    def measures_alignment(self) -> bool:
+        return self.max_alignment_error is not None or bool(self.max_alignment_error_per_version)
+
+
+class GateFile(GateLimits):
+    """The file: limits for every family, plus per-family overrides."""
+
+    families: dict[str, GateLimits] = Field(default_factory=dict)
+
+    @field_validator("families")
+    @classmethod
+    def _family_names(cls, value: dict[str, GateLimits]) -> dict[str, GateLimits]:
+        for name in value:
+            if family_name_problem(name):
+                raise ValueError(family_name_problem(name))
+        return value
+
+    def limits_for(self, family: str) -> GateLimits:
+        base = self.model_dump(exclude={"families"})
+        section = self.families.get(family)
+        if section is not None:
+            base.update({f: getattr(section, f) for f in section.model_fields_set})
+        return GateLimits.model_validate(base)
+
+
+class GateCheck(_Frozen):
+    name: str = Field(description="what was measured, e.g. 'alignment error to v0' or 'val_recall@50'")
+    limit_name: str = Field(description="the limit in the gate file, e.g. 'max_alignment_error'")
+    bound: Literal["max", "min"]
+    limit: float
+    measured: float | None = Field(description="None when it could not be measured (see note)")
+    passed: bool
+    note: str = ""
+
+    def describe(self) -> str:
+        got = "not measured" if self.measured is None else f"{self.measured:.4g}"
+        op = {("max", True): "<=", ("max", False): ">", ("min", True): ">=", ("min", False): "<"}[self.bound, self.passed]
+        text = f"{self.name} {got} {op} {self.limit_name} = {self.limit:g}"
+        return text + (f" ({self.note})" if self.note else "")
+
+
+class GateDecision(_Frozen):
+    """The gate's verdict on one published version, as recorded in its manifest."""
+
+    passed: bool = Field(description="every check held")
+    forced: bool = Field(default=False, description="published with force=True although a check failed")
+    limits_file: str = GATE_FILENAME
+    limits_sha256: str
+    limits: GateLimits = Field(description="the limits in force for this family")
+    checks: list[GateCheck] = Field(default_factory=list)
+
+    @property
+    def failed(self) -> list[GateCheck]:
+        return [c for c in self.checks if not c.passed]
+
+    def summary(self) -> str:
+        """One line for `feast-bc status`."""
+        verdict = "passed" if self.passed else ("FORCED past" if self.forced else "failed")
+        shown = self.failed or self.checks
+        detail = "; ".join(c.describe() for c in shown) or "no check applied"
+        return f"{verdict}: {detail}"
+
+
+# ----------------------------------------------------------------------------- the limits file
+def gate_path(root: Path) -> Path:
+    return Path(root) / GATE_FILENAME
+
+
+def read_gate_file(root: Path) -> tuple[GateFile, str] | None:
+    """(limits, sha256 of the file) of the catalog at ``root``; None when it declares none."""
+    path = gate_path(root)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_GATE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise GateConfigError(f"publish gate limits {path} cannot be read: {exc}") from None
+    if len(data) > MAX_GATE_BYTES:
+        raise GateConfigError(f"publish gate limits {path} is larger than {MAX_GATE_BYTES} bytes; not a limits file")
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise GateConfigError(f"publish gate limits {path} is not valid JSON: {exc}") from None
+    try:
+        limits = GateFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
+        raise GateConfigError(
+            f"publish gate limits {path} are invalid: {problems} (fields: max_alignment_error, "
+            "max_alignment_error_per_version, min_metrics, max_metrics, families)"
+        ) from None
+    return limits, sha256_bytes(data)
+
+
+def write_gate_file(root: Path, limits: GateFile | None) -> Path:
+    """Replace the limits file atomically (None removes it: no gate)."""
+    path = gate_path(root)
+    if limits is None:
+        path.unlink(missing_ok=True)
+        return path
+    text = json.dumps(limits.model_dump(mode="json", exclude_unset=True), indent=2, sort_keys=True) + "\n"
+    Path(root).mkdir(exist_ok=True)
+    atomic_write_bytes(path, text.encode())
+    return path
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate(
+    catalog: CatalogReader,
+    family: str,
+    current,
+    *,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    transform: BackwardTransform | None,
+    metrics: Mapping[str, float],
+) -> GateDecision | None:
+    """The gate's decision on publishing (ids, vectors, transform, metrics) as the next version of
+    ``family`` over the manifest ``current`` (None for version 0); None when no limits are declared.
+    Inputs are the publisher's validated ones; nothing is written."""
+    found = read_gate_file(catalog.root)
+    if found is None:
+        return None
+    gate_file, sha = found
+    limits = gate_file.limits_for(family)
+    checks = []
+    if current is not None and transform is not None and limits.measures_alignment:
+        errors = alignment_errors(catalog, family, current, ids, vectors, transform)
+        for j, (err, note) in sorted(errors.items()):
+            limit_name, limit = limits.alignment_limit(j)
+            if limit is not None:
+                ok = err is not None and err <= limit
+                name = f"alignment error to v{j}"
+                checks.append(
+                    GateCheck(name=name, limit_name=limit_name, bound="max", limit=limit, measured=err, passed=ok, note=note)
+                )
+    for bound, table in (("min", limits.min_metrics), ("max", limits.max_metrics)):
+        for name, limit in sorted(table.items()):
+            got = metrics.get(name)
+            ok = got is not None and (got >= limit if bound == "min" else got <= limit)
+            note = "" if got is not None else "not reported with the publish"
+            checks.append(
+                GateCheck(name=name, limit_name=f"{bound}_metrics[{name!r}]", bound=bound, limit=limit, measured=got,
+                          passed=ok, note=note)
+            )  # fmt: skip
+    return GateDecision(passed=all(c.passed for c in checks), limits_sha256=sha, limits=limits, checks=checks)
+
+
+def enforce(decision: GateDecision | None, family: str, version: int, root: Path, *, force: bool) -> GateDecision | None:
+    """The decision to record; raises :class:`PublishRefusedError` when it failed and ``force`` is off."""
+    if decision is None or decision.passed:
+        return decision
+    if not force:
+        failures = "; ".join(c.describe() for c in decision.failed)
+        raise PublishRefusedError(
+            f"family {family!r}, version {version} refused by the publish gate ({gate_path(root)}): {failures}. "
+            "Nothing was written. Fix the version, relax the limit (`feast-bc gate`), or publish with force=True "
+            "(`python -m training publish --force-publish`): the override is recorded in the manifest"
+        )
+    return decision.model_copy(update={"forced": True})
+
+
+def alignment_errors(
+    catalog: CatalogReader, family: str, current, ids: np.ndarray, vectors: np.ndarray, transform: BackwardTransform
+) -> dict[int, tuple[float | None, str]]:
+    """Live version j -> (relative alignment error, note) of publishing (ids, vectors, B_k) (module docstring)."""
+    old_ids, old_vectors = catalog.latest_embeddings(family, manifest=current)
+    if ids.dtype.kind == "U":
+        old_ids = old_ids.astype(ids.dtype)
+    _, new_rows, old_rows = np.intersect1d(ids, old_ids, assume_unique=True, return_indices=True)
+    step = _float64_map(transform)
+    out: dict[int, tuple[float | None, str]] = {}
+    for j in current.served_versions:
+        if not new_rows.size:
+            out[j] = (None, "no entity in common with the current latest")
+            continue
+        chain = _float64_map(catalog.composed(family, current.latest_version, j, current))
+        moved = scale = 0.0
+        for start in range(0, len(new_rows), _CHUNK_ROWS):
+            today = chain(old_vectors[old_rows[start : start + _CHUNK_ROWS]])
+            after = chain(step(vectors[new_rows[start : start + _CHUNK_ROWS]]))
+            moved += float(np.linalg.norm(after - today, axis=1).sum())
+            scale += float(np.linalg.norm(today, axis=1).sum())
+        if scale > 0:
+            out[j] = (moved / scale, "")
+        else:
+            out[j] = (None, f"version {j} vectors are all zero today")
+    return out
+
+
+def _float64_map(t: BackwardTransform):
+    """x -> t(x) in float64 (linear maps exactly; other kinds through their own float32 transform)."""
+    if isinstance(t, IdentityTransform):
+        return lambda x: np.asarray(x, dtype=np.float64)
+    if isinstance(t, LinearTransform):
+        w_t = t.weight.astype(np.float64).T
+        return lambda x: np.asarray(x, dtype=np.float64) @ w_t
+    return lambda x: np.asarray(t.transform(np.asarray(x, dtype=np.float32)), dtype=np.float64)
