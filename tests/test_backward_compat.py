@@ -13,7 +13,8 @@ import torch
 
 from feast_bc import Catalog, EntitySpec
 from feast_bc.embeddings import matrix_to_list_array
-from feast_bc.errors import FeastBCError
+from feast_bc.errors import FeastBCError, PublishRefusedError
+from feast_bc.publish_gate import GateFile, write_gate_file
 from training.backward_compat import BackwardCompatibility
 from training.cli import main as training_main
 from training.errors import TrainingError
@@ -221,3 +222,23 @@ def test_fit_transform_cli_refuses_bad_input_and_changes_nothing(tmp_path, capsy
     assert code == 2
     assert message in capsys.readouterr().err
     assert _tree_digest(tmp_path / "bc_catalog") == digest
+
+
+def test_the_publish_gate_judges_the_module_and_fit_transform(tmp_path, capsys):
+    rng = _rng(8)
+    catalog = Catalog.for_repo(tmp_path)
+    ids, *_ = _publish_two_versions(catalog, rng)
+    write_gate_file(catalog.root, GateFile(max_alignment_error=0.05))
+    digest = _tree_digest(tmp_path / "bc_catalog")
+    bc = BackwardCompatibility.from_catalog(catalog, "item_embedding", new_dim=8)  # untrained B_2: far off
+    vectors = rng.normal(size=(len(ids), 8)).astype(np.float32)
+    with pytest.raises(PublishRefusedError, match="max_alignment_error"):
+        bc.publish(catalog, {"item_embedding": (ids, vectors)})
+    new_file = _write_new(tmp_path / "new.parquet", ids, vectors)
+    args = ["fit-transform", "--repo", str(tmp_path), "--family", "item_embedding", "--new", str(new_file), "--publish"]
+    assert training_main(args) == 2
+    assert "refused" in capsys.readouterr().err
+    assert _tree_digest(tmp_path / "bc_catalog") == digest
+    assert training_main([*args, "--force-publish"]) == 0
+    gate = catalog.manifest("item_embedding").latest.gate
+    assert gate is not None and gate.forced and not gate.passed

@@ -34,6 +34,7 @@ from torch import nn
 from feast_bc import Catalog
 from feast_bc.errors import RetiredVersionError
 from training.errors import ConfigError, DatasetError
+from training.publish import publish_together
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +213,12 @@ class BackwardCompatibility(nn.Module):
         *,
         metrics: Mapping[str, float] | None = None,
         description: str = "",
+        force: bool = False,
     ) -> dict:
         """Publish version k of every family (all its entities' vectors) with this B_k; returns
         ``{family: VersionRecord}``. ``expected_version`` guards against a concurrent publisher, and
-        the repo's publish gate (if declared) judges each family before the first is written."""
+        the repo's publish gate (if declared) judges every family before the first is written;
+        ``force`` publishes past it (recorded in the manifest)."""
         catalog = Catalog.locate(catalog)
         unknown = set(embeddings) - set(self.targets)
         if unknown or not embeddings:
@@ -223,12 +226,10 @@ class BackwardCompatibility(nn.Module):
         weight = self.matrix()
         if not np.isfinite(weight).all():
             raise DatasetError("B_k holds NaN or infinite values; training diverged")
-        records = {}
-        for family, (ids, vectors) in embeddings.items():
-            records[family] = catalog.publish(
-                family, ids=ids, vectors=np.asarray(vectors, dtype=np.float32), transform=weight,
-                metrics=metrics, expected_version=self.version, description=description,
-            )  # fmt: skip
+        entries = [(family, None, ids, np.asarray(vectors, dtype=np.float32), dict(metrics or {}))
+                   for family, (ids, vectors) in embeddings.items()]  # fmt: skip
+        publish_together(catalog, self.version, entries, weight, description=description, force=force)
+        records = {family: catalog.manifest(family).version(self.version) for family in embeddings}
         if self.excluded:
             log.info("B_%d trained on %d matched rows; %d rows had ids new since version %d",
                      self.version, self.matched, self.excluded, self.version - 1)  # fmt: skip

@@ -60,9 +60,8 @@ def publish_output(
 ) -> PublishResult:
     """Publish ``output`` into both families, then apply the repo.
 
-    The publish gate (``bc_catalog/publish_gate.json``, :mod:`feast_bc.publish_gate`) is checked
-    for *both* families before either is written: a version refused for items leaves the users
-    family unchanged too. ``force`` publishes past the gate (recorded in each manifest).
+    The publish gate is checked for both families before either is written
+    (:func:`publish_together`); ``force`` publishes past it (recorded in each manifest).
     """
     path = ensure_repo(repo, project)
     catalog = Catalog.for_repo(path)
@@ -76,30 +75,42 @@ def publish_output(
     )  # fmt: skip
     transform = output.transform if k > 0 else None
     todo = [e for e in entries if not _already_published(catalog, e[0], k, e[2], e[3])]
-    if not force:
-        refusals = []
-        for family, entity, ids, vectors, metrics in todo:
-            decision = catalog.check_publish(family, ids=ids, vectors=vectors, transform=transform, entity=entity,
-                                             metrics=metrics, expected_version=k)  # fmt: skip
-            if decision is not None and not decision.passed:
-                refusals.append(f"{family}: " + "; ".join(c.describe() for c in decision.failed))
-        if refusals:
-            raise PublishRefusedError(
-                f"version {k} refused by the publish gate ({gate_path(catalog.root)}), no family written: "
-                + " | ".join(refusals)
-                + ". Fix the version, relax the limits (`feast-bc gate`), or force it (`--force-publish`; recorded)"
-            )
-    published = []
-    for family, entity, ids, vectors, metrics in todo:
-        catalog.publish(family, ids=ids, vectors=vectors, transform=transform, entity=entity, metrics=metrics,
-                        expected_version=k, description=text, force=force)  # fmt: skip
-        published.append(family)
+    published = publish_together(catalog, k, todo, transform, description=text, force=force)
     skipped = [e[0] for e in entries if e[0] not in published]
     if apply:
         from feast_bc.repo import apply as apply_repo
 
         apply_repo(path)
     return PublishResult(path, k, published, skipped, apply)
+
+
+def publish_together(catalog: Catalog, version: int, entries, transform, *, description: str = "", force: bool = False) -> list[str]:
+    """Publish ``version`` of several families sharing one B_k, all or none as far as the gate goes.
+
+    ``entries`` are (family, entity or None, ids, vectors, metrics). The publish gate
+    (``bc_catalog/publish_gate.json``, :mod:`feast_bc.publish_gate`) is checked for *every* family
+    before any is written: a version refused for items leaves the users family unchanged too.
+    ``force`` publishes past the gate (recorded in each manifest). Returns the families written.
+    """
+    if not force:
+        refusals = []
+        for family, entity, ids, vectors, metrics in entries:
+            decision = catalog.check_publish(family, ids=ids, vectors=vectors, transform=transform, entity=entity,
+                                             metrics=metrics, expected_version=version)  # fmt: skip
+            if decision is not None and not decision.passed:
+                refusals.append(f"{family}: " + "; ".join(c.describe() for c in decision.failed))
+        if refusals:
+            raise PublishRefusedError(
+                f"version {version} refused by the publish gate ({gate_path(catalog.root)}), no family written: "
+                + " | ".join(refusals)
+                + ". Fix the version, relax the limits (`feast-bc gate`), or force it (`--force-publish`; recorded)"
+            )
+    published = []
+    for family, entity, ids, vectors, metrics in entries:
+        catalog.publish(family, ids=ids, vectors=vectors, transform=transform, entity=entity, metrics=metrics,
+                        expected_version=version, description=description, force=force)  # fmt: skip
+        published.append(family)
+    return published
 
 
 def _dtype(ids: np.ndarray) -> Literal["int64", "string"]:
