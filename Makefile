@@ -23,7 +23,8 @@ demo: $(STAMP)
 	$(BIN)/python -m training demo --workdir $(WORKDIR)
 
 lint: $(STAMP)
-	$(BIN)/ruff check feast_bc training tests benchmarks
+	$(BIN)/ruff check feast_bc training tests benchmarks examples
+	$(BIN)/ruff format --check feast_bc training tests benchmarks examples
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -49,23 +49,40 @@ from training.experiments.reproduce_config import ReproduceConfig  # noqa: E402
 from training.strategies import parse_strategy_spec  # noqa: E402
 
 DEFAULT_METHODS = ("fix-m0", "nobc", "posthoc-lin-sloss", "bc-aligner", "bc-aligner-plus")
-CONSUMERS = ConsumerSettings(hidden_dims=(128, 256), dropouts=(0.0, 0.5), num_seeds=3, max_epochs=300, patience=30,
-                             edge_max_epochs=15, edge_patience=3)  # fmt: skip
-SHORT_TASKS = {"binary-edge-rating": "edge", "user-activity": "user-act", "user-positive-activity": "user-pos",
-               "binary-item-rating-avg": "item-avg", "binary-item-rating-std": "item-std"}  # fmt: skip
+CONSUMERS = ConsumerSettings(
+    hidden_dims=(128, 256),
+    dropouts=(0.0, 0.5),
+    num_seeds=3,
+    max_epochs=300,
+    patience=30,
+    edge_max_epochs=15,
+    edge_patience=3,
+)
+SHORT_TASKS = {
+    "binary-edge-rating": "edge",
+    "user-activity": "user-act",
+    "user-positive-activity": "user-pos",
+    "binary-item-rating-avg": "item-avg",
+    "binary-item-rating-std": "item-std",
+}
 
 
 def data_sets(ml_path: Path, versions: int = 3) -> dict[str, tuple]:
     """name -> (data config, training profile, profile overrides); ``versions`` of the paper's five
     for ml-100k and synthetic-large (the paper's slices, dims and layers, cut after that many)."""
     paper = profile("paper")
-    three = dict(time_slices=paper.time_slices[: versions + 1], dims=paper.dims[:versions], layers=paper.layers[:versions])
+    three = dict(
+        time_slices=paper.time_slices[: versions + 1], dims=paper.dims[:versions], layers=paper.layers[:versions]
+    )
     return {
         "ml-100k": (MovieLensData(path=ml_path), "fast", three),
         "synthetic": (SyntheticData(), "demo", {}),
         # The budget follows the data (patience) instead of fast's fixed 40 epochs, for every method.
-        "synthetic-large": (SyntheticData(num_users=5000, num_items=16820, min_interactions=8, max_interactions=32),
-                            "fast", {**three, "epochs": 100, "patience": 3}),  # fmt: skip
+        "synthetic-large": (
+            SyntheticData(num_users=5000, num_items=16820, min_interactions=8, max_interactions=32),
+            "fast",
+            {**three, "epochs": 100, "patience": 3},
+        ),
     }
 
 
@@ -83,14 +100,33 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="ml-100k,synthetic", help="comma-separated: ml-100k, synthetic, synthetic-large")
     p.add_argument("--ml-path", type=Path, default=default_movielens_dir())
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="strategies (fix-m0 and nobc always run: they are the references)")
-    p.add_argument("--variant", action="append", default=[], metavar="LABEL=SPEC",
-                   help="extra method, e.g. plus-cold=bc-aligner-plus:warm_start=false (repeatable)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="training-profile override for every method, e.g. learning_rate=4e-3 (repeatable)")
-    p.add_argument("--versions", type=int, default=3, choices=range(2, 6), metavar="{2..5}",
-                   help="ml-100k and synthetic-large: versions 0..N-1 of the paper's five (default 3)")
+    p.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help="strategies (fix-m0 and nobc always run: they are the references)",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=SPEC",
+        help="extra method, e.g. plus-cold=bc-aligner-plus:warm_start=false (repeatable)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training-profile override for every method, e.g. learning_rate=4e-3 (repeatable)",
+    )
+    p.add_argument(
+        "--versions",
+        type=int,
+        default=3,
+        choices=range(2, 6),
+        metavar="{2..5}",
+        help="ml-100k and synthetic-large: versions 0..N-1 of the paper's five (default 3)",
+    )
     p.add_argument("--seeds", type=int, default=CONSUMERS.num_seeds)
     p.add_argument("--lam", type=float, default=16.0)
     p.add_argument("--threads", type=int, default=None)
@@ -110,28 +146,44 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     methods = [m for m in ("fix-m0", "nobc") if m not in methods] + methods
     sets = data_sets(args.ml_path, args.versions)
-    report: dict = {"command": " ".join(["python benchmarks/compat.py", *(argv if argv is not None else sys.argv[1:])]),
-                    "loadavg_start": os.getloadavg()[0], "runs": {}}  # fmt: skip
+    report: dict = {
+        "command": " ".join(["python benchmarks/compat.py", *(argv if argv is not None else sys.argv[1:])]),
+        "loadavg_start": os.getloadavg()[0],
+        "runs": {},
+    }
     started = time.perf_counter()
     for name in [d.strip() for d in args.data.split(",") if d.strip()]:
         if name not in sets:
             p.error(f"unknown data set {name!r}; choose from {', '.join(sets)}")
         data, training_profile, base = sets[name]
         config = ReproduceConfig(
-            profile=f"compat-{name}", data=data, training=profile(training_profile, **{**base, **overrides}),
-            consumer=CONSUMERS.model_copy(update={"num_seeds": args.seeds}), strategies=tuple(methods),
-            variants=variants, feast_strategies=(), lam=args.lam, threads=args.threads,
-        )  # fmt: skip
+            profile=f"compat-{name}",
+            data=data,
+            training=profile(training_profile, **{**base, **overrides}),
+            consumer=CONSUMERS.model_copy(update={"num_seeds": args.seeds}),
+            strategies=tuple(methods),
+            variants=variants,
+            feast_strategies=(),
+            lam=args.lam,
+            threads=args.threads,
+        )
         t = time.perf_counter()
         out = (args.out / name) if args.out else Path(os.environ.get("TMPDIR", "/tmp")) / f"compat-{os.getpid()}" / name
         workdir = (args.workdir / name) if args.workdir else None
         results = run_reproduction(config, out, workdir=workdir, progress=args.progress, command=report["command"])
         wall = time.perf_counter() - t
         rows = _rows(results)
-        report["runs"][name] = {"wall_seconds": round(wall, 1), "rows": rows, "dims": list(config.training.dims),
-                                "training": config.training.model_dump(mode="json"), "overrides": overrides}  # fmt: skip
-        print(f"\n## {name}: {results.meta.dataset_summary}; dims {list(config.training.dims)}; "
-              f"wall {wall / 60:.1f} min, load {results.meta.machine.loadavg_start:.2f} -> {results.meta.machine.loadavg_end:.2f}")  # fmt: skip
+        report["runs"][name] = {
+            "wall_seconds": round(wall, 1),
+            "rows": rows,
+            "dims": list(config.training.dims),
+            "training": config.training.model_dump(mode="json"),
+            "overrides": overrides,
+        }
+        print(
+            f"\n## {name}: {results.meta.dataset_summary}; dims {list(config.training.dims)}; "
+            f"wall {wall / 60:.1f} min, load {results.meta.machine.loadavg_start:.2f} -> {results.meta.machine.loadavg_end:.2f}"
+        )
         print(render(rows))
         if args.out:
             _plot(rows, args.out / f"compat_{name}.png", name)
@@ -148,25 +200,50 @@ def _rows(results) -> list[dict]:
     rows = []
     for s in results.summary:
         result = results.strategies[s.strategy]
-        rows.append({
-            "method": s.strategy, "params": result.params, "alignment_error": s.alignment_error,
-            "intended_delta_pct": s.intended_delta_pct, "unintended_delta_pct": s.unintended_delta_pct,
-            "total_delta_pct": s.total_delta_pct, "tasks": {t: per_task.get((s.strategy, t)) for t in TASK_NAMES},
-            "recall_per_version": [v.val_recall[50] for v in result.versions],
-            "train_seconds": round(sum(v.train_seconds for v in result.versions), 1),
-        })  # fmt: skip
+        rows.append(
+            {
+                "method": s.strategy,
+                "params": result.params,
+                "alignment_error": s.alignment_error,
+                "intended_delta_pct": s.intended_delta_pct,
+                "unintended_delta_pct": s.unintended_delta_pct,
+                "total_delta_pct": s.total_delta_pct,
+                "tasks": {t: per_task.get((s.strategy, t)) for t in TASK_NAMES},
+                "recall_per_version": [v.val_recall[50] for v in result.versions],
+                "train_seconds": round(sum(v.train_seconds for v in result.versions), 1),
+            }
+        )
     return rows
 
 
 def render(rows: list[dict]) -> str:
-    header = ["method", "align err", "intended Δ%", "unintended Δ%", "total",
-              *(SHORT_TASKS[t] for t in TASK_NAMES), "train s"]  # fmt: skip
+    header = [
+        "method",
+        "align err",
+        "intended Δ%",
+        "unintended Δ%",
+        "total",
+        *(SHORT_TASKS[t] for t in TASK_NAMES),
+        "train s",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         tasks = ["–" if r["tasks"][t] is None else f"{r['tasks'][t]:+.2f}" for t in TASK_NAMES]
-        lines.append("| " + " | ".join([name_of(r["method"]), f"{r['alignment_error']:.3f}", f"{r['intended_delta_pct']:+.2f}",
-                                        f"{r['unintended_delta_pct']:+.2f}", f"{r['total_delta_pct']:+.2f}", *tasks,
-                                        f"{r['train_seconds']:.0f}"]) + " |")  # fmt: skip
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name_of(r["method"]),
+                    f"{r['alignment_error']:.3f}",
+                    f"{r['intended_delta_pct']:+.2f}",
+                    f"{r['unintended_delta_pct']:+.2f}",
+                    f"{r['total_delta_pct']:+.2f}",
+                    *tasks,
+                    f"{r['train_seconds']:.0f}",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -182,7 +259,9 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
     width = 0.8 / max(len(shown), 1)
     x = np.arange(len(TASK_NAMES) + 1)
     for i, r in enumerate(shown):
-        values = [r["tasks"][t] if r["tasks"][t] is not None else np.nan for t in TASK_NAMES] + [r["unintended_delta_pct"]]
+        values = [r["tasks"][t] if r["tasks"][t] is not None else np.nan for t in TASK_NAMES] + [
+            r["unintended_delta_pct"]
+        ]
         ax.bar(x + (i - (len(shown) - 1) / 2) * width, np.maximum(values, -40), width, label=name_of(r["method"]))
     ax.axhline(0, color="black", linewidth=0.8)
     ax.axhline(-3, color="grey", linewidth=0.8, linestyle="--")

@@ -77,31 +77,45 @@ def main(argv: list[str] | None = None) -> int:
         reference[out.version] = (out.user_ver0, out.item_ver0)
     consumers = {t: train_task_consumers(t, labels, reference, CONSUMERS) for t in TASK_NAMES}
     bases = [principal_directions(x) for x in reference[0]]
-    norms = {"user": float(np.linalg.norm(reference[0][0], axis=1).mean()),
-             "item": float(np.linalg.norm(reference[0][1], axis=1).mean())}  # fmt: skip
-    print(f"mean norm of version-0 vectors: users {norms['user']:.2f}, items {norms['item']:.2f}; "
-          f"top-16 variance share: users {bases[0][1][:16].sum() / bases[0][1].sum():.1%}, "
-          f"items {bases[1][1][:16].sum() / bases[1][1].sum():.1%}")  # fmt: skip
+    norms = {
+        "user": float(np.linalg.norm(reference[0][0], axis=1).mean()),
+        "item": float(np.linalg.norm(reference[0][1], axis=1).mean()),
+    }
+    print(
+        f"mean norm of version-0 vectors: users {norms['user']:.2f}, items {norms['item']:.2f}; "
+        f"top-16 variance share: users {bases[0][1][:16].sum() / bases[0][1].sum():.1%}, "
+        f"items {bases[1][1][:16].sum() / bases[1][1].sum():.1%}"
+    )
     base_auc = {t: c.evaluate_chain(reference) for t, c in consumers.items()}
     rng = np.random.default_rng(0)
     rows = []
     print(f"| noise | L2 | mean Δ% | {' | '.join(TASK_NAMES)} |\n|" + "---|" * (3 + len(TASK_NAMES)))
     for shape in SHAPES:
         for size in SIZES:
-            noisy = {v: tuple((x + noise(shape, size, len(x), *basis, rng)).astype(np.float32)
-                              for x, basis in zip(pair, bases, strict=True)) for v, pair in reference.items()}  # fmt: skip
+            noisy = {
+                v: tuple(
+                    (x + noise(shape, size, len(x), *basis, rng)).astype(np.float32)
+                    for x, basis in zip(pair, bases, strict=True)
+                )
+                for v, pair in reference.items()
+            }
             deltas = {}
             for t, c in consumers.items():
                 got = c.evaluate_chain(noisy)
-                deltas[t] = float(np.mean([(np.mean(got[v]) - np.mean(base_auc[t][v])) / np.mean(base_auc[t][v]) * 100
-                                           for v in got]))  # fmt: skip
+                deltas[t] = float(
+                    np.mean([(np.mean(got[v]) - np.mean(base_auc[t][v])) / np.mean(base_auc[t][v]) * 100 for v in got])
+                )
             mean = float(np.mean(list(deltas.values())))
             rows.append({"shape": shape, "l2": size, "mean_delta_pct": mean, "tasks": deltas})
-            print(f"| {shape} | {size} | {mean:+.2f} | " + " | ".join(f"{deltas[t]:+.2f}" for t in TASK_NAMES) + " |",
-                  flush=True)  # fmt: skip
+            print(
+                f"| {shape} | {size} | {mean:+.2f} | " + " | ".join(f"{deltas[t]:+.2f}" for t in TASK_NAMES) + " |",
+                flush=True,
+            )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"norms": norms, "rows": rows, "seconds": time.perf_counter() - started}, indent=2))
+        args.out.write_text(
+            json.dumps({"norms": norms, "rows": rows, "seconds": time.perf_counter() - started}, indent=2)
+        )
     return 0
 
 

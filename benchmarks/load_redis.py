@@ -66,10 +66,21 @@ def worker(args) -> None:
     rss_before = rss_mib()
     reset_peak_rss()
     t = time.perf_counter()
-    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5), feature_views=[args.view])
+    store.materialize(
+        datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5), feature_views=[args.view]
+    )
     seconds = time.perf_counter() - t
     peak = peak_rss_mib()
-    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak, "rss_before_mib": rss_before, "materialize_added_mib": peak - rss_before}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss_mib": peak,
+                "rss_before_mib": rss_before,
+                "materialize_added_mib": peak - rss_before,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -104,20 +115,29 @@ def main() -> None:
             for s in range(0, rows, 65536):
                 vectors[s : s + 65536] = rng.standard_normal((min(65536, rows - s), d), dtype=np.float32)
             b = None if v == 0 else (rng.normal(size=(DIMS[v - 1], d)) / np.sqrt(d)).astype(np.float32)
-            cat.publish("item_embedding", ids=np.arange(rows, dtype=np.int64), vectors=vectors, transform=b, entity=spec)
+            cat.publish(
+                "item_embedding", ids=np.arange(rows, dtype=np.int64), vectors=vectors, transform=b, entity=spec
+            )
             del vectors
         publish_s = time.perf_counter() - t
         used_before = client.info("memory")["used_memory"]
         views = []
         for j in range(len(DIMS) - 1, -1, -1):
             view = f"item_embedding_bc{j}"
-            proc = subprocess.run([sys.executable, __file__, "--worker", "--repo", str(repo), "--view", view], capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", "--repo", str(repo), "--view", view],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr[-3000:])
             out = json.loads(proc.stdout.strip().splitlines()[-1])
             out.update(view=view, dim=DIMS[j], rows_per_s=args.entities / out["seconds"])
             views.append(out)
-            print(f"{view} d={DIMS[j]} {out['rows_per_s']:,.0f} rows/s, {out['seconds']:.1f}s, peak RSS {out['peak_rss_mib']:.0f} MiB", flush=True)
+            print(
+                f"{view} d={DIMS[j]} {out['rows_per_s']:,.0f} rows/s, {out['seconds']:.1f}s, peak RSS {out['peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
         used_after = client.info("memory")["used_memory"]
         keys = client.dbsize()
         measured = (used_after - used_before) / args.entities
@@ -134,8 +154,10 @@ def main() -> None:
             "redis_bytes_per_entity_predicted": predicted,
             "redis_keys_total": keys,
         }
-        print(f"Redis: {measured:,.0f} B/entity measured vs {predicted:,} predicted; peak RSS max "
-              f"{max(v['peak_rss_mib'] for v in views):.0f} MiB (latest table {result['latest_table_mib']:.0f} MiB)")
+        print(
+            f"Redis: {measured:,.0f} B/entity measured vs {predicted:,} predicted; peak RSS max "
+            f"{max(v['peak_rss_mib'] for v in views):.0f} MiB (latest table {result['latest_table_mib']:.0f} MiB)"
+        )
         write_json(args.out, result)
     finally:
         delete_project_keys(args.redis_url, project)

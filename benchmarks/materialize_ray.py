@@ -35,7 +35,12 @@ def main() -> None:
     args = p.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="bc-ray-"))
-    results = {"machine": machine(), "loadavg_at_start": os.getloadavg(), "args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
+    results = {
+        "machine": machine(),
+        "loadavg_at_start": os.getloadavg(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "runs": [],
+    }
     try:
         catalog = publish(root, args.rows, args.dim)
         for backend in args.backends:
@@ -43,11 +48,22 @@ def main() -> None:
                 for j in args.views:
                     view = f"item_embedding_bc{j}"
                     out = run_one(root, catalog, args.rows, args.dim, view, backend, engine, args.redis_url)
-                    row = {"rows": args.rows, "dim": args.dim, "backend": backend, "engine": engine, "view": view,
-                           "chain_length": VERSIONS - 1 - j, "rows_per_s": args.rows / out["seconds"], **out}
+                    row = {
+                        "rows": args.rows,
+                        "dim": args.dim,
+                        "backend": backend,
+                        "engine": engine,
+                        "view": view,
+                        "chain_length": VERSIONS - 1 - j,
+                        "rows_per_s": args.rows / out["seconds"],
+                        **out,
+                    }
                     results["runs"].append(row)
-                    print(f"{backend:6} {engine:5} {view} k={row['chain_length']} {row['rows_per_s']:>9,.0f} rows/s "
-                          f"{out['seconds']:6.2f}s  peak {out['peak_rss_mib']:6.0f} MiB", flush=True)
+                    print(
+                        f"{backend:6} {engine:5} {view} k={row['chain_length']} {row['rows_per_s']:>9,.0f} rows/s "
+                        f"{out['seconds']:6.2f}s  peak {out['peak_rss_mib']:6.0f} MiB",
+                        flush=True,
+                    )
                     write_json(args.out, results)
     finally:
         shutil.rmtree(root, ignore_errors=True)

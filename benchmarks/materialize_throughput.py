@@ -59,7 +59,9 @@ def worker(args) -> None:
     """Apply a repo over the shared catalog, materialize one view, print JSON."""
     from feast_bc.repo import apply, init_repo
 
-    repo = init_repo(Path(args.repo), project=args.project, online_store=args.backend, redis_url=args.redis_url, engine=args.engine)
+    repo = init_repo(
+        Path(args.repo), project=args.project, online_store=args.backend, redis_url=args.redis_url, engine=args.engine
+    )
     link = repo / "bc_catalog"
     if not link.exists():
         link.symlink_to(Path(args.catalog).resolve(), target_is_directory=True)
@@ -69,17 +71,45 @@ def worker(args) -> None:
     rss_before = rss_mib()
     reset_peak_rss()
     t = time.perf_counter()
-    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5), feature_views=[args.view])
+    store.materialize(
+        datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5), feature_views=[args.view]
+    )
     seconds = time.perf_counter() - t
     peak = peak_rss_mib()
-    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak, "rss_before_mib": rss_before,
-                      "materialize_added_mib": peak - rss_before, "apply_peak_rss_mib": apply_peak}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss_mib": peak,
+                "rss_before_mib": rss_before,
+                "materialize_added_mib": peak - rss_before,
+                "apply_peak_rss_mib": apply_peak,
+            }
+        )
+    )
 
 
 def run_one(root, catalog, n, dim, view, backend, engine, redis_url) -> dict:
     project = f"bench_mat_{backend}_{engine}_{n}_{dim}"
-    cmd = [sys.executable, __file__, "--worker", "--repo", str(root / project), "--project", project, "--catalog", str(catalog),
-           "--backend", backend, "--engine", engine, "--view", view, "--redis-url", redis_url]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--repo",
+        str(root / project),
+        "--project",
+        project,
+        "--catalog",
+        str(catalog),
+        "--backend",
+        backend,
+        "--engine",
+        engine,
+        "--view",
+        view,
+        "--redis-url",
+        redis_url,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
@@ -127,15 +157,35 @@ def main() -> None:
                             continue
                         if backend == "redis" and not args.no_warmup:
                             # Untimed: the first load after Redis freed memory pays its page faults.
-                            run_one(root, catalog, n, dim, f"item_embedding_bc{VERSIONS - 1}", backend, engine, args.redis_url)
+                            run_one(
+                                root,
+                                catalog,
+                                n,
+                                dim,
+                                f"item_embedding_bc{VERSIONS - 1}",
+                                backend,
+                                engine,
+                                args.redis_url,
+                            )
                         for j in range(VERSIONS - 1, -1, -1):
                             view = f"item_embedding_bc{j}"
                             out = run_one(root, catalog, n, dim, view, backend, engine, args.redis_url)
-                            row = {"rows": n, "dim": dim, "backend": backend, "engine": engine, "view": view,
-                                   "chain_length": VERSIONS - 1 - j, "rows_per_s": n / out["seconds"], **out}
+                            row = {
+                                "rows": n,
+                                "dim": dim,
+                                "backend": backend,
+                                "engine": engine,
+                                "view": view,
+                                "chain_length": VERSIONS - 1 - j,
+                                "rows_per_s": n / out["seconds"],
+                                **out,
+                            }
                             results["runs"].append(row)
-                            print(f"{backend:6} {engine:5} n={n:>8} d={dim} {view} k={row['chain_length']} "
-                                  f"{row['rows_per_s']:>10,.0f} rows/s  {out['seconds']:7.2f}s  peak {out['peak_rss_mib']:7.0f} MiB", flush=True)
+                            print(
+                                f"{backend:6} {engine:5} n={n:>8} d={dim} {view} k={row['chain_length']} "
+                                f"{row['rows_per_s']:>10,.0f} rows/s  {out['seconds']:7.2f}s  peak {out['peak_rss_mib']:7.0f} MiB",
+                                flush=True,
+                            )
                             write_json(args.out, results)
                 shutil.rmtree(catalog, ignore_errors=True)
     finally:

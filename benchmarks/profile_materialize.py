@@ -88,7 +88,8 @@ def main() -> None:
         reset_peak_rss()
         start = time.perf_counter()
         store.materialize(
-            datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5),
+            datetime(2000, 1, 1, tzinfo=UTC),
+            datetime.now(UTC) + timedelta(seconds=5),
             feature_views=["item_embedding_bc0"],
         )
         seconds = time.perf_counter() - start
@@ -96,8 +97,10 @@ def main() -> None:
     finally:
         delete_project_keys(args.redis_url, project)
     redis_cpu = sum(cpu_after[k] - cpu_before[k] for k in ("used_cpu_user", "used_cpu_sys"))
-    print(f"{args.rows:,} rows x d={args.dim}: {seconds:.2f} s = {args.rows / seconds:,.0f} rows/s; "
-          f"Redis CPU {redis_cpu:.2f} s; materialize added {peak_rss_mib() - rss_before:,.0f} MiB")
+    print(
+        f"{args.rows:,} rows x d={args.dim}: {seconds:.2f} s = {args.rows / seconds:,.0f} rows/s; "
+        f"Redis CPU {redis_cpu:.2f} s; materialize added {peak_rss_mib() - rss_before:,.0f} MiB"
+    )
     for label, value in sorted(TIMERS.items()):
         print(f"  {label:48s} {value:6.2f} s")
 

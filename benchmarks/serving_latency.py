@@ -38,7 +38,9 @@ def build_repo(root: Path, backend: str, dim: int, n: int, redis_url: str, proje
     from feast_bc import Catalog, EntitySpec
     from feast_bc.repo import apply, init_repo
 
-    repo = init_repo(root / project, project=project, online_store=backend, redis_url=redis_url if backend == "redis" else None)
+    repo = init_repo(
+        root / project, project=project, online_store=backend, redis_url=redis_url if backend == "redis" else None
+    )
     rng = np.random.default_rng(0)
     ids = np.arange(n, dtype=np.int64)
     cat = Catalog.for_repo(repo)
@@ -120,7 +122,9 @@ def main() -> None:
                     "on-read (v0, computed per request)": store.get_feature_service("item_embedding_lazy_v0"),
                 }
                 targets = {
-                    name: (lambda rows, s=s, store=store: store.get_online_features(features=s, entity_rows=rows).to_dict())
+                    name: (
+                        lambda rows, s=s, store=store: store.get_online_features(features=s, entity_rows=rows).to_dict()
+                    )
                     for name, s in fs.items()
                 }
                 raw = None
@@ -128,7 +132,9 @@ def main() -> None:
                     raw = raw_redis_reader(store, store.config, "item_embedding_bc0", dim)
                 rng = random.Random(1)
                 for batch in (1, 100):
-                    runs: dict[str, list[dict]] = {name: [] for name in [*targets, *(["raw HMGET+decode"] if raw else [])]}
+                    runs: dict[str, list[dict]] = {
+                        name: [] for name in [*targets, *(["raw HMGET+decode"] if raw else [])]
+                    }
                     ratios = []
                     for _ in range(args.runs):
                         order = list(runs)
@@ -147,7 +153,9 @@ def main() -> None:
                                 lat.append(time.perf_counter() - t)
                             per_run[name] = percentiles(lat)
                             runs[name].append(per_run[name])
-                        ratios.append(per_run["pinned_old (v0, derived)"]["p50_ms"] / per_run["plain FeatureView"]["p50_ms"])
+                        ratios.append(
+                            per_run["pinned_old (v0, derived)"]["p50_ms"] / per_run["plain FeatureView"]["p50_ms"]
+                        )
                     summary = {
                         name: {
                             "p50_ms": median([r["p50_ms"] for r in rs]),
@@ -164,8 +172,12 @@ def main() -> None:
                         "ratio_runs": ratios,
                     }
                     results["configs"].append(cfg)
-                    print(f"{backend:6} dim {dim} x{batch:<3} " + "  ".join(f"{n}: {v['p50_ms']:.3f}/{v['p99_ms']:.3f} ms" for n, v in summary.items())
-                          + f"  ratio {cfg['ratio_pinned_old_vs_plain_p50_median']:.3f}", flush=True)
+                    print(
+                        f"{backend:6} dim {dim} x{batch:<3} "
+                        + "  ".join(f"{n}: {v['p50_ms']:.3f}/{v['p99_ms']:.3f} ms" for n, v in summary.items())
+                        + f"  ratio {cfg['ratio_pinned_old_vs_plain_p50_median']:.3f}",
+                        flush=True,
+                    )
                 if backend == "redis":
                     delete_project_keys(args.redis_url, project)
     finally:

@@ -1,8 +1,8 @@
 """Markdown tables from the benchmark JSON files (what docs/BENCHMARKS.md quotes).
 
-    python benchmarks/tables.py serving docs/benchmarks/serving.json
-    python benchmarks/tables.py materialize docs/benchmarks/materialize.json
-    python benchmarks/tables.py plot docs/benchmarks   # -> materialize.png, serving.png beside the JSON
+python benchmarks/tables.py serving docs/benchmarks/serving.json
+python benchmarks/tables.py materialize docs/benchmarks/materialize.json
+python benchmarks/tables.py plot docs/benchmarks   # -> materialize.png, serving.png beside the JSON
 """
 
 from __future__ import annotations
@@ -41,14 +41,17 @@ def materialize(data: dict) -> str:
         "| store | engine | rows | dim | latest (k=0) rows/s | older, k=1 | k=2 | k=3 | k=4 | older: median rows/s | peak RSS MiB (max) | added by materialize MiB (max) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (backend, engine, rows, dim), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "bc", kv[0][2], kv[0][3])):
+    for (backend, engine, rows, dim), runs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "bc", kv[0][2], kv[0][3])
+    ):
         by_k = {r["chain_length"]: r for r in runs}
         older = [r["rows_per_s"] for r in runs if r["chain_length"] > 0]
         cells = [f"{by_k[k]['rows_per_s']:,.0f}" if k in by_k else "–" for k in range(5)]
         added_values = [r["materialize_added_mib"] for r in runs if "materialize_added_mib" in r]
         added = f"{max(added_values):,.0f}" if added_values else "–"
         lines.append(
-            f"| {backend} | {engine} | {rows:,} | {dim} | " + " | ".join(cells)
+            f"| {backend} | {engine} | {rows:,} | {dim} | "
+            + " | ".join(cells)
             + f" | {statistics.median(older):,.0f} | {max(r['peak_rss_mib'] for r in runs):,.0f} | {added} |"
         )
     return "\n".join(lines)
@@ -73,8 +76,17 @@ def plot(directory: Path) -> list[Path]:
         for ax, dim in zip(axes, (256, 512), strict=True):
             series = sorted({(b, e) for (b, e, d, _) in groups if d == dim})
             for backend, engine in series:
-                pts = sorted((n, statistics.median(v)) for (b, e, d, n), v in groups.items() if (b, e, d) == (backend, engine, dim))
-                ax.plot([n for n, _ in pts], [v for _, v in pts], marker="o", label=f"{backend} / {'feast_bc BCEngine' if engine == 'bc' else 'Feast local engine'}")
+                pts = sorted(
+                    (n, statistics.median(v))
+                    for (b, e, d, n), v in groups.items()
+                    if (b, e, d) == (backend, engine, dim)
+                )
+                ax.plot(
+                    [n for n, _ in pts],
+                    [v for _, v in pts],
+                    marker="o",
+                    label=f"{backend} / {'feast_bc BCEngine' if engine == 'bc' else 'Feast local engine'}",
+                )
             ax.axhline(100_000, color="grey", linestyle="--", linewidth=1, label="target (Redis): 100k rows/s")
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -93,7 +105,12 @@ def plot(directory: Path) -> list[Path]:
     if srv_path.exists():
         data = json.loads(srv_path.read_text())
         labels, series = [], defaultdict(list)
-        names = [("pinned_old", "pinned older (stored)"), ("plain", "plain FeatureView"), ("on-read", "older, on read"), ("raw", "raw Redis HMGET")]
+        names = [
+            ("pinned_old", "pinned older (stored)"),
+            ("plain", "plain FeatureView"),
+            ("on-read", "older, on read"),
+            ("raw", "raw Redis HMGET"),
+        ]
         for c in data["configs"]:
             labels.append(f"{c['backend']}\nd={c['dim']}\n{c['entities_per_call']} ent.")
             for prefix, label in names:

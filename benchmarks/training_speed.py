@@ -87,7 +87,9 @@ def chain_timings(args, strategy: str, cache: ModelCache | None) -> list[dict]:
             "val_recall@50": round(out.val_recall[50], 4),
             "align_error_v0": round(out.alignment_error[0]["all"], 4) if k else None,
             # scale of the ver-0 space, to read the alignment error against
-            "ver0_mean_norm": round(float(np.linalg.norm(np.concatenate([out.user_ver0, out.item_ver0]), axis=1).mean()), 3),
+            "ver0_mean_norm": round(
+                float(np.linalg.norm(np.concatenate([out.user_ver0, out.item_ver0]), axis=1).mean()), 3
+            ),
             "loadavg_before": round(load_before, 2),
             "loadavg_after": round(loadavg(), 2),
         }
@@ -114,9 +116,15 @@ def step_times(args) -> list[dict]:
             tu, ti = model(task.graph)
         old = config.dims[max(k - 1, 0)]
         older = [np.eye(config.dims[j - 1], config.dims[j], dtype=np.float32) for j in range(1, k)]
-        alignment = JointAlignment(kind="learned", new_dim=config.dims[k], target_user=tu[:, :old].contiguous(),
-                                   target_item=ti[:, :old].contiguous(), lam=16.0, older_transforms=older,
-                                   multi_step=True)  # fmt: skip
+        alignment = JointAlignment(
+            kind="learned",
+            new_dim=config.dims[k],
+            target_user=tu[:, :old].contiguous(),
+            target_item=ti[:, :old].contiguous(),
+            lam=16.0,
+            older_transforms=older,
+            multi_step=True,
+        )
         optimizer = torch.optim.Adam([*model.parameters(), *alignment.parameters()], lr=1e-3)
         row = {"version": k, "dim": config.dims[k], "layers": config.layers[k], "batch": config.batch_size}
         for mode in ("bpr", "bc-aligner"):
@@ -147,8 +155,11 @@ def main() -> int:
     p.add_argument("--versions", type=int, default=5, help="train versions 0..N-1")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--workdir", help="default: a fresh temporary directory")
-    p.add_argument("--model-cache", help="share BPR-only models (version 0, No-BC) between runs (default: a fresh "
-                   "temporary cache shared by the strategies of this run)")
+    p.add_argument(
+        "--model-cache",
+        help="share BPR-only models (version 0, No-BC) between runs (default: a fresh "
+        "temporary cache shared by the strategies of this run)",
+    )
     p.add_argument("--repo", help="also publish each version into this feature repo (timed separately)")
     p.add_argument("--project", default="training_speed")
     p.add_argument("--step-times", action="store_true", help="only measure ms per optimizer step per version")
@@ -178,8 +189,10 @@ def main() -> int:
         if updates:
             result["max_update_seconds"] = max(updates)
             result["update_within_budget"] = max(updates) <= UPDATE_BUDGET_SECONDS
-            print(f"slowest update: {max(updates):.1f}s (budget {UPDATE_BUDGET_SECONDS:.0f}s) -> "
-                  f"{'OK' if result['update_within_budget'] else 'OVER BUDGET'}")  # fmt: skip
+            print(
+                f"slowest update: {max(updates):.1f}s (budget {UPDATE_BUDGET_SECONDS:.0f}s) -> "
+                f"{'OK' if result['update_within_budget'] else 'OVER BUDGET'}"
+            )
         result["total_seconds"] = round(sum(r["wall_seconds"] for r in rows), 1)
         print(f"total: {result['total_seconds']:.1f}s for {len(rows)} versions")
     if args.out:

@@ -117,7 +117,9 @@ def materialize(repo: Path) -> None:
     """``feast materialize`` from Python: every version's view, through feast_bc's engine."""
     from feast import FeatureStore  # noqa: PLC0415
 
-    FeatureStore(repo_path=str(repo)).materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
+    FeatureStore(repo_path=str(repo)).materialize(
+        datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5)
+    )
 
 
 # ----------------------------------------------------------------------------- the lifecycle
@@ -161,11 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         feast_diff = float(np.abs(v0 - offline).max())
         if clf is None:  # the consumer trains once, on version 0 as Feast served it
             clf = fit_logistic(v0[: sizes[0]], consumer_label[: sizes[0]])
-        accuracy = consumer_accuracy(clf, v0[-len(test):], consumer_label[test])
+        accuracy = consumer_accuracy(clf, v0[-len(test) :], consumer_label[test])
         baseline = accuracy if baseline is None else baseline
         own = category_accuracy(model, features[test], category[test])
-        print(f"version {k}: dim {dim}, {n} products; encoder accuracy {own:.3f}; v0 consumer accuracy {accuracy:.3f} "
-              f"(version 0: {baseline:.3f}); Feast vs numpy chain max |diff| {feast_diff:.1e}", flush=True)  # fmt: skip
+        print(
+            f"version {k}: dim {dim}, {n} products; encoder accuracy {own:.3f}; v0 consumer accuracy {accuracy:.3f} "
+            f"(version 0: {baseline:.3f}); Feast vs numpy chain max |diff| {feast_diff:.1e}",
+            flush=True,
+        )
         if feast_diff > 1e-5:
             failures.append(f"version {k}: Feast's v0 values differ from the numpy chain by {feast_diff:.1e}")
         if baseline - accuracy > args.max_drop:

@@ -96,8 +96,7 @@ def _parse_header(data: bytes, origin: str) -> tuple[dict, dict]:
     (header_len,) = struct.unpack("<Q", data[:8])
     if header_len > _MAX_HEADER_BYTES or 8 + header_len > len(data):
         raise CorruptArtifactError(
-            f"{origin}: not a safetensors file (declared header of {header_len} bytes in a "
-            f"{len(data)}-byte file)"
+            f"{origin}: not a safetensors file (declared header of {header_len} bytes in a {len(data)}-byte file)"
         )
     try:
         header = json.loads(data[8 : 8 + header_len])
@@ -114,9 +113,7 @@ def _parse_header(data: bytes, origin: str) -> tuple[dict, dict]:
             raise CorruptArtifactError(f"{origin}: malformed entry for tensor {name!r}")
         dtype = spec["dtype"]
         if dtype not in _DTYPES:
-            raise CorruptArtifactError(
-                f"{origin}: tensor {name!r} has dtype {dtype}; transforms must be F32 or F64"
-            )
+            raise CorruptArtifactError(f"{origin}: tensor {name!r} has dtype {dtype}; transforms must be F32 or F64")
         shape = spec["shape"]
         if (
             not isinstance(shape, list)
@@ -124,8 +121,7 @@ def _parse_header(data: bytes, origin: str) -> tuple[dict, dict]:
             or not all(isinstance(d, int) and 1 <= d <= MAX_DIM for d in shape)
         ):
             raise CorruptArtifactError(
-                f"{origin}: tensor {name!r} has shape {shape}; expected 2-D with each dimension "
-                f"in 1..{MAX_DIM}"
+                f"{origin}: tensor {name!r} has shape {shape}; expected 2-D with each dimension in 1..{MAX_DIM}"
             )
         start, end = spec["data_offsets"]
         need = shape[0] * shape[1] * np.dtype(_DTYPES[dtype]).itemsize

@@ -213,8 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--project", default="feast_bc")
     s.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
     s.add_argument("--redis-url", help="redis://host:port/db written into the yaml (default: $FEAST_BC_REDIS)")
-    s.add_argument("--engine", choices=["bc", "local", "ray"], default="bc",
-                   help="bulk feast_bc engine, Feast's stock local engine, or Feast's Ray engine")
+    s.add_argument(
+        "--engine",
+        choices=["bc", "local", "ray"],
+        default="bc",
+        help="bulk feast_bc engine, Feast's stock local engine, or Feast's Ray engine",
+    )
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("export", help="write one version's embeddings (all ids or some) to parquet")
@@ -240,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-feast", action="store_true", help="catalog only; skip reading the Feast registry")
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("gc", help="delete orphaned artifacts (e.g. from a killed publish); optionally superseded embeddings")
+    s = sub.add_parser(
+        "gc", help="delete orphaned artifacts (e.g. from a killed publish); optionally superseded embeddings"
+    )
     s.add_argument("--repo", required=True)
     s.add_argument("--family")
     s.add_argument(

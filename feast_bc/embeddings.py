@@ -123,7 +123,9 @@ def matrix_to_list_array(mat: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, values)
 
 
-def list_array_to_matrix(col: pa.Array | pa.ChunkedArray, dim: int | None = None, *, what: str = "embedding") -> np.ndarray:
+def list_array_to_matrix(
+    col: pa.Array | pa.ChunkedArray, dim: int | None = None, *, what: str = "embedding"
+) -> np.ndarray:
     """arrow list<float> column -> (n, d) float32; refuses nulls and ragged rows."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
@@ -140,7 +142,9 @@ def list_array_to_matrix(col: pa.Array | pa.ChunkedArray, dim: int | None = None
         lengths = np.diff(offsets)
         d = int(lengths[0])
         if not (lengths == d).all():
-            raise DimensionMismatchError(f"{what} column has vectors of different lengths ({lengths.min()}..{lengths.max()})")
+            raise DimensionMismatchError(
+                f"{what} column has vectors of different lengths ({lengths.min()}..{lengths.max()})"
+            )
         flat = col.flatten()
     if dim is not None and d != dim:
         raise DimensionMismatchError(f"{what} vectors have dimension {d}, expected {dim}")
@@ -198,8 +202,10 @@ def check_embeddings_file(path: Path, join_key: str, id_dtype: str, record, orig
     expected = {
         join_key: lambda t: t in id_types,
         TIMESTAMP_COLUMN: lambda t: pa.types.is_timestamp(t),
-        EMBEDDING_FEATURE: lambda t: (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
-        and pa.types.is_floating(t.value_type),
+        EMBEDDING_FEATURE: lambda t: (
+            (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+            and pa.types.is_floating(t.value_type)
+        ),
         SOURCE_VERSION_FEATURE: lambda t: pa.types.is_integer(t),
     }
     for name, ok in expected.items():
@@ -238,7 +244,9 @@ def _utc(value):
     return value
 
 
-def read_embeddings(path: Path, join_key: str, dim: int, *, ids=None, id_dtype: str = "int64") -> tuple[np.ndarray, np.ndarray]:
+def read_embeddings(
+    path: Path, join_key: str, dim: int, *, ids=None, id_dtype: str = "int64"
+) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of the parquet file; with ``ids`` only those rows, in that order."""
     try:
         table = pq.read_table(path, columns=[join_key, EMBEDDING_FEATURE])
@@ -256,8 +264,7 @@ def read_embeddings(path: Path, join_key: str, dim: int, *, ids=None, id_dtype: 
     if missing.any():
         miss = wanted[missing]
         raise UnknownIdError(
-            f"{len(miss)} of {len(wanted)} ids are not in the latest embeddings "
-            f"(e.g. {', '.join(map(str, miss[:5]))})"
+            f"{len(miss)} of {len(wanted)} ids are not in the latest embeddings (e.g. {', '.join(map(str, miss[:5]))})"
         )
     picked = table.take(pa.array(rows))
     return wanted, list_array_to_matrix(picked.column(EMBEDDING_FEATURE), dim)

@@ -87,7 +87,14 @@ class BCEngine(LocalComputeEngine):
         try:
             _check_store_config(self.repo_config)
             materialize_bc_view(
-                self.repo_config, self.online_store, view, task.start_time, task.end_time, self.batch_rows, registry, task.project
+                self.repo_config,
+                self.online_store,
+                view,
+                task.start_time,
+                task.end_time,
+                self.batch_rows,
+                registry,
+                task.project,
             )
         except Exception as exc:
             exc = _explain_store_error(exc, self.repo_config, view)
@@ -171,7 +178,9 @@ def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows:
             with writer_for(
                 repo_config, online_store, view, join_key, id_dtype, dim, gate=verified.result, refuse_newer=True
             ) as writer:
-                _stream(_open_parquet(path), catalog, family, manifest, version, join_key, start, end, batch_rows, writer)
+                _stream(
+                    _open_parquet(path), catalog, family, manifest, version, join_key, start, end, batch_rows, writer
+                )
         except Exception as exc:
             failed = verified.exception()  # a tampered file explains any later error: report it
             if failed is not None and failed is not exc:
@@ -190,7 +199,9 @@ def _refuse_rollback(view, manifest) -> None:
         try:
             newer = datetime.fromisoformat(stamp) > manifest.latest.created_at
         except ValueError:
-            logger.warning("view %s: unreadable %s tag %r; comparing version numbers only", view.name, TAG_PUBLISHED_AT, stamp)
+            logger.warning(
+                "view %s: unreadable %s tag %r; comparing version numbers only", view.name, TAG_PUBLISHED_AT, stamp
+            )
     if newer:
         raise CatalogRollbackError(
             f"family {manifest.family!r}: view {view.name} was registered from version {registered} (published "

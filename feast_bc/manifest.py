@@ -151,9 +151,7 @@ class FamilyManifest(_Strict):
     family: str
     entity: EntitySpec
     versions: list[VersionRecord] = Field(min_length=1)
-    checksum: str | None = Field(
-        default=None, description="sha256 of the canonical JSON of every other field"
-    )
+    checksum: str | None = Field(default=None, description="sha256 of the canonical JSON of every other field")
 
     @field_validator("family")
     @classmethod
@@ -284,9 +282,7 @@ class FamilyManifest(_Strict):
             raise ManifestError(f"{origin} must hold a JSON object")
         schema = raw.get("schema_version")
         if schema != SCHEMA_VERSION:
-            raise ManifestError(
-                f"{origin} has schema_version {schema!r}; this feast_bc reads schema {SCHEMA_VERSION}"
-            )
+            raise ManifestError(f"{origin} has schema_version {schema!r}; this feast_bc reads schema {SCHEMA_VERSION}")
         recorded = raw.get("checksum")
         if recorded is None:
             raise ManifestError(f"{origin} carries no checksum; refusing an unsealed manifest")

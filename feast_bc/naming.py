@@ -51,7 +51,15 @@ MANAGED_BY = "feast_bc"
 
 #: Column names of the embeddings parquet (and Feast's own reserved names) a join key must not take.
 RESERVED_COLUMNS = frozenset(
-    {TIMESTAMP_COLUMN, EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE, VALUES_VERSION_COLUMN, "created", "__dummy", "__dummy_id"}
+    {
+        TIMESTAMP_COLUMN,
+        EMBEDDING_FEATURE,
+        SOURCE_VERSION_FEATURE,
+        VALUES_VERSION_COLUMN,
+        "created",
+        "__dummy",
+        "__dummy_id",
+    }
 )
 
 

@@ -130,7 +130,9 @@ class GateCheck(_Frozen):
 
     def describe(self) -> str:
         got = "not measured" if self.measured is None else f"{self.measured:.4g}"
-        op = {("max", True): "<=", ("max", False): ">", ("min", True): ">=", ("min", False): "<"}[self.bound, self.passed]
+        op = {("max", True): "<=", ("max", False): ">", ("min", True): ">=", ("min", False): "<"}[
+            self.bound, self.passed
+        ]
         text = f"{self.name} {got} {op} {self.limit_name} = {self.limit:g}"
         return text + (f" ({self.note})" if self.note else "")
 
@@ -229,7 +231,9 @@ def evaluate(
                 ok = err is not None and err <= limit
                 name = f"alignment error to v{j}"
                 checks.append(
-                    GateCheck(name=name, limit_name=limit_name, bound="max", limit=limit, measured=err, passed=ok, note=note)
+                    GateCheck(
+                        name=name, limit_name=limit_name, bound="max", limit=limit, measured=err, passed=ok, note=note
+                    )
                 )
     for bound, table in (("min", limits.min_metrics), ("max", limits.max_metrics)):
         for name, limit in sorted(table.items()):
@@ -237,13 +241,22 @@ def evaluate(
             ok = got is not None and (got >= limit if bound == "min" else got <= limit)
             note = "" if got is not None else "not reported with the publish"
             checks.append(
-                GateCheck(name=name, limit_name=f"{bound}_metrics[{name!r}]", bound=bound, limit=limit, measured=got,
-                          passed=ok, note=note)
-            )  # fmt: skip
+                GateCheck(
+                    name=name,
+                    limit_name=f"{bound}_metrics[{name!r}]",
+                    bound=bound,
+                    limit=limit,
+                    measured=got,
+                    passed=ok,
+                    note=note,
+                )
+            )
     return GateDecision(passed=all(c.passed for c in checks), limits_sha256=sha, limits=limits, checks=checks)
 
 
-def enforce(decision: GateDecision | None, family: str, version: int, root: Path, *, force: bool) -> GateDecision | None:
+def enforce(
+    decision: GateDecision | None, family: str, version: int, root: Path, *, force: bool
+) -> GateDecision | None:
     """The decision to record; raises :class:`PublishRefusedError` when it failed and ``force`` is off."""
     if decision is None or decision.passed:
         return decision

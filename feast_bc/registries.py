@@ -167,7 +167,9 @@ def registered_families(profile: Profile) -> dict[str, RegisteredFamily]:
                 try:
                     reg.published_at = datetime.fromisoformat(stamp)
                 except ValueError:
-                    logger.warning("%s: view %s has an unreadable %s tag %r", profile.name, spec.name, TAG_PUBLISHED_AT, stamp)
+                    logger.warning(
+                        "%s: view %s has an unreadable %s tag %r", profile.name, spec.name, TAG_PUBLISHED_AT, stamp
+                    )
         elif reg.latest is None and TAG_LATEST in tags:
             reg.latest = int(tags[TAG_LATEST])
     for odfv, tags, reg in managed(proto.on_demand_feature_views):
@@ -236,7 +238,12 @@ def redis_connection_problem(online_store: dict, where: str) -> str | None:
         return None  # Feast's default (localhost:6379)
     conn = str(conn)
     nodes = [c for c in conn.split(",") if "=" not in c]
-    if "${" in conn or not conn.strip() or not nodes or any(":" not in n or not n.rsplit(":", 1)[1].isdigit() for n in nodes):
+    if (
+        "${" in conn
+        or not conn.strip()
+        or not nodes
+        or any(":" not in n or not n.rsplit(":", 1)[1].isdigit() for n in nodes)
+    ):
         hint = (
             f"${REDIS_ENV_VAR} is not set: export {REDIS_ENV_VAR}=host:6379,db=0[,password=...]"
             if "${" + REDIS_ENV_VAR + "}" in conn or f"${REDIS_ENV_VAR}" in conn or not conn.strip()

@@ -107,7 +107,7 @@ def feature_store_yaml(
         )
     if online_store == "redis":
         conn = redis_connection or "${" + REDIS_ENV_VAR + "}"
-        online = f"  type: redis\n  connection_string: \"{conn}\""
+        online = f'  type: redis\n  connection_string: "{conn}"'
         return _YAML_TEMPLATE.format(
             comment=(
                 "Redis profile: `feast -f feature_store.redis.yaml apply|materialize ...`; "
@@ -198,9 +198,7 @@ def apply(repo_path: str | Path, *, fs_yaml_file: str | Path | None = None):
     ]:
         registered.setdefault(obj.name, obj)
     stale = [
-        obj
-        for name, obj in registered.items()
-        if obj.tags.get(TAG_MANAGED) == MANAGED_BY and name not in desired_names
+        obj for name, obj in registered.items() if obj.tags.get(TAG_MANAGED) == MANAGED_BY and name not in desired_names
     ]
     store.apply(list(desired.values()), objects_to_delete=stale, partial=not stale)
     store.refresh_registry()

@@ -103,7 +103,9 @@ def _stack(series: pd.Series, dim: int, family: str, source: int) -> np.ndarray:
     try:
         mat = np.stack(series.to_numpy()).astype(np.float32, copy=False)
     except ValueError as exc:
-        raise DimensionMismatchError(f"family {family!r}: ragged or missing vectors in version {source}: {exc}") from None
+        raise DimensionMismatchError(
+            f"family {family!r}: ragged or missing vectors in version {source}: {exc}"
+        ) from None
     if mat.ndim != 2 or mat.shape[1] != dim:
         raise DimensionMismatchError(
             f"family {family!r}: version {source} rows have shape {mat.shape[1:]}, the manifest says dim {dim}"

@@ -43,7 +43,9 @@ class VersionCheck(BaseModel):
     apply_s: float
     materialize_s: float
     max_abs_online_vs_offline: float = Field(description="over every pinned version and entity")
-    v0_alignment_error: dict[str, float] = Field(description="mean L2 distance of the served v0 pin to the true v0 vectors")
+    v0_alignment_error: dict[str, float] = Field(
+        description="mean L2 distance of the served v0 pin to the true v0 vectors"
+    )
     pinned_reads: int
 
 
@@ -96,7 +98,9 @@ def run_selfcheck(
             n = sizes[fam] + 10 * v  # a few new entities arrive with every version
             z = truth[fam][v][:n]
             b = None if v == 0 else LinearTransform.fit(z, truth[fam][v - 1][:n])
-            catalog.publish(fam, ids=np.arange(n) + 1, vectors=z, transform=b, entity=spec, metrics={"entities": float(n)})
+            catalog.publish(
+                fam, ids=np.arange(n) + 1, vectors=z, transform=b, entity=spec, metrics={"entities": float(n)}
+            )
         t1 = time.perf_counter()
         store = apply(repo, fs_yaml_file=repo / DEFAULT_PROFILE_FILENAME)
         t2 = time.perf_counter()
@@ -112,7 +116,9 @@ def run_selfcheck(
                     entity_rows=[{spec.join_key: int(i)} for i in sample],
                 ).to_dict()
                 online = np.asarray(resp[EMBEDDING_FEATURE], dtype=np.float32)
-                offline = np.asarray(export_version(catalog, fam, j, ids=sample).column(EMBEDDING_FEATURE).to_pylist(), dtype=np.float32)
+                offline = np.asarray(
+                    export_version(catalog, fam, j, ids=sample).column(EMBEDDING_FEATURE).to_pylist(), dtype=np.float32
+                )
                 worst = max(worst, float(np.abs(online - offline).max()))
                 reads += len(sample)
                 if j == 0:

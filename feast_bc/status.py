@@ -83,7 +83,9 @@ def repo_status(repo: str | Path, *, feast: bool = True, fs_yaml_file: str | Pat
     else:
         report.checks += "; Feast registries not read (--no-feast)"
     for family, tombstone in dropped.items():
-        report.notes.append(f"family {family} was dropped at {tombstone.get('dropped_at', '?')} (`feast-bc drop-family`)")
+        report.notes.append(
+            f"family {family} was dropped at {tombstone.get('dropped_at', '?')} (`feast-bc drop-family`)"
+        )
     return report
 
 
@@ -187,7 +189,9 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
             embeddings_sha256=rec.embeddings.sha256 if rec.embeddings else None,
             metrics=rec.metrics,
             gate=rec.gate,
-            feature_view=onread_view_name(family, rec.version) if rec.serving == "on_read" else view_name(family, rec.version),
+            feature_view=onread_view_name(family, rec.version)
+            if rec.serving == "on_read"
+            else view_name(family, rec.version),
             feature_service=service_name(family, rec.version),
         )
         if registry is not None:
@@ -209,11 +213,15 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
             )
         else:
             unmaterialized = [
-                v.version for v in status.versions if v.registered and v.role != "on_read" and not v.materialized_intervals
+                v.version
+                for v in status.versions
+                if v.registered and v.role != "on_read" and not v.materialized_intervals
             ]
             lingering = [v.version for v in status.versions if v.role == "retired" and v.registered]
             if lingering:
-                status.problems.append(f"{family}: retired versions {lingering} are still registered -- run `feast apply`")
+                status.problems.append(
+                    f"{family}: retired versions {lingering} are still registered -- run `feast apply`"
+                )
             if unmaterialized:
                 status.problems.append(
                     f"{family}: versions {unmaterialized} were never materialized -- run `feast materialize`"
@@ -234,7 +242,9 @@ def render_status(report: RepoStatus) -> str:
             f"registry latest {'-' if fam.registry_latest is None else 'v' + str(fam.registry_latest)}"
         )
         if fam.versions:
-            lines.append(f"  {'ver':>3} {'dim':>5} {'role':8} {'created (UTC)':20} {'B sha256':14} {'materialized up to':26} metrics")
+            lines.append(
+                f"  {'ver':>3} {'dim':>5} {'role':8} {'created (UTC)':20} {'B sha256':14} {'materialized up to':26} metrics"
+            )
         for v in fam.versions:
             upto = max((end for _, end in v.materialized_intervals), default=None)
             if v.registered is None:

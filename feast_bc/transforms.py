@@ -40,9 +40,7 @@ def transform_class(kind: str) -> type[BackwardTransform]:
     try:
         return _KINDS[kind]
     except KeyError:
-        raise InvalidInputError(
-            f"unknown transform kind {kind!r}; known kinds: {', '.join(sorted(_KINDS))}"
-        ) from None
+        raise InvalidInputError(f"unknown transform kind {kind!r}; known kinds: {', '.join(sorted(_KINDS))}") from None
 
 
 def as_matrix(x: np.ndarray, *, dim: int | None = None, what: str = "vectors") -> np.ndarray:

@@ -70,13 +70,17 @@ def redis_project(redis_available):
     delete_project_keys(redis_available, project)
 
 
-def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path | None = None, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run a console script of this venv (feast, feast-bc) as a real subprocess."""
     exe = VENV_BIN / args[0]
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run([str(exe), *args[1:]], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}"
+        )
     return proc
 
 

@@ -29,7 +29,12 @@ class _Payload:
 def catalog(tmp_path):
     cat = Catalog(tmp_path / "bc_catalog")
     rng = np.random.default_rng(0)
-    cat.publish("item_embedding", ids=np.arange(5), vectors=rng.normal(size=(5, 3)), entity=EntitySpec(name="item", join_key="item_id"))
+    cat.publish(
+        "item_embedding",
+        ids=np.arange(5),
+        vectors=rng.normal(size=(5, 3)),
+        entity=EntitySpec(name="item", join_key="item_id"),
+    )
     cat.publish("item_embedding", ids=np.arange(5), vectors=rng.normal(size=(5, 4)), transform=rng.normal(size=(3, 4)))
     return cat
 

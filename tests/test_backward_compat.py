@@ -42,15 +42,27 @@ def test_loss_equals_the_built_in_alignment_loss(multi_step):
     d0, d1, d2, n_users, n_items, batch = 6, 8, 10, 30, 40, 64
     b1 = rng.normal(size=(d0, d1)).astype(np.float32) / 3
     w = rng.normal(size=(d1, d2)).astype(np.float32) / 3
-    t_user, t_item = rng.normal(size=(n_users, d1)).astype(np.float32), rng.normal(size=(n_items, d1)).astype(np.float32)
+    t_user, t_item = (
+        rng.normal(size=(n_users, d1)).astype(np.float32),
+        rng.normal(size=(n_items, d1)).astype(np.float32),
+    )
     z_user, z_item = torch.randn(n_users, d2), torch.randn(n_items, d2)
     users = torch.from_numpy(rng.integers(0, n_users, batch))
     pos, neg = torch.from_numpy(rng.integers(0, n_items, batch)), torch.from_numpy(rng.integers(0, n_items, batch))
     user_ids, item_ids = np.arange(100, 100 + n_users), np.arange(500, 500 + n_items)
-    bc = BackwardCompatibility({"user": (user_ids, t_user), "item": (item_ids, t_item)}, new_dim=d2,
-                               older_transforms=[b1], lam=4.0, multi_step=multi_step, initial=w)  # fmt: skip
-    ours = (bc.loss(user_ids[users.numpy()], z_user[users], "user")
-            + bc.loss(item_ids[pos.numpy()], z_item[pos], "item") + bc.loss(item_ids[neg.numpy()], z_item[neg], "item"))  # fmt: skip
+    bc = BackwardCompatibility(
+        {"user": (user_ids, t_user), "item": (item_ids, t_item)},
+        new_dim=d2,
+        older_transforms=[b1],
+        lam=4.0,
+        multi_step=multi_step,
+        initial=w,
+    )
+    ours = (
+        bc.loss(user_ids[users.numpy()], z_user[users], "user")
+        + bc.loss(item_ids[pos.numpy()], z_item[pos], "item")
+        + bc.loss(item_ids[neg.numpy()], z_item[neg], "item")
+    )
     w_t = torch.from_numpy(w)
     mapped = (z_user @ w_t.T, z_item @ w_t.T)
     targets = (torch.from_numpy(t_user), torch.from_numpy(t_item))
@@ -217,8 +229,20 @@ def test_fit_transform_cli_refuses_bad_input_and_changes_nothing(tmp_path, capsy
         method = "procrustes"
     new_file = _write_new(tmp_path / "new.parquet", ids, vectors)
     digest = _tree_digest(tmp_path / "bc_catalog")
-    code = training_main(["fit-transform", "--repo", str(tmp_path), "--family", family, "--new", str(new_file),
-                          "--method", method, "--publish"])  # fmt: skip
+    code = training_main(
+        [
+            "fit-transform",
+            "--repo",
+            str(tmp_path),
+            "--family",
+            family,
+            "--new",
+            str(new_file),
+            "--method",
+            method,
+            "--publish",
+        ]
+    )
     assert code == 2
     assert message in capsys.readouterr().err
     assert _tree_digest(tmp_path / "bc_catalog") == digest

@@ -101,13 +101,16 @@ def test_least_squares_refit_is_numpy_lstsq_and_never_increases_the_objective():
     fitted = least_squares_transform(new_user, new_item, old_user, old_item, ridge=0.0)
     # Same as lstsq on rows weighted 1/n_users and 1/n_items (users and items weigh the same).
     w = np.concatenate([np.full(50, 1 / 50), np.full(80, 1 / 80)]) ** 0.5
-    expected = np.linalg.lstsq(np.vstack([new_user, new_item]) * w[:, None], np.vstack([old_user, old_item]) * w[:, None],
-                               rcond=None)[0].T  # fmt: skip
+    expected = np.linalg.lstsq(
+        np.vstack([new_user, new_item]) * w[:, None], np.vstack([old_user, old_item]) * w[:, None], rcond=None
+    )[0].T
     np.testing.assert_allclose(fitted, expected, rtol=1e-4, atol=1e-5)
 
     older = [rng.normal(size=(3, 4)), rng.normal(size=(4, 5))]  # B_1 (D_0 x D_1), B_2 (D_1 x D_2) of the chain
     for start in (rng.normal(size=(5, 7)), fitted, truth):
-        weight, before, after = refit_transform(start.astype(np.float32), (new_user, new_item), (old_user, old_item), older)
+        weight, before, after = refit_transform(
+            start.astype(np.float32), (new_user, new_item), (old_user, old_item), older
+        )
         assert after <= before
         assert alignment_objective(weight, new_user, new_item, old_user, old_item, older) == pytest.approx(after)
     # Starting from the optimum itself, the refit keeps it (nothing better to find).
@@ -160,11 +163,12 @@ def test_plus_trains_two_versions_publishes_and_feast_serves_them(dataset, tmp_p
 
     store = FeatureStore(repo_path=str(repo))
     store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
-    for family, join_key, ids, ver0 in ((USER_FAMILY, "user_id", v1.user_ids, v1.user_ver0),
-                                        (ITEM_FAMILY, "item_id", v1.item_ids, v1.item_ver0)):  # fmt: skip
+    for family, join_key, ids, ver0 in (
+        (USER_FAMILY, "user_id", v1.user_ids, v1.user_ver0),
+        (ITEM_FAMILY, "item_id", v1.item_ids, v1.item_ver0),
+    ):
         got = np.asarray(online_vectors(store, family, 0, join_key, ids), dtype=np.float64)
         np.testing.assert_allclose(got, ver0, rtol=1e-5, atol=1e-5)
-
 
 
 def test_patience_makes_the_budget_follow_the_data(dataset):

@@ -12,8 +12,16 @@ from training.experiments.consumers.mlp import ConsumerMLP, ConsumerSettings, as
 from training.experiments.consumers.protocol import train_task_consumers
 from training.experiments.consumers.tasks import TaskLabels
 
-FAST = ConsumerSettings(hidden_dims=(32,), dropouts=(0.0,), num_seeds=1, max_epochs=40, patience=8,
-                        edge_max_epochs=40, edge_patience=8, batch_size=256)  # fmt: skip
+FAST = ConsumerSettings(
+    hidden_dims=(32,),
+    dropouts=(0.0,),
+    num_seeds=1,
+    max_epochs=40,
+    patience=8,
+    edge_max_epochs=40,
+    edge_patience=8,
+    batch_size=256,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -26,8 +34,9 @@ def _data(rng, n: int, planted: bool):
 
 
 def _fit(x, y, xv, yv, seed=0, hidden=32, dropout=0.0):
-    return fit_consumer(as_tensor(x), as_tensor(y), as_tensor(xv), yv, hidden_dim=hidden, dropout=dropout, seed=seed,
-                        settings=FAST)  # fmt: skip
+    return fit_consumer(
+        as_tensor(x), as_tensor(y), as_tensor(xv), yv, hidden_dim=hidden, dropout=dropout, seed=seed, settings=FAST
+    )
 
 
 def test_architecture_is_the_papers_two_blocks_without_a_second_relu():

@@ -20,11 +20,29 @@ A, B, C = 100, 200, 300
 A_RATINGS = [2, 4, 2, 4, 2, 4, 2, 4, 2, 4, 3]  # 11 ratings: mean 3, unbiased std exactly 1.0 (biased 0.95)
 B_RATINGS = [4, 4, 4, 4, 4, 4, 4, 4, 4, 5]  # 10 ratings: mean 4.1, std 0.32
 WINDOW_0 = [  # (user, item, rating) at positions 21..30
-    (1, C, 5), (5, C, 1), (2, C, 2), (5, B, 4), (7, C, 4), (1, A, 3), (2, B, 3), (1, B, 1), (2, A, 3), (1, C, 2),
-]  # fmt: skip
+    (1, C, 5),
+    (5, C, 1),
+    (2, C, 2),
+    (5, B, 4),
+    (7, C, 4),
+    (1, A, 3),
+    (2, B, 3),
+    (1, B, 1),
+    (2, A, 3),
+    (1, C, 2),
+]
 WINDOW_1 = [  # positions 31..40
-    (6, A, 5), (3, B, 2), (6, B, 2), (4, C, 4), (3, C, 5), (1, A, 2), (8, B, 3), (4, A, 1), (2, C, 3), (1, B, 4),
-]  # fmt: skip
+    (6, A, 5),
+    (3, B, 2),
+    (6, B, 2),
+    (4, C, 4),
+    (3, C, 5),
+    (1, A, 2),
+    (8, B, 3),
+    (4, A, 1),
+    (2, C, 3),
+    (1, B, 4),
+]
 
 
 def _events():
@@ -35,8 +53,14 @@ def _events():
 @pytest.fixture(scope="module")
 def labels() -> TaskLabels:
     users, items, ratings = zip(*_events(), strict=True)
-    dataset = build_dataset("timeline", users=users, items=items, ratings=ratings,
-                            timestamps=np.arange(41, dtype=np.int64) + 1_000, source="hand-built")  # fmt: skip
+    dataset = build_dataset(
+        "timeline",
+        users=users,
+        items=items,
+        ratings=ratings,
+        timestamps=np.arange(41, dtype=np.int64) + 1_000,
+        source="hand-built",
+    )
     splits = [split_version(dataset, 0.5, 0.75, version=0), split_version(dataset, 0.75, 1.0, version=1)]
     return TaskLabels(dataset, splits)
 

@@ -20,7 +20,16 @@ def test_demo_runs_end_to_end_and_reports(tmp_path):
     report = run_demo(settings)
     data = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert (tmp_path / "demo" / "report.png").stat().st_size > 10_000
-    assert set(data) >= {"data", "online_store", "repos", "config", "consumer", "versions", "wall_seconds", "all_feast_checks_passed"}
+    assert set(data) >= {
+        "data",
+        "online_store",
+        "repos",
+        "config",
+        "consumer",
+        "versions",
+        "wall_seconds",
+        "all_feast_checks_passed",
+    }
     assert data["all_feast_checks_passed"] is True and report.all_feast_checks_passed
     assert [v["version"] for v in data["versions"]] == [0, 1, 2]
     for row in data["versions"]:

@@ -115,13 +115,17 @@ def test_bulk_engine_respects_redis_dedup_and_the_time_window(tmp_path, backend,
     if backend == "redis":
         request.getfixturevalue("redis_available")
     project = unique_project("win")
-    repo = init_repo(tmp_path / "r", project=project, online_store=backend, redis_url=redis_url() if backend == "redis" else None)
+    repo = init_repo(
+        tmp_path / "r", project=project, online_store=backend, redis_url=redis_url() if backend == "redis" else None
+    )
     try:
         fams = publish_users_and_items(Catalog.for_repo(repo), versions=2)
         yaml = repo / ("feature_store.yaml" if backend == "sqlite" else "feature_store.redis.yaml")
         store = apply(repo, fs_yaml_file=yaml)
         store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime(2001, 1, 1, tzinfo=UTC))
-        resp = store.get_online_features(features=store.get_feature_service("item_embedding_v0"), entity_rows=[{"item_id": 3}]).to_dict()
+        resp = store.get_online_features(
+            features=store.get_feature_service("item_embedding_v0"), entity_rows=[{"item_id": 3}]
+        ).to_dict()
         assert resp["embedding"] == [None]
         _materialize(store)
         _materialize(store)  # idempotent
@@ -156,7 +160,9 @@ def test_plain_feature_views_still_materialize_with_the_engine_configured(tmp_pa
     store.apply([driver, plain])
     assert type(store._get_provider().batch_engine).__name__ == "BCEngine"
     _materialize(store)
-    got = store.get_online_features(features=["driver_stats:rating"], entity_rows=[{"driver_id": i} for i in (1, 2, 3)]).to_dict()
+    got = store.get_online_features(
+        features=["driver_stats:rating"], entity_rows=[{"driver_id": i} for i in (1, 2, 3)]
+    ).to_dict()
     assert got["rating"] == pytest.approx([4.5, 3.0, 5.0])
     from conftest import assert_online_matches
 
@@ -212,7 +218,11 @@ def test_a_tampered_latest_file_fails_the_bulk_engine_before_anything_is_written
         data[at] ^= 0x01  # lowest mantissa bit of one float: parquet still reads it, the checksum does not
         path.write_bytes(bytes(data))
         with pytest.raises(Exception, match="fails its checksum"):
-            store.materialize(WINDOW[0], datetime.now(UTC) + timedelta(seconds=5), feature_views=["item_embedding_bc0", "item_embedding_bc1"])
+            store.materialize(
+                WINDOW[0],
+                datetime.now(UTC) + timedelta(seconds=5),
+                feature_views=["item_embedding_bc0", "item_embedding_bc1"],
+            )
         client = redis.Redis.from_url(redis_url())
         assert [k for k in client.scan_iter(count=1000) if k.endswith(project.encode())] == []
     finally:

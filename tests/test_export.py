@@ -66,15 +66,58 @@ def test_cli_export_writes_parquet_and_refuses_bad_requests(published, tmp_path)
     items = fams["item_embedding"]
     out = tmp_path / "v1.parquet"
     ids = [str(i) for i in items.ids[2][:4]]
-    proc = run_cli(["feast-bc", "export", "--repo", str(repo), "--family", "item_embedding", "--version", "1", "--out", str(out), "--ids", *ids])
+    proc = run_cli(
+        [
+            "feast-bc",
+            "export",
+            "--repo",
+            str(repo),
+            "--family",
+            "item_embedding",
+            "--version",
+            "1",
+            "--out",
+            str(out),
+            "--ids",
+            *ids,
+        ]
+    )
     assert "wrote 4 rows" in proc.stdout
     table = pq.read_table(out)
     np.testing.assert_allclose(
         np.asarray(table.column("embedding").to_pylist()), items.expected(1, [int(i) for i in ids]), atol=1e-5, rtol=0
     )
-    bad = run_cli(["feast-bc", "export", "--repo", str(repo), "--family", "item_embedding", "--version", "9", "--out", str(tmp_path / "x.parquet")], check=False)
+    bad = run_cli(
+        [
+            "feast-bc",
+            "export",
+            "--repo",
+            str(repo),
+            "--family",
+            "item_embedding",
+            "--version",
+            "9",
+            "--out",
+            str(tmp_path / "x.parquet"),
+        ],
+        check=False,
+    )
     assert bad.returncode == 2
     assert "available versions: 0, 1, 2" in bad.stderr
     assert not (tmp_path / "x.parquet").exists()
-    bad = run_cli(["feast-bc", "export", "--repo", str(repo), "--family", "nope_embedding", "--version", "0", "--out", str(tmp_path / "y.parquet")], check=False)
+    bad = run_cli(
+        [
+            "feast-bc",
+            "export",
+            "--repo",
+            str(repo),
+            "--family",
+            "nope_embedding",
+            "--version",
+            "0",
+            "--out",
+            str(tmp_path / "y.parquet"),
+        ],
+        check=False,
+    )
     assert bad.returncode == 2 and "available families: item_embedding, user_embedding" in bad.stderr

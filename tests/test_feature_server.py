@@ -49,7 +49,9 @@ def _feast_serve(repo):
                     break
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
-                    raise AssertionError(f"feast serve did not come up:\n{server.stdout.read() if server.poll() is not None else ''}") from None
+                    raise AssertionError(
+                        f"feast serve did not come up:\n{server.stdout.read() if server.poll() is not None else ''}"
+                    ) from None
                 time.sleep(0.5)
         yield port
     finally:
@@ -80,7 +82,9 @@ def test_feature_server_serves_pinned_versions_like_the_sdk(tmp_path):
                 features=store.get_feature_service(f"item_embedding_v{v}"), entity_rows=[{"item_id": i} for i in ids]
             ).to_dict()["embedding"]
             assert http_values[-1] is None and sdk[-1] is None
-            np.testing.assert_array_equal(np.asarray(http_values[:-1], dtype=np.float32), np.asarray(sdk[:-1], dtype=np.float32))
+            np.testing.assert_array_equal(
+                np.asarray(http_values[:-1], dtype=np.float32), np.asarray(sdk[:-1], dtype=np.float32)
+            )
             np.testing.assert_allclose(np.asarray(http_values[:-1]), items.expected(v, ids[:-1]), atol=1e-5, rtol=0)
 
 
@@ -110,7 +114,10 @@ def test_the_readme_curl_example_works_as_written(tmp_path):
     apply(repo).materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
     with _feast_serve(repo) as port:
         proc = subprocess.run(
-            ["bash", "-c", command.replace("localhost:6566", f"localhost:{port}")], capture_output=True, text=True, timeout=60
+            ["bash", "-c", command.replace("localhost:6566", f"localhost:{port}")],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert proc.returncode == 0, proc.stderr
     body = json.loads(proc.stdout)

@@ -21,11 +21,20 @@ def _manifest(dims=(4, 6, 8)):
                 embeddings=EmbeddingsArtifact(path=f"artifacts/e{v}.parquet", sha256=SHA, size_bytes=10, rows=3),
                 transform=None
                 if v == 0
-                else TransformArtifact(path=f"artifacts/t{v}.safetensors", sha256=SHA, size_bytes=5, kind="linear", in_dim=d, out_dim=dims[v - 1]),
+                else TransformArtifact(
+                    path=f"artifacts/t{v}.safetensors",
+                    sha256=SHA,
+                    size_bytes=5,
+                    kind="linear",
+                    in_dim=d,
+                    out_dim=dims[v - 1],
+                ),
                 metrics={"recall": 0.5},
             )
         )
-    return FamilyManifest(family="item_embedding", entity=EntitySpec(name="item", join_key="item_id"), versions=versions)
+    return FamilyManifest(
+        family="item_embedding", entity=EntitySpec(name="item", join_key="item_id"), versions=versions
+    )
 
 
 def test_roundtrip_is_sealed_and_verified():
@@ -62,7 +71,10 @@ def _reseal(raw: dict) -> dict:
         (lambda r: _reseal(r["versions"][2]["transform"].update(in_dim=5) or r), "B_2 maps"),
         (lambda r: _reseal(r["versions"].pop(1) and r), "without gaps"),
         (lambda r: _reseal(r["versions"][1]["embeddings"].update(path="../../etc/passwd") or r), "stay inside"),
-        (lambda r: _reseal(r["versions"][2].update(retired_at="2026-02-01T00:00:00Z") or r), "latest version cannot be retired"),
+        (
+            lambda r: _reseal(r["versions"][2].update(retired_at="2026-02-01T00:00:00Z") or r),
+            "latest version cannot be retired",
+        ),
     ],
 )
 def test_invalid_manifests_are_refused(mutate, message):

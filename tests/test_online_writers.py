@@ -36,7 +36,9 @@ def _setup(project: str, **store_options):
         project=project,
         provider="local",
         registry="unused-registry.db",
-        online_store=RedisOnlineStoreConfig(connection_string=redis_url_to_connection_string(redis_url()), **store_options),
+        online_store=RedisOnlineStoreConfig(
+            connection_string=redis_url_to_connection_string(redis_url()), **store_options
+        ),
         entity_key_serialization_version=3,
     )
     view = FeatureView(

@@ -427,7 +427,9 @@ def test_int_ids_that_would_wrap_are_refused(tmp_path):
     catalog = Catalog(tmp_path / "bc_catalog")
     spec = EntitySpec(name="item", join_key="item_id")
     with pytest.raises(FeastBCError, match="do not fit a signed 64-bit"):
-        catalog.publish("item_embedding", ids=np.array([1, 2**63], dtype=np.uint64), vectors=np.ones((2, 2)), entity=spec)
+        catalog.publish(
+            "item_embedding", ids=np.array([1, 2**63], dtype=np.uint64), vectors=np.ones((2, 2)), entity=spec
+        )
     with pytest.raises(FeastBCError, match="must be integers"):
         catalog.publish("item_embedding", ids=np.array([True, False]), vectors=np.ones((2, 2)), entity=spec)
     assert catalog.families() == []
@@ -436,8 +438,27 @@ def test_int_ids_that_would_wrap_are_refused(tmp_path):
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def test_every_accepted_id_round_trips_through_parquet_export_and_the_online_key(tmp_path, backend, request):
     ids = [
-        "a", "A", "0", "-1", "a b", "a,b", "naïve", "na\u0308ive", "日本語", "🙂", "'quote'", '"dq"', "back\\slash",
-        "tab-less", "x" * 1024, "ends with é", "\u00e9", "e\u0301", "%s", "{json}", "a;b|c",
+        "a",
+        "A",
+        "0",
+        "-1",
+        "a b",
+        "a,b",
+        "naïve",
+        "na\u0308ive",
+        "日本語",
+        "🙂",
+        "'quote'",
+        '"dq"',
+        "back\\slash",
+        "tab-less",
+        "x" * 1024,
+        "ends with é",
+        "\u00e9",
+        "e\u0301",
+        "%s",
+        "{json}",
+        "a;b|c",
     ]
     ints = [0, -1, 1, 2**63 - 1, -(2**63), 7]
     project = unique_project("id")
@@ -447,8 +468,15 @@ def test_every_accepted_id_round_trips_through_parquet_export_and_the_online_key
     rng = np.random.default_rng(0)
     z_s = rng.normal(size=(len(ids), 4)).astype(np.float32)
     z_i = rng.normal(size=(len(ints), 3)).astype(np.float32)
-    catalog.publish("sku_embedding", ids=ids, vectors=z_s, entity=EntitySpec(name="sku", join_key="sku_id", dtype="string"))
-    catalog.publish("item_embedding", ids=np.array(ints, dtype=np.int64), vectors=z_i, entity=EntitySpec(name="item", join_key="item_id"))
+    catalog.publish(
+        "sku_embedding", ids=ids, vectors=z_s, entity=EntitySpec(name="sku", join_key="sku_id", dtype="string")
+    )
+    catalog.publish(
+        "item_embedding",
+        ids=np.array(ints, dtype=np.int64),
+        vectors=z_i,
+        entity=EntitySpec(name="item", join_key="item_id"),
+    )
     # a legacy directory with a name no family may have (the old "x\n" bug) is reported, never served
     (catalog.root / "x\n").mkdir()
     shutil.copy(catalog.family_dir("sku_embedding") / "manifest.json", catalog.root / "x\n" / "manifest.json")
@@ -470,7 +498,22 @@ def test_every_accepted_id_round_trips_through_parquet_export_and_the_online_key
         ids_file = tmp_path / "ids.txt"
         ids_file.write_text("\n".join(ids) + "\n", encoding="utf-8")
         out = tmp_path / "sku.parquet"
-        run_cli(["feast-bc", "export", "--repo", str(repo), "--family", "sku_embedding", "--version", "0", "--out", str(out), "--ids-file", str(ids_file)])
+        run_cli(
+            [
+                "feast-bc",
+                "export",
+                "--repo",
+                str(repo),
+                "--family",
+                "sku_embedding",
+                "--version",
+                "0",
+                "--out",
+                str(out),
+                "--ids-file",
+                str(ids_file),
+            ]
+        )
         import pyarrow.parquet as pq
 
         assert pq.read_table(out).column("sku_id").to_pylist() == ids
@@ -507,10 +550,17 @@ def _reseal(catalog, family, version, data: bytes, field="transform"):
 def _safetensors(dtype: str, shape, payload: bytes) -> bytes:
     import struct
 
-    header = json.dumps({
-        "__metadata__": {"format": "feast_bc.transform/1", "kind": "linear", "in_dim": str(shape[1]), "out_dim": str(shape[0])},
-        "weight": {"dtype": dtype, "shape": list(shape), "data_offsets": [0, len(payload)]},
-    }).encode()
+    header = json.dumps(
+        {
+            "__metadata__": {
+                "format": "feast_bc.transform/1",
+                "kind": "linear",
+                "in_dim": str(shape[1]),
+                "out_dim": str(shape[0]),
+            },
+            "weight": {"dtype": dtype, "shape": list(shape), "data_offsets": [0, len(payload)]},
+        }
+    ).encode()
     return struct.pack("<Q", len(header)) + header + payload
 
 
@@ -596,14 +646,22 @@ def test_redis_out_of_memory_is_a_clear_error_and_a_rerun_completes(tmp_path):
         for v, d in enumerate(dims):
             zs[v] = rng.normal(size=(n, d)).astype(np.float32)
             bs[v] = None if v == 0 else (rng.normal(size=(dims[v - 1], d)) / np.sqrt(d)).astype(np.float32)
-            catalog.publish("item_embedding", ids=ids, vectors=zs[v], transform=bs[v], entity=EntitySpec(name="item", join_key="item_id"))
+            catalog.publish(
+                "item_embedding",
+                ids=ids,
+                vectors=zs[v],
+                transform=bs[v],
+                entity=EntitySpec(name="item", join_key="item_id"),
+            )
         run_cli(["feast", "apply"], cwd=repo)
         client = server.client()
         client.config_set("maxmemory-policy", "noeviction")
         client.config_set("maxmemory", str(int(client.info("memory")["used_memory"]) + 6_000_000))
         proc = run_cli(["feast", "materialize", START, _end_arg()], cwd=repo, check=False)
         err = _one_line_error(proc)
-        assert "OnlineStoreFullError" in err and "ran out of memory" in err and "run `feast materialize` again" in err, err
+        assert (
+            "OnlineStoreFullError" in err and "ran out of memory" in err and "run `feast materialize` again" in err
+        ), err
         written = client.dbsize()
         assert 0 < written <= n  # part of the work was done: complete entities, the rest untouched
 
@@ -635,7 +693,9 @@ def test_unset_redis_variable_is_a_clear_error(tmp_path, redis_project, monkeypa
     yaml = ["-f", "feature_store.redis.yaml"]
     for args in (["apply"], ["materialize", START, _end_arg()]):
         if args[0] == "materialize":  # registered with the variable set, materialized without it
-            run_cli(["feast", *yaml, "apply"], cwd=repo, env={REDIS_ENV_VAR: redis_url_to_connection_string(redis_url())})
+            run_cli(
+                ["feast", *yaml, "apply"], cwd=repo, env={REDIS_ENV_VAR: redis_url_to_connection_string(redis_url())}
+            )
         proc = run_cli(["feast", *yaml, *args], cwd=repo, check=False)
         err = _one_line_error(proc)
         assert "ConfigurationError" in err and f"${REDIS_ENV_VAR} is not set" in err and "KeyError" not in err, err
@@ -693,8 +753,14 @@ def test_expected_version_must_be_a_version_number(tmp_path):
     catalog.publish("item_embedding", ids=[1, 2], vectors=np.ones((2, 2)), entity=spec)
     for wrong in ("1", True, 1.0):
         with pytest.raises(FeastBCError, match="expected_version must be"):
-            catalog.publish("item_embedding", ids=[1, 2], vectors=np.ones((2, 3)), transform=np.ones((2, 3)), expected_version=wrong)
+            catalog.publish(
+                "item_embedding", ids=[1, 2], vectors=np.ones((2, 3)), transform=np.ones((2, 3)), expected_version=wrong
+            )
     with pytest.raises(FeastBCError, match="expected to publish version 3, but the next version is 1"):
-        catalog.publish("item_embedding", ids=[1, 2], vectors=np.ones((2, 3)), transform=np.ones((2, 3)), expected_version=3)
-    record = catalog.publish("item_embedding", ids=[1, 2], vectors=np.ones((2, 3)), transform=np.ones((2, 3)), expected_version=np.int64(1))
+        catalog.publish(
+            "item_embedding", ids=[1, 2], vectors=np.ones((2, 3)), transform=np.ones((2, 3)), expected_version=3
+        )
+    record = catalog.publish(
+        "item_embedding", ids=[1, 2], vectors=np.ones((2, 3)), transform=np.ones((2, 3)), expected_version=np.int64(1)
+    )
     assert record.version == 1

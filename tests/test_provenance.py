@@ -19,7 +19,12 @@ def _micros(ts) -> int:
 def manifest(tmp_path):
     cat = Catalog(tmp_path / "bc_catalog")
     rng = np.random.default_rng(0)
-    cat.publish("item_embedding", ids=np.arange(5), vectors=rng.normal(size=(5, 3)), entity=EntitySpec(name="item", join_key="item_id"))
+    cat.publish(
+        "item_embedding",
+        ids=np.arange(5),
+        vectors=rng.normal(size=(5, 3)),
+        entity=EntitySpec(name="item", join_key="item_id"),
+    )
     cat.publish("item_embedding", ids=np.arange(5), vectors=rng.normal(size=(5, 4)), transform=rng.normal(size=(3, 4)))
     return cat.manifest("item_embedding")
 
@@ -34,7 +39,10 @@ def test_rows_of_one_version_are_one_group_and_mixed_rows_are_split(manifest):
     [(version, when, rows)] = version_groups(np.full(4, t1), manifest)
     assert (version, when, rows) == (1, manifest.versions[1].created_at, None)
     groups = version_groups(np.array([t1, t0, t1, t0, t1]), manifest)
-    assert [(v, w) for v, w, _ in groups] == [(0, manifest.versions[0].created_at), (1, manifest.versions[1].created_at)]
+    assert [(v, w) for v, w, _ in groups] == [
+        (0, manifest.versions[0].created_at),
+        (1, manifest.versions[1].created_at),
+    ]
     assert [r.tolist() for _, _, r in groups] == [[1, 3], [0, 2, 4]]
     assert version_groups(np.array([], dtype=np.int64), manifest) == []
 

@@ -121,7 +121,9 @@ def test_crash_while_writing_artifacts_leaves_last_good_state(two_versions, monk
     monkeypatch.setattr(publishing, "write_transform", boom)
     rng = np.random.default_rng(2)
     with pytest.raises(OSError, match="disk full"):
-        two_versions.publish("item_embedding", ids=np.arange(10), vectors=rng.normal(size=(10, 8)), transform=rng.normal(size=(6, 8)))
+        two_versions.publish(
+            "item_embedding", ids=np.arange(10), vectors=rng.normal(size=(10, 8)), transform=rng.normal(size=(6, 8))
+        )
     # the embeddings written before the failure were removed again; the manifest is untouched
     assert _snapshot(two_versions.root) == before
     assert two_versions.orphans("item_embedding") == []
@@ -135,7 +137,9 @@ def test_crash_while_replacing_manifest_keeps_old_manifest(two_versions, monkeyp
     monkeypatch.setattr(publishing, "atomic_write_bytes", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
     rng = np.random.default_rng(3)
     with pytest.raises(OSError):
-        two_versions.publish("item_embedding", ids=np.arange(10), vectors=rng.normal(size=(10, 8)), transform=rng.normal(size=(6, 8)))
+        two_versions.publish(
+            "item_embedding", ids=np.arange(10), vectors=rng.normal(size=(10, 8)), transform=rng.normal(size=(6, 8))
+        )
     assert _snapshot(two_versions.root) == before
 
 
@@ -176,7 +180,9 @@ def test_prune_superseded_embeddings_keeps_the_manifest_consistent(two_versions)
 
 def test_prune_drops_transforms_behind_retired_versions(two_versions):
     rng = np.random.default_rng(4)
-    two_versions.publish("item_embedding", ids=np.arange(10), vectors=rng.normal(size=(10, 5)), transform=rng.normal(size=(6, 5)))
+    two_versions.publish(
+        "item_embedding", ids=np.arange(10), vectors=rng.normal(size=(10, 5)), transform=rng.normal(size=(6, 5))
+    )
     two_versions.retire("item_embedding", 0)
     m = two_versions.manifest("item_embedding")
     b1 = two_versions.artifact_path("item_embedding", m.versions[1].transform)

@@ -21,7 +21,11 @@ N = 300
 
 def tree_digest(root) -> dict[str, str]:
     """Every file under ``root`` (hidden ones included) -> sha256 of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def declare(catalog: Catalog, **limits) -> None:
@@ -72,8 +76,9 @@ def test_passes_under_the_limit_and_the_figures_are_recorded(two_versions):
     catalog, rng, z0, z1, b1 = two_versions
     declare(catalog, max_alignment_error=0.2, min_metrics={"val_recall@50": 0.1})
     z2, b2 = next_version(rng, z1, 14, 0.05)
-    decision = catalog.check_publish("item_embedding", ids=np.arange(N), vectors=z2, transform=b2,
-                                     metrics={"val_recall@50": 0.3})  # fmt: skip
+    decision = catalog.check_publish(
+        "item_embedding", ids=np.arange(N), vectors=z2, transform=b2, metrics={"val_recall@50": 0.3}
+    )
     rec = catalog.publish("item_embedding", ids=np.arange(N), vectors=z2, transform=b2, metrics={"val_recall@50": 0.3})
     gate = catalog.manifest("item_embedding").latest.gate  # read back from disk, seal checked
     assert gate == rec.gate and gate.checks == decision.checks and gate.passed and not gate.forced
@@ -103,13 +108,19 @@ def test_metric_limits_and_version_zero(tmp_path):
     declare(catalog, max_alignment_error=0.0, min_metrics={"val_recall@50": 0.1}, max_metrics={"train_seconds": 60})
     z0 = np.random.default_rng(1).normal(size=(50, 4))
     with pytest.raises(PublishRefusedError, match=r"val_recall@50 0\.05 < min_metrics\['val_recall@50'\] = 0\.1"):
-        catalog.publish("item_embedding", ids=np.arange(50), vectors=z0, entity=ITEM,
-                        metrics={"val_recall@50": 0.05, "train_seconds": 1})  # fmt: skip
+        catalog.publish(
+            "item_embedding",
+            ids=np.arange(50),
+            vectors=z0,
+            entity=ITEM,
+            metrics={"val_recall@50": 0.05, "train_seconds": 1},
+        )
     assert not (catalog.root / "item_embedding").exists()  # a refused first publish leaves no family behind
     with pytest.raises(PublishRefusedError, match="train_seconds not measured > .*not reported"):
         catalog.publish("item_embedding", ids=np.arange(50), vectors=z0, entity=ITEM, metrics={"val_recall@50": 0.5})
-    rec = catalog.publish("item_embedding", ids=np.arange(50), vectors=z0, entity=ITEM,
-                          metrics={"val_recall@50": 0.5, "train_seconds": 1})  # fmt: skip
+    rec = catalog.publish(
+        "item_embedding", ids=np.arange(50), vectors=z0, entity=ITEM, metrics={"val_recall@50": 0.5, "train_seconds": 1}
+    )
     assert rec.gate.passed and [c.name for c in rec.gate.checks] == ["val_recall@50", "train_seconds"]  # no v<0
 
 
@@ -156,13 +167,15 @@ def test_a_bad_limits_file_is_refused_naming_the_file_and_the_problem(two_versio
 def test_status_and_the_gate_command_show_the_decision(two_versions):
     catalog, rng, z0, z1, b1 = two_versions
     repo = catalog.root.parent
-    set_gate = run_cli(["feast-bc", "gate", "--repo", str(repo), "--max-alignment-error", "0.2",
-                        "--min-metric", "val_recall@50=0.1"])  # fmt: skip
+    set_gate = run_cli(
+        ["feast-bc", "gate", "--repo", str(repo), "--max-alignment-error", "0.2", "--min-metric", "val_recall@50=0.1"]
+    )
     assert "wrote" in set_gate.stdout
     assert read_gate_file(catalog.root)[0] == GateFile(max_alignment_error=0.2, min_metrics={"val_recall@50": 0.1})
     z2, b2 = next_version(rng, z1, 14, 0.5)
-    catalog.publish("item_embedding", ids=np.arange(N), vectors=z2, transform=b2, metrics={"val_recall@50": 0.3},
-                    force=True)  # fmt: skip
+    catalog.publish(
+        "item_embedding", ids=np.arange(N), vectors=z2, transform=b2, metrics={"val_recall@50": 0.3}, force=True
+    )
     text = render_status(repo_status(repo, feast=False))
     assert "publish gate: " in text and '"max_alignment_error": 0.2' in text
     assert "publish gate FORCED past: alignment error to v0" in text
@@ -207,11 +220,31 @@ def test_publish_output_refuses_both_families_before_writing_either(tmp_path):
     def output(version, u, i, transform):
         empty = np.zeros(0, dtype=np.int64)
         split = VersionSplit(version, 0.5, 0.6, 40, 30, 40, 30, empty, empty, empty, empty, empty, empty)
-        record = VersionRecord(version=version, time_train=0.5, time_next=0.6, num_users=40, num_items=30,
-                               model=ModelSpec(kind="mf", dim=u.shape[1], num_layers=0), val_recall={50: 0.2},
-                               selected_epoch=1, epochs_run=1, train_seconds=1.0, total_seconds=1.0)  # fmt: skip
-        return VersionOutput(record, "test", split, np.arange(40), np.arange(30), u.astype(np.float32),
-                             i.astype(np.float32), transform, u, i)  # fmt: skip
+        record = VersionRecord(
+            version=version,
+            time_train=0.5,
+            time_next=0.6,
+            num_users=40,
+            num_items=30,
+            model=ModelSpec(kind="mf", dim=u.shape[1], num_layers=0),
+            val_recall={50: 0.2},
+            selected_epoch=1,
+            epochs_run=1,
+            train_seconds=1.0,
+            total_seconds=1.0,
+        )
+        return VersionOutput(
+            record,
+            "test",
+            split,
+            np.arange(40),
+            np.arange(30),
+            u.astype(np.float32),
+            i.astype(np.float32),
+            transform,
+            u,
+            i,
+        )
 
     repo = tmp_path / "repo"
     publish_output(output(0, users, items, None), repo, apply=False)

@@ -92,7 +92,10 @@ def _repos(tmp_path, backend, engines):
     repos = {}
     for engine in engines:
         project = unique_project(f"{engine}{backend[:2]}")
-        repos[engine] = (init_repo(tmp_path / engine, project=project, online_store=backend, redis_url=url, engine=engine), project)
+        repos[engine] = (
+            init_repo(tmp_path / engine, project=project, online_store=backend, redis_url=url, engine=engine),
+            project,
+        )
     first = repos[engines[0]][0]
     fams = _families(Catalog.for_repo(first))
     for engine in engines[1:]:
@@ -101,7 +104,9 @@ def _repos(tmp_path, backend, engines):
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def test_ray_engine_serves_the_numpy_chain_and_writes_what_the_other_engines_write(ray_session, tmp_path, backend, request):
+def test_ray_engine_serves_the_numpy_chain_and_writes_what_the_other_engines_write(
+    ray_session, tmp_path, backend, request
+):
     from test_engine import _assert_same, _redis_rows, _sqlite_rows
 
     if backend == "redis":

@@ -46,7 +46,9 @@ def _check_pins(store, catalog, family, join_key, ids):
 def test_redis_killed_during_materialize_then_rerun_completes(tmp_path):
     server = RedisServer(tmp_path / "redis").start()
     try:
-        repo = init_repo(tmp_path / "repo", project=unique_project("kill"), online_store="redis", redis_url=server.url())
+        repo = init_repo(
+            tmp_path / "repo", project=unique_project("kill"), online_store="redis", redis_url=server.url()
+        )
         catalog = Catalog.for_repo(repo)
         rng = np.random.default_rng(0)
         n, dims = 150_000, [48, 64, 80]
@@ -62,14 +64,18 @@ def test_redis_killed_during_materialize_then_rerun_completes(tmp_path):
         yaml = ["-f", str(repo / "feature_store.redis.yaml")]
         run_cli(["feast", *yaml, "apply"], cwd=repo)
         proc = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "feast"),
-             *yaml, "materialize", *_window_args()],
-            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [os.path.join(os.path.dirname(sys.executable), "feast"), *yaml, "materialize", *_window_args()],
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         client = server.client()
         deadline = time.time() + 120
         while client.dbsize() < 5_000:  # let it write part of the first view, then crash Redis
-            assert proc.poll() is None, f"materialize finished before the fault could be injected:\n{proc.stdout.read()}"
+            assert proc.poll() is None, (
+                f"materialize finished before the fault could be injected:\n{proc.stdout.read()}"
+            )
             assert time.time() < deadline
             time.sleep(0.02)
         server.kill()
@@ -162,7 +168,12 @@ def test_publisher_killed_at_each_step_leaves_old_or_new_state_and_retry_succeed
 def test_password_and_database_from_the_connection_string(tmp_path):
     server = RedisServer(tmp_path / "redis", password="s3cr3t pw", appendonly=False).start()
     try:
-        repo = init_repo(tmp_path / "repo", project=unique_project("pw"), online_store="redis", redis_url=server.url(db=3).replace("s3cr3t pw", "s3cr3t%20pw"))
+        repo = init_repo(
+            tmp_path / "repo",
+            project=unique_project("pw"),
+            online_store="redis",
+            redis_url=server.url(db=3).replace("s3cr3t pw", "s3cr3t%20pw"),
+        )
         text = (repo / "feature_store.redis.yaml").read_text()
         assert "db=3" in text and "password=s3cr3t pw" in text
         catalog = Catalog.for_repo(repo)
@@ -184,7 +195,9 @@ def test_password_and_database_from_the_connection_string(tmp_path):
         import redis.exceptions
 
         with pytest.raises(redis.exceptions.AuthenticationError):
-            bad_store.get_online_features(features=bad_store.get_feature_service("item_embedding_v0"), entity_rows=[{"item_id": 3}])
+            bad_store.get_online_features(
+                features=bad_store.get_feature_service("item_embedding_v0"), entity_rows=[{"item_id": 3}]
+            )
         _check_pins(store, catalog, "item_embedding", "item_id", items.ids[1])  # nothing was damaged
     finally:
         server.stop()
@@ -248,7 +261,9 @@ def test_concurrent_readers_see_old_or_new_values_during_rematerialization(tmp_p
             "item_embedding",
             ids=ids,
             vectors=rng.normal(size=(n, dims[v])).astype(np.float32),
-            transform=None if v == 0 else (rng.normal(size=(dims[v - 1], dims[v])) / np.sqrt(dims[v])).astype(np.float32),
+            transform=None
+            if v == 0
+            else (rng.normal(size=(dims[v - 1], dims[v])) / np.sqrt(dims[v])).astype(np.float32),
             entity=spec,
         )
 
@@ -267,7 +282,24 @@ def test_concurrent_readers_see_old_or_new_values_during_rematerialization(tmp_p
     readers = []
     for r in range(3):
         out = tmp_path / f"reader{r}.json"
-        readers.append((out, subprocess.Popen([sys.executable, "-c", READER_SCRIPT, str(repo), str(yaml), str(expected), str(stop), str(out), str(r)])))
+        readers.append(
+            (
+                out,
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        READER_SCRIPT,
+                        str(repo),
+                        str(yaml),
+                        str(expected),
+                        str(stop),
+                        str(out),
+                        str(r),
+                    ]
+                ),
+            )
+        )
     deadline = time.time() + 180
     while not all(out.with_name(out.name + ".ready").exists() for out, _ in readers):  # polling the old values
         assert time.time() < deadline and all(p.poll() is None for _, p in readers), "readers did not start"
@@ -285,8 +317,10 @@ def test_concurrent_readers_see_old_or_new_values_during_rematerialization(tmp_p
     reads = sum(r["reads"] for r in results)
     during = sum(sum(t0 <= s <= t1 for s in r["stamps"]) for r in results)
     violations = sum(r["violations"] for r in results)
-    print(f"\nconcurrent readers: {reads} reads ({sum(r['vectors'] for r in results)} vectors), "
-          f"{during} during the {t1 - t0:.2f}s materialization, {violations} violations")
+    print(
+        f"\nconcurrent readers: {reads} reads ({sum(r['vectors'] for r in results)} vectors), "
+        f"{during} during the {t1 - t0:.2f}s materialization, {violations} violations"
+    )
     assert violations == 0, [r["examples"] for r in results]
     assert during > 0, "no read overlapped the materialization; the test proved nothing"
     # and afterwards everything is the new value

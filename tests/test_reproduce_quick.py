@@ -31,15 +31,28 @@ def test_quick_profile_writes_every_report_file(quick_run):
     for name in PLOT_FILES.values():
         assert (quick_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((quick_run / "results.json").read_text())
-    assert set(results) == {"meta", "strategies", "consumers", "summary", "per_version", "per_task", "targets",
-                            "feast_checks_passed", "paper_musical_instruments"}  # fmt: skip
+    assert set(results) == {
+        "meta",
+        "strategies",
+        "consumers",
+        "summary",
+        "per_version",
+        "per_task",
+        "targets",
+        "feast_checks_passed",
+        "paper_musical_instruments",
+    }
     assert list(results["strategies"]) == list(STRATEGY_NAMES)
     assert set(results["consumers"]) == set(TASK_NAMES)
     assert [r["strategy"] for r in results["summary"]] == list(STRATEGY_NAMES)
     report = (quick_run / "report.md").read_text()
     assert "| Method | Intended Δ% vs No-BC | Unintended Δ% vs Fix-M0 | Total | Align err |" in report
-    for title in ("Alignment error per version", "BC-Aligner (Joint-Lin-MLoss) per task and version", "BC-Aligner+ (ours) per task and version",
-                  "Consumer models"):
+    for title in (
+        "Alignment error per version",
+        "BC-Aligner (Joint-Lin-MLoss) per task and version",
+        "BC-Aligner+ (ours) per task and version",
+        "Consumer models",
+    ):
         assert title in report
     for file in PLOT_FILES.values():
         assert f"]({file})" in report

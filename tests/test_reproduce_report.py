@@ -19,16 +19,36 @@ from training.models.factory import ModelSpec
 
 
 def _versions(recalls, aligns):
-    return [VersionResult(version=k, time_train=0.5, time_next=0.6, num_users=3, num_items=4, model=ModelSpec(dim=8, num_layers=1),
-                          val_recall={50: r}, fix_m0_alignment_error=a, selected_epoch=1, epochs_run=1,
-                          train_seconds=0.0, total_seconds=0.0, from_cache=False, ver0_source="offline")
-            for k, (r, a) in enumerate(zip(recalls, aligns, strict=True))]  # fmt: skip
+    return [
+        VersionResult(
+            version=k,
+            time_train=0.5,
+            time_next=0.6,
+            num_users=3,
+            num_items=4,
+            model=ModelSpec(dim=8, num_layers=1),
+            val_recall={50: r},
+            fix_m0_alignment_error=a,
+            selected_epoch=1,
+            epochs_run=1,
+            train_seconds=0.0,
+            total_seconds=0.0,
+            from_cache=False,
+            ver0_source="offline",
+        )
+        for k, (r, a) in enumerate(zip(recalls, aligns, strict=True))
+    ]
 
 
 def _strategy(name, recalls, aligns, edge, activity):
-    return StrategyResult(name=name, lam=None, versions=_versions(recalls, aligns),
-                          unintended={"binary-edge-rating": edge, "user-activity": activity},
-                          chain_seconds=0.0, eval_seconds=0.0)  # fmt: skip
+    return StrategyResult(
+        name=name,
+        lam=None,
+        versions=_versions(recalls, aligns),
+        unintended={"binary-edge-rating": edge, "user-activity": activity},
+        chain_seconds=0.0,
+        eval_seconds=0.0,
+    )
 
 
 @pytest.fixture
@@ -36,16 +56,27 @@ def results():
     strategies = {
         "fix-m0": _strategy("fix-m0", [0.2, 0.2, 0.2], [0, 0, 0], {1: [0.8, 0.8], 2: [0.8, 0.8]}, {2: [0.6, 0.6]}),
         "nobc": _strategy("nobc", [0.2, 0.3, 0.4], [0, 2, 2], {1: [0.5, 0.5], 2: [0.5, 0.5]}, {2: [0.5, 0.5]}),
-        "bc-aligner": _strategy("bc-aligner", [0.2, 0.3, 0.31], [0, 0.3, 0.6], {1: [0.78, 0.80], 2: [0.76, 0.78]},
-                                {2: [0.6, 0.58]}),
-        "bc-aligner-plus": _strategy("bc-aligner-plus", [0.2, 0.31, 0.4], [0, 0.1, 0.1], {1: [0.8, 0.79], 2: [0.79, 0.8]},
-                                     {2: [0.59, 0.6]}),
-    }  # fmt: skip
-    machine = MachineInfo(platform="p", processor="x", cpus=2, torch="t", torch_threads=2, python="3", loadavg_start=0,
-                          loadavg_end=0)  # fmt: skip
-    meta = RunMeta(command="python -m training reproduce --out x", profile="quick", dataset="hand", dataset_summary="hand",
-                   config={}, started_at=datetime(2026, 1, 1, tzinfo=UTC), wall_seconds=60.0,
-                   phase_seconds={"all": 60.0}, machine=machine)  # fmt: skip
+        "bc-aligner": _strategy(
+            "bc-aligner", [0.2, 0.3, 0.31], [0, 0.3, 0.6], {1: [0.78, 0.80], 2: [0.76, 0.78]}, {2: [0.6, 0.58]}
+        ),
+        "bc-aligner-plus": _strategy(
+            "bc-aligner-plus", [0.2, 0.31, 0.4], [0, 0.1, 0.1], {1: [0.8, 0.79], 2: [0.79, 0.8]}, {2: [0.59, 0.6]}
+        ),
+    }
+    machine = MachineInfo(
+        platform="p", processor="x", cpus=2, torch="t", torch_threads=2, python="3", loadavg_start=0, loadavg_end=0
+    )
+    meta = RunMeta(
+        command="python -m training reproduce --out x",
+        profile="quick",
+        dataset="hand",
+        dataset_summary="hand",
+        config={},
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        wall_seconds=60.0,
+        phase_seconds={"all": 60.0},
+        machine=machine,
+    )
     return aggregate(meta, strategies, {})
 
 
@@ -65,7 +96,9 @@ def test_main_table_is_the_notebooks_formula(results):
     assert t.intended_within_target is False
     assert t.nobc_unintended_delta_pct == pytest.approx(-200 / 7)
     # ours: recall 0.91/3 vs 0.9/3 (+1.11%), edge 0.795 and activity 0.595 vs 0.8 / 0.6 (mean 0.695 vs 0.7)
-    assert t.ours_intended_delta_pct == pytest.approx(100 / 90) and rows["bc-aligner-plus"].unintended_auc == pytest.approx(0.695)
+    assert t.ours_intended_delta_pct == pytest.approx(100 / 90) and rows[
+        "bc-aligner-plus"
+    ].unintended_auc == pytest.approx(0.695)
     assert t.ours_unintended_delta_pct == pytest.approx(-0.5 / 0.7)
     assert t.ours_worst_task == "user-activity" and t.ours_worst_task_delta_pct == pytest.approx(-0.5 / 0.6)
     assert t.best_total == "bc-aligner-plus" and t.ours_within_targets is True

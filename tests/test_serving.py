@@ -151,7 +151,9 @@ def _tamper(path):
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("fault", ["tampered_transform", "missing_transform", "tampered_embeddings", "tampered_old_transform"])
+@pytest.mark.parametrize(
+    "fault", ["tampered_transform", "missing_transform", "tampered_embeddings", "tampered_old_transform"]
+)
 def test_bad_artifact_refuses_materialize_and_leaves_online_values(tmp_path, backend, project, fault):
     repo = _make_repo(tmp_path, "repo", backend, project)
     catalog = Catalog.for_repo(repo)
@@ -179,7 +181,9 @@ def test_bad_artifact_refuses_materialize_and_leaves_online_values(tmp_path, bac
         _tamper(path)
 
     with pytest.raises(Exception) as info:
-        store.materialize(datetime(2000, 1, 1, tzinfo=UTC), _end(), feature_views=[f"item_embedding_bc{j}" for j in range(3)])
+        store.materialize(
+            datetime(2000, 1, 1, tzinfo=UTC), _end(), feature_views=[f"item_embedding_bc{j}" for j in range(3)]
+        )
     text = str(info.value)
     assert ("fails its checksum" in text) or ("is missing" in text), text
     assert "item_embedding" in text
@@ -208,7 +212,9 @@ def test_redis_down_is_a_clear_error_and_catalog_untouched(tmp_path, redis_avail
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    repo = init_repo(tmp_path / "repo", project=unique_project("dn"), online_store="redis", redis_url=f"redis://127.0.0.1:{port}/0")
+    repo = init_repo(
+        tmp_path / "repo", project=unique_project("dn"), online_store="redis", redis_url=f"redis://127.0.0.1:{port}/0"
+    )
     catalog = Catalog.for_repo(repo)
     publish_users_and_items(catalog, versions=2)
     manifest_before = (catalog.family_dir("item_embedding") / "manifest.json").read_bytes()
@@ -257,7 +263,20 @@ def test_on_read_version_is_computed_at_request_time_and_needs_only_feast(tmp_pa
     repo = _make_repo(tmp_path, "repo", "sqlite", unique_project("onr"))
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=3)
-    run_cli(["feast-bc", "serving", "--repo", str(repo), "--family", "item_embedding", "--version", "0", "--mode", "on-read"])
+    run_cli(
+        [
+            "feast-bc",
+            "serving",
+            "--repo",
+            str(repo),
+            "--family",
+            "item_embedding",
+            "--version",
+            "0",
+            "--mode",
+            "on-read",
+        ]
+    )
     run_cli(["feast", "apply"], cwd=repo)
     run_cli(["feast", "materialize", START, _end().strftime("%Y-%m-%dT%H:%M:%S")], cwd=repo)
     store = _store(repo, "sqlite")

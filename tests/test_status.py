@@ -46,7 +46,9 @@ def test_populated_then_lagging_then_corrupted(tmp_path):
         "item_embedding", ids=np.arange(3), vectors=np.ones((3, 4)), transform=np.ones((10, 4)), expected_version=2
     )
     report = repo_status(repo)
-    assert any("serves version 1 as latest but version 2 is published" in p for f in report.families for p in f.problems)
+    assert any(
+        "serves version 1 as latest but version 2 is published" in p for f in report.families for p in f.problems
+    )
 
     manifest = catalog.family_dir("user_embedding") / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"dim": 8', '"dim": 9'))

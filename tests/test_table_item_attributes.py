@@ -34,13 +34,24 @@ def test_parquet_list_cells_give_the_same_dataset_as_inline_attributes(tmp_path)
     inline = inter.assign(genres=inter["i"].map(genres), brand=inter["i"].map(brand))
     inline.to_parquet(tmp_path / "inline.parquet")
     inter.to_csv(tmp_path / "inter.csv", index=False)
-    items = pd.DataFrame({"i": [12, 11, 10, 99], "genres": [[], ["Drama"], ["Action", "Comedy"], ["Noir"]],
-                          "brand": [["zeta"], None, ["acme"], ["x"]]})  # fmt: skip
+    items = pd.DataFrame(
+        {
+            "i": [12, 11, 10, 99],
+            "genres": [[], ["Drama"], ["Action", "Comedy"], ["Noir"]],
+            "brand": [["zeta"], None, ["acme"], ["x"]],
+        }
+    )
     items.to_parquet(tmp_path / "items.parquet")
 
     one = load_table(tmp_path / "inline.parquet", rating="r", attributes=["genres", "brand"], name="d", **COLUMNS)
-    two = load_table(tmp_path / "inter.csv", rating="r", attributes=["genres", "brand"], name="d",
-                     item_attributes_path=tmp_path / "items.parquet", **COLUMNS)  # fmt: skip
+    two = load_table(
+        tmp_path / "inter.csv",
+        rating="r",
+        attributes=["genres", "brand"],
+        name="d",
+        item_attributes_path=tmp_path / "items.parquet",
+        **COLUMNS,
+    )
     assert two.item_ids.tolist() == [11, 12, 10] and two.item_id_dtype == "int64"
     assert _tokens(two, "genres") == {11: ["Drama"], 12: [], 10: ["Action", "Comedy"]}
     assert _tokens(two, "brand") == {11: [], 12: ["zeta"], 10: ["acme"]}
@@ -59,8 +70,15 @@ def test_csv_attribute_file_with_separated_cells_and_duplicate_rows(tmp_path):
 
     commas = tmp_path / "commas.csv"
     commas.write_text('item_id,genres\n10,"A, B"\n11,C\n12,A\n')
-    ds2 = load_table(inter, attributes=["genres"], attribute_separator=",", item_attributes_path=commas,
-                     item_attributes_item="item_id", item_attributes_format="csv", **COLUMNS)  # fmt: skip
+    ds2 = load_table(
+        inter,
+        attributes=["genres"],
+        attribute_separator=",",
+        item_attributes_path=commas,
+        item_attributes_item="item_id",
+        item_attributes_format="csv",
+        **COLUMNS,
+    )
     assert _tokens(ds2, "genres") == {11: ["C"], 12: ["A"], 10: ["A", "B"]}
 
 
@@ -76,8 +94,9 @@ def test_string_ids_with_leading_zeros_match_as_text(tmp_path):
     # a subset of string ids that only looks numeric is compared as text
     digits = tmp_path / "digits.csv"
     digits.write_text("i,genres\n17,C\n")
-    ds2 = load_table(inter, attributes=["genres"], item_attributes_path=digits, missing_item_attributes="empty",
-                     **COLUMNS)  # fmt: skip
+    ds2 = load_table(
+        inter, attributes=["genres"], item_attributes_path=digits, missing_item_attributes="empty", **COLUMNS
+    )
     assert _tokens(ds2, "genres") == {"0042": [], "17": ["C"], "x9": []}
 
 
@@ -90,16 +109,22 @@ def test_integer_ids_match_integer_text_and_mismatched_kinds_are_refused(tmp_pat
 
     zeros = tmp_path / "zeros.csv"
     zeros.write_text("i,genres\n010,A\n11,B\n12,C\n")
-    with pytest.raises(DatasetError, match=r"inter\.csv \(column 'i'\) holds integer ids but .*zeros\.csv \(column 'i'\) "
-                                           r"holds string ids such as '010'"):  # fmt: skip
+    with pytest.raises(
+        DatasetError,
+        match=r"inter\.csv \(column 'i'\) holds integer ids but .*zeros\.csv \(column 'i'\) "
+        r"holds string ids such as '010'",
+    ):
         load_table(inter, attributes=["genres"], item_attributes_path=zeros, **COLUMNS)
 
     str_inter = tmp_path / "str_inter.csv"
     str_inter.write_text("u,i,t\n1,0042,1\n2,7,2\n")
     int_items = tmp_path / "int_items.parquet"
     pd.DataFrame({"i": [42, 7], "genres": ["A", "B"]}).to_parquet(int_items)
-    with pytest.raises(DatasetError, match=r"str_inter\.csv \(column 'i'\) holds string ids such as '0042' but "
-                                           r".*int_items\.parquet \(column 'i'\) holds integer ids"):  # fmt: skip
+    with pytest.raises(
+        DatasetError,
+        match=r"str_inter\.csv \(column 'i'\) holds string ids such as '0042' but "
+        r".*int_items\.parquet \(column 'i'\) holds integer ids",
+    ):
         load_table(str_inter, attributes=["genres"], item_attributes_path=int_items, **COLUMNS)
 
 
@@ -115,8 +140,9 @@ def test_items_missing_from_the_attribute_file(tmp_path, caplog):
     assert "1 id(s) that match no interaction, e.g. 77" in message and "--missing-item-attributes empty" in message
 
     with caplog.at_level(logging.INFO, logger="training.data.table_attributes"):
-        ds = load_table(inter, attributes=["genres"], item_attributes_path=items, missing_item_attributes="empty",
-                        **COLUMNS)  # fmt: skip
+        ds = load_table(
+            inter, attributes=["genres"], item_attributes_path=items, missing_item_attributes="empty", **COLUMNS
+        )
     assert _tokens(ds, "genres") == {11: [], 14: [], 12: ["B"], 13: [], 10: ["A"]}
     assert ds.item_attributes["genres"].vocabulary == ("B", "A")
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -143,8 +169,11 @@ def test_attribute_file_errors_name_file_and_column(tmp_path):
     run = lambda path, **kw: load_table(inter, attributes=["genres"], item_attributes_path=path, **COLUMNS, **kw)  # noqa: E731
     good = tmp_path / "good.csv"
     good.write_text("i,genres,tags\n10,A,x\n11,B,y\n12,C,z\n")
-    with pytest.raises(DatasetError, match=r"good\.csv: the item attribute file has no column\(s\) 'item_id'; "
-                                           r"it has 'i', 'genres', 'tags'"):  # fmt: skip
+    with pytest.raises(
+        DatasetError,
+        match=r"good\.csv: the item attribute file has no column\(s\) 'item_id'; "
+        r"it has 'i', 'genres', 'tags'",
+    ):
         run(good, item_attributes_item="item_id")
     with pytest.raises(DatasetError, match=r"good\.csv: the item attribute file has no column\(s\) 'brand'"):
         load_table(inter, attributes=["genres", "brand"], item_attributes_path=good, **COLUMNS)
@@ -184,11 +213,24 @@ def test_table_config_and_options_carry_the_attribute_file(tmp_path):
     inter = _interactions(tmp_path)
     items = tmp_path / "items.csv"
     items.write_text("iid,genres\n10,A\n11,B\n")
-    argv = ["--data", "table", "--data-path", str(inter), "--columns", "user=u,item=i,timestamp=t",
-            "--item-attributes", str(items), "--attributes", "genres", "--item-attributes-key", "iid"]  # fmt: skip
+    argv = [
+        "--data",
+        "table",
+        "--data-path",
+        str(inter),
+        "--columns",
+        "user=u,item=i,timestamp=t",
+        "--item-attributes",
+        str(items),
+        "--attributes",
+        "genres",
+        "--item-attributes-key",
+        "iid",
+    ]
     config = data_config_from_args(parser.parse_args(argv))
-    assert config == TableData(path=inter, item_attributes_path=items, item_attributes_item="iid",
-                               attributes=("genres",), **COLUMNS)  # fmt: skip
+    assert config == TableData(
+        path=inter, item_attributes_path=items, item_attributes_item="iid", attributes=("genres",), **COLUMNS
+    )
     with pytest.raises(DatasetError, match=r"1 of 3 items .* e\.g\. 12"):
         load_dataset(config)
     config = data_config_from_args(parser.parse_args([*argv, "--missing-item-attributes", "empty"]))
@@ -200,9 +242,13 @@ def test_table_config_and_options_carry_the_attribute_file(tmp_path):
 
     refusals = {
         "needs --attributes": argv[:8],
-        "--item-attributes-key and --missing-item-attributes need --item-attributes": [*argv[:6], "--item-attributes-key", "x"],
+        "--item-attributes-key and --missing-item-attributes need --item-attributes": [
+            *argv[:6],
+            "--item-attributes-key",
+            "x",
+        ],
         "applies to --data table": ["--data", "synthetic", "--item-attributes", str(items)],
-    }  # fmt: skip
+    }
     for message, args in refusals.items():
         with pytest.raises(ConfigError, match=message):
             data_config_from_args(parser.parse_args(args))

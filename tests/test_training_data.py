@@ -54,7 +54,9 @@ def test_build_dataset_sorts_stably_and_indexes_by_first_appearance():
 
 def test_build_dataset_refuses_missing_ids_and_fractional_timestamps():
     with pytest.raises(DatasetError, match="missing"):
-        build_dataset("t", users=np.array(["a", None], dtype=object), items=[1, 2], ratings=[1, 1], timestamps=[1, 2], source="x")
+        build_dataset(
+            "t", users=np.array(["a", None], dtype=object), items=[1, 2], ratings=[1, 1], timestamps=[1, 2], source="x"
+        )
     with pytest.raises(DatasetError, match="timestamps must be integers"):
         build_dataset("t", users=[1, 2], items=[1, 2], ratings=[1, 1], timestamps=[1.5, 2.0], source="x")
     with pytest.raises(DatasetError, match="no interactions"):
@@ -77,19 +79,33 @@ def test_attribute_group_vocabulary_rule_and_csr_layout():
 def _timeline():
     """17 interactions, fractions k/16 (exact in binary). Train up to 0.5 (idx 0..8), next 0.875."""
     rows = [
-        ("A", "i1"), ("B", "i2"), ("A", "i3"), ("B", "i1"), ("A", "i2"), ("B", "i3"), ("A", "i1"), ("B", "i2"), ("A", "i3"),
-        ("C", "i1"),   # 9  new user C, 1st of 3 in window -> train
-        ("A", "i5"),   # 10 existing user, new item -> val
-        ("D", "i2"),   # 11 new user D, only one in window -> train
-        ("C", "i3"),   # 12 C, 2nd of 3 -> train
-        ("B", "i2"),   # 13 existing user (a repeated pair) -> val
-        ("C", "i5"),   # 14 C, last of 3 -> val
-        ("E", "i6"),   # 15 after t_next
-        ("A", "i1"),   # 16 after t_next
-    ]  # fmt: skip
+        ("A", "i1"),
+        ("B", "i2"),
+        ("A", "i3"),
+        ("B", "i1"),
+        ("A", "i2"),
+        ("B", "i3"),
+        ("A", "i1"),
+        ("B", "i2"),
+        ("A", "i3"),
+        ("C", "i1"),  # 9  new user C, 1st of 3 in window -> train
+        ("A", "i5"),  # 10 existing user, new item -> val
+        ("D", "i2"),  # 11 new user D, only one in window -> train
+        ("C", "i3"),  # 12 C, 2nd of 3 -> train
+        ("B", "i2"),  # 13 existing user (a repeated pair) -> val
+        ("C", "i5"),  # 14 C, last of 3 -> val
+        ("E", "i6"),  # 15 after t_next
+        ("A", "i1"),  # 16 after t_next
+    ]
     users, items = zip(*rows, strict=True)
-    return build_dataset("timeline", users=np.array(users), items=np.array(items), ratings=np.ones(17),
-                         timestamps=np.arange(17) * 10, source="hand-built")  # fmt: skip
+    return build_dataset(
+        "timeline",
+        users=np.array(users),
+        items=np.array(items),
+        ratings=np.ones(17),
+        timestamps=np.arange(17) * 10,
+        source="hand-built",
+    )
 
 
 def test_split_rules_for_existing_and_new_users():
@@ -129,8 +145,9 @@ def test_synthetic_is_deterministic_with_planted_clusters():
     assert a.user_id_dtype == "int64" and set(a.item_attributes) == {"genre", "tag"}
     # planted structure: users mostly stay within one genre
     genre = a.item_attributes["genre"]
-    item_genre = np.array([genre.values[genre.offsets[i]] if genre.offsets[i + 1] > genre.offsets[i] else -1
-                           for i in range(a.num_items)])  # fmt: skip
+    item_genre = np.array(
+        [genre.values[genre.offsets[i]] if genre.offsets[i + 1] > genre.offsets[i] else -1 for i in range(a.num_items)]
+    )
     share = [np.bincount(item_genre[a.item[a.user == u]] + 1).max() / np.sum(a.user == u) for u in range(a.num_users)]
     assert np.mean(share) > 0.6
     s = load_dataset(SyntheticData(num_users=50, num_items=40, string_ids=True))
@@ -207,12 +224,14 @@ def _write_jsonl(path: Path, records: list, gz: bool = False) -> Path:
 def _amazon_fixture(tmp_path: Path):
     meta = []
     for i in range(8):
-        meta.append({
-            "asin": f"00{i:02d}",  # digit strings with leading zeros: must stay strings
-            "brand": "Acme" if i < 6 else ("Rare" if i == 6 else ""),
-            "category": ["Music", "Guitars" if i % 2 else "Drums", '<span class="a">x</span>'],
-            "title": f"item {i}",
-        })  # fmt: skip
+        meta.append(
+            {
+                "asin": f"00{i:02d}",  # digit strings with leading zeros: must stay strings
+                "brand": "Acme" if i < 6 else ("Rare" if i == 6 else ""),
+                "category": ["Music", "Guitars" if i % 2 else "Drums", '<span class="a">x</span>'],
+                "title": f"item {i}",
+            }
+        )
     meta.append({"asin": "0000", "brand": "Acme", "category": ["Music", "Guitars", "Drums"]})  # duplicate: last wins
     reviews = []
     for n in range(24):
@@ -251,14 +270,20 @@ def test_amazon_2018_fixture(tmp_path):
 
 def test_amazon_errors_name_file_and_line(tmp_path):
     reviews, meta = _amazon_fixture(tmp_path)
-    bad_json = _write_jsonl(tmp_path / "bad.json", [{"reviewerID": "U1", "asin": "0001", "overall": 5.0,
-                                                     "reviewTime": "07 1, 2017"}, "{not json"])  # fmt: skip
+    bad_json = _write_jsonl(
+        tmp_path / "bad.json",
+        [{"reviewerID": "U1", "asin": "0001", "overall": 5.0, "reviewTime": "07 1, 2017"}, "{not json"],
+    )
     with pytest.raises(DatasetError, match=r"bad\.json, line 2: not valid JSON"):
         load_amazon_2018(bad_json, meta)
-    no_rating = _write_jsonl(tmp_path / "norating.json", [{"reviewerID": "U1", "asin": "0001", "reviewTime": "07 1, 2017"}])
+    no_rating = _write_jsonl(
+        tmp_path / "norating.json", [{"reviewerID": "U1", "asin": "0001", "reviewTime": "07 1, 2017"}]
+    )
     with pytest.raises(DatasetError, match=r"norating\.json, line 1: missing field\(s\) overall"):
         load_amazon_2018(no_rating, meta)
-    bad_time = _write_jsonl(tmp_path / "badtime.json", [{"reviewerID": "U1", "asin": "0001", "overall": 1, "reviewTime": "July"}])
+    bad_time = _write_jsonl(
+        tmp_path / "badtime.json", [{"reviewerID": "U1", "asin": "0001", "overall": 1, "reviewTime": "July"}]
+    )
     with pytest.raises(DatasetError, match=r"badtime\.json, line 1: bad reviewTime 'July'"):
         load_amazon_2018(bad_time, meta)
     (tmp_path / "empty.json").write_text("")
@@ -270,13 +295,15 @@ def test_amazon_errors_name_file_and_line(tmp_path):
 
 # ----------------------------------------------------------------------------- generic table
 def test_table_csv_and_parquet_with_column_mapping(tmp_path):
-    frame = pd.DataFrame({
-        "uid": ["0042", "7", "0042", "x9"],
-        "iid": [10, 11, 10, 12],
-        "stars": [5, 3, 4, 2],
-        "when": ["2021-01-03", "2021-01-01", "2021-01-05", "2021-01-02T12:00:00Z"],
-        "genres": ["Action|Comedy", "Drama", "Comedy|Horror", None],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "uid": ["0042", "7", "0042", "x9"],
+            "iid": [10, 11, 10, 12],
+            "stars": [5, 3, 4, 2],
+            "when": ["2021-01-03", "2021-01-01", "2021-01-05", "2021-01-02T12:00:00Z"],
+            "genres": ["Action|Comedy", "Drama", "Comedy|Horror", None],
+        }
+    )
     csv = tmp_path / "t.csv"
     frame.to_csv(csv, index=False)
     ds = load_table(csv, user="uid", item="iid", timestamp="when", rating="stars", attributes=["genres"])
@@ -288,8 +315,11 @@ def test_table_csv_and_parquet_with_column_mapping(tmp_path):
     assert genres.tokens(1) == []
 
     parquet = tmp_path / "t.parquet"
-    frame.assign(uid=[1, 2, 1, 3], when=pd.to_datetime(frame["when"], utc=True, format="mixed"),
-                 genres=[["a", "b"], ["c"], [], None]).to_parquet(parquet)  # fmt: skip
+    frame.assign(
+        uid=[1, 2, 1, 3],
+        when=pd.to_datetime(frame["when"], utc=True, format="mixed"),
+        genres=[["a", "b"], ["c"], [], None],
+    ).to_parquet(parquet)
     ds2 = load_dataset(TableData(path=parquet, user="uid", item="iid", timestamp="when", attributes=("genres",)))
     assert ds2.user_id_dtype == "int64" and ds2.rating.tolist() == [1.0, 1.0, 1.0, 1.0]
     assert ds2.item_attributes["genres"].tokens(2) == ["a", "b"]
@@ -342,10 +372,22 @@ def test_data_options_mean_the_same_in_every_command(tmp_path):
     movielens_dir = tmp_path / "ml"
     movielens_dir.mkdir()
     assert data_config_from_args(_data_args("--data", str(movielens_dir))) == MovieLensData(path=movielens_dir)
-    assert data_config_from_args(_data_args("--data", "movielens-100k", "--data-path", str(movielens_dir))).path == movielens_dir
-    table = data_config_from_args(_data_args(
-        "--data", "table", "--data-path", "x.csv", "--columns", "user=u,item=i,timestamp=t", "--attributes", "genre,year",
-    ))
+    assert (
+        data_config_from_args(_data_args("--data", "movielens-100k", "--data-path", str(movielens_dir))).path
+        == movielens_dir
+    )
+    table = data_config_from_args(
+        _data_args(
+            "--data",
+            "table",
+            "--data-path",
+            "x.csv",
+            "--columns",
+            "user=u,item=i,timestamp=t",
+            "--attributes",
+            "genre,year",
+        )
+    )
     assert table == TableData(path=Path("x.csv"), user="u", item="i", timestamp="t", attributes=("genre", "year"))
     config_file = tmp_path / "data.json"
     config_file.write_text(SyntheticData(num_users=50, seed=3).model_dump_json())

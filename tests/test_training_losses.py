@@ -62,7 +62,12 @@ def test_multi_step_loss_equals_hand_computation():
     weight = _t(b2)
     mapped = (_t(z_user) @ weight.T, _t(z_item) @ weight.T)
     got = multi_step_alignment_loss(
-        mapped, (_t(t_user), _t(t_item)), torch.tensor(users), torch.tensor(positives), torch.tensor(negatives), [_t(b1)]
+        mapped,
+        (_t(t_user), _t(t_item)),
+        torch.tensor(users),
+        torch.tensor(positives),
+        torch.tensor(negatives),
+        [_t(b1)],
     )
     assert float(got) == pytest.approx(expected, rel=1e-12)
     # Worked on paper: residuals u0 [0, 2], u1 [-1.5, .5], i0 [-3, 0], i1 [-1, 2], i2 [0, -1];
@@ -86,9 +91,13 @@ def test_multi_step_gradient_reaches_only_the_new_transform():
     weight = _t(b2).requires_grad_(True)
     frozen = _t(b1)
     loss = multi_step_alignment_loss(
-        (_t(z_user) @ weight.T, _t(z_item) @ weight.T), (_t(t_user), _t(t_item)),
-        torch.tensor(users), torch.tensor(positives), torch.tensor(negatives), [frozen],
-    )  # fmt: skip
+        (_t(z_user) @ weight.T, _t(z_item) @ weight.T),
+        (_t(t_user), _t(t_item)),
+        torch.tensor(users),
+        torch.tensor(positives),
+        torch.tensor(negatives),
+        [frozen],
+    )
     loss.backward()
     assert weight.grad is not None and float(weight.grad.abs().sum()) > 0
     assert frozen.grad is None
@@ -116,8 +125,9 @@ def _tiny_split():
     # users a, b; items x, y, z, w. Fractions k/6: train (<= 0.4) a-x, a-y, b-y; validation a-x, a-z, b-x, b-w.
     rows = [("a", "x"), ("a", "y"), ("b", "y"), ("a", "x"), ("a", "z"), ("b", "x"), ("b", "w")]
     users, items = zip(*rows, strict=True)
-    ds = build_dataset("tiny", users=np.array(users), items=np.array(items), ratings=np.ones(7),
-                       timestamps=np.arange(7), source="test")  # fmt: skip
+    ds = build_dataset(
+        "tiny", users=np.array(users), items=np.array(items), ratings=np.ones(7), timestamps=np.arange(7), source="test"
+    )
     return ds, split_version(ds, 0.4, 1.0)
 
 
@@ -152,7 +162,9 @@ def test_pinsage_layer_is_mean_aggregation_sage_with_shared_user_input():
     layer = model.layers[0]
     h = mean @ layer.neighbours.weight.detach().T + layer.neighbours.bias.detach() + x @ layer.root.weight.detach().T
     norm = model.norms[0]
-    expected = (h - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps) * norm.weight.detach() + norm.bias.detach()
+    expected = (h - norm.running_mean) / torch.sqrt(
+        norm.running_var + norm.eps
+    ) * norm.weight.detach() + norm.bias.detach()
     torch.testing.assert_close(torch.cat([z_user, z_item]).detach(), expected, rtol=1e-5, atol=1e-6)
     # users are inductive: two users with the same neighbourhood get the same embedding
     assert graph.num_users == 2 and graph.num_items == 4

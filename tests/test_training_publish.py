@@ -42,8 +42,22 @@ def _online(store, family: str, version: int, join_key: str, ids) -> np.ndarray:
 
 def test_cli_trains_and_publishes_and_feast_serves_every_pinned_version(tmp_path):
     work, repo, project = tmp_path / "work", tmp_path / "repo", unique_project("tr")
-    first = _cli("train", "--workdir", str(work), "--repo", str(repo), "--project", project, "--profile", "tiny",
-                 "--strategy", "bc-aligner", "--seed", "7", "--no-progress")  # fmt: skip
+    first = _cli(
+        "train",
+        "--workdir",
+        str(work),
+        "--repo",
+        str(repo),
+        "--project",
+        project,
+        "--profile",
+        "tiny",
+        "--strategy",
+        "bc-aligner",
+        "--seed",
+        "7",
+        "--no-progress",
+    )
     assert "published user_embedding, item_embedding as version 0" in first.stdout
     second = _cli("train", "--workdir", str(work), "--no-progress")  # the chain and repo are remembered
     assert "published user_embedding, item_embedding as version 1" in second.stdout
@@ -115,7 +129,9 @@ def test_a_reopened_work_directory_trains_the_same_next_version(tmp_path):
 def test_changed_data_under_a_chain_is_refused(tmp_path):
     csv = tmp_path / "events.csv"
     rng = np.random.default_rng(0)
-    pd.DataFrame({"u": rng.integers(0, 40, 600), "i": rng.integers(0, 30, 600), "t": np.arange(600)}).to_csv(csv, index=False)
+    pd.DataFrame({"u": rng.integers(0, 40, 600), "i": rng.integers(0, 30, 600), "t": np.arange(600)}).to_csv(
+        csv, index=False
+    )
     data = TableData(path=csv, user="u", item="i", timestamp="t")
     run = TrainingRun.create(tmp_path / "w", strategy=make_strategy("nobc"), config=profile("tiny"), data=data)
     run.train_next_version()
@@ -144,11 +160,34 @@ def test_cli_refusals_exit_2_with_one_line(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["train", "--workdir", work, "--device", "cuda", "--no-publish"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
-    assert main(["train", "--workdir", work, "--profile", "tiny", "--data", "synthetic", "--no-publish",
-                 "--no-progress", "--epochs", "2", "--eval-every", "1", "--select-after", "1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--workdir",
+                work,
+                "--profile",
+                "tiny",
+                "--data",
+                "synthetic",
+                "--no-publish",
+                "--no-progress",
+                "--epochs",
+                "2",
+                "--eval-every",
+                "1",
+                "--select-after",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert main(["train", "--workdir", work, "--strategy", "nobc", "--no-publish"]) == 2
     assert "drop --strategy" in capsys.readouterr().err
-    assert main(["train", "--workdir", str(tmp_path / "x"), "--profile", "tiny", "--epochs", "3", "--select-after", "3"]) == 2
+    assert (
+        main(["train", "--workdir", str(tmp_path / "x"), "--profile", "tiny", "--epochs", "3", "--select-after", "3"])
+        == 2
+    )
     assert "select_after_epoch (3) must be below epochs (3)" in capsys.readouterr().err
     assert main(["train", "--workdir", str(tmp_path / "y"), "--data", "amazon-2018"]) == 2
     assert "needs --data-path" in capsys.readouterr().err

@@ -37,7 +37,10 @@ def test_every_strategy_trains_two_versions(name, dataset, cache):
 
     for out in (v0, v1):
         s = out.split
-        assert out.user_embeddings.shape == (s.num_users, out.dim) and out.item_embeddings.shape == (s.num_items, out.dim)
+        assert out.user_embeddings.shape == (s.num_users, out.dim) and out.item_embeddings.shape == (
+            s.num_items,
+            out.dim,
+        )
         assert np.isfinite(out.user_embeddings).all() and np.isfinite(out.item_embeddings).all()
         np.testing.assert_array_equal(out.user_ids, dataset.user_ids[: s.num_users])  # raw ids, index order
         assert set(out.val_recall) == {10, 20, 50, 100}
@@ -51,7 +54,12 @@ def test_every_strategy_trains_two_versions(name, dataset, cache):
     # The ver-0-compatible embeddings are exactly the published B_1 applied to z_1.
     np.testing.assert_allclose(v1.user_ver0, v1.user_embeddings @ v1.transform.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(v1.item_ver0, v1.item_embeddings @ v1.transform.T, rtol=1e-5, atol=1e-5)
-    expected_kind = {"fix-m0": "identity", "finetune-m0": "identity", "nobc": "truncation", "joint-notrans": "truncation"}
+    expected_kind = {
+        "fix-m0": "identity",
+        "finetune-m0": "identity",
+        "nobc": "truncation",
+        "joint-notrans": "truncation",
+    }
     assert v1.transform_kind == expected_kind.get(name, "learned")
     if v1.transform_kind == "identity":
         np.testing.assert_array_equal(v1.transform, np.eye(d0))
@@ -75,19 +83,31 @@ def test_every_strategy_trains_two_versions(name, dataset, cache):
 
 def test_bc_aligner_aligns_far_better_than_nobc_and_keeps_recall(cache):
     data = load_dataset(SyntheticData(num_users=200, num_items=200, seed=1))
-    config = profile("tiny", dims=(16, 20, 24, 28, 32), layers=(1, 1, 2, 2, 2), epochs=30, batch_size=512,
-                     eval_every=5, select_after_epoch=8)  # fmt: skip
+    config = profile(
+        "tiny",
+        dims=(16, 20, 24, 28, 32),
+        layers=(1, 1, 2, 2, 2),
+        epochs=30,
+        batch_size=512,
+        eval_every=5,
+        select_after_epoch=8,
+    )
     runs = {}
     for name in ("nobc", "bc-aligner"):
         chain = VersionChain(make_strategy(name), data, config, seed=0, cache=cache)
         runs[name] = [chain.train_next() for _ in range(3)]
     split = runs["nobc"][1].split
     g = torch.Generator().manual_seed(0)
-    chance = RecallEvaluator(split).evaluate(torch.randn(split.num_users, 16, generator=g),
-                                             torch.randn(split.num_items, 16, generator=g))[50]  # fmt: skip
+    chance = RecallEvaluator(split).evaluate(
+        torch.randn(split.num_users, 16, generator=g), torch.randn(split.num_items, 16, generator=g)
+    )[50]
     for k in (1, 2):
         bc, nobc = runs["bc-aligner"][k], runs["nobc"][k]
-        assert bc.alignment_error[0]["all"] < 0.6 * nobc.alignment_error[0]["all"], (k, bc.alignment_error, nobc.alignment_error)
+        assert bc.alignment_error[0]["all"] < 0.6 * nobc.alignment_error[0]["all"], (
+            k,
+            bc.alignment_error,
+            nobc.alignment_error,
+        )
         assert bc.alignment_error[k - 1]["all"] < 0.6 * nobc.alignment_error[k - 1]["all"]
         assert bc.val_recall[50] > 0.8 * nobc.val_recall[50], (k, bc.val_recall, nobc.val_recall)
         assert bc.val_recall[50] > chance + 0.2, (bc.val_recall[50], chance)

@@ -51,7 +51,9 @@ class _Targets:
         ids = np.asarray(ids)
         vectors = np.asarray(vectors, dtype=np.float32)
         if ids.ndim != 1 or vectors.ndim != 2 or len(ids) != len(vectors):
-            raise DatasetError(f"{family}: ids must be 1-D and vectors (n, d) with n = len(ids); got {ids.shape}, {vectors.shape}")
+            raise DatasetError(
+                f"{family}: ids must be 1-D and vectors (n, d) with n = len(ids); got {ids.shape}, {vectors.shape}"
+            )
         if not np.isfinite(vectors).all():
             raise DatasetError(f"{family}: the previous version's vectors hold NaN or infinite values")
         index = pd.Index(ids)
@@ -125,7 +127,9 @@ class BackwardCompatibility(nn.Module):
         self.transform = nn.Linear(self.new_dim, self.old_dim, bias=False)
         if initial is not None:
             if np.shape(initial) != (self.old_dim, self.new_dim):
-                raise DatasetError(f"initial B_k must have shape ({self.old_dim}, {self.new_dim}); got {np.shape(initial)}")
+                raise DatasetError(
+                    f"initial B_k must have shape ({self.old_dim}, {self.new_dim}); got {np.shape(initial)}"
+                )
             with torch.no_grad():
                 self.transform.weight.copy_(torch.as_tensor(np.asarray(initial, dtype=np.float32)))
         for i, target in enumerate(self.targets.values()):
@@ -158,7 +162,10 @@ class BackwardCompatibility(nn.Module):
             chains.append(frozen_chain(catalog, family))
         if len(versions) != 1:
             raise DatasetError(f"families {families} are at different versions {sorted(versions)}; B_k is shared")
-        if any(len(c) != len(chains[0]) or any(not np.array_equal(a, b) for a, b in zip(c, chains[0], strict=True)) for c in chains):
+        if any(
+            len(c) != len(chains[0]) or any(not np.array_equal(a, b) for a, b in zip(c, chains[0], strict=True))
+            for c in chains
+        ):
             raise DatasetError(f"families {families} hold different older transforms; build one module per family")
         return cls(previous, new_dim=new_dim, older_transforms=chains[0], version=versions.pop() + 1, **kwargs)
 
@@ -222,15 +229,24 @@ class BackwardCompatibility(nn.Module):
         catalog = Catalog.locate(catalog)
         unknown = set(embeddings) - set(self.targets)
         if unknown or not embeddings:
-            raise ConfigError(f"publish the families this module aligned ({list(self.targets)}); got {sorted(embeddings)}")
+            raise ConfigError(
+                f"publish the families this module aligned ({list(self.targets)}); got {sorted(embeddings)}"
+            )
         weight = self.matrix()
         if not np.isfinite(weight).all():
             raise DatasetError("B_k holds NaN or infinite values; training diverged")
-        entries = [(family, None, ids, np.asarray(vectors, dtype=np.float32), dict(metrics or {}))
-                   for family, (ids, vectors) in embeddings.items()]  # fmt: skip
+        entries = [
+            (family, None, ids, np.asarray(vectors, dtype=np.float32), dict(metrics or {}))
+            for family, (ids, vectors) in embeddings.items()
+        ]
         publish_together(catalog, self.version, entries, weight, description=description, force=force)
         records = {family: catalog.manifest(family).version(self.version) for family in embeddings}
         if self.excluded:
-            log.info("B_%d trained on %d matched rows; %d rows had ids new since version %d",
-                     self.version, self.matched, self.excluded, self.version - 1)  # fmt: skip
+            log.info(
+                "B_%d trained on %d matched rows; %d rows had ids new since version %d",
+                self.version,
+                self.matched,
+                self.excluded,
+                self.version - 1,
+            )
         return records

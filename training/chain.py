@@ -195,9 +195,15 @@ class VersionChain:
 
     def train_next(self, *, progress: bool = False) -> VersionOutput:
         output, fit = train_version(
-            self.strategy, self.dataset, self.config, self.history,
-            seed=self.seed, device=self.device, progress=progress, cache=self.cache,
-        )  # fmt: skip
+            self.strategy,
+            self.dataset,
+            self.config,
+            self.history,
+            seed=self.seed,
+            device=self.device,
+            progress=progress,
+            cache=self.cache,
+        )
         self.history.models.append(fit.model)
         self.history.specs.append(fit.spec)
         if fit.transform is not None:

@@ -54,8 +54,19 @@ _CONFIG_OPTIONS = {
 
 
 def _chain_options_given(args) -> list[str]:
-    names = ["strategy", "lam", "profile", "data", "data_config", "data_path", "meta_path", "columns", "attributes", "seed",
-             *_CONFIG_OPTIONS]  # fmt: skip
+    names = [
+        "strategy",
+        "lam",
+        "profile",
+        "data",
+        "data_config",
+        "data_path",
+        "meta_path",
+        "columns",
+        "attributes",
+        "seed",
+        *_CONFIG_OPTIONS,
+    ]
     return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is not None]
 
 
@@ -72,7 +83,6 @@ def cmd_train(args) -> int:
 
     resolve_device(args.device)  # fail before loading anything
     if args.threads is not None:
-
         torch.set_num_threads(args.threads)
     if TrainingRun.exists(args.workdir):
         given = _chain_options_given(args)
@@ -133,8 +143,10 @@ def cmd_status(args) -> int:
         print(run.state.model_dump_json(indent=2))
         return 0
     s = run.state
-    print(f"{run.workdir}: strategy {s.strategy.name}{'' if s.strategy.lam is None else f' (lam {s.strategy.lam:g})'}, "
-          f"data {s.dataset_name}, seed {s.seed}, {len(s.versions)}/{s.config.num_versions} versions trained")  # fmt: skip
+    print(
+        f"{run.workdir}: strategy {s.strategy.name}{'' if s.strategy.lam is None else f' (lam {s.strategy.lam:g})'}, "
+        f"data {s.dataset_name}, seed {s.seed}, {len(s.versions)}/{s.config.num_versions} versions trained"
+    )
     print(f"  publish target: {s.repo or '(none)'}")
     for v in s.versions:
         align = ", ".join(f"v{j}: {e['all']:.3f}" for j, e in v.alignment_error.items()) or "-"
@@ -157,7 +169,9 @@ def _publish_target(run, args) -> Path | None:
 
 
 def _publish(run, version: int, repo: Path, *, apply: bool, force: bool = False) -> None:
-    print(f"publishing version {version} into {repo}{' (forced past the publish gate)' if force else ''} ...", flush=True)
+    print(
+        f"publishing version {version} into {repo}{' (forced past the publish gate)' if force else ''} ...", flush=True
+    )
     result = run.publish(version, repo, apply=apply, force=force)
     done = ", ".join(result.published) or "nothing new"
     skipped = f" (already there: {', '.join(result.skipped)})" if result.skipped else ""
@@ -198,12 +212,19 @@ def _add_train(sub) -> None:
     s.add_argument("--version", type=int, help="refuse unless this is the next version")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     s.add_argument("--model-cache", help="directory caching BPR-only models shared between strategies")
-    s.add_argument("--threads", type=int, help="torch CPU threads (default: all cores; use 1 when other "
-                   "CPU-heavy processes share the machine)")
+    s.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: all cores; use 1 when other CPU-heavy processes share the machine)",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     chain = s.add_argument_group("chain definition (first call only)")
-    chain.add_argument("--strategy", choices=[*STRATEGY_NAMES, *ALIASES], metavar="NAME",
-                       help=f"{', '.join(STRATEGY_NAMES)} (default {DEFAULT_STRATEGY}; paper-code names accepted)")
+    chain.add_argument(
+        "--strategy",
+        choices=[*STRATEGY_NAMES, *ALIASES],
+        metavar="NAME",
+        help=f"{', '.join(STRATEGY_NAMES)} (default {DEFAULT_STRATEGY}; paper-code names accepted)",
+    )
     chain.add_argument("--lam", type=float, help="alignment weight of joint strategies (default 16)")
     chain.add_argument("--seed", type=int, help="default 42")
     chain.add_argument("--profile", choices=PROFILE_NAMES, help="default 'default'")

@@ -38,7 +38,9 @@ class TrainingConfig(BaseModel):
     model: ModelKind = "pinsage"
     dims: tuple[int, ...] = Field((256, 320, 384, 448, 512), description="embedding dimension D_k per version")
     layers: tuple[int, ...] = Field((2, 2, 3, 3, 3), description="GNN layers per version (pinsage)")
-    time_slices: tuple[float, ...] = Field(PAPER_TIME_SLICES, description="version k trains up to t_k, validates on (t_k, t_k+1]")
+    time_slices: tuple[float, ...] = Field(
+        PAPER_TIME_SLICES, description="version k trains up to t_k, validates on (t_k, t_k+1]"
+    )
 
     epochs: int = Field(500, ge=1, description="epochs of a freshly trained model")
     batch_size: int = Field(2048, ge=1)
@@ -46,7 +48,9 @@ class TrainingConfig(BaseModel):
     l2_weight: float = Field(1e-2, ge=0, description="coefficient of the L2 term on batch embeddings in BPR")
     eval_every: int = Field(10, ge=1, description="evaluate validation recall every N epochs (and at the last)")
     patience: int | None = Field(
-        None, ge=1, description="stop a model's training after this many evaluations (past select_after_epoch) "
+        None,
+        ge=1,
+        description="stop a model's training after this many evaluations (past select_after_epoch) "
         "without a better validation recall: ``epochs`` becomes a cap and the budget follows the data "
         "(None: always run ``epochs``, as the paper)",
     )
@@ -65,9 +69,7 @@ class TrainingConfig(BaseModel):
         versions = len(self.time_slices) - 1
         if versions < 1:
             raise ValueError("time_slices needs at least two points (one version)")
-        if any(not 0 < t <= 1 for t in self.time_slices) or any(
-            a >= b for a, b in pairwise(self.time_slices)
-        ):
+        if any(not 0 < t <= 1 for t in self.time_slices) or any(a >= b for a, b in pairwise(self.time_slices)):
             raise ValueError(f"time_slices must increase strictly within (0, 1]; got {self.time_slices}")
         if len(self.dims) != versions or len(self.layers) != versions:
             raise ValueError(
@@ -95,24 +97,50 @@ class TrainingConfig(BaseModel):
 _PROFILES: dict[str, dict] = {
     "paper": {},
     "default": dict(
-        batch_size=8192, epochs=60, eval_every=5, select_after_epoch=20, finetune_epochs=30,
-        posthoc_epochs=100, posthoc_eval_every=5, posthoc_select_after_epoch=25,
+        batch_size=8192,
+        epochs=60,
+        eval_every=5,
+        select_after_epoch=20,
+        finetune_epochs=30,
+        posthoc_epochs=100,
+        posthoc_eval_every=5,
+        posthoc_select_after_epoch=25,
     ),
     "fast": dict(
-        batch_size=8192, epochs=40, eval_every=5, select_after_epoch=15, finetune_epochs=20,
-        posthoc_epochs=100, posthoc_eval_every=5, posthoc_select_after_epoch=25,
+        batch_size=8192,
+        epochs=40,
+        eval_every=5,
+        select_after_epoch=15,
+        finetune_epochs=20,
+        posthoc_epochs=100,
+        posthoc_eval_every=5,
+        posthoc_select_after_epoch=25,
     ),
     "demo": dict(
-        dims=(32, 40, 48, 56, 64), layers=(1, 1, 2, 2, 2), batch_size=1024, epochs=40, eval_every=5,
-        select_after_epoch=12, finetune_epochs=20, posthoc_epochs=60, posthoc_eval_every=5,
+        dims=(32, 40, 48, 56, 64),
+        layers=(1, 1, 2, 2, 2),
+        batch_size=1024,
+        epochs=40,
+        eval_every=5,
+        select_after_epoch=12,
+        finetune_epochs=20,
+        posthoc_epochs=60,
+        posthoc_eval_every=5,
         posthoc_select_after_epoch=15,
     ),
     "tiny": dict(
-        dims=(8, 10, 12, 14, 16), layers=(1, 1, 1, 2, 2), batch_size=1024, epochs=6, eval_every=2,
-        select_after_epoch=2, finetune_epochs=4, posthoc_epochs=20, posthoc_eval_every=5,
+        dims=(8, 10, 12, 14, 16),
+        layers=(1, 1, 1, 2, 2),
+        batch_size=1024,
+        epochs=6,
+        eval_every=2,
+        select_after_epoch=2,
+        finetune_epochs=4,
+        posthoc_epochs=20,
+        posthoc_eval_every=5,
         posthoc_select_after_epoch=5,
     ),
-}  # fmt: skip
+}
 
 PROFILE_NAMES: tuple[str, ...] = tuple(_PROFILES)
 

@@ -41,7 +41,9 @@ class RecallEvaluator:
             users = torch.from_numpy(self.users[rows]).to(z_user.device)
             scores = z_user[users] @ z_item.T
             known_r, known_c = self._known.entries(rows)
-            scores[torch.from_numpy(known_r).to(scores.device), torch.from_numpy(known_c).to(scores.device)] = -torch.inf
+            scores[
+                torch.from_numpy(known_r).to(scores.device), torch.from_numpy(known_c).to(scores.device)
+            ] = -torch.inf
             ranked = scores.topk(top, dim=1).indices.cpu().numpy()
             truth_r, truth_c = self._truth.entries(rows)
             is_truth = np.zeros((len(ranked), self.num_items), dtype=bool)

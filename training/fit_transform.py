@@ -49,7 +49,9 @@ class FitTransformResult:
     shifts: list[VersionShift]
 
 
-def read_new_embeddings(path: str | Path, id_column: str, vector_column: str = EMBEDDING_FEATURE) -> tuple[np.ndarray, np.ndarray]:
+def read_new_embeddings(
+    path: str | Path, id_column: str, vector_column: str = EMBEDDING_FEATURE
+) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) from a parquet file; clear errors for a missing file or column."""
     path = Path(path)
     if not path.is_file():
@@ -80,28 +82,47 @@ def fit_for_catalog(
     old_rows, new_rows = match_by_id(old_ids, ids)
     latest = manifest.latest_version
     older = frozen_chain(catalog, family)
-    weight = fit_backward_transform(vectors[new_rows], old_vectors[old_rows], method=method, older_transforms=older, **options)
+    weight = fit_backward_transform(
+        vectors[new_rows], old_vectors[old_rows], method=method, older_transforms=older, **options
+    )
     # the publish gate's own measure, so the figures printed here are the ones a limit is checked against
     errors = alignment_errors(catalog, family, manifest, ids, vectors, LinearTransform(weight))
     shifts = [VersionShift(j, relative, len(new_rows)) for j, (relative, _) in sorted(errors.items(), reverse=True)]
     return FitTransformResult(
-        family=family, version=latest + 1, method=method, transform=weight, matched=len(new_rows),
-        new_entities=len(ids) - len(new_rows), dropped_entities=len(old_ids) - len(old_rows), shifts=shifts,
-    )  # fmt: skip
+        family=family,
+        version=latest + 1,
+        method=method,
+        transform=weight,
+        matched=len(new_rows),
+        new_entities=len(ids) - len(new_rows),
+        dropped_entities=len(old_ids) - len(old_rows),
+        shifts=shifts,
+    )
 
 
 def publish_fit(
-    catalog: Catalog | str | Path, result: FitTransformResult, ids, vectors, *, description: str = "", force: bool = False
+    catalog: Catalog | str | Path,
+    result: FitTransformResult,
+    ids,
+    vectors,
+    *,
+    description: str = "",
+    force: bool = False,
 ):
     """Publish version k (all of ``ids``/``vectors``) with the fitted B_k; the alignment figures go
     into the version's metrics (``alignment_rel_v<j>``); the publish gate judges it (``force``: past it)."""
     catalog = Catalog.locate(catalog)
     metrics = {f"alignment_rel_v{s.version}": s.relative for s in result.shifts if s.relative is not None}
     return catalog.publish(
-        result.family, ids=ids, vectors=np.asarray(vectors, dtype=np.float32), transform=result.transform,
-        metrics=metrics, expected_version=result.version, force=force,
+        result.family,
+        ids=ids,
+        vectors=np.asarray(vectors, dtype=np.float32),
+        transform=result.transform,
+        metrics=metrics,
+        expected_version=result.version,
+        force=force,
         description=description or f"B_{result.version} fit post hoc ({result.method}) on {result.matched} entities",
-    )  # fmt: skip
+    )
 
 
 def _typed_ids(ids, dtype: str, family: str) -> np.ndarray:
@@ -154,8 +175,9 @@ def cmd_fit_transform(args) -> int:
     if not args.publish:
         print("nothing published (add --publish)")
         return 0
-    record = publish_fit(catalog, result, _typed_ids(ids, manifest.entity.dtype, args.family), vectors,
-                         force=args.force_publish)
+    record = publish_fit(
+        catalog, result, _typed_ids(ids, manifest.entity.dtype, args.family), vectors, force=args.force_publish
+    )
     print(f"published {args.family} version {record.version}")
     repo = Path(args.repo)
     if not args.no_apply and (repo / "feature_store.yaml").is_file():

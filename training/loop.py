@@ -133,12 +133,17 @@ def fit_model(
             aligned = alignment.residual(z_user, z_item, refit=refit) if alignment is not None else None
             history.append(Evaluation(epoch, loss_sum / steps, recall, aligned))
             if epoch > select_after and aligned_selection and aligned is not None:
-                candidates.append((history[-1], _snapshot(model), _snapshot(alignment) if alignment is not None else None))
+                candidates.append(
+                    (history[-1], _snapshot(model), _snapshot(alignment) if alignment is not None else None)
+                )
             elif epoch > select_after and recall[k_sel] > best_score:
                 best_score = recall[k_sel]
                 best = (epoch, recall, _snapshot(model), _snapshot(alignment) if alignment is not None else None)
-            bar.set_postfix(loss=f"{loss_sum / steps:.4f}", recall=f"{recall[k_sel]:.4f}",
-                            **({"align": f"{aligned:.4f}"} if aligned is not None else {}))  # fmt: skip
+            bar.set_postfix(
+                loss=f"{loss_sum / steps:.4f}",
+                recall=f"{recall[k_sel]:.4f}",
+                **({"align": f"{aligned:.4f}"} if aligned is not None else {}),
+            )
             if epoch > select_after:
                 top_recall, stale = (recall[k_sel], 0) if recall[k_sel] > top_recall else (top_recall, stale + 1)
                 if config.patience is not None and stale >= config.patience:
@@ -205,7 +210,8 @@ def fit_posthoc_transform(
         if evaluate_now and epoch > config.posthoc_select_after_epoch:
             with torch.no_grad():
                 mse = 0.5 * float(
-                    nn.functional.mse_loss(transform(new_user), old_user) + nn.functional.mse_loss(transform(new_item), old_item)
+                    nn.functional.mse_loss(transform(new_user), old_user)
+                    + nn.functional.mse_loss(transform(new_item), old_item)
                 )
             if mse < best_mse:
                 best_mse, best_weight = mse, transform.weight.detach().cpu().numpy().copy()

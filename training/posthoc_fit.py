@@ -126,5 +126,7 @@ def fit_backward_transform(
     if method == "procrustes":
         return procrustes_transform(new, old)
     if method in ("sgd", "sgd-multi-step"):
-        return sgd_transform(new, old, older_transforms=older_transforms, multi_step=method == "sgd-multi-step", **sgd_options)
+        return sgd_transform(
+            new, old, older_transforms=older_transforms, multi_step=method == "sgd-multi-step", **sgd_options
+        )
     raise DatasetError(f"unknown method {method!r}; choose one of {', '.join(FIT_METHODS)}")

@@ -68,11 +68,21 @@ def publish_output(
     k = output.version
     text = description or _description(output)
     entries = (
-        (USER_FAMILY, EntitySpec(name="user", join_key="user_id", dtype=_dtype(output.user_ids)),
-         output.user_ids, output.user_embeddings, output.metrics("user")),
-        (ITEM_FAMILY, EntitySpec(name="item", join_key="item_id", dtype=_dtype(output.item_ids)),
-         output.item_ids, output.item_embeddings, output.metrics("item")),
-    )  # fmt: skip
+        (
+            USER_FAMILY,
+            EntitySpec(name="user", join_key="user_id", dtype=_dtype(output.user_ids)),
+            output.user_ids,
+            output.user_embeddings,
+            output.metrics("user"),
+        ),
+        (
+            ITEM_FAMILY,
+            EntitySpec(name="item", join_key="item_id", dtype=_dtype(output.item_ids)),
+            output.item_ids,
+            output.item_embeddings,
+            output.metrics("item"),
+        ),
+    )
     transform = output.transform if k > 0 else None
     todo = [e for e in entries if not _already_published(catalog, e[0], k, e[2], e[3])]
     published = publish_together(catalog, k, todo, transform, description=text, force=force)
@@ -84,7 +94,9 @@ def publish_output(
     return PublishResult(path, k, published, skipped, apply)
 
 
-def publish_together(catalog: Catalog, version: int, entries, transform, *, description: str = "", force: bool = False) -> list[str]:
+def publish_together(
+    catalog: Catalog, version: int, entries, transform, *, description: str = "", force: bool = False
+) -> list[str]:
     """Publish ``version`` of several families sharing one B_k, all or none as far as the gate goes.
 
     ``entries`` are (family, entity or None, ids, vectors, metrics). The publish gate
@@ -95,8 +107,15 @@ def publish_together(catalog: Catalog, version: int, entries, transform, *, desc
     if not force:
         refusals = []
         for family, entity, ids, vectors, metrics in entries:
-            decision = catalog.check_publish(family, ids=ids, vectors=vectors, transform=transform, entity=entity,
-                                             metrics=metrics, expected_version=version)  # fmt: skip
+            decision = catalog.check_publish(
+                family,
+                ids=ids,
+                vectors=vectors,
+                transform=transform,
+                entity=entity,
+                metrics=metrics,
+                expected_version=version,
+            )
             if decision is not None and not decision.passed:
                 refusals.append(f"{family}: " + "; ".join(c.describe() for c in decision.failed))
         if refusals:
@@ -107,8 +126,17 @@ def publish_together(catalog: Catalog, version: int, entries, transform, *, desc
             )
     published = []
     for family, entity, ids, vectors, metrics in entries:
-        catalog.publish(family, ids=ids, vectors=vectors, transform=transform, entity=entity, metrics=metrics,
-                        expected_version=version, description=description, force=force)  # fmt: skip
+        catalog.publish(
+            family,
+            ids=ids,
+            vectors=vectors,
+            transform=transform,
+            entity=entity,
+            metrics=metrics,
+            expected_version=version,
+            description=description,
+            force=force,
+        )
         published.append(family)
     return published
 

@@ -192,16 +192,24 @@ class TrainingRun:
             if expected_version is not None and expected_version != k:
                 raise StateError(f"asked to train version {expected_version}, but the next version here is {k}")
             output, fit = train_version(
-                self.strategy, self.dataset, self.config, self.history(dev),
-                seed=self.state.seed, device=dev, progress=progress, cache=cache,
-            )  # fmt: skip
+                self.strategy,
+                self.dataset,
+                self.config,
+                self.history(dev),
+                seed=self.state.seed,
+                device=dev,
+                progress=progress,
+                cache=cache,
+            )
             if fit.same_model_as_version is not None:
                 checkpoint = self.state.versions[fit.same_model_as_version].checkpoint
             else:
                 checkpoint = save_tensors(self.state_dir, f"v{k:04d}-model.pt", fit.model.state_dict())
             transform = None
             if output.transform is not None:
-                transform = save_tensors(self.state_dir, f"v{k:04d}-transform.pt", {"weight": _tensor(output.transform)})
+                transform = save_tensors(
+                    self.state_dir, f"v{k:04d}-transform.pt", {"weight": _tensor(output.transform)}
+                )
             embeddings = save_tensors(
                 self.state_dir,
                 f"v{k:04d}-embeddings.pt",

@@ -77,9 +77,14 @@ class Catalog(CatalogReader):
         """The publish gate's decision on this publish, without writing (None: no limits declared);
         invalid input raises as :meth:`publish` would (:meth:`~feast_bc.catalog.publishing.Publisher.check`)."""
         return Publisher(self).check(
-            family, ids=ids, vectors=vectors, transform=transform, entity=entity, metrics=metrics,
+            family,
+            ids=ids,
+            vectors=vectors,
+            transform=transform,
+            entity=entity,
+            metrics=metrics,
             expected_version=expected_version,
-        )  # fmt: skip
+        )
 
     def retire(self, family: str, version: int) -> FamilyManifest:
         """Stop serving ``version`` (:meth:`Maintenance.retire <feast_bc.catalog.maintenance.Maintenance.retire>`)."""

@@ -96,14 +96,18 @@ class Maintenance:
                 try:
                     checksum = self.catalog.manifest(family).checksum
                 except FeastBCError as exc:
-                    logger.warning("dropping %s: its manifest is unreadable (%s); the tombstone records no checksum", family, exc)
+                    logger.warning(
+                        "dropping %s: its manifest is unreadable (%s); the tombstone records no checksum", family, exc
+                    )
             record = {
                 "family": family,
                 "dropped_at": datetime.now(UTC).isoformat(),
                 "manifest_sha256": checksum,
                 "state_when_dropped": state,
             }
-            atomic_write_bytes(tombstone_path(self.catalog.root, family), (json.dumps(record, indent=2) + "\n").encode())
+            atomic_write_bytes(
+                tombstone_path(self.catalog.root, family), (json.dumps(record, indent=2) + "\n").encode()
+            )
             return record
 
     def undo_drop(self, family: str) -> None:
@@ -195,7 +199,9 @@ class Maintenance:
                     f"family {family!r}: {path} is not inside the family's own artifacts directory; "
                     "gc --prune deletes nothing"
                 )
-        return (FamilyManifest(family=family, entity=manifest.entity, versions=versions) if dropped else manifest), dropped
+        return (
+            FamilyManifest(family=family, entity=manifest.entity, versions=versions) if dropped else manifest
+        ), dropped
 
     def _registry_guard(
         self, manifest: FamilyManifest, registries: RepoRegistries | None, prune: bool

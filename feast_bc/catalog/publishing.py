@@ -104,8 +104,7 @@ class Publisher:
         version = 0 if current is None else current.latest_version + 1
         if expected_version is not None and expected_version != version:
             raise VersionConflictError(
-                f"family {family!r}: expected to publish version {expected_version}, but the next "
-                f"version is {version}"
+                f"family {family!r}: expected to publish version {expected_version}, but the next version is {version}"
             )
         entity_spec = _entity_for(family, current, entity)
         ids_arr = validate_ids(ids, entity_spec.dtype)
@@ -150,10 +149,16 @@ class Publisher:
                 t_path, t_sha, t_size = write_transform(art_dir, artifact_stem(version, "transform"), transform)
                 written.append(t_path)
                 t_ref = TransformArtifact(
-                    path=artifact_ref_path(t_path), sha256=t_sha, size_bytes=t_size,
-                    kind=transform.kind, in_dim=transform.in_dim, out_dim=transform.out_dim,
+                    path=artifact_ref_path(t_path),
+                    sha256=t_sha,
+                    size_bytes=t_size,
+                    kind=transform.kind,
+                    in_dim=transform.in_dim,
+                    out_dim=transform.out_dim,
                 )
-            e_ref = EmbeddingsArtifact(path=artifact_ref_path(emb_path), sha256=emb_sha, size_bytes=emb_size, rows=len(ids))
+            e_ref = EmbeddingsArtifact(
+                path=artifact_ref_path(emb_path), sha256=emb_sha, size_bytes=emb_size, rows=len(ids)
+            )
             record = VersionRecord.model_validate({**draft.model_dump(), "embeddings": e_ref, "transform": t_ref})
             manifest = FamilyManifest(
                 family=family, entity=entity, versions=[*(current.versions if current else []), record]
@@ -232,7 +237,9 @@ def _transform_for(
 ) -> BackwardTransform | None:
     if current is None:
         if transform is not None:
-            raise InvalidInputError(f"family {family!r}: version 0 has no older version, so it takes no backward transform")
+            raise InvalidInputError(
+                f"family {family!r}: version 0 has no older version, so it takes no backward transform"
+            )
         return None
     if transform is None:
         raise InvalidInputError(

@@ -9,6 +9,10 @@ manifest is restored or the family is dropped on purpose (``feast-bc drop-family
 catalog; the writers (:mod:`~feast_bc.catalog.publishing`, :mod:`~feast_bc.catalog.maintenance`)
 work through it, and ``Catalog`` adds their entry points on top. It is one class, so one module
 (~330 lines): the reads, the deep check built on them and the composition that trusts the check.
+
+Why one module of ~340 lines: reading, verifying and composing share the manifest checks and the
+composed-chain cache, and every writer builds on exactly this reader; splitting it would split one
+invariant (what is read has been verified) across files.
 """
 
 from __future__ import annotations
@@ -260,7 +264,9 @@ class CatalogReader:
             self.artifact_path(family, rec.transform), rec.transform, origin=f"family {family!r}, B_{version}"
         )
 
-    def composed(self, family: str, source: int, target: int, manifest: FamilyManifest | None = None) -> BackwardTransform:
+    def composed(
+        self, family: str, source: int, target: int, manifest: FamilyManifest | None = None
+    ) -> BackwardTransform:
         """B_{target+1} o ... o B_source as one transform (one matrix for linear chains), cached by content."""
         manifest = manifest or self.manifest(family)
         chain = manifest.chain(source, target)
@@ -284,7 +290,9 @@ class CatalogReader:
             return np.asarray(vectors, dtype=np.float32)
         return self.composed(family, source, target, manifest).transform(vectors)
 
-    def latest_embeddings(self, family: str, ids=None, manifest: FamilyManifest | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def latest_embeddings(
+        self, family: str, ids=None, manifest: FamilyManifest | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Verified (ids, vectors) of the latest version; with ``ids``, those rows in that order."""
         manifest = self.verify(family, manifest)
         latest = manifest.latest
@@ -300,7 +308,10 @@ class CatalogReader:
 def _described_refs(manifest: FamilyManifest):
     """(artifact reference, what it is in words) for every artifact of the manifest."""
     for rec in manifest.versions:
-        for ref, what in ((rec.transform, f"B_{rec.version}"), (rec.embeddings, f"embeddings of version {rec.version}")):
+        for ref, what in (
+            (rec.transform, f"B_{rec.version}"),
+            (rec.embeddings, f"embeddings of version {rec.version}"),
+        ):
             if ref is not None:
                 yield ref, what
 

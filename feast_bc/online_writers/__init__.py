@@ -29,8 +29,17 @@ __all__ = ["OnlineWriter", "ProtoWriter", "RedisBulkWriter", "SqliteBulkWriter",
 logger = logging.getLogger(__name__)
 
 
-def writer_for(repo_config, online_store, feature_view, join_key: str, id_dtype: str, dim: int,
-               *, gate: Gate | None = None, refuse_newer: bool = False) -> OnlineWriter:
+def writer_for(
+    repo_config,
+    online_store,
+    feature_view,
+    join_key: str,
+    id_dtype: str,
+    dim: int,
+    *,
+    gate: Gate | None = None,
+    refuse_newer: bool = False,
+) -> OnlineWriter:
     """The fastest writer the online store allows; ``gate`` must pass before anything is written.
 
     ``refuse_newer``: the Redis writer raises :class:`~feast_bc.errors.CatalogRollbackError` instead

@@ -16,8 +16,17 @@ from feast_bc.online_writers.base import Batch, Gate, InlineWriter
 class ProtoWriter(InlineWriter):
     """Any online store: Feast protobuf rows through the store's own ``online_write_batch``."""
 
-    def __init__(self, repo_config, online_store, feature_view, join_key: str, id_dtype: str, dim: int,
-                 *, gate: Gate | None = None):
+    def __init__(
+        self,
+        repo_config,
+        online_store,
+        feature_view,
+        join_key: str,
+        id_dtype: str,
+        dim: int,
+        *,
+        gate: Gate | None = None,
+    ):
         super().__init__(gate)
         self.repo_config = repo_config
         self.online_store = online_store

@@ -50,8 +50,17 @@ class RedisBulkWriter(ThreadedWriter):
     thread_name = "feast-bc-redis-writer"
 
     def __init__(
-        self, repo_config, online_store, feature_view, join_key: str, id_dtype: str, dim: int,
-        *, chunk_rows: int = REDIS_CHUNK_ROWS, queue_batches: int = 1, gate: Gate | None = None,
+        self,
+        repo_config,
+        online_store,
+        feature_view,
+        join_key: str,
+        id_dtype: str,
+        dim: int,
+        *,
+        chunk_rows: int = REDIS_CHUNK_ROWS,
+        queue_batches: int = 1,
+        gate: Gate | None = None,
         refuse_newer: bool = False,
     ):
         cfg = repo_config.online_store
@@ -79,8 +88,14 @@ class RedisBulkWriter(ThreadedWriter):
     def redis_keys(self, ids: np.ndarray) -> list[bytes]:
         return self.keys.many(ids, suffix=self.project)
 
-    def _keyed_commands(self, ids: np.ndarray, before_key: bytes, after_key: bytes, row_data: np.ndarray | None = None,
-                        after_data: bytes = b"") -> bytes:
+    def _keyed_commands(
+        self,
+        ids: np.ndarray,
+        before_key: bytes,
+        after_key: bytes,
+        row_data: np.ndarray | None = None,
+        after_data: bytes = b"",
+    ) -> bytes:
         """``before_key + $len key + after_key [+ row_data + after_data]`` for every id, as one bytes.
 
         With int64 ids every record has the same length, so the whole batch is one (n, width)

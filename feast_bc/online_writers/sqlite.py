@@ -21,8 +21,17 @@ class SqliteBulkWriter(InlineWriter):
     OpenAI-compatible ``value_num`` column use the protobuf path instead.
     """
 
-    def __init__(self, repo_config, online_store, feature_view, join_key: str, id_dtype: str, dim: int,
-                 *, gate: Gate | None = None):
+    def __init__(
+        self,
+        repo_config,
+        online_store,
+        feature_view,
+        join_key: str,
+        id_dtype: str,
+        dim: int,
+        *,
+        gate: Gate | None = None,
+    ):
         cfg = repo_config.online_store
         if getattr(cfg, "vector_enabled", False) or getattr(cfg, "enable_openai_compatible_store", False):
             raise FeastBCError("the SQLite bulk writer does not fill vector or value_num columns")

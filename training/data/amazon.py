@@ -66,7 +66,9 @@ def load_amazon_2018(reviews: str | Path, meta: str | Path, *, name: str | None 
     categories = [[c for c in _string_list(cats) if "</span>" not in c] for _, cats in item_meta]
     return dataset.with_item_attributes(
         {
-            "brand": AttributeGroup.from_tokens("brand", brands, min_count=MIN_ATTRIBUTE_COUNT, max_size=MAX_VOCABULARY),
+            "brand": AttributeGroup.from_tokens(
+                "brand", brands, min_count=MIN_ATTRIBUTE_COUNT, max_size=MAX_VOCABULARY
+            ),
             "category": AttributeGroup.from_tokens(
                 "category", categories, min_count=MIN_ATTRIBUTE_COUNT, max_size=MAX_VOCABULARY
             ),

@@ -85,11 +85,7 @@ DataConfig = Annotated[SyntheticData | MovieLensData | AmazonData | TableData, F
 
 def absolute(config: DataConfig) -> DataConfig:
     """The same config with file paths made absolute (the state must not depend on the cwd)."""
-    updates = {
-        name: Path(value).absolute()
-        for name, value in config.model_dump().items()
-        if isinstance(value, Path)
-    }
+    updates = {name: Path(value).absolute() for name, value in config.model_dump().items() if isinstance(value, Path)}
     return config.model_copy(update=updates)
 
 

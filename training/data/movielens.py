@@ -17,9 +17,26 @@ from training.data.dataset import AttributeGroup, InteractionDataset, build_data
 from training.errors import DatasetError
 
 GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 _ITEM_FIXED_COLUMNS = ("item", "title", "release_date", "video_release_date", "url")
 
 
@@ -80,7 +97,9 @@ def _item_attributes(path: Path, item_ids: np.ndarray) -> dict[str, AttributeGro
         for item, row in zip(table["item"], flags.to_numpy(), strict=True)
     }
     dates = pd.to_datetime(table["release_date"], format="%d-%b-%Y", errors="coerce")
-    year_of = {int(item): ([str(d.year)] if not pd.isna(d) else []) for item, d in zip(table["item"], dates, strict=True)}
+    year_of = {
+        int(item): ([str(d.year)] if not pd.isna(d) else []) for item, d in zip(table["item"], dates, strict=True)
+    }
     missing = [int(i) for i in item_ids if int(i) not in genres_of]
     if missing:
         raise DatasetError(f"{path}: {len(missing)} rated items have no line (e.g. item {missing[0]})")
@@ -103,5 +122,7 @@ def _user_attributes(path: Path, user_ids: np.ndarray) -> dict[str, AttributeGro
     return {
         "age": AttributeGroup.from_tokens("age", age_band),
         "gender": AttributeGroup.from_tokens("gender", [[str(g)] for g in table["gender"].to_numpy()[order]]),
-        "occupation": AttributeGroup.from_tokens("occupation", [[str(o)] for o in table["occupation"].to_numpy()[order]]),
+        "occupation": AttributeGroup.from_tokens(
+            "occupation", [[str(o)] for o in table["occupation"].to_numpy()[order]]
+        ),
     }

@@ -75,7 +75,9 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig | None:
     kind, data_path = args.data, args.data_path
     if kind is not None and kind not in DATA_KINDS:
         if not Path(kind).is_dir():
-            raise ConfigError(f"--data {kind!r} is neither a data kind ({', '.join(DATA_KINDS)}) nor a MovieLens 100K directory")
+            raise ConfigError(
+                f"--data {kind!r} is neither a data kind ({', '.join(DATA_KINDS)}) nor a MovieLens 100K directory"
+            )
         kind, data_path = "movielens-100k", kind
     try:
         if args.data_config:
@@ -86,7 +88,9 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig | None:
             return MovieLensData(path=data_path) if data_path else MovieLensData()
         if kind == "amazon-2018":
             if not (data_path and args.meta_path):
-                raise ConfigError("--data amazon-2018 needs --data-path REVIEWS.json[.gz] and --meta-path META.json[.gz]")
+                raise ConfigError(
+                    "--data amazon-2018 needs --data-path REVIEWS.json[.gz] and --meta-path META.json[.gz]"
+                )
             return AmazonData(reviews=data_path, meta=args.meta_path)
         if not (data_path and args.columns):
             raise ConfigError("--data table needs --data-path FILE and --columns user=..,item=..,timestamp=..")

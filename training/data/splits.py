@@ -123,7 +123,4 @@ def split_version(dataset: InteractionDataset, time_train: float, time_next: flo
 
 def version_splits(dataset: InteractionDataset, time_slices=PAPER_TIME_SLICES) -> list[VersionSplit]:
     """One split per consecutive pair of slice points (5 for the paper's slices)."""
-    return [
-        split_version(dataset, t, t_next, version=k)
-        for k, (t, t_next) in enumerate(pairwise(time_slices))
-    ]
+    return [split_version(dataset, t, t_next, version=k) for k, (t, t_next) in enumerate(pairwise(time_slices))]

@@ -86,7 +86,9 @@ def generate_synthetic(
         tags.append([f"tag-{t}" for t in rng.choice(num_tags, size=int(rng.integers(1, 4)), replace=False)])
     return dataset.with_item_attributes(
         {
-            "genre": AttributeGroup.from_tokens("genre", genres, vocabulary=[f"genre-{c}" for c in range(num_clusters)]),
+            "genre": AttributeGroup.from_tokens(
+                "genre", genres, vocabulary=[f"genre-{c}" for c in range(num_clusters)]
+            ),
             "tag": AttributeGroup.from_tokens("tag", tags, vocabulary=[f"tag-{t}" for t in range(num_tags)]),
         }
     )

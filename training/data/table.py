@@ -54,7 +54,9 @@ def load_table(
     path = Path(path)
     separate = item_attributes_path is not None
     if separate and not attributes:
-        raise ConfigError(f"an item attribute file ({item_attributes_path}) needs the attribute columns to take from it")
+        raise ConfigError(
+            f"an item attribute file ({item_attributes_path}) needs the attribute columns to take from it"
+        )
     if not separate and (item_attributes_item is not None or item_attributes_format is not None):
         raise ConfigError("item_attributes_item and item_attributes_format need item_attributes_path")
     frame = read_frame(path, file_format, id_columns=(user, item))

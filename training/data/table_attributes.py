@@ -64,7 +64,9 @@ def join_item_attributes(
 ) -> dict[str, AttributeGroup]:
     """One ``AttributeGroup`` per attribute column, rows in the order of ``item_ids`` (the dataset's items)."""
     if missing not in MISSING_ITEM_ATTRIBUTES:
-        raise DatasetError(f"missing_item_attributes must be one of {', '.join(MISSING_ITEM_ATTRIBUTES)}; got {missing!r}")
+        raise DatasetError(
+            f"missing_item_attributes must be one of {', '.join(MISSING_ITEM_ATTRIBUTES)}; got {missing!r}"
+        )
     frame = read_frame(path, file_format, id_columns=(key,))
     absent = [c for c in dict.fromkeys([key, *attributes]) if c not in frame.columns]
     if absent:
@@ -83,8 +85,12 @@ def join_item_attributes(
     if extra:
         logger.info(
             "%s: %d item id(s) of column %r never occur in %s and are ignored, e.g. %s",
-            path, len(extra), key, interactions, _examples(extra),
-        )  # fmt: skip
+            path,
+            len(extra),
+            key,
+            interactions,
+            _examples(extra),
+        )
     absent_items = [i for i in wanted if i not in listed]
     if absent_items:
         message = (
@@ -92,7 +98,9 @@ def join_item_attributes(
             f"in {path} (column {key!r}), e.g. {_examples(absent_items)}"
         )
         if missing == "error":
-            hint = f"; {path} has {len(extra)} id(s) that match no interaction, e.g. {_examples(extra)}" if extra else ""
+            hint = (
+                f"; {path} has {len(extra)} id(s) that match no interaction, e.g. {_examples(extra)}" if extra else ""
+            )
             raise DatasetError(
                 f"{message}{hint}; add rows for them, or give them no attributes with "
                 "--missing-item-attributes empty (missing_item_attributes='empty')"

@@ -113,8 +113,10 @@ class DemoVersion(BaseModel):
         ours, nobc = self.strategies[RECOMMENDED], self.strategies["nobc"]
         if ours.consumer_auc is None or self.reference_consumer_auc is None:
             return None
-        return (ours.consumer_auc >= self.reference_consumer_auc - MAX_AUC_GAP
-                and ours.recall_at_50 >= MIN_RECALL_RATIO * nobc.recall_at_50)  # fmt: skip
+        return (
+            ours.consumer_auc >= self.reference_consumer_auc - MAX_AUC_GAP
+            and ours.recall_at_50 >= MIN_RECALL_RATIO * nobc.recall_at_50
+        )
 
 
 class DemoReport(BaseModel):
@@ -148,10 +150,14 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         project = REPO_NAMES[name].replace("feature_repo", "feast_bc_demo")
         init_repo(repo, project=project, online_store=settings.online_store, redis_url=settings.redis_url)
         repos[name] = str(repo)
-        chains[name] = VersionChain(make_strategy(name), dataset, config, seed=settings.seed, device=settings.device, cache=cache)
+        chains[name] = VersionChain(
+            make_strategy(name), dataset, config, seed=settings.seed, device=settings.device, cache=cache
+        )
         sources[name] = FeastVer0Source(repo, project)
 
-    reference = VersionChain(make_strategy(REFERENCE), dataset, config, seed=settings.seed, device=settings.device, cache=cache)
+    reference = VersionChain(
+        make_strategy(REFERENCE), dataset, config, seed=settings.seed, device=settings.device, cache=cache
+    )
     consumer = None
     rows: list[DemoVersion] = []
     bar = tqdm(range(num_versions), desc="versions", unit="version", disable=not settings.progress)
@@ -160,7 +166,9 @@ def run_demo(settings: DemoSettings) -> DemoReport:
         ref = reference.train_next(progress=False)  # version 0 comes from the shared cache
         evaluated = k >= PROTOCOLS[CONSUMER_TASK].first_eval_version
         test = labels.at(CONSUMER_TASK, k) if evaluated else None
-        row = DemoVersion(version=k, strategies={}, reference_recall_at_50=ref.record.recall, reference_consumer_auc=None)
+        row = DemoVersion(
+            version=k, strategies={}, reference_recall_at_50=ref.record.recall, reference_consumer_auc=None
+        )
         for name in STRATEGIES:
             bar.set_postfix(step=f"train {name}")
             out = chains[name].train_next(progress=False)
@@ -171,9 +179,13 @@ def run_demo(settings: DemoSettings) -> DemoReport:
             auc = None
             if evaluated:
                 auc = roc_auc(test.labels, predict(consumer.model, test.features(users_v0, items_v0)))
-            row.strategies[name] = StrategyVersion(**out.record.model_dump(), strategy=name, consumer_auc=auc, feast=check)
+            row.strategies[name] = StrategyVersion(
+                **out.record.model_dump(), strategy=name, consumer_auc=auc, feast=check
+            )
         if evaluated:
-            row.reference_consumer_auc = roc_auc(test.labels, predict(consumer.model, test.features(ref.user_ver0, ref.item_ver0)))
+            row.reference_consumer_auc = roc_auc(
+                test.labels, predict(consumer.model, test.features(ref.user_ver0, ref.item_ver0))
+            )
         rows.append(row)
         tqdm.write(render_version(row))
     report = DemoReport(
@@ -246,9 +258,11 @@ def render_version(row: DemoVersion) -> str:
     lines = [
         f"version {row.version}  (dim {columns[0].dim}; v0 values read through Feast, max |Feast - offline| {worst:.1e}{verdict})",
         f"  {'':28}" + "".join(f"{DISPLAY[n]:>13}" for n in STRATEGIES) + f"{'Fix-M0 ref':>13}",
-        f"  {'intended Recall@50':28}" + "".join(f"{fmt(s.recall_at_50):>13}" for s in columns)
+        f"  {'intended Recall@50':28}"
+        + "".join(f"{fmt(s.recall_at_50):>13}" for s in columns)
         + f"{fmt(row.reference_recall_at_50):>13}",
-        f"  {'consumer AUC (v0 pin)':28}" + "".join(f"{fmt(s.consumer_auc):>13}" for s in columns)
+        f"  {'consumer AUC (v0 pin)':28}"
+        + "".join(f"{fmt(s.consumer_auc):>13}" for s in columns)
         + f"{fmt(row.reference_consumer_auc):>13}",
         f"  {'alignment error of v0 pin':28}" + "".join(f"{fmt(s.align_error_v0):>13}" for s in columns) + f"{'0':>13}",
     ]
@@ -309,7 +323,6 @@ def cmd_demo(args) -> int:
 
     resolve_device(args.device)
     if args.online_store == "redis" and not args.redis_url:
-
         raise ConfigError("--online-store redis needs --redis-url redis://host:port/db")
     data = data_config_from_args(args) or SyntheticData()
     settings = DemoSettings(
@@ -330,10 +343,16 @@ def cmd_demo(args) -> int:
         f"plot {settings.workdir / 'report.png'}"
     )
     if report.bar_met is not None:
-        print(f"{DISPLAY[RECOMMENDED]} {'met' if report.bar_met else 'MISSED'} its bar at every version >= 1 "
-              f"(consumer AUC within {MAX_AUC_GAP} of never updating, Recall@50 >= {MIN_RECALL_RATIO:.0%} of No-BC's)")  # fmt: skip
+        print(
+            f"{DISPLAY[RECOMMENDED]} {'met' if report.bar_met else 'MISSED'} its bar at every version >= 1 "
+            f"(consumer AUC within {MAX_AUC_GAP} of never updating, Recall@50 >= {MIN_RECALL_RATIO:.0%} of No-BC's)"
+        )
     print(
         "the consumer was trained once on version 0 and never retrained; "
-        + ("every Feast-served value matched the offline B-chain" if report.all_feast_checks_passed else "FEAST CHECK FAILED")
+        + (
+            "every Feast-served value matched the offline B-chain"
+            if report.all_feast_checks_passed
+            else "FEAST CHECK FAILED"
+        )
     )
     return 0 if report.all_feast_checks_passed else 1

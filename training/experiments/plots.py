@@ -76,8 +76,13 @@ def write_plots(results: ReproduceResults, out_dir: str | Path) -> dict[str, Pat
         rows = [r for r in results.per_task if r.strategy == method and r.version is not None]
         for task in dict.fromkeys(r.task for r in rows):
             points = sorted((r.version, r.delta_pct) for r in rows if r.task == task)
-            ax.plot(*zip(*points, strict=True), marker="x", linestyle=style, color=colours[task],
-                    label=f"{task} ({'ours' if method == 'bc-aligner-plus' else 'BC-Aligner'})")  # fmt: skip
+            ax.plot(
+                *zip(*points, strict=True),
+                marker="x",
+                linestyle=style,
+                color=colours[task],
+                label=f"{task} ({'ours' if method == 'bc-aligner-plus' else 'BC-Aligner'})",
+            )
     ax.axhline(0.0, color="gray", linestyle="--", linewidth=1)
     _finish(ax, _TITLES["unintended_by_task"], "Δ ROC-AUC vs Fix-M0 (%)")
     written["unintended_by_task"] = _save(fig, out / PLOT_FILES["unintended_by_task"])

@@ -16,6 +16,9 @@ The aggregation, exactly as the notebook:
 
 Per version (the notebook's plots): intended (R − R_NoBC) × 100 and unintended (AUC − AUC_FixM0) × 100
 in absolute points, the unintended mean at version 1 covering only the edge and item tasks.
+
+Why one module of ~350 lines: the results schema and the paper's aggregation over it (per method,
+task and version) change together; the Markdown rendering already lives in report_markdown.py.
 """
 
 from __future__ import annotations
@@ -179,7 +182,6 @@ class Targets(_Model):
 class ReproduceResults(_Model):
     """Everything ``results.json`` holds: the raw per-version results and their aggregation."""
 
-
     meta: RunMeta
     strategies: dict[str, StrategyResult]
     consumers: dict[str, ConsumerSelection]
@@ -225,10 +227,15 @@ def summarize(strategies: dict[str, StrategyResult]) -> list[SummaryRow]:
         di, du = _relative(r, ref_r), _relative(u, ref_u)
         rows.append(
             SummaryRow(
-                strategy=name, intended_recall=r, intended_delta_pct=di, unintended_auc=u, unintended_delta_pct=du,
-                total_delta_pct=di + du, alignment_error=nan_mean(v.fix_m0_alignment_error for v in result.versions),
+                strategy=name,
+                intended_recall=r,
+                intended_delta_pct=di,
+                unintended_auc=u,
+                unintended_delta_pct=du,
+                total_delta_pct=di + du,
+                alignment_error=nan_mean(v.fix_m0_alignment_error for v in result.versions),
             )
-        )  # fmt: skip
+        )
     return rows
 
 
@@ -247,13 +254,15 @@ def per_version(strategies: dict[str, StrategyResult]) -> list[VersionRow]:
             auc, ref = _version_auc(result, v.version), _version_auc(fix, v.version)
             rows.append(
                 VersionRow(
-                    strategy=name, version=v.version, recall=v.val_recall[PRIMARY_K],
+                    strategy=name,
+                    version=v.version,
+                    recall=v.val_recall[PRIMARY_K],
                     intended_delta_points=(v.val_recall[PRIMARY_K] - ref_recall[v.version]) * 100.0,
                     unintended_auc=auc,
                     unintended_delta_points=None if auc is None or ref is None else (auc - ref) * 100.0,
                     alignment_error=v.fix_m0_alignment_error,
                 )
-            )  # fmt: skip
+            )
     return rows
 
 
@@ -268,12 +277,28 @@ def per_task(strategies: dict[str, StrategyResult]) -> list[TaskRow]:
             matrix = np.array([versions[v] for v in sorted(versions)], dtype=np.float64)  # (versions, seeds)
             ref = task_auc(fix, task)
             seed_means = np.nanmean(matrix, axis=0)
-            rows.append(TaskRow(strategy=name, task=task, version=None, auc_mean=task_auc(result, task),
-                                auc_std=float(np.nanstd(seed_means)), delta_pct=_relative(task_auc(result, task), ref)))  # fmt: skip
+            rows.append(
+                TaskRow(
+                    strategy=name,
+                    task=task,
+                    version=None,
+                    auc_mean=task_auc(result, task),
+                    auc_std=float(np.nanstd(seed_means)),
+                    delta_pct=_relative(task_auc(result, task), ref),
+                )
+            )
             for v in sorted(versions):
                 mean, ref_v = nan_mean(versions[v]), nan_mean(fix.unintended[task][v])
-                rows.append(TaskRow(strategy=name, task=task, version=v, auc_mean=mean,
-                                    auc_std=float(np.nanstd(versions[v])), delta_pct=_relative(mean, ref_v)))  # fmt: skip
+                rows.append(
+                    TaskRow(
+                        strategy=name,
+                        task=task,
+                        version=v,
+                        auc_mean=mean,
+                        auc_std=float(np.nanstd(versions[v])),
+                        delta_pct=_relative(mean, ref_v),
+                    )
+                )
     return rows
 
 
@@ -281,12 +306,17 @@ def targets(summary: list[SummaryRow], tasks: list[TaskRow]) -> Targets:
     by = {r.strategy: r for r in summary}
     bc, nobc, ours = by.get("bc-aligner"), by.get("nobc"), by.get(RECOMMENDED)
     best = max(summary, key=lambda r: r.total_delta_pct).strategy if summary else None
-    worst = min((t for t in tasks if t.strategy == RECOMMENDED and t.version is None), key=lambda t: t.delta_pct,
-                default=None)  # fmt: skip
+    worst = min(
+        (t for t in tasks if t.strategy == RECOMMENDED and t.version is None), key=lambda t: t.delta_pct, default=None
+    )
     within = None
     if ours is not None:
-        within = (ours.intended_delta_pct >= TARGET_INTENDED_PCT and ours.unintended_delta_pct >= TARGET_UNINTENDED_PCT
-                  and (worst is None or worst.delta_pct >= TARGET_TASK_PCT) and best == RECOMMENDED)  # fmt: skip
+        within = (
+            ours.intended_delta_pct >= TARGET_INTENDED_PCT
+            and ours.unintended_delta_pct >= TARGET_UNINTENDED_PCT
+            and (worst is None or worst.delta_pct >= TARGET_TASK_PCT)
+            and best == RECOMMENDED
+        )
     return Targets(
         bc_aligner_intended_delta_pct=bc.intended_delta_pct if bc else None,
         bc_aligner_unintended_delta_pct=bc.unintended_delta_pct if bc else None,

@@ -36,12 +36,25 @@ def summary_table(results: ReproduceResults, *, with_paper: bool = True) -> str:
         header += ["Paper MI: intended", "unintended", "total", "align err"]
     rows = []
     for r in results.summary:
-        row = [name_of(r.strategy), _f(r.intended_delta_pct), _f(r.unintended_delta_pct), _f(r.total_delta_pct),
-               _f(r.alignment_error, 3, signed=False)]  # fmt: skip
+        row = [
+            name_of(r.strategy),
+            _f(r.intended_delta_pct),
+            _f(r.unintended_delta_pct),
+            _f(r.total_delta_pct),
+            _f(r.alignment_error, 3, signed=False),
+        ]
         if with_paper:
             p = results.paper_musical_instruments.get(r.strategy)
-            row += ["–"] * 4 if p is None else [_f(p.intended_delta_pct), _f(p.unintended_delta_pct),
-                                                 _f(p.total_delta_pct), _f(p.alignment_error, 3, signed=False)]  # fmt: skip
+            row += (
+                ["–"] * 4
+                if p is None
+                else [
+                    _f(p.intended_delta_pct),
+                    _f(p.unintended_delta_pct),
+                    _f(p.total_delta_pct),
+                    _f(p.alignment_error, 3, signed=False),
+                ]
+            )
         if r.strategy == RECOMMENDED:
             row = [f"**{c}**" for c in row]
         rows.append(row)
@@ -49,7 +62,9 @@ def summary_table(results: ReproduceResults, *, with_paper: bool = True) -> str:
 
 
 def absolute_table(results: ReproduceResults) -> str:
-    rows = [[name_of(r.strategy), _f(r.intended_recall, 4, False), _f(r.unintended_auc, 4, False)] for r in results.summary]
+    rows = [
+        [name_of(r.strategy), _f(r.intended_recall, 4, False), _f(r.unintended_auc, 4, False)] for r in results.summary
+    ]
     return _table(["Method", f"mean Recall@{PRIMARY_K} (versions 0–4)", "mean ROC-AUC (5 tasks)"], rows)
 
 
@@ -78,23 +93,33 @@ def per_version_tables(results: ReproduceResults) -> str:
 
 def per_task_tables(results: ReproduceResults) -> str:
     overall = {(r.strategy, r.task): r for r in results.per_task if r.version is None}
-    rows = [[name_of(s)] + [_f(overall[(s, t)].delta_pct) if (s, t) in overall else "–" for t in TASK_NAMES]
-            for s in results.strategies]  # fmt: skip
+    rows = [
+        [name_of(s)] + [_f(overall[(s, t)].delta_pct) if (s, t) in overall else "–" for t in TASK_NAMES]
+        for s in results.strategies
+    ]
     text = "**Unintended tasks, Δ% vs Fix-M0 per task** (mean over seeds and evaluated versions)\n\n"
     text += _table(["Method", *TASK_NAMES], rows)
-    auc_rows = [[name_of(s)] + [_f(overall[(s, t)].auc_mean, 4, False) + f" ± {overall[(s, t)].auc_std:.4f}"
-                                if (s, t) in overall else "–" for t in TASK_NAMES]
-                for s in results.strategies]  # fmt: skip
+    auc_rows = [
+        [name_of(s)]
+        + [
+            _f(overall[(s, t)].auc_mean, 4, False) + f" ± {overall[(s, t)].auc_std:.4f}" if (s, t) in overall else "–"
+            for t in TASK_NAMES
+        ]
+        for s in results.strategies
+    ]
     text += "\n\n**Unintended tasks, ROC-AUC per task** (mean ± std over consumer seeds)\n\n"
     text += _table(["Method", *TASK_NAMES], auc_rows)
     for method in ("bc-aligner", RECOMMENDED):
         if method not in results.strategies:
             continue
-        cells = {(r.task, r.version): r.delta_pct for r in results.per_task if r.strategy == method and r.version is not None}
+        cells = {
+            (r.task, r.version): r.delta_pct for r in results.per_task if r.strategy == method and r.version is not None
+        }
         versions = sorted({v for _, v in cells})
         rows = [[t] + [_f(cells.get((t, v))) for v in versions] for t in TASK_NAMES]
-        text += (f"\n\n**{name_of(method)} per task and version, Δ% vs Fix-M0**\n\n"
-                 + _table(["task"] + [f"v{v}" for v in versions], rows))  # fmt: skip
+        text += f"\n\n**{name_of(method)} per task and version, Δ% vs Fix-M0**\n\n" + _table(
+            ["task"] + [f"v{v}" for v in versions], rows
+        )
     return text
 
 
@@ -107,26 +132,60 @@ def consumer_table(results: ReproduceResults) -> str:
         best = [f.best_epoch for f in s.seeds]
         epochs = [f.epochs_run for f in s.seeds]
         grid_epochs = [f.epochs_run for f in s.grid]
-        rows.append([task, s.level, f"{s.train_rows} ({s.train_positive_rate:.0%})",
-                     f"v{s.early_stop_version}: {s.val_rows} ({s.val_positive_rate:.0%})",
-                     f"{s.hidden_dim} / {s.dropout:g}", f"{nan_mean(val):.4f}", f"{min(best)}–{max(best)}",
-                     f"{min(epochs)}–{max(epochs)}", f"{min(grid_epochs)}–{max(grid_epochs)}",
-                     ", ".join(f"v{v}" for v in s.eval_versions), f"{s.seconds:.0f}"])  # fmt: skip
-    return _table(["task", "level", "train rows (pos.)", "early-stop rows (pos.)", "hidden / dropout",
-                   "val AUC (seed mean)", "best epoch (seeds)", "epochs run (seeds)", "epochs run (grid)",
-                   "evaluated", "seconds"], rows)  # fmt: skip
+        rows.append(
+            [
+                task,
+                s.level,
+                f"{s.train_rows} ({s.train_positive_rate:.0%})",
+                f"v{s.early_stop_version}: {s.val_rows} ({s.val_positive_rate:.0%})",
+                f"{s.hidden_dim} / {s.dropout:g}",
+                f"{nan_mean(val):.4f}",
+                f"{min(best)}–{max(best)}",
+                f"{min(epochs)}–{max(epochs)}",
+                f"{min(grid_epochs)}–{max(grid_epochs)}",
+                ", ".join(f"v{v}" for v in s.eval_versions),
+                f"{s.seconds:.0f}",
+            ]
+        )
+    return _table(
+        [
+            "task",
+            "level",
+            "train rows (pos.)",
+            "early-stop rows (pos.)",
+            "hidden / dropout",
+            "val AUC (seed mean)",
+            "best epoch (seeds)",
+            "epochs run (seeds)",
+            "epochs run (grid)",
+            "evaluated",
+            "seconds",
+        ],
+        rows,
+    )
 
 
 def feast_table(results: ReproduceResults) -> str:
     rows = []
     for s in results.strategies.values():
         for c in s.feast_checks:
-            rows.append([name_of(c.strategy), f"v{c.version}", str(c.users), str(c.items), f"{c.max_abs_diff_user:.2e}",
-                         f"{c.max_abs_diff_item:.2e}", "yes" if c.passed else "**NO**",
-                         f"{c.publish_seconds + c.materialize_seconds + c.read_seconds:.1f}"])  # fmt: skip
+            rows.append(
+                [
+                    name_of(c.strategy),
+                    f"v{c.version}",
+                    str(c.users),
+                    str(c.items),
+                    f"{c.max_abs_diff_user:.2e}",
+                    f"{c.max_abs_diff_item:.2e}",
+                    "yes" if c.passed else "**NO**",
+                    f"{c.publish_seconds + c.materialize_seconds + c.read_seconds:.1f}",
+                ]
+            )
     if not rows:
         return "(no strategy was read through Feast)"
-    return _table(["Method", "version", "users", "items", "max |Δ| users", "max |Δ| items", "within 1e-5", "seconds"], rows)
+    return _table(
+        ["Method", "version", "users", "items", "max |Δ| users", "max |Δ| items", "within 1e-5", "seconds"], rows
+    )
 
 
 def targets_text(results: ReproduceResults) -> str:
@@ -147,7 +206,9 @@ def targets_text(results: ReproduceResults) -> str:
             f"{name_of(t.best_total) if t.best_total else '–'}: {verdict(bool(t.ours_within_targets))}",
         ]
     if t.nobc_unintended_delta_pct is not None:
-        lines.append(f"* No-BC unintended Δ vs Fix-M0: {_f(t.nobc_unintended_delta_pct)}% (expected: large; paper MI −26.45%)")
+        lines.append(
+            f"* No-BC unintended Δ vs Fix-M0: {_f(t.nobc_unintended_delta_pct)}% (expected: large; paper MI −26.45%)"
+        )
     return "\n".join(lines) or "(neither BC-Aligner nor ours was run)"
 
 

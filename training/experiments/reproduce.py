@@ -17,6 +17,10 @@ Profiles:
   3 seeds: the whole pipeline in about two minutes on 2 cores;
 * ``full``  -- MovieLens 100K, the ``fast`` training profile (the paper's dims and layers, 40
   epochs), the paper's 4 × 3 consumer grid and 10 seeds with early stopping: within an hour on 2 cores.
+
+Why one module of ~360 lines: the command, the per-strategy chain runs and the consumer evaluation
+are one pipeline read top to bottom; its configuration is in reproduce_config.py, the report in
+report.py / report_markdown.py.
 """
 
 from __future__ import annotations
@@ -107,13 +111,23 @@ class _ChainRun:
     seconds: float
 
 
-def _train_chain(name: str, spec: StrategySpec, config: ReproduceConfig, dataset, cache, device, feast_dir: Path,
-                 run_id: str, progress: bool) -> _ChainRun:  # fmt: skip
+def _train_chain(
+    name: str,
+    spec: StrategySpec,
+    config: ReproduceConfig,
+    dataset,
+    cache,
+    device,
+    feast_dir: Path,
+    run_id: str,
+    progress: bool,
+) -> _ChainRun:
     """Train every version of one method; the methods in ``feast_strategies`` are read through Feast."""
 
     started = time.perf_counter()
-    chain = VersionChain(strategy_from_spec(spec), dataset, config.training, seed=config.seed, device=device,
-                         cache=cache)  # fmt: skip
+    chain = VersionChain(
+        strategy_from_spec(spec), dataset, config.training, seed=config.seed, device=device, cache=cache
+    )
     source = None
     if name in config.feast_strategies:
         source = FeastVer0Source(feast_dir / name, f"repro_{run_id}_{name.replace('-', '_')}")
@@ -134,7 +148,6 @@ def _train_chain(name: str, spec: StrategySpec, config: ReproduceConfig, dataset
 
 
 def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: str):
-
 
     device = resolve_device(config.device)
     out = Path(out_dir)
@@ -163,33 +176,59 @@ def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: 
                 reference = run.offline
                 t = time.perf_counter()
                 consumers = {
-                    task: train_task_consumers(task, labels, reference, config.consumer, device=device, progress=progress)
+                    task: train_task_consumers(
+                        task, labels, reference, config.consumer, device=device, progress=progress
+                    )
                     for task in tqdm(TASK_NAMES, desc="consumers", disable=not progress, leave=False)
                 }
                 phases["consumers"] = time.perf_counter() - t
             t = time.perf_counter()
             unintended = {task: c.evaluate_chain(run.served) for task, c in consumers.items()}
             versions = [
-                VersionResult(**record.model_dump(), ver0_source=source,
-                              fix_m0_alignment_error=alignment_error(*run.offline[record.version], *reference[record.version])["all"])
+                VersionResult(
+                    **record.model_dump(),
+                    ver0_source=source,
+                    fix_m0_alignment_error=alignment_error(*run.offline[record.version], *reference[record.version])[
+                        "all"
+                    ],
+                )
                 for record, source in run.records
-            ]  # fmt: skip
+            ]
             evaluated = time.perf_counter() - t
             phases["evaluate"] = phases.get("evaluate", 0.0) + evaluated
-            strategies[name] = StrategyResult(name=name, lam=spec.lam, params=spec.model_dump(), versions=versions,
-                                              unintended=unintended,
-                                              feast_checks=run.checks, chain_seconds=round(run.seconds, 3),
-                                              eval_seconds=round(evaluated, 3))  # fmt: skip
+            strategies[name] = StrategyResult(
+                name=name,
+                lam=spec.lam,
+                params=spec.model_dump(),
+                versions=versions,
+                unintended=unintended,
+                feast_checks=run.checks,
+                chain_seconds=round(run.seconds, 3),
+                eval_seconds=round(evaluated, 3),
+            )
 
     t = time.perf_counter()
     machine = MachineInfo(
-        platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count() or 0,
-        torch=torch.__version__, torch_threads=torch.get_num_threads(), python=platform.python_version(),
-        loadavg_start=load_start, loadavg_end=os.getloadavg()[0],
-    )  # fmt: skip
-    meta = RunMeta(command=command, profile=config.profile, dataset=dataset.name, dataset_summary=dataset.summary(),
-                   config=config.model_dump(mode="json"), started_at=started_at, wall_seconds=0.0, phase_seconds={},
-                   machine=machine)  # fmt: skip
+        platform=platform.platform(),
+        processor=platform.processor(),
+        cpus=os.cpu_count() or 0,
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        python=platform.python_version(),
+        loadavg_start=load_start,
+        loadavg_end=os.getloadavg()[0],
+    )
+    meta = RunMeta(
+        command=command,
+        profile=config.profile,
+        dataset=dataset.name,
+        dataset_summary=dataset.summary(),
+        config=config.model_dump(mode="json"),
+        started_at=started_at,
+        wall_seconds=0.0,
+        phase_seconds={},
+        machine=machine,
+    )
     results = aggregate(meta, strategies, {task: c.selection for task, c in consumers.items()})
     plots = write_plots(results, out)
     phases["report"] = time.perf_counter() - t
@@ -229,12 +268,25 @@ def add_subcommand(sub) -> None:
     s.add_argument("--training-profile", choices=PROFILE_NAMES, help="training profile instead of the profile's")
     s.add_argument("--epochs", type=int, help="override the training epochs")
     s.add_argument("--seeds", type=int, help="consumer seeds per task (paper: 10)")
-    s.add_argument("--strategies", type=name_list,
-                   help="comma-separated strategies (default all eight; fix-m0 and nobc always run as references)")
-    s.add_argument("--variant", type=_variant, action="append", default=[], metavar="LABEL=SPEC",
-                   help="an extra method under its own label, e.g. plus-cold=bc-aligner-plus:warm_start=false (repeatable)")
-    s.add_argument("--feast", type=name_list, default=None,
-                   help="methods whose consumers read through Feast (default bc-aligner, bc-aligner-plus; 'none' for none)")
+    s.add_argument(
+        "--strategies",
+        type=name_list,
+        help="comma-separated strategies (default all eight; fix-m0 and nobc always run as references)",
+    )
+    s.add_argument(
+        "--variant",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="LABEL=SPEC",
+        help="an extra method under its own label, e.g. plus-cold=bc-aligner-plus:warm_start=false (repeatable)",
+    )
+    s.add_argument(
+        "--feast",
+        type=name_list,
+        default=None,
+        help="methods whose consumers read through Feast (default bc-aligner, bc-aligner-plus; 'none' for none)",
+    )
     s.add_argument("--hidden-dims", type=int_list, help="consumer grid: hidden sizes, e.g. 128,256,512,1024")
     s.add_argument("--dropouts", type=float_list, help="consumer grid: dropout rates, e.g. 0,0.25,0.5")
     s.add_argument("--consumer-max-epochs", type=int, help="user/item-task consumers: epoch cap")
@@ -254,32 +306,57 @@ def cmd_reproduce(args) -> int:
 
     resolve_device(args.device)
     name = "quick" if args.quick else args.profile
-    consumer = {k: v for k, v in dict(
-        num_seeds=args.seeds, hidden_dims=args.hidden_dims, dropouts=args.dropouts, max_epochs=args.consumer_max_epochs,
-        patience=args.consumer_patience, edge_max_epochs=args.edge_max_epochs, edge_patience=args.edge_patience,
-    ).items() if v is not None}  # fmt: skip
+    consumer = {
+        k: v
+        for k, v in dict(
+            num_seeds=args.seeds,
+            hidden_dims=args.hidden_dims,
+            dropouts=args.dropouts,
+            max_epochs=args.consumer_max_epochs,
+            patience=args.consumer_patience,
+            edge_max_epochs=args.edge_max_epochs,
+            edge_patience=args.edge_patience,
+        ).items()
+        if v is not None
+    }
     feast = args.feast
     if feast is not None and feast in (["none"], []):
         feast = []
     elif feast == ["all"]:
         feast = list(STRATEGY_NAMES) if args.strategies is None else args.strategies
     config = make_config(
-        name, data=data_config_from_args(args), training_profile=args.training_profile,
-        training_overrides={"epochs": args.epochs} if args.epochs else None, consumer_overrides=consumer,
-        strategies=args.strategies, feast_strategies=feast, variants=dict(args.variant), seed=args.seed, lam=args.lam, device=args.device,
+        name,
+        data=data_config_from_args(args),
+        training_profile=args.training_profile,
+        training_overrides={"epochs": args.epochs} if args.epochs else None,
+        consumer_overrides=consumer,
+        strategies=args.strategies,
+        feast_strategies=feast,
+        variants=dict(args.variant),
+        seed=args.seed,
+        lam=args.lam,
+        device=args.device,
         threads=args.threads,
-    )  # fmt: skip
-    command = "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] \
-        else "python -m training reproduce ..."  # fmt: skip
-    print(f"reproduce ({name}): {', '.join(config.methods())}; data {config.data.kind}; training dims "
-          f"{list(config.training.dims)}, {config.training.epochs} epochs; consumers: grid "
-          f"{len(config.consumer.grid)} x {config.consumer.num_seeds} seeds; Feast: {', '.join(config.feast_strategies) or 'none'}",
-          flush=True)  # fmt: skip
+    )
+    command = (
+        "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if sys.argv[1:2] == ["reproduce"]
+        else "python -m training reproduce ..."
+    )
+    print(
+        f"reproduce ({name}): {', '.join(config.methods())}; data {config.data.kind}; training dims "
+        f"{list(config.training.dims)}, {config.training.epochs} epochs; consumers: grid "
+        f"{len(config.consumer.grid)} x {config.consumer.num_seeds} seeds; Feast: {', '.join(config.feast_strategies) or 'none'}",
+        flush=True,
+    )
     results = run_reproduction(config, args.out, workdir=args.workdir, progress=not args.no_progress, command=command)
     print(summary_table(results, with_paper=False))
     print(f"wall time {results.meta.wall_seconds / 60:.1f} min; report in {Path(args.out) / 'report.md'}")
     if not results.feast_checks_passed:
-        print("training: error: Feast-served version-0 embeddings differ from the offline computation by more than "
-              "1e-5 (see the report's Feast table)", file=sys.stderr)  # fmt: skip
+        print(
+            "training: error: Feast-served version-0 embeddings differ from the offline computation by more than "
+            "1e-5 (see the report's Feast table)",
+            file=sys.stderr,
+        )
         return 1
     return 0

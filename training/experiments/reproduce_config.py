@@ -33,10 +33,25 @@ PROFILES: dict[str, ReproduceProfile] = {
     "quick": ReproduceProfile(
         description="synthetic data, small dims, 2x2 consumer grid, 3 seeds: the pipeline in ~2 minutes",
         training_profile="demo",
-        training_overrides=dict(batch_size=1024, epochs=30, eval_every=5, select_after_epoch=10, finetune_epochs=15,
-                                posthoc_epochs=40, posthoc_eval_every=5, posthoc_select_after_epoch=10),  # fmt: skip
-        consumer=ConsumerSettings(hidden_dims=(32, 128), dropouts=(0.0, 0.5), num_seeds=3, max_epochs=100, patience=15,
-                                  edge_max_epochs=20, edge_patience=4),  # fmt: skip
+        training_overrides=dict(
+            batch_size=1024,
+            epochs=30,
+            eval_every=5,
+            select_after_epoch=10,
+            finetune_epochs=15,
+            posthoc_epochs=40,
+            posthoc_eval_every=5,
+            posthoc_select_after_epoch=10,
+        ),
+        consumer=ConsumerSettings(
+            hidden_dims=(32, 128),
+            dropouts=(0.0, 0.5),
+            num_seeds=3,
+            max_epochs=100,
+            patience=15,
+            edge_max_epochs=20,
+            edge_patience=4,
+        ),
         data=SyntheticData(),
     ),
     "full": ReproduceProfile(
@@ -87,8 +102,11 @@ class ReproduceConfig(BaseModel):
         for name in self.strategies:
             out[name] = make_strategy(name, lam=self.lam if name in JOINT_STRATEGIES else None).spec()
         for label, spec in self.variants.items():
-            out[label] = spec if spec.lam is not None or spec.name not in JOINT_STRATEGIES else spec.model_copy(
-                update={"lam": self.lam})  # fmt: skip
+            out[label] = (
+                spec
+                if spec.lam is not None or spec.name not in JOINT_STRATEGIES
+                else spec.model_copy(update={"lam": self.lam})
+            )
         return out
 
 
@@ -119,8 +137,11 @@ def make_config(
     else:
         feast = [s if s in (variants or {}) else _canonical([s])[0] for s in feast_strategies]
     try:
-        overrides = {**base.training_overrides, **(training_overrides or {})} if training_profile is None else dict(
-            training_overrides or {})  # fmt: skip
+        overrides = (
+            {**base.training_overrides, **(training_overrides or {})}
+            if training_profile is None
+            else dict(training_overrides or {})
+        )
         return ReproduceConfig(
             profile=profile_name,
             data=data or base.data,
@@ -146,5 +167,3 @@ def _canonical(names: list[str]) -> list[str]:
             raise ConfigError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGY_NAMES)}")
         out.append(canonical)
     return out
-
-

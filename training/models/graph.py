@@ -55,5 +55,8 @@ def build_graph(dataset: InteractionDataset, split: VersionSplit, device: torch.
     for name, group in dataset.item_attributes.items():
         if len(group.vocabulary) > 0:  # an attribute without any kept token contributes nothing
             values, offsets = group.prefix(items)
-            bags[name] = (torch.from_numpy(values).to(device), torch.from_numpy(np.ascontiguousarray(offsets)).to(device))
+            bags[name] = (
+                torch.from_numpy(values).to(device),
+                torch.from_numpy(np.ascontiguousarray(offsets)).to(device),
+            )
     return Graph(num_users=users, num_items=items, mean_adjacency=adjacency, item_bags=bags)

@@ -57,12 +57,21 @@ def grow(old: nn.Module, new: nn.Module, graph: Graph) -> Growth | None:
     computes ``old`` in its first coordinates; ``None`` (``new`` untouched) when it cannot."""
     if isinstance(old, PinSAGE) and isinstance(new, PinSAGE):
         if new.dim < old.dim or new.num_layers < old.num_layers or old.num_layers < 1:
-            logger.info("no warm start: PinSAGE %dx%d cannot grow into %dx%d (dimension or depth shrinks)",
-                        old.dim, old.num_layers, new.dim, new.num_layers)  # fmt: skip
+            logger.info(
+                "no warm start: PinSAGE %dx%d cannot grow into %dx%d (dimension or depth shrinks)",
+                old.dim,
+                old.num_layers,
+                new.dim,
+                new.num_layers,
+            )
             return None
         _grow_pinsage(old, new, graph)
     elif isinstance(old, MatrixFactorization) and isinstance(new, MatrixFactorization):
-        if new.dim < old.dim or new.user_table.shape[0] < old.user_table.shape[0] or new.item_table.shape[0] < old.item_table.shape[0]:
+        if (
+            new.dim < old.dim
+            or new.user_table.shape[0] < old.user_table.shape[0]
+            or new.item_table.shape[0] < old.item_table.shape[0]
+        ):
             logger.info("no warm start: matrix factorisation tables shrink")
             return None
         new.user_table[: len(old.user_table), : old.dim] = old.user_table
@@ -130,8 +139,15 @@ def _grow_pinsage(old: PinSAGE, new: PinSAGE, graph: Graph) -> None:
             else:
                 layer.neighbours.bias[:d] -= root_part + neighbour_part
             shift = None
-        x = F.batch_norm(layer(x, graph.mean_adjacency), norm.running_mean, norm.running_var, norm.weight, norm.bias,
-                         training=False, eps=norm.eps)  # fmt: skip
+        x = F.batch_norm(
+            layer(x, graph.mean_adjacency),
+            norm.running_mean,
+            norm.running_var,
+            norm.weight,
+            norm.bias,
+            training=False,
+            eps=norm.eps,
+        )
         if i < new.num_layers - 1:
             x = F.relu(x)
 

@@ -58,16 +58,44 @@ from training.strategies.paper import (
 from training.strategies.plus import BCAlignerPlus
 
 __all__ = [
-    "ALIASES", "BCAligner", "BCAlignerPlus", "DEFAULT_LAMBDA", "DEFAULT_STRATEGY", "FinetuneM0", "FixM0", "History",
-    "JointLinSLoss", "JointNoTrans", "NoBC", "PLUS_OPTIONS", "PosthocLinMLoss", "PosthocLinSLoss", "STRATEGY_NAMES",
-    "Strategy", "StrategyFit", "StrategyName", "StrategySpec", "VersionContext", "make_strategy", "parse_strategy_spec",
+    "ALIASES",
+    "BCAligner",
+    "BCAlignerPlus",
+    "DEFAULT_LAMBDA",
+    "DEFAULT_STRATEGY",
+    "FinetuneM0",
+    "FixM0",
+    "History",
+    "JointLinSLoss",
+    "JointNoTrans",
+    "NoBC",
+    "PLUS_OPTIONS",
+    "PosthocLinMLoss",
+    "PosthocLinSLoss",
+    "STRATEGY_NAMES",
+    "Strategy",
+    "StrategyFit",
+    "StrategyName",
+    "StrategySpec",
+    "VersionContext",
+    "make_strategy",
+    "parse_strategy_spec",
     "strategy_from_spec",
 ]
 
 _CLASSES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (FixM0, FinetuneM0, NoBC, PosthocLinSLoss, PosthocLinMLoss, JointNoTrans, JointLinSLoss, BCAligner,
-                BCAlignerPlus)  # fmt: skip
+    for cls in (
+        FixM0,
+        FinetuneM0,
+        NoBC,
+        PosthocLinSLoss,
+        PosthocLinMLoss,
+        JointNoTrans,
+        JointLinSLoss,
+        BCAligner,
+        BCAlignerPlus,
+    )
 }
 
 
@@ -117,5 +145,3 @@ def _number_or_text(value: str) -> float | str:
 
 def strategy_from_spec(spec: StrategySpec) -> Strategy:
     return make_strategy(spec.name, lam=spec.lam, **{k: getattr(spec, k) for k in PLUS_OPTIONS})
-
-

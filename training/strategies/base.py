@@ -136,16 +136,32 @@ class VersionContext:
             model.load_state_dict(state)
             model.eval()
             return StrategyFit(
-                model, spec, None, None, meta.val_recall, meta.selected_epoch, meta.epochs_run, meta.seconds,
+                model,
+                spec,
+                None,
+                None,
+                meta.val_recall,
+                meta.selected_epoch,
+                meta.epochs_run,
+                meta.seconds,
                 from_cache=True,
-            )  # fmt: skip
+            )
         fit = fit_model(
-            self.init_model(spec), self.task, self.config, self.rng("sample"),
-            epochs=self.config.epochs, progress=self.progress, desc=self.desc("train"),
-        )  # fmt: skip
+            self.init_model(spec),
+            self.task,
+            self.config,
+            self.rng("sample"),
+            epochs=self.config.epochs,
+            progress=self.progress,
+            desc=self.desc("train"),
+        )
         if cache is not None:
-            meta = CachedFit(val_recall=fit.val_recall, selected_epoch=fit.selected_epoch, epochs_run=fit.epochs_run,
-                             seconds=fit.seconds)  # fmt: skip
+            meta = CachedFit(
+                val_recall=fit.val_recall,
+                selected_epoch=fit.selected_epoch,
+                epochs_run=fit.epochs_run,
+                seconds=fit.seconds,
+            )
             cache.put(key, fit.model.state_dict(), meta)
         return StrategyFit.from_fit(fit, spec)
 
@@ -185,7 +201,9 @@ class StrategyFit:
     same_model_as_version: int | None = None
 
     @classmethod
-    def from_fit(cls, fit: FitResult, spec: ModelSpec, transform=None, kind: TransformKind | None = None) -> StrategyFit:
+    def from_fit(
+        cls, fit: FitResult, spec: ModelSpec, transform=None, kind: TransformKind | None = None
+    ) -> StrategyFit:
         return cls(fit.model, spec, transform, kind, fit.val_recall, fit.selected_epoch, fit.epochs_run, fit.seconds)
 
 
@@ -213,5 +231,3 @@ class Strategy(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
-
-

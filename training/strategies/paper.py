@@ -27,8 +27,9 @@ class FixM0(Strategy):
         model, spec = ctx.history.models[0], ctx.history.specs[0]
         recall = ctx.task.evaluator.evaluate(*embed(model, ctx.task.graph))
         identity = np.eye(spec.dim, dtype=np.float32)
-        return StrategyFit(model, spec, identity, "identity", recall, None, 0, time.perf_counter() - started,
-                           same_model_as_version=0)  # fmt: skip
+        return StrategyFit(
+            model, spec, identity, "identity", recall, None, 0, time.perf_counter() - started, same_model_as_version=0
+        )
 
 
 class FinetuneM0(Strategy):
@@ -41,9 +42,14 @@ class FinetuneM0(Strategy):
         model = build_model(spec).to(ctx.device)
         model.load_state_dict(previous.state_dict())
         fit = fit_model(
-            model, ctx.task, ctx.config, ctx.rng("sample"),
-            epochs=ctx.config.finetune_epochs, progress=ctx.progress, desc=ctx.desc("finetune"),
-        )  # fmt: skip
+            model,
+            ctx.task,
+            ctx.config,
+            ctx.rng("sample"),
+            epochs=ctx.config.finetune_epochs,
+            progress=ctx.progress,
+            desc=ctx.desc("finetune"),
+        )
         return StrategyFit.from_fit(fit, spec, np.eye(spec.dim, dtype=np.float32), "identity")
 
 
@@ -73,10 +79,16 @@ class _Posthoc(Strategy):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed_for("posthoc-init"))
             weight, _ = fit_posthoc_transform(
-                new, old, ctx.task, ctx.config, ctx.rng("posthoc-sample"),
-                older_transforms=ctx.history.transforms, multi_step=self.multi_step,
-                progress=ctx.progress, desc=ctx.desc("fit B"),
-            )  # fmt: skip
+                new,
+                old,
+                ctx.task,
+                ctx.config,
+                ctx.rng("posthoc-sample"),
+                older_transforms=ctx.history.transforms,
+                multi_step=self.multi_step,
+                progress=ctx.progress,
+                desc=ctx.desc("fit B"),
+            )
         fit.transform, fit.transform_kind = weight, "learned"
         fit.seconds += time.perf_counter() - started
         return fit
@@ -113,14 +125,25 @@ class _Joint(Strategy):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed_for("transform-init"))
             alignment = JointAlignment(
-                kind=self.kind, new_dim=spec.dim, target_user=target_user, target_item=target_item, lam=self.lam,
-                older_transforms=ctx.history.transforms if self.multi_step else (), multi_step=self.multi_step,
-            ).to(ctx.device)  # fmt: skip
+                kind=self.kind,
+                new_dim=spec.dim,
+                target_user=target_user,
+                target_item=target_item,
+                lam=self.lam,
+                older_transforms=ctx.history.transforms if self.multi_step else (),
+                multi_step=self.multi_step,
+            ).to(ctx.device)
         fit = fit_model(
-            model, ctx.task, ctx.config, ctx.rng("sample"), epochs=ctx.config.epochs,
-            select_after=ctx.config.select_after_epoch, alignment=alignment, progress=ctx.progress,
+            model,
+            ctx.task,
+            ctx.config,
+            ctx.rng("sample"),
+            epochs=ctx.config.epochs,
+            select_after=ctx.config.select_after_epoch,
+            alignment=alignment,
+            progress=ctx.progress,
             desc=ctx.desc(self.name),
-        )  # fmt: skip
+        )
         return StrategyFit.from_fit(fit, spec, alignment.matrix(), self.kind)
 
 

@@ -65,8 +65,13 @@ class BCAlignerPlus(_Joint):
         self.selection = selection
 
     def get_params(self) -> dict:
-        return {"lam": self.lam, "warm_start": self.warm_start, "align_nodes": self.align_nodes, "refit": self.refit,
-                "selection": self.selection}  # fmt: skip
+        return {
+            "lam": self.lam,
+            "warm_start": self.warm_start,
+            "align_nodes": self.align_nodes,
+            "refit": self.refit,
+            "selection": self.selection,
+        }
 
     def update(self, ctx: VersionContext) -> StrategyFit:
         spec = ctx.spec(ctx.version)
@@ -77,30 +82,55 @@ class BCAlignerPlus(_Joint):
         if self.warm_start:
             growth = grow(previous, model, ctx.task.graph)
             if growth is None:
-                logger.warning("%s: version %d starts from a fresh model (M_%d cannot grow into it)",
-                               self.name, ctx.version, ctx.version - 1)  # fmt: skip
+                logger.warning(
+                    "%s: version %d starts from a fresh model (M_%d cannot grow into it)",
+                    self.name,
+                    ctx.version,
+                    ctx.version - 1,
+                )
             else:
-                logger.info("%s: M_%d grown from M_%d (%d -> %d dims), max deviation %.2e",
-                            self.name, ctx.version, ctx.version - 1, growth.old_dim, growth.new_dim, growth.max_error)  # fmt: skip
+                logger.info(
+                    "%s: M_%d grown from M_%d (%d -> %d dims), max deviation %.2e",
+                    self.name,
+                    ctx.version,
+                    ctx.version - 1,
+                    growth.old_dim,
+                    growth.new_dim,
+                    growth.max_error,
+                )
                 initial = truncation_matrix(growth.old_dim, growth.new_dim)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed_for("transform-init"))
             alignment = JointAlignment(
-                kind="learned", new_dim=spec.dim, target_user=target_user, target_item=target_item, lam=self.lam,
-                older_transforms=ctx.history.transforms, multi_step=True, nodes=self.align_nodes, initial=initial,
-            ).to(ctx.device)  # fmt: skip
+                kind="learned",
+                new_dim=spec.dim,
+                target_user=target_user,
+                target_item=target_item,
+                lam=self.lam,
+                older_transforms=ctx.history.transforms,
+                multi_step=True,
+                nodes=self.align_nodes,
+                initial=initial,
+            ).to(ctx.device)
         fit = fit_model(
-            model, ctx.task, ctx.config, ctx.rng("sample"), epochs=ctx.config.epochs,
-            select_after=ctx.config.select_after_epoch, alignment=alignment,
+            model,
+            ctx.task,
+            ctx.config,
+            ctx.rng("sample"),
+            epochs=ctx.config.epochs,
+            select_after=ctx.config.select_after_epoch,
+            alignment=alignment,
             aligned_selection=self.selection == "aligned",
-            refit=self.refit, progress=ctx.progress, desc=ctx.desc(self.name),
-        )  # fmt: skip
+            refit=self.refit,
+            progress=ctx.progress,
+            desc=ctx.desc(self.name),
+        )
         weight = alignment.matrix()
         if self.refit:
             new = tuple(z.cpu().numpy() for z in embed(fit.model, ctx.task.graph))
             old = (target_user.cpu().numpy(), target_item.cpu().numpy())
             weight, before, after = refit_transform(weight, new, old, ctx.history.transforms)
-            logger.info("%s: version %d B_k refit, alignment objective %.5f -> %.5f", self.name, ctx.version, before, after)
+            logger.info(
+                "%s: version %d B_k refit, alignment objective %.5f -> %.5f", self.name, ctx.version, before, after
+            )
         return StrategyFit.from_fit(fit, spec, weight, "learned")
-
-

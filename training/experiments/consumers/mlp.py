@@ -168,5 +168,6 @@ def fit_consumer(
     else:
         best_auc, best_epoch = float("nan"), epoch
     model.eval()
-    return ConsumerFit(model, hidden_dim, dropout, seed, float(best_auc), best_epoch, epoch,
-                       time.perf_counter() - started, history)  # fmt: skip
+    return ConsumerFit(
+        model, hidden_dim, dropout, seed, float(best_auc), best_epoch, epoch, time.perf_counter() - started, history
+    )

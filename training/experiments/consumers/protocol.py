@@ -50,9 +50,16 @@ class FitSummary(BaseModel):
 
     @classmethod
     def of(cls, fit: ConsumerFit) -> FitSummary:
-        return cls(hidden_dim=fit.hidden_dim, dropout=fit.dropout, seed=fit.seed, val_auc=fit.val_auc,
-                   best_epoch=fit.best_epoch, epochs_run=fit.epochs_run, seconds=round(fit.seconds, 3),
-                   val_history=[round(a, 5) for a in fit.val_history])  # fmt: skip
+        return cls(
+            hidden_dim=fit.hidden_dim,
+            dropout=fit.dropout,
+            seed=fit.seed,
+            val_auc=fit.val_auc,
+            best_epoch=fit.best_epoch,
+            epochs_run=fit.epochs_run,
+            seconds=round(fit.seconds, 3),
+            val_history=[round(a, 5) for a in fit.val_history],
+        )
 
 
 class ConsumerSelection(BaseModel):
@@ -121,9 +128,18 @@ def train_task_consumers(
 
     def fit(hidden: int, dropout: float, seed: int, what: str) -> ConsumerFit:
         return fit_consumer(
-            x_train, y_train, x_val, val_rows.labels, hidden_dim=hidden, dropout=dropout, seed=seed,
-            settings=settings, level=protocol.level, progress=progress, desc=f"{task} {what}",
-        )  # fmt: skip
+            x_train,
+            y_train,
+            x_val,
+            val_rows.labels,
+            hidden_dim=hidden,
+            dropout=dropout,
+            seed=seed,
+            settings=settings,
+            level=protocol.level,
+            progress=progress,
+            desc=f"{task} {what}",
+        )
 
     grid: list[ConsumerFit] = []
     for hidden, dropout in tqdm(settings.grid, desc=f"{task} grid", disable=not progress, leave=False):

@@ -185,7 +185,9 @@ class TaskLabels:
         return self.dataset.item[index], self.dataset.rating[index].astype(np.float64)
 
 
-def _item_statistics(items: np.ndarray, ratings: np.ndarray, num_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _item_statistics(
+    items: np.ndarray, ratings: np.ndarray, num_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean, unbiased std, item index) of every item with >= MIN_ITEM_RATINGS ratings, by item index."""
     counts = np.bincount(items, minlength=num_items)
     mean_all = np.bincount(items, weights=ratings, minlength=num_items) / np.maximum(counts, 1)
