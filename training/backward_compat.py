@@ -74,10 +74,10 @@ class _Targets:
         return self.index.get_indexer(ids)
 
 
-def frozen_chain(catalog: Catalog, family: str) -> list[np.ndarray]:
+def frozen_chain(catalog: Catalog, family: str, manifest=None) -> list[np.ndarray]:
     """B_1, ..., B_latest of ``family`` (version order) as published, starting above the newest
     version whose B was pruned (older versions retired: nothing serves them, nothing to align to)."""
-    manifest = catalog.manifest(family)
+    manifest = manifest or catalog.manifest(family)
     chain: list[np.ndarray] = []
     for v in range(manifest.latest_version, 0, -1):
         try:
@@ -159,7 +159,7 @@ class BackwardCompatibility(nn.Module):
             manifest = catalog.manifest(family)  # clear error for an unknown family
             previous[family] = catalog.latest_embeddings(family, manifest=manifest)
             versions.add(manifest.latest_version)
-            chains.append(frozen_chain(catalog, family))
+            chains.append(frozen_chain(catalog, family, manifest))
         if len(versions) != 1:
             raise DatasetError(f"families {families} are at different versions {sorted(versions)}; B_k is shared")
         if any(

@@ -81,7 +81,7 @@ def fit_for_catalog(
     old_ids, old_vectors = catalog.latest_embeddings(family, manifest=manifest)
     old_rows, new_rows = match_by_id(old_ids, ids)
     latest = manifest.latest_version
-    older = frozen_chain(catalog, family)
+    older = frozen_chain(catalog, family, manifest)
     weight = fit_backward_transform(
         vectors[new_rows], old_vectors[old_rows], method=method, older_transforms=older, **options
     )
