@@ -48,6 +48,8 @@ class RedisBulkWriter(ThreadedWriter):
     """
 
     thread_name = "feast-bc-redis-writer"
+    #: The ``redis_type``s of Feast's Redis store this writer handles (:mod:`.redis_cluster` takes clusters).
+    redis_types: tuple[RedisType, ...] = (RedisType.redis,)
 
     def __init__(
         self,
@@ -64,8 +66,12 @@ class RedisBulkWriter(ThreadedWriter):
         refuse_newer: bool = False,
     ):
         cfg = repo_config.online_store
-        if cfg.redis_type != RedisType.redis or getattr(cfg, "client", "redis") != "redis":
-            raise FeastBCError("the Redis bulk writer handles standalone Redis with the redis-py client only")
+        client = getattr(cfg, "client", "redis")
+        if cfg.redis_type not in self.redis_types or client != "redis":
+            raise FeastBCError(
+                "the Redis bulk writers handle redis_type redis and redis_cluster with the redis-py client, not "
+                f"redis_type {cfg.redis_type.value} with the {client} client"
+            )
         super().__init__(queue_batches=queue_batches, gate=gate)
         self.client = online_store._get_client(cfg)
         self.project = repo_config.project.encode()
@@ -130,21 +136,30 @@ class RedisBulkWriter(ThreadedWriter):
                 col += arr.shape[1]
         return out.tobytes()
 
-    def _hset_payload(self, ids: np.ndarray, vectors: np.ndarray, src_value: bytes, ts_value: bytes) -> bytes:
+    def _hset_payload(
+        self, ids: np.ndarray, vectors: np.ndarray, src_value: bytes, ts_value: bytes, command_prefix: bytes = b""
+    ) -> bytes:
+        """HSET of every row (then EXPIRE of every row with a TTL); ``command_prefix`` goes before each
+        command (a cluster's ``ASKING``)."""
         value_len = len(self.vec_prefix) + 4 * self.dim
         tail = resp_bulk(self.ts_field) + resp_bulk(ts_value)
         if self.src_field is not None:
             tail = resp_bulk(self.src_field) + resp_bulk(src_value) + tail
-        hset = b"*%d\r\n$4\r\nHSET\r\n" % (6 if self.src_field is None else 8)
+        hset = command_prefix + b"*%d\r\n$4\r\nHSET\r\n" % (6 if self.src_field is None else 8)
         vec_bytes = np.ascontiguousarray(vectors, dtype="<f4").view(np.uint8).reshape(len(ids), 4 * self.dim)
         emb_head = resp_bulk(self.emb_field) + b"$%d\r\n%s" % (value_len, self.vec_prefix)
         payload = self._keyed_commands(ids, hset, emb_head, vec_bytes, b"\r\n" + tail)
         if self.ttl:
-            payload += self._keyed_commands(ids, b"*3\r\n$6\r\nEXPIRE\r\n", resp_bulk(str(int(self.ttl)).encode()))
+            payload += self._expire_payload(ids, command_prefix)
         return payload
 
-    def _hmget_payload(self, ids: np.ndarray) -> bytes:
-        return self._keyed_commands(ids, b"*3\r\n$5\r\nHMGET\r\n", resp_bulk(self.ts_field))
+    def _expire_payload(self, ids: np.ndarray, command_prefix: bytes = b"") -> bytes:
+        return self._keyed_commands(
+            ids, command_prefix + b"*3\r\n$6\r\nEXPIRE\r\n", resp_bulk(str(int(self.ttl)).encode())
+        )
+
+    def _hmget_payload(self, ids: np.ndarray, command_prefix: bytes = b"") -> bytes:
+        return self._keyed_commands(ids, command_prefix + b"*3\r\n$5\r\nHMGET\r\n", resp_bulk(self.ts_field))
 
     # ----------------------------------------------------------------------------- I/O
     def _consume(self, batches: Iterator[Batch]) -> None:

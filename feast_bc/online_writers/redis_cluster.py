@@ -1,0 +1,391 @@
+"""Redis Cluster: the bulk writer's RESP pipelines, one per master, keys routed by hash slot.
+
+Feast's cluster writer (redis-py's ``RedisCluster`` pipeline) issues one Python call per command and
+per reply. This writer builds the same commands as :class:`~.redis.RedisBulkWriter` -- the same
+keys, hash fields and bytes, the same timestamp rule and ``refuse_newer`` -- and sends each master
+the rows whose keys it serves, over one raw pipelined connection per master:
+
+* **Routing.** Redis gives a key the slot ``CRC16(key) mod 16384``, hashing only the part between
+  the first ``{`` and the next ``}`` when that part is not empty (a hash tag). For int64 ids every
+  key is one constant prefix + 8 id bytes + the project, so the CRC of a whole chunk is computed
+  column by column in numpy; keys whose id bytes hold a ``{`` (possible hash tags) and string ids
+  go through redis-py's ``key_slot``. The slot map is redis-py's (``CLUSTER SLOTS``, read when
+  Feast's ``RedisCluster`` client connected, refreshed on ``MOVED``).
+* **Pipelining.** Per chunk: the HMGETs of the timestamp field go to every master involved, then
+  the previous chunk's HSET replies are read, then these HMGET replies, then the HSETs are sent --
+  so every master executes while the next chunk is built, as on a single node.
+* **Redirections.** A reply ``-MOVED slot host:port`` (the slot moved for good) makes the writer
+  refresh its slot map and redo the row (HMGET, timestamp rule, HSET) on the named master;
+  ``-ASK slot host:port`` (the slot is being migrated and the key is not on the old master) makes
+  it send ``ASKING`` before each of the row's commands to the named master, without changing the
+  map. Redone rows are redirected at most :attr:`RedisClusterBulkWriter.max_redirects` times, then
+  :class:`~feast_bc.errors.OnlineStoreUnavailableError` names the key, its slot and the node.
+  Other error replies are raised as on a single node (``OOM``, ``WRONGTYPE``, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from binascii import crc_hqx
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+import numpy as np
+from feast.infra.online_stores.redis import RedisType
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from feast_bc.errors import OnlineStoreUnavailableError
+from feast_bc.online_writers.base import Batch
+from feast_bc.online_writers.encoding import EntityKeys, timestamp_bytes, timestamp_nanos, value_bytes
+from feast_bc.online_writers.redis import RedisBulkWriter, keep_mask
+from feast_bc.resp import Pipeline, RawReplies
+
+ASKING = b"*1\r\n$6\r\nASKING\r\n"
+
+#: CRC16-XMODEM (Redis Cluster's key hash) of each single byte: the table of the byte-wise update.
+_CRC_TABLE = np.array([crc_hqx(bytes([i]), 0) for i in range(256)], dtype=np.uint32)
+
+
+def _crc_step(crc: np.ndarray, byte) -> np.ndarray:
+    return ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[((crc >> 8) ^ byte) & 0xFF]
+
+
+def key_slots(keys: EntityKeys, ids: np.ndarray, suffix: bytes) -> np.ndarray:
+    """The cluster slot of every Redis key ``entity key(id) + suffix``, exactly as Redis computes it."""
+    n = len(ids)
+    prefix = keys.int_prefix
+    if prefix is None or b"{" in prefix or b"{" in suffix:
+        return np.fromiter((key_slot(k) for k in keys.many(ids, suffix=suffix)), dtype=np.int64, count=n)
+    raw = np.ascontiguousarray(ids, dtype="<i8").view(np.uint8).reshape(n, 8)
+    crc = np.full(n, crc_hqx(prefix, 0), dtype=np.uint32)
+    for col in range(8):
+        crc = _crc_step(crc, raw[:, col].astype(np.uint32))
+    for byte in suffix:
+        crc = _crc_step(crc, byte)
+    slots = (crc % REDIS_CLUSTER_HASH_SLOTS).astype(np.int64)
+    tagged = np.flatnonzero((raw == ord("{")).any(axis=1))  # a '{' in the id bytes may open a hash tag
+    if len(tagged):
+        slots[tagged] = [key_slot(k) for k in keys.many(ids[tagged], suffix=suffix)]
+    return slots
+
+
+class Redirect(NamedTuple):
+    """A ``-MOVED`` or ``-ASK`` reply: the slot and the master (``host:port``) to ask instead."""
+
+    kind: str
+    slot: int
+    node: str
+
+    @classmethod
+    def parse(cls, reply: bytes, origin: str) -> Redirect:
+        kind, slot, node = reply[1:].strip().decode().split()
+        if node.startswith(":"):  # Redis leaves the host out when it is the one we asked
+            node = origin.rsplit(":", 1)[0] + node
+        return cls(kind, int(slot), node)
+
+
+class ClusterReplies(RawReplies):
+    """:class:`~feast_bc.resp.RawReplies` that also accept ``-MOVED``/``-ASK`` in place of a reply."""
+
+    def tolerant(self, count: int, kind: str, asking: bool, origin: str) -> list[tuple[object, int]]:
+        """Consume ``count`` replies (``kind`` "integer" or "array", each after ASKING's ``+OK`` when
+        ``asking``) as (value, repeat) runs in order: ``None`` for an integer, the stored value (or
+        None) for a one-field HMGET, a :class:`Redirect` for MOVED/ASK. Other errors raise."""
+
+        def one():
+            if asking:
+                line = self._line()
+                if line != b"+OK":
+                    self._raise(line, "+OK to ASKING")
+            line = self._line()
+            if kind == "integer" and line[:1] == b":":
+                return
+            if kind == "array" and line == b"*1":
+                line = self._line()
+                if line == b"$-1":
+                    return
+                if line[:1] != b"$":
+                    self._raise(line, "a bulk string")
+                self._skip(int(line[1:]) + 2)
+                return
+            if not line.startswith((b"-MOVED ", b"-ASK ")):
+                self._raise(line, f"an {kind} reply")
+
+        out: list[tuple[object, int]] = []
+        for reply, repeat in self._runs(count, one):
+            if asking:
+                reply = reply[5:]  # b"+OK\r\n"
+            if reply[:1] == b"-":
+                value: object = Redirect.parse(reply, origin)
+            elif kind == "integer" or reply == b"*1\r\n$-1\r\n":
+                value = None
+            else:
+                value = reply[reply.index(b"\r\n", 4) + 2 : -2]
+            out.append((value, repeat))
+        return out
+
+
+class _Stamp(NamedTuple):
+    """What every row of one batch carries: its timestamp and source version bytes."""
+
+    ts_value: bytes
+    src_value: bytes
+    nanos: int
+    event_time: datetime
+
+    @classmethod
+    def of(cls, batch: Batch) -> _Stamp:
+        ts = timestamp_bytes(batch.event_time)
+        return cls(ts, value_bytes(int64_val=batch.source_version), timestamp_nanos(ts), batch.event_time)
+
+
+@dataclass
+class _Rows:
+    """Rows on their way to one master. ``expire_only``: the HSET landed, its EXPIRE was redirected."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    stamp: _Stamp
+    expire_only: bool = False
+
+    def take(self, index) -> _Rows:
+        return _Rows(self.ids[index], self.vectors[index], self.stamp, self.expire_only)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _codes(runs: list[tuple[object, int]]) -> tuple[np.ndarray, list[Redirect]]:
+    """Per reply: -1, or the index of its redirect in the returned list."""
+    redirects: list[Redirect] = []
+    codes = []
+    for value, _ in runs:
+        if isinstance(value, Redirect):
+            redirects.append(value)
+            codes.append(len(redirects) - 1)
+        else:
+            codes.append(-1)
+    return np.repeat(np.asarray(codes, dtype=np.int64), [r for _, r in runs]), redirects
+
+
+class RedisClusterBulkWriter(RedisBulkWriter):
+    """:class:`~.redis.RedisBulkWriter` for ``redis_type: redis_cluster`` (see the module docstring).
+
+    The slot map is the one Feast's ``RedisCluster`` client holds when the writer is built; keys of
+    a slot that moved since then are redirected and redone. One raw connection per master, all on
+    the writer thread; leaving the block with an exception discards them.
+    """
+
+    thread_name = "feast-bc-redis-cluster-writer"
+    redis_types = (RedisType.redis_cluster,)
+    #: How many times one row may be redirected (MOVED/ASK) before the writer gives up.
+    max_redirects = 5
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pipes: dict[str, Pipeline] = {}
+        self._stack: contextlib.ExitStack | None = None
+        self.redirected = 0  # rows redone after a MOVED/ASK (for tests and logs)
+        self._read_slot_map()
+
+    # ------------------------------------------------------------------------ slot map
+    def _read_slot_map(self) -> None:
+        """Slot -> index into ``self._nodes`` (the masters' ``host:port``), from redis-py's cache."""
+        slots = self.client.nodes_manager.slots_cache
+        names: dict[str, int] = {}
+        owner = np.full(REDIS_CLUSTER_HASH_SLOTS, -1, dtype=np.int64)
+        for slot, nodes in slots.items():
+            if nodes:
+                owner[slot] = names.setdefault(nodes[0].name, len(names))
+        self._owner = owner
+        self._nodes = list(names)
+
+    def _refresh_slot_map(self) -> None:
+        self.client.nodes_manager.initialize(disconnect_startup_nodes_pools=False)
+        self._read_slot_map()
+
+    def slots(self, ids: np.ndarray) -> np.ndarray:
+        return key_slots(self.keys, ids, self.project)
+
+    def _route(self, ids: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """(master, row indices) for every master serving some of ``ids``."""
+        slots = self.slots(ids)
+        owner = self._owner[slots]
+        if (owner < 0).any():
+            slot = int(slots[owner < 0][0])
+            raise OnlineStoreUnavailableError(
+                f"no master of the Redis Cluster serves slot {slot} (writing {self.view_name}): the cluster is "
+                "incomplete (`redis-cli --cluster check` tells which slots); rerun `feast materialize` once it is fixed"
+            )
+        if len(self._nodes) == 1:
+            return [(self._nodes[0], np.arange(len(ids)))]
+        return [(self._nodes[k], np.flatnonzero(owner == k)) for k in np.unique(owner).tolist()]
+
+    # ----------------------------------------------------------------------- connections
+    def _node_pipe(self, name: str) -> Pipeline:
+        pipe = self._pipes.get(name)
+        if pipe is None:
+            manager = self.client.nodes_manager
+            node = manager.get_node(node_name=name)
+            if node is None:  # e.g. an ASK to a master not yet in the map
+                from redis.cluster import ClusterNode
+
+                host, port = name.rsplit(":", 1)
+                node = ClusterNode(host, int(port))
+                manager.create_redis_connections([node])
+            client = self.client.get_redis_connection(node)
+            pipe = self._stack.enter_context(Pipeline(client))
+            pipe.replies = ClusterReplies(pipe.replies.sock)
+            self._pipes[name] = pipe
+        return pipe
+
+    def _interrupt(self) -> None:
+        for pipe in list(self._pipes.values()):
+            pipe.conn.disconnect()
+
+    # --------------------------------------------------------------- the rows' two steps
+    def _send_hmget(self, name: str, rows: _Rows, asking: bool = False) -> None:
+        self._node_pipe(name).send(self._hmget_payload(rows.ids, ASKING if asking else b""))
+
+    def _read_hmget(self, name: str, rows: _Rows, asking: bool, redo: list) -> _Rows | None:
+        """The HMGET replies of ``rows``: the rows to HSET (Feast's rule); redirected ones go to ``redo``."""
+        runs = self._node_pipe(name).replies.tolerant(len(rows), "array", asking, name)
+        codes, redirects = _codes(runs)
+        if redirects:
+            for k, redirect in enumerate(redirects):
+                redo.append((redirect, rows.take(codes == k)))
+            runs = [(v, r) for v, r in runs if not isinstance(v, Redirect)]
+            rows = rows.take(codes < 0)
+        stamp = rows.stamp
+        if self.refuse_newer:
+            self._refuse_newer(runs, stamp.ts_value, stamp.nanos, stamp.event_time)
+        keep = keep_mask(runs, stamp.ts_value, stamp.nanos)
+        if keep is not None:
+            rows = rows.take(keep)
+        return rows if len(rows) else None
+
+    def _send_hset(self, name: str, rows: _Rows, asking: bool = False) -> None:
+        prefix = ASKING if asking else b""
+        if rows.expire_only:
+            payload = self._expire_payload(rows.ids, prefix)
+        else:
+            payload = self._hset_payload(rows.ids, rows.vectors, rows.stamp.src_value, rows.stamp.ts_value, prefix)
+        self._node_pipe(name).send(payload)
+
+    def _read_hset(self, name: str, rows: _Rows, asking: bool, redo: list) -> None:
+        """The HSET (and EXPIRE) replies of ``rows``: count the rows written, queue redirected ones in ``redo``."""
+        n = len(rows)
+        per_row = 1 if rows.expire_only or not self.ttl else 2
+        runs = self._node_pipe(name).replies.tolerant(per_row * n, "integer", asking, name)
+        codes, redirects = _codes(runs)
+        codes = codes.reshape(per_row, n)
+        hset_ok = codes[0] < 0 if not rows.expire_only else np.zeros(n, dtype=bool)
+        if not rows.expire_only:
+            self.written += int(hset_ok.sum())
+        for k, redirect in enumerate(redirects):
+            if rows.expire_only:
+                redo.append((redirect, rows.take(codes[0] == k)))
+                continue
+            whole = codes[0] == k
+            if whole.any():
+                redo.append((redirect, rows.take(whole)))
+            expire = hset_ok & (codes[-1] == k) if per_row == 2 else None
+            if expire is not None and expire.any():
+                part = rows.take(expire)
+                part.expire_only = True
+                redo.append((redirect, part))
+
+    # ------------------------------------------------------------------------------ I/O
+    def _consume(self, batches: Iterator[Batch]) -> None:
+        try:
+            with contextlib.ExitStack() as stack:
+                self._stack = stack
+                in_flight: list[tuple[str, _Rows]] = []  # HSETs whose replies are not read yet
+                for batch in batches:
+                    stamp = _Stamp.of(batch)
+                    for start in range(0, len(batch.ids), self.chunk_rows):
+                        self.check_abort()
+                        end = start + self.chunk_rows
+                        in_flight = self._write_chunk(
+                            _Rows(batch.ids[start:end], batch.vectors[start:end], stamp), in_flight
+                        )
+                redo: list = []
+                for name, rows in in_flight:
+                    self._read_hset(name, rows, False, redo)
+                self._redo(redo)
+                for pipe in self._pipes.values():
+                    pipe.clean = True
+        finally:
+            self._pipes = {}
+            self._stack = None
+
+    def _write_chunk(self, chunk: _Rows, in_flight: list[tuple[str, _Rows]]) -> list[tuple[str, _Rows]]:
+        """Send one chunk (HMGETs queue behind the previous chunk's HSETs); return its HSETs in flight."""
+        routed = [(name, chunk.take(index)) for name, index in self._route(chunk.ids)]
+        if not self.skip_dedup:
+            for name, rows in routed:
+                self._send_hmget(name, rows)
+        redo: list = []
+        for name, rows in in_flight:
+            self._read_hset(name, rows, False, redo)
+        if not self.skip_dedup:
+            routed = [(name, self._read_hmget(name, rows, False, redo)) for name, rows in routed]
+        self._redo(redo)  # every connection is idle here: nothing sent is unread
+        out = []
+        for name, rows in routed:
+            if rows is not None:
+                self._send_hset(name, rows)
+                out.append((name, rows))
+        return out
+
+    def _redo(self, redo: list[tuple[Redirect, _Rows]]) -> None:
+        """Write redirected rows again, one round trip at a time, where the cluster sent them."""
+        for _ in range(self.max_redirects):
+            if not redo:
+                return
+            self.check_abort()
+            self.redirected += sum(len(rows) for _, rows in redo)
+            if any(r.kind == "MOVED" for r, _ in redo):
+                self._refresh_slot_map()
+            again: list = []
+            for redirect, rows in self._merge(redo):
+                asking = redirect.kind == "ASK"
+                if not rows.expire_only and not self.skip_dedup:
+                    self._send_hmget(redirect.node, rows, asking)
+                    rows = self._read_hmget(redirect.node, rows, asking, again)
+                if rows is not None:
+                    self._send_hset(redirect.node, rows, asking)
+                    self._read_hset(redirect.node, rows, asking, again)
+            redo = again
+        if redo:
+            redirect, rows = redo[0]
+            key = self.redis_keys(rows.ids[:1])[0]
+            raise OnlineStoreUnavailableError(
+                f"Redis Cluster kept redirecting {self.view_name}'s key {key!r} (entity {rows.ids[0]!r}, slot "
+                f"{redirect.slot}): still {redirect.kind} to {redirect.node} after {self.max_redirects} attempts "
+                f"({len(rows)} rows affected). A slot migration is stuck or the nodes disagree on the slot map "
+                "(`redis-cli --cluster check`, then `--cluster fix`). Entities written so far are complete; rerun "
+                "`feast materialize` once the cluster is stable"
+            )
+
+    @staticmethod
+    def _merge(redo: list[tuple[Redirect, _Rows]]) -> list[tuple[Redirect, _Rows]]:
+        """One group per (target, kind, stamp, expire_only): one round trip each."""
+        groups: dict[tuple, tuple[Redirect, list[_Rows]]] = {}
+        for redirect, rows in redo:
+            key = (redirect.node, redirect.kind, rows.stamp, rows.expire_only)
+            groups.setdefault(key, (redirect, []))[1].append(rows)
+        out = []
+        for redirect, parts in groups.values():
+            first = parts[0]
+            if len(parts) > 1:
+                first = _Rows(
+                    np.concatenate([p.ids for p in parts]),
+                    np.concatenate([p.vectors for p in parts]),
+                    first.stamp,
+                    first.expire_only,
+                )
+            out.append((redirect, first))
+        return out

@@ -1,0 +1,481 @@
+"""Redis Cluster: the cluster bulk writer stores what Feast's own cluster writer stores, on the right masters.
+
+A module-scoped fixture starts a real 3-master cluster (no replicas) on free loopback ports and stops
+it by PID. The tests: a whole feast_bc repo materialized into the cluster and read back by plain
+Feast (``redis_type: redis_cluster``); the bytes against Feast's ``online_write_batch`` across
+chunks; slots moved after the writer read its slot map (MOVED), a slot half-way through a migration
+(ASK), a migration that never settles (bounded retries, then a clear error); Feast's timestamp rule.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import assert_online_matches, publish_users_and_items, unique_project
+from redis_server import free_port
+
+T1 = datetime(2026, 1, 1, tzinfo=UTC)
+T2 = T1 + timedelta(days=1, microseconds=5)
+T3 = T2 + timedelta(days=1)
+DIM = 16
+
+pytestmark = pytest.mark.redis
+
+
+# ----------------------------------------------------------------------------- the cluster
+class LocalCluster:
+    """Three redis-server masters in cluster mode, owned by this test module."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.ports: list[int] = []
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> LocalCluster:
+        used: set[int] = set()
+        for _ in range(3):
+            port, bus = self._port(used), self._port(used)
+            log = open(self.workdir / f"redis-{port}.log", "wb")  # noqa: SIM115 - closed with the process
+            args = [
+                "redis-server",
+                "--port", str(port),
+                "--cluster-enabled", "yes",
+                "--cluster-port", str(bus),
+                "--cluster-config-file", str(self.workdir / f"nodes-{port}.conf"),
+                "--dir", str(self.workdir),
+                "--save", "",
+                "--appendonly", "no",
+                "--bind", "127.0.0.1",
+                "--daemonize", "no",
+            ]  # fmt: skip
+            self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+            self.ports.append(port)
+        for port in self.ports:
+            self._wait(lambda p=port: self.client(p).ping(), f"redis-server on port {port} did not start")
+        addresses = [f"127.0.0.1:{p}" for p in self.ports]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self._wait(self._all_ok, "the cluster did not reach cluster_state:ok")
+        return self
+
+    @staticmethod
+    def _port(used: set[int]) -> int:
+        while True:
+            port = free_port()
+            if port not in used:
+                used.add(port)
+                return port
+
+    @staticmethod
+    def _wait(check, message: str, seconds: float = 30) -> None:
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            try:
+                if check():
+                    return
+            except Exception:  # not up yet
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(message)
+
+    def _all_ok(self) -> bool:
+        return all(b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO") for p in self.ports)
+
+    def client(self, port: int):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=port)
+
+    @property
+    def connection_string(self) -> str:
+        return ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def node_id(self, port: int) -> bytes:
+        return self.client(port).execute_command("CLUSTER", "MYID")
+
+    def owner(self, slot: int) -> int:
+        """Port of the master serving ``slot``."""
+        for start, end, master, *_ in self.client(self.ports[0]).execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return int(master[1])
+        raise KeyError(slot)
+
+    def begin_migration(self, slot: int, source: int, target: int, importing: bool = True) -> None:
+        if importing:
+            self.client(target).execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(source))
+        self.client(source).execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(target))
+
+    def migrate_keys(self, slot: int, source: int, target: int, keys=None) -> None:
+        src = self.client(source)
+        keys = keys if keys is not None else src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100000)
+        if keys:
+            src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+
+    def finish_migration(self, slot: int, target: int) -> None:
+        target_id = self.node_id(target)
+        for port in [target] + [p for p in self.ports if p != target]:
+            self.client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        self._wait(lambda: all(self._owner_seen(p, slot) == target for p in self.ports), "slot map did not settle")
+
+    def _owner_seen(self, port: int, slot: int) -> int | None:
+        for start, end, master, *_ in self.client(port).execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return int(master[1])
+        return None
+
+    def move_slot(self, slot: int, target: int) -> None:
+        """Move ``slot`` and its keys to the master on ``target`` (what `redis-cli --cluster reshard` does)."""
+        source = self.owner(slot)
+        self.begin_migration(slot, source, target)
+        self.migrate_keys(slot, source, target)
+        self.finish_migration(slot, target)
+
+    def stored(self, project: str) -> dict[bytes, tuple[int, dict]]:
+        """Every hash of one project: key (without the project) -> (port holding it, fields)."""
+        suffix = project.encode()
+        out = {}
+        for port in self.ports:
+            client = self.client(port)
+            for key in client.scan_iter(count=1000):
+                if key.endswith(suffix) and client.type(key) == b"hash":
+                    out[key[: -len(suffix)]] = (port, client.hgetall(key))
+        return out
+
+    def fields(self, project: str) -> dict[bytes, dict]:
+        return {key: fields for key, (_, fields) in self.stored(project).items()}
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    missing = [b for b in ("redis-server", "redis-cli") if shutil.which(b) is None]
+    if missing:
+        msg = f"{' and '.join(missing)} not found: the Redis Cluster tests need them"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + " -- required under CI=true")
+        pytest.skip(msg)
+    workdir = Path(tempfile.mkdtemp(prefix="feast-bc-cluster-"))
+    nodes = LocalCluster(workdir)
+    try:
+        yield nodes.start()
+    finally:
+        nodes.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- writers
+def _setup(cluster: LocalCluster, project: str, **store_options):
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+    from feast.repo_config import RepoConfig
+    from feast.types import Array, Float32, Int64
+
+    cfg = RepoConfig(
+        project=project,
+        provider="local",
+        registry="unused-registry.db",
+        online_store=RedisOnlineStoreConfig(
+            redis_type="redis_cluster", connection_string=cluster.connection_string, **store_options
+        ),
+        entity_key_serialization_version=3,
+    )
+    view = FeatureView(
+        name="item_embedding_bc0",
+        entities=[Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64)],
+        schema=[Field(name="embedding", dtype=Array(Float32)), Field(name="source_version", dtype=Int64)],
+        source=FileSource(path="unused.parquet", timestamp_field="event_timestamp"),
+    )
+    return cfg, RedisOnlineStore(), view
+
+
+def _bulk(cluster, project, chunk_rows=97, refuse_newer=False, **store_options):
+    from feast_bc.online_writers import RedisClusterBulkWriter
+
+    return RedisClusterBulkWriter(
+        *_setup(cluster, project, **store_options),
+        "item_id",
+        "int64",
+        DIM,
+        chunk_rows=chunk_rows,
+        refuse_newer=refuse_newer,
+    )
+
+
+def _stock(cluster, project, **store_options):
+    from feast_bc.online_writers import ProtoWriter
+
+    return ProtoWriter(*_setup(cluster, project, **store_options), "item_id", "int64", DIM)
+
+
+def _write(writer, ids, vectors, source_version, when, batch=700) -> int:
+    with writer:
+        for start in range(0, len(ids), batch):  # several batches, each spanning several chunks
+            writer.write(ids[start : start + batch], vectors[start : start + batch], source_version, when)
+    return writer.written
+
+
+def _ids_sharing_slots(writer, per_slot: int, slots: int, exclude=()) -> dict[int, np.ndarray]:
+    """``slots`` slots that each hold the keys of ``per_slot`` ids (found by brute force)."""
+    from redis.crc import key_slot
+
+    candidates = np.arange(1, 300_000, dtype=np.int64)
+    found = {}
+    keys = writer.redis_keys(candidates)
+    by_slot: dict[int, list[int]] = {}
+    for i, key in zip(candidates.tolist(), keys, strict=True):
+        slot = key_slot(key)
+        if slot in exclude:
+            continue
+        group = by_slot.setdefault(slot, [])
+        group.append(i)
+        if len(group) == per_slot:
+            found[slot] = np.asarray(group, dtype=np.int64)
+            if len(found) == slots:
+                return found
+    raise AssertionError("not enough ids sharing a slot")
+
+
+# ----------------------------------------------------------------------------- tests
+def test_key_slots_match_redis_and_redis_py(cluster):
+    from redis.crc import key_slot
+
+    from feast_bc.online_writers.encoding import EntityKeys
+    from feast_bc.online_writers.redis_cluster import key_slots
+
+    keys = EntityKeys("item_id", "int64", 3)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(-(2**63), 2**63 - 1, size=5_000, dtype=np.int64)
+    # ids whose bytes hold '{' and '}' (hash tags: '{' .. '}' with and without bytes between)
+    ids[:4] = [0x7B7D, 0x7D00007B, 0x42007B, 0x7B41427D00]
+    for project in (b"proj_a", b"x"):
+        want = [key_slot(k) for k in keys.many(ids, suffix=project)]
+        assert key_slots(keys, ids, project).tolist() == want
+    client = cluster.client(cluster.ports[0])
+    sample = keys.many(ids[:50], suffix=b"proj_a")
+    assert [client.execute_command("CLUSTER", "KEYSLOT", k) for k in sample] == [key_slot(k) for k in sample]
+    strings = EntityKeys("user_id", "string", 3)
+    names = np.array(["a", "{b}", "c{d}e", "{}f"], dtype=object)
+    assert key_slots(strings, names, b"p").tolist() == [key_slot(k) for k in strings.many(names, suffix=b"p")]
+
+
+def test_writer_for_picks_the_cluster_writer(cluster, caplog):
+    import logging
+
+    from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+    from feast.repo_config import RepoConfig
+
+    from feast_bc.online_writers import ProtoWriter, RedisClusterBulkWriter, writer_for
+
+    cfg, store, view = _setup(cluster, unique_project("pick"))
+    assert type(writer_for(cfg, store, view, "item_id", "int64", DIM)) is RedisClusterBulkWriter
+    sentinel = RepoConfig(
+        project="pick",
+        provider="local",
+        registry="unused-registry.db",
+        online_store=RedisOnlineStoreConfig(
+            redis_type="redis_sentinel", connection_string="127.0.0.1:1", sentinel_master="m"
+        ),
+        entity_key_serialization_version=3,
+    )
+    with caplog.at_level(logging.INFO, logger="feast_bc.online_writers"):
+        fallback = writer_for(sentinel, RedisOnlineStore(), view, "item_id", "int64", DIM)
+    assert isinstance(fallback, ProtoWriter)
+    assert any(
+        "item_embedding_bc0" in r.getMessage() and "redis_type redis_sentinel" in r.getMessage() for r in caplog.records
+    ), caplog.records
+
+
+def test_a_repo_materializes_into_the_cluster_and_plain_feast_reads_it(cluster, tmp_path, monkeypatch):
+    from feast_bc import Catalog
+    from feast_bc.online_writers import ProtoWriter, RedisClusterBulkWriter
+    from feast_bc.repo import apply, init_repo
+
+    project = unique_project("clu")
+    repo = init_repo(tmp_path / "repo", project=project, online_store="redis", redis_url=cluster.connection_string)
+    yaml = repo / "feature_store.yaml"
+    text = yaml.read_text()
+    assert "  type: redis\n" in text
+    yaml.write_text(text.replace("  type: redis\n", "  type: redis\n  redis_type: redis_cluster\n"))
+    fams = publish_users_and_items(Catalog.for_repo(repo), versions=3, seed=5)
+
+    chosen = []
+    real_consume = RedisClusterBulkWriter._consume
+
+    def spy(self, batches):
+        chosen.append(self.view_name)
+        return real_consume(self, batches)
+
+    def no_proto(self, batch):
+        raise AssertionError("Feast's own writer was used")
+
+    monkeypatch.setattr(RedisClusterBulkWriter, "_consume", spy)
+    monkeypatch.setattr(ProtoWriter, "_write", no_proto)
+    store = apply(repo)
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
+    assert len(chosen) == 6, chosen  # 2 families x 3 versions, each through the cluster writer
+
+    assert assert_online_matches(store, fams, atol=1e-5) > 0  # every pinned version = the numpy chain
+    stored = cluster.stored(project)
+    n_entities = sum(len(f.ids[f.latest]) for f in fams.values())
+    assert len(stored) == n_entities
+    assert {port for port, _ in stored.values()} == set(cluster.ports)  # keys on all three masters
+    assert all(len(fields) == 2 * 3 for _, fields in stored.values())  # 3 views x (embedding, _ts)
+
+
+@pytest.mark.parametrize("options", [{}, {"skip_dedup": True}, {"key_ttl_seconds": 3600}])
+def test_cluster_writer_stores_what_feast_stores_across_chunks(cluster, options):
+    rng = np.random.default_rng(3)
+    bulk_project, stock_project = unique_project("cbulk"), unique_project("cstock")
+    ids = np.arange(2500, dtype=np.int64) * 3 + 1
+    old = rng.normal(size=(2500, DIM)).astype(np.float32)
+    new = rng.normal(size=(2500, DIM)).astype(np.float32)
+    # Before: rows 0..999 at T1 (older), rows 2000..2099 at T3 (newer), the rest missing.
+    for make in (lambda: _bulk(cluster, bulk_project, **options), lambda: _stock(cluster, stock_project, **options)):
+        _write(make(), ids[:1000], old[:1000], 1, T1)
+        _write(make(), ids[2000:2100], old[2000:2100], 3, T3)
+    written = _write(_bulk(cluster, bulk_project, **options), ids, new, 2, T2)
+    _write(_stock(cluster, stock_project, **options), ids, new, 2, T2)
+
+    got, want = cluster.stored(bulk_project), cluster.stored(stock_project)
+    assert {k: f for k, (_, f) in got.items()} == {k: f for k, (_, f) in want.items()}  # same bytes
+    assert len(got) == 2500 and {port for port, _ in got.values()} == set(cluster.ports)
+    assert written == (2500 if options.get("skip_dedup") else 2400)
+    if options.get("key_ttl_seconds"):
+        for key, (port, _) in list(got.items())[:50]:
+            assert 3500 < cluster.client(port).ttl(key + bulk_project.encode()) <= 3600
+
+
+def test_slots_moved_after_the_writer_read_its_map_are_followed(cluster):
+    """MOVED: the writer's slot map is stale for three slots; their keys still land, on the new masters."""
+    project, stock_project = unique_project("moved"), unique_project("mstock")
+    probe = _bulk(cluster, project)
+    groups = _ids_sharing_slots(probe, per_slot=3, slots=3)
+    rng = np.random.default_rng(7)
+    extra = np.arange(1000, dtype=np.int64) * 5 + 7
+    ids = np.unique(np.concatenate([extra, *groups.values()]))  # ids of the moved slots spread over the chunks
+    old = rng.normal(size=(len(ids), DIM)).astype(np.float32)
+    new = rng.normal(size=(len(ids), DIM)).astype(np.float32)
+    for make in (lambda: _bulk(cluster, project), lambda: _stock(cluster, stock_project)):
+        _write(make(), ids[::2], old[::2], 1, T1)  # half the keys exist (older) before the move
+
+    writer = _bulk(cluster, project, chunk_rows=64)  # reads the slot map now
+    moved = {}
+    for slot in groups:
+        source = cluster.owner(slot)
+        target = next(p for p in cluster.ports if p != source)
+        cluster.move_slot(slot, target)
+        moved[slot] = target
+    assert _write(writer, ids, new, 2, T2) == len(ids)
+    _write(_stock(cluster, stock_project), ids, new, 2, T2)
+    # the first MOVED refreshes the slot map: later chunks go straight to the new masters
+    assert 1 <= writer.redirected <= sum(len(g) for g in groups.values())
+
+    got = cluster.stored(project)
+    assert {k: f for k, (_, f) in got.items()} == cluster.fields(stock_project)
+    for slot, target in moved.items():
+        for key in probe.redis_keys(groups[slot]):
+            assert got[key[: -len(project)]][0] == target
+
+
+def test_a_slot_in_migration_is_written_through_asking(cluster):
+    """ASK: keys of a migrating slot that the source no longer holds (moved or new) go to the target."""
+    project, stock_project = unique_project("ask"), unique_project("astock")
+    writer = _bulk(cluster, project, chunk_rows=5)
+    slot, ids = next(iter(_ids_sharing_slots(writer, per_slot=6, slots=1).items()))
+    rng = np.random.default_rng(11)
+    old = rng.normal(size=(6, DIM)).astype(np.float32)
+    new = rng.normal(size=(6, DIM)).astype(np.float32)
+    for make in (lambda: _bulk(cluster, project), lambda: _stock(cluster, stock_project)):
+        _write(make(), ids[:4], old[:4], 1, T1)  # ids 0..3 exist; 4, 5 are new
+    source = cluster.owner(slot)
+    target = next(p for p in cluster.ports if p != source)
+    cluster.begin_migration(slot, source, target)
+    try:
+        cluster.migrate_keys(slot, source, target, writer.redis_keys(ids[:2]))  # 0, 1 moved; 2, 3 not yet
+        assert _write(writer, ids, new, 2, T2) == 6
+        assert writer.redirected >= 4  # 0, 1 (moved) and 4, 5 (new) were asked for on the target
+        in_slot = cluster.client(source).execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        on_source = {k for k in in_slot if k.endswith(project.encode())}
+        assert on_source == set(writer.redis_keys(ids[2:4]))
+    finally:
+        cluster.migrate_keys(slot, source, target)
+        cluster.finish_migration(slot, target)
+    _write(_stock(cluster, stock_project), ids, new, 2, T2)
+    stored = cluster.stored(project)
+    assert {k: f for k, (_, f) in stored.items()} == cluster.fields(stock_project)
+    assert {port for port, _ in stored.values()} == {target}
+
+
+def test_a_migration_that_never_settles_fails_with_the_key_and_node(cluster):
+    """A source MIGRATING to a target that is not IMPORTING: ASK there, MOVED back, forever."""
+    from feast_bc.errors import OnlineStoreUnavailableError
+
+    project = unique_project("stuck")
+    writer = _bulk(cluster, project)
+    slot, ids = next(iter(_ids_sharing_slots(writer, per_slot=1, slots=1).items()))
+    source = cluster.owner(slot)
+    target = next(p for p in cluster.ports if p != source)
+    cluster.begin_migration(slot, source, target, importing=False)
+    try:
+        others = np.arange(100, dtype=np.int64) * 11 + 2
+        others = others[~np.isin(writer.slots(others), [slot])]
+        with pytest.raises(OnlineStoreUnavailableError) as err:
+            _write(writer, np.concatenate([others, ids]), np.ones((len(others) + 1, DIM), np.float32), 0, T1)
+        message = str(err.value)
+        key = writer.redis_keys(ids)[0]
+        assert repr(key) in message and f"slot {slot}" in message
+        assert f"127.0.0.1:{target}" in message or f"127.0.0.1:{source}" in message
+    finally:
+        cluster.client(source).execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+    # every entity written is complete (the chunk of the stuck key stopped with it); the stuck one is absent
+    stored = cluster.fields(project)
+    assert 0 < len(stored) <= len(others) and all(len(fields) == 3 for fields in stored.values())
+    assert key[: -len(project)] not in stored
+
+
+def test_newer_values_are_kept_or_refused_like_on_one_node(cluster):
+    from feast_bc.errors import CatalogRollbackError
+
+    project = unique_project("newer")
+    ids = np.arange(600, dtype=np.int64) * 13
+    rng = np.random.default_rng(2)
+    newer = rng.normal(size=(600, DIM)).astype(np.float32)
+    older = rng.normal(size=(600, DIM)).astype(np.float32)
+    _write(_bulk(cluster, project), ids[:300], newer[:300], 3, T3)
+    before = cluster.fields(project)
+    # Feast's rule: a row older than the stored value is skipped, the others are written.
+    assert _write(_bulk(cluster, project), ids, older, 2, T2) == 300
+    after = cluster.fields(project)
+    assert {k: after[k] for k in before} == before
+    assert len(after) == 600
+    # The same rows again at the same instant: nothing to write.
+    assert _write(_bulk(cluster, project), ids, older, 2, T2) == 0
+    # refuse_newer: a stored value stamped later than the rows stops the writer.
+    with pytest.raises(CatalogRollbackError, match="Redis already holds values"):
+        _write(_bulk(cluster, project, refuse_newer=True), ids, older, 1, T1)
+    assert cluster.fields(project) == after
