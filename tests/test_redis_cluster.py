@@ -189,7 +189,7 @@ def cluster():
 
 
 # ----------------------------------------------------------------------------- writers
-def _setup(cluster: LocalCluster, project: str, **store_options):
+def _setup(cluster: LocalCluster, project: str, id_dtype: str = "int64", **store_options):
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
     from feast.repo_config import RepoConfig
@@ -206,30 +206,36 @@ def _setup(cluster: LocalCluster, project: str, **store_options):
     )
     view = FeatureView(
         name="item_embedding_bc0",
-        entities=[Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64)],
+        entities=[
+            Entity(
+                name="item",
+                join_keys=["item_id"],
+                value_type=ValueType.INT64 if id_dtype == "int64" else ValueType.STRING,
+            )
+        ],
         schema=[Field(name="embedding", dtype=Array(Float32)), Field(name="source_version", dtype=Int64)],
         source=FileSource(path="unused.parquet", timestamp_field="event_timestamp"),
     )
     return cfg, RedisOnlineStore(), view
 
 
-def _bulk(cluster, project, chunk_rows=97, refuse_newer=False, **store_options):
+def _bulk(cluster, project, chunk_rows=97, refuse_newer=False, id_dtype="int64", **store_options):
     from feast_bc.online_writers import RedisClusterBulkWriter
 
     return RedisClusterBulkWriter(
-        *_setup(cluster, project, **store_options),
+        *_setup(cluster, project, id_dtype, **store_options),
         "item_id",
-        "int64",
+        id_dtype,
         DIM,
         chunk_rows=chunk_rows,
         refuse_newer=refuse_newer,
     )
 
 
-def _stock(cluster, project, **store_options):
+def _stock(cluster, project, id_dtype="int64", **store_options):
     from feast_bc.online_writers import ProtoWriter
 
-    return ProtoWriter(*_setup(cluster, project, **store_options), "item_id", "int64", DIM)
+    return ProtoWriter(*_setup(cluster, project, id_dtype, **store_options), "item_id", id_dtype, DIM)
 
 
 def _write(writer, ids, vectors, source_version, when, batch=700) -> int:
@@ -286,6 +292,7 @@ def test_key_slots_match_redis_and_redis_py(cluster):
 def test_writer_for_picks_the_cluster_writer(cluster, caplog):
     import logging
 
+    import redis
     from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
     from feast.repo_config import RepoConfig
 
@@ -302,6 +309,11 @@ def test_writer_for_picks_the_cluster_writer(cluster, caplog):
         ),
         entity_key_serialization_version=3,
     )
+    # no reachable node: a connection error (the engine turns it into OnlineStoreUnavailableError)
+    unreachable, store, _ = _setup(cluster, "pick")
+    unreachable.online_store.connection_string = f"127.0.0.1:{free_port()}"
+    with pytest.raises(redis.exceptions.ConnectionError, match="Redis Cluster cannot be connected"):
+        writer_for(unreachable, store, view, "item_id", "int64", DIM)
     with caplog.at_level(logging.INFO, logger="feast_bc.online_writers"):
         fallback = writer_for(sentinel, RedisOnlineStore(), view, "item_id", "int64", DIM)
     assert isinstance(fallback, ProtoWriter)
@@ -368,6 +380,17 @@ def test_cluster_writer_stores_what_feast_stores_across_chunks(cluster, options)
     if options.get("key_ttl_seconds"):
         for key, (port, _) in list(got.items())[:50]:
             assert 3500 < cluster.client(port).ttl(key + bulk_project.encode()) <= 3600
+
+
+def test_string_ids_land_where_feast_puts_them(cluster):
+    bulk_project, stock_project = unique_project("sbulk"), unique_project("sstock")
+    ids = np.array([f"item-{i}" for i in range(300)] + ["{tag}a", "{tag}b", "x{}y", "{"], dtype=object)
+    vectors = np.random.default_rng(4).normal(size=(len(ids), DIM)).astype(np.float32)
+    assert _write(_bulk(cluster, bulk_project, id_dtype="string"), ids, vectors, 0, T1, batch=150) == len(ids)
+    _write(_stock(cluster, stock_project, id_dtype="string"), ids, vectors, 0, T1, batch=150)
+    got = cluster.stored(bulk_project)
+    assert {k: f for k, (_, f) in got.items()} == cluster.fields(stock_project)
+    assert len(got) == len(ids) and {port for port, _ in got.values()} == set(cluster.ports)
 
 
 def test_slots_moved_after_the_writer_read_its_map_are_followed(cluster):

@@ -35,6 +35,8 @@ from typing import NamedTuple
 import numpy as np
 from feast.infra.online_stores.redis import RedisType
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 
 from feast_bc.errors import OnlineStoreUnavailableError
 from feast_bc.online_writers.base import Batch
@@ -184,7 +186,10 @@ class RedisClusterBulkWriter(RedisBulkWriter):
     max_redirects = 5
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        try:
+            super().__init__(*args, **kwargs)  # Feast's RedisCluster client connects here
+        except RedisClusterException as exc:  # no reachable node, or not a cluster: a connection problem
+            raise RedisConnectionError(f"Redis Cluster: {exc}") from exc
         self._pipes: dict[str, Pipeline] = {}
         self._stack: contextlib.ExitStack | None = None
         self.redirected = 0  # rows redone after a MOVED/ASK (for tests and logs)
@@ -213,6 +218,9 @@ class RedisClusterBulkWriter(RedisBulkWriter):
         """(master, row indices) for every master serving some of ``ids``."""
         slots = self.slots(ids)
         owner = self._owner[slots]
+        if (owner < 0).any():  # the map read at connection time may predate a fix of the cluster
+            self._refresh_slot_map()
+            owner = self._owner[slots]
         if (owner < 0).any():
             slot = int(slots[owner < 0][0])
             raise OnlineStoreUnavailableError(
