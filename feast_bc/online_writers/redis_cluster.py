@@ -373,7 +373,7 @@ class RedisClusterBulkWriter(RedisBulkWriter):
             raise OnlineStoreUnavailableError(
                 f"Redis Cluster kept redirecting {self.view_name}'s key {key!r} (entity {rows.ids[0]!r}, slot "
                 f"{redirect.slot}): still {redirect.kind} to {redirect.node} after {self.max_redirects} attempts "
-                f"({len(rows)} rows affected). A slot migration is stuck or the nodes disagree on the slot map "
+                f"({sum(len(r) for _, r in redo)} rows not written). A slot migration is stuck or the nodes disagree on the slot map "
                 "(`redis-cli --cluster check`, then `--cluster fix`). Entities written so far are complete; rerun "
                 "`feast materialize` once the cluster is stable"
             )
