@@ -118,7 +118,7 @@ class RedisBulkWriter(ThreadedWriter):
         key_len = len(prefix) + 8 + len(self.project)
         parts = [
             (before_key + b"$%d\r\n%s" % (key_len, prefix), None),
-            (None, np.asarray(ids, dtype="<i8").view(np.uint8).reshape(n, 8)),
+            (None, np.ascontiguousarray(ids, dtype="<i8").view(np.uint8).reshape(n, 8)),
             (self.project + b"\r\n" + after_key, None),
         ]
         if row_data is not None:
