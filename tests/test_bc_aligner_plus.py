@@ -16,7 +16,7 @@ from training.chain import VersionChain
 from training.config import profile
 from training.data import SyntheticData, load_dataset, split_version
 from training.errors import ConfigError
-from training.loop import IntendedTask, embed, fit_model
+from training.loop import Evaluation, IntendedTask, _select_aligned, embed, fit_model
 from training.models.factory import ModelSpec, build_model
 from training.models.graph import build_graph
 from training.models.growth import grow
@@ -121,7 +121,9 @@ def test_least_squares_refit_is_numpy_lstsq_and_never_increases_the_objective():
 
 def test_every_switch_off_is_the_papers_bc_aligner(dataset):
     plain = VersionChain(make_strategy("bc-aligner"), dataset, TINY, seed=0)
-    off = make_strategy("bc-aligner-plus", warm_start=False, align_nodes="batch", refit=False, selection="recall")
+    off = make_strategy(
+        "bc-aligner-plus", warm_start=False, align_nodes="batch", refit=False, selection="recall", intended_floor=0
+    )
     ours = VersionChain(off, dataset, TINY, seed=0)
     for _ in range(2):
         a, b = plain.train_next(), ours.train_next()
@@ -185,3 +187,80 @@ def test_patience_makes_the_budget_follow_the_data(dataset):
     assert fit.val_recall[50] == best and fit.selected_epoch == fit.history[recalls.index(best)].epoch
     # It stopped exactly 3 evaluations after the first time it reached its best recall.
     assert recalls.index(best) == len(recalls) - 4 and max(recalls[-3:]) <= best
+
+
+def _candidate(epoch: int, recall: float, alignment: float):
+    return (Evaluation(epoch, 0.0, {50: recall}, alignment), {"epoch": epoch}, None)
+
+
+def test_aligned_selection_honours_the_recall_floor():
+    candidates = [_candidate(0, 0.30, 0.20), _candidate(5, 0.20, 0.05), _candidate(10, 0.29, 0.08)]
+    assert _select_aligned(candidates, 50)[0] == 5  # best aligned, recall ignored
+    assert _select_aligned(candidates, 50, min_recall=0.28)[0] == 10  # best aligned above the floor
+    assert _select_aligned(candidates, 50, min_recall=0.295)[0] == 0  # only the start reaches it
+    assert _select_aligned(candidates, 50, min_recall=0.9)[0] == 5  # none does: the floor is dropped
+
+
+def test_intended_floor_retrains_from_the_fresh_model_when_the_warm_start_falls_short(
+    dataset, tmp_path, monkeypatch, caplog
+):
+    """A warm start whose recall is below the floor is replaced by a model re-aligned from the fresh
+    (No-BC) model, whose recall reaches the floor; a warm start above it is kept as it is."""
+    cache = ModelCache(tmp_path / "cache")
+    fresh = VersionChain(make_strategy("nobc"), dataset, TINY, seed=0, cache=cache)
+    fresh.train_next()
+    fresh_recall = fresh.train_next().record.val_recall[50]
+
+    plus = make_strategy("bc-aligner-plus", intended_floor=1.0)
+    calls = []
+    real_fit = BCAlignerPlus._fit
+
+    def short_warm_start(self, ctx, *args, **kwargs):
+        fit, alignment = real_fit(self, ctx, *args, **kwargs)
+        calls.append(kwargs.get("min_recall"))
+        if len(calls) == 1:  # the warm start: pretend it learned nothing
+            fit.val_recall = {k: 0.0 for k in fit.val_recall}
+        return fit, alignment
+
+    monkeypatch.setattr(BCAlignerPlus, "_fit", short_warm_start)
+    chain = VersionChain(plus, dataset, TINY, seed=0, cache=cache)
+    chain.train_next()
+    with caplog.at_level("WARNING", logger="training.strategies.plus"):
+        v1 = chain.train_next()
+    assert len(calls) == 2 and calls[1] == pytest.approx(fresh_recall)
+    assert "re-aligning from the fresh model" in caplog.text
+    assert v1.record.val_recall[50] >= fresh_recall
+    # The published B_1 is still the refit one: the version stays servable and aligned.
+    targets = tuple(z.numpy() for z in embed(chain.history.models[0], build_graph(dataset, v1.split)))
+    lstsq = least_squares_transform(v1.user_embeddings, v1.item_embeddings, *targets)
+    published = alignment_objective(v1.transform, v1.user_embeddings, v1.item_embeddings, *targets)
+    assert published <= alignment_objective(lstsq, v1.user_embeddings, v1.item_embeddings, *targets) * (1 + 1e-6)
+
+
+def test_fit_model_can_keep_its_starting_point_as_a_candidate(dataset):
+    config = profile("tiny", epochs=4, eval_every=2, select_after_epoch=0)
+    split = split_version(dataset, 0.5, 0.6, version=0)
+    task = IntendedTask.for_split(dataset, split, config, torch.device("cpu"))
+    from training.alignment import JointAlignment
+
+    old = build_model(ModelSpec.for_dataset("pinsage", 8, 1, dataset))
+    targets = embed(old, task.graph)
+    model = build_model(ModelSpec.for_dataset("pinsage", 8, 1, dataset))
+    model.load_state_dict(old.state_dict())  # starts exactly on the targets
+    alignment = JointAlignment(
+        kind="learned", new_dim=8, target_user=targets[0], target_item=targets[1], lam=16.0, initial=np.eye(8)
+    )
+    fit = fit_model(
+        model,
+        task,
+        config,
+        np.random.default_rng(0),
+        epochs=4,
+        alignment=alignment,
+        aligned_selection=True,
+        include_start=True,
+        refit=True,
+        min_recall=1.1,  # unreachable: the floor is dropped, alignment decides
+    )
+    assert [e.epoch for e in fit.history] == [0, 2, 4]
+    assert fit.history[0].alignment < 1e-6  # the start is on the targets

@@ -88,10 +88,18 @@ def fit_model(
     select_after: int = 0,
     alignment: JointAlignment | None = None,
     aligned_selection: bool = False,
+    min_recall: float | None = None,
+    include_start: bool = False,
     refit: bool = False,
     progress: bool = False,
     desc: str = "train",
 ) -> FitResult:
+    """Train ``model`` (and ``alignment``'s B_k) for at most ``epochs``; return the selected checkpoint.
+
+    ``min_recall`` (aligned selection only): checkpoints whose validation Recall@``selection_k`` is
+    below it are not eligible, unless none reaches it. ``include_start``: the state before the first
+    step is a candidate too (epoch 0), so a run that starts from an acceptable model can only end
+    with one at least as aligned."""
     started = time.perf_counter()
     sampler = task.sampler(rng)
     params = list(model.parameters()) + (list(alignment.parameters()) if alignment is not None else [])
@@ -102,6 +110,16 @@ def fit_model(
     history: list[Evaluation] = []
     candidates: list[tuple[Evaluation, dict, dict | None]] = []  # aligned_selection: chosen at the end
     top_recall, stale = -math.inf, 0  # for config.patience: evaluations since the best recall so far
+
+    def evaluate(epoch: int, train_loss: float) -> Evaluation:
+        z_user, z_item = embed(model, task.graph)
+        recall = task.evaluator.evaluate(z_user, z_item)
+        aligned = alignment.residual(z_user, z_item, refit=refit) if alignment is not None else None
+        history.append(Evaluation(epoch, train_loss, recall, aligned))
+        return history[-1]
+
+    if include_start and aligned_selection and alignment is not None:
+        candidates.append((evaluate(0, math.nan), _snapshot(model), _snapshot(alignment)))
 
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, unit="epoch")
     epoch = 0
@@ -128,10 +146,8 @@ def fit_model(
             loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
 
         if epoch % config.eval_every == 0 or epoch == epochs:
-            z_user, z_item = embed(model, task.graph)
-            recall = task.evaluator.evaluate(z_user, z_item)
-            aligned = alignment.residual(z_user, z_item, refit=refit) if alignment is not None else None
-            history.append(Evaluation(epoch, loss_sum / steps, recall, aligned))
+            evaluation = evaluate(epoch, loss_sum / steps)
+            recall, aligned = evaluation.recall, evaluation.alignment
             if epoch > select_after and aligned_selection and aligned is not None:
                 candidates.append(
                     (history[-1], _snapshot(model), _snapshot(alignment) if alignment is not None else None)
@@ -150,7 +166,7 @@ def fit_model(
                     break  # converged: the budget follows the data instead of a fixed epoch count
 
     if candidates:
-        best = _select_aligned(candidates, k_sel)
+        best = _select_aligned(candidates, k_sel, min_recall)
     if best is None:  # only if select_after >= epochs, which TrainingConfig refuses
         raise ValueError(f"no evaluation after epoch {select_after} in {epochs} epochs")
     _, recall, model_state, alignment_state = best
@@ -231,8 +247,13 @@ ALIGN_TOLERANCE = 0.1
 ALIGN_FLOOR = 0.002
 
 
-def _select_aligned(candidates: list[tuple[Evaluation, dict, dict | None]], k_sel: int):
-    """The best recall among the aligned-enough checkpoints (ties: the earliest)."""
+def _select_aligned(
+    candidates: list[tuple[Evaluation, dict, dict | None]], k_sel: int, min_recall: float | None = None
+):
+    """The best recall among the aligned-enough checkpoints (ties: the earliest); with ``min_recall``,
+    only among those whose recall reaches it (all of them when none does)."""
+    if min_recall is not None:
+        candidates = [c for c in candidates if c[0].recall[k_sel] >= min_recall] or candidates
     lowest = min(float(c[0].alignment) for c in candidates)  # type: ignore[arg-type]
     limit = lowest + max(ALIGN_TOLERANCE * lowest, ALIGN_FLOOR)
     eligible = [c for c in candidates if float(c[0].alignment) <= limit]  # type: ignore[arg-type]

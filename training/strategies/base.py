@@ -40,10 +40,13 @@ ALIASES = {
     "posthoc-linear-mloss": "posthoc-lin-mloss",
 }
 DEFAULT_LAMBDA = 16.0
+#: bc-aligner-plus keeps at least this fraction of a fresh model's validation recall (the intended
+#: bar of docs/RESULTS.md: no more than 3% below No-BC).
+DEFAULT_INTENDED_FLOOR = 0.97
 #: What `python -m training train` trains unless told otherwise: ours (docs/RESULTS.md says why).
 DEFAULT_STRATEGY = "bc-aligner-plus"
 #: Parameters only ``bc-aligner-plus`` takes (``None`` in the spec of every other strategy).
-PLUS_OPTIONS: tuple[str, ...] = ("warm_start", "align_nodes", "refit", "selection")
+PLUS_OPTIONS: tuple[str, ...] = ("warm_start", "align_nodes", "refit", "selection", "intended_floor")
 
 
 class StrategySpec(BaseModel):
@@ -59,6 +62,12 @@ class StrategySpec(BaseModel):
     refit: bool | None = Field(None, description="least-squares refit of B_k on the selected M_k")
     selection: Literal["recall", "aligned"] | None = Field(
         None, description="checkpoint: best recall (paper), or best recall among the well-aligned ones"
+    )
+    intended_floor: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="keep at least this fraction of a fresh model's validation recall (0: no check)",
     )
 
     @model_serializer(mode="wrap")

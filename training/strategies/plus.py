@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+import numpy as np
 import torch
 
 from training.alignment import AlignmentNodes, JointAlignment, truncation_matrix
-from training.backward_fit import refit_transform
+from training.backward_fit import least_squares_transform, refit_transform
+from training.config import TrainingConfig
 from training.errors import ConfigError
 from training.loop import embed, fit_model
+from training.models.factory import build_model
 from training.models.growth import grow
-from training.strategies.base import DEFAULT_LAMBDA, StrategyFit, VersionContext
+from training.strategies.base import DEFAULT_INTENDED_FLOOR, DEFAULT_LAMBDA, StrategyFit, VersionContext
 from training.strategies.paper import _Joint
 
 logger = logging.getLogger(__name__)
@@ -36,9 +39,20 @@ class BCAlignerPlus(_Joint):
       :data:`training.loop.ALIGN_FLOOR`), instead of the best recall outright (``"recall"``, the
       paper's rule);
     * ``refit`` -- B_k is refit in closed form (least squares) on the selected M_k's embeddings
-      (:mod:`training.backward_fit`); kept only if it lowers the alignment objective.
+      (:mod:`training.backward_fit`); kept only if it lowers the alignment objective;
+    * ``intended_floor`` -- the intended task's guarantee. Starting from M_{k-1} holds M_k near it;
+      when M_{k-1} is a poor model (on a large, sparse catalogue a 2-layer M_{k-1} stays near
+      popularity while a fresh 3-layer M_k learns the clusters: docs/RESULTS.md, "A larger
+      catalogue"), a warm-started M_k never gets far enough within the budget. So the fresh
+      BPR-only M_k (the No-BC model, shared through the model cache) is trained as a reference, and
+      if the warm-started M_k's validation recall is below ``intended_floor`` x the reference's,
+      the version is trained again *from the reference*: B_k starts at the least-squares fit, joint
+      training pulls M_k towards the targets, and the selected checkpoint is the best-aligned one
+      whose recall still reaches the floor (the starting point, i.e. post-hoc least squares,
+      always does). 0 turns the check off (no reference model is trained).
 
-    With all four off it trains exactly what :class:`BCAligner` trains.
+    With ``warm_start``, ``refit`` and ``intended_floor`` off and ``selection="recall"`` it trains
+    exactly what :class:`BCAligner` trains.
     """
 
     name = "bc-aligner-plus"
@@ -53,6 +67,7 @@ class BCAlignerPlus(_Joint):
         align_nodes: AlignmentNodes = "batch",
         refit: bool = True,
         selection: Literal["recall", "aligned"] = "aligned",
+        intended_floor: float = DEFAULT_INTENDED_FLOOR,
     ):
         super().__init__(lam)
         if align_nodes not in ("batch", "all"):
@@ -63,6 +78,9 @@ class BCAlignerPlus(_Joint):
         self.align_nodes: AlignmentNodes = align_nodes
         self.refit = bool(refit)
         self.selection = selection
+        if not 0 <= intended_floor <= 1:
+            raise ConfigError(f"{self.name}: intended_floor must be within [0, 1], got {intended_floor!r}")
+        self.intended_floor = float(intended_floor)
 
     def get_params(self) -> dict:
         return {
@@ -71,41 +89,76 @@ class BCAlignerPlus(_Joint):
             "align_nodes": self.align_nodes,
             "refit": self.refit,
             "selection": self.selection,
+            "intended_floor": self.intended_floor,
         }
 
     def update(self, ctx: VersionContext) -> StrategyFit:
         spec = ctx.spec(ctx.version)
-        model = ctx.init_model(spec)
         previous = ctx.history.models[-1]
-        target_user, target_item = ctx.targets(previous)
-        initial = None
+        targets = ctx.targets(previous)
+        model, initial = ctx.init_model(spec), None
         if self.warm_start:
-            growth = grow(previous, model, ctx.task.graph)
-            if growth is None:
-                logger.warning(
-                    "%s: version %d starts from a fresh model (M_%d cannot grow into it)",
-                    self.name,
-                    ctx.version,
-                    ctx.version - 1,
-                )
-            else:
-                logger.info(
-                    "%s: M_%d grown from M_%d (%d -> %d dims), max deviation %.2e",
-                    self.name,
-                    ctx.version,
-                    ctx.version - 1,
-                    growth.old_dim,
-                    growth.new_dim,
-                    growth.max_error,
-                )
-                initial = truncation_matrix(growth.old_dim, growth.new_dim)
+            initial = self._grow(ctx, previous, model)
+        c = ctx.config
+        fit, alignment = self._fit(
+            ctx, model, targets, initial, config=c, epochs=c.epochs, select_after=c.select_after_epoch, desc=self.name
+        )
+        if self.intended_floor > 0:
+            fit, alignment = self._hold_intended_floor(ctx, spec, targets, fit, alignment)
+        weight = alignment.matrix()
+        if self.refit:
+            new = tuple(z.cpu().numpy() for z in embed(fit.model, ctx.task.graph))
+            old = tuple(z.cpu().numpy() for z in targets)
+            weight, before, after = refit_transform(weight, new, old, ctx.history.transforms)
+            logger.info(
+                "%s: version %d B_k refit, alignment objective %.5f -> %.5f", self.name, ctx.version, before, after
+            )
+        return StrategyFit.from_fit(fit, spec, weight, "learned")
+
+    def _grow(self, ctx: VersionContext, previous, model) -> np.ndarray | None:
+        """Load M_{k-1} grown into ``model``; the B_k that starts aligned ([I 0]), or None if it cannot grow."""
+        growth = grow(previous, model, ctx.task.graph)
+        if growth is None:
+            logger.warning(
+                "%s: version %d starts from a fresh model (M_%d cannot grow into it)",
+                self.name,
+                ctx.version,
+                ctx.version - 1,
+            )
+            return None
+        logger.info(
+            "%s: M_%d grown from M_%d (%d -> %d dims), max deviation %.2e",
+            self.name,
+            ctx.version,
+            ctx.version - 1,
+            growth.old_dim,
+            growth.new_dim,
+            growth.max_error,
+        )
+        return truncation_matrix(growth.old_dim, growth.new_dim)
+
+    def _fit(
+        self,
+        ctx: VersionContext,
+        model,
+        targets,
+        initial: np.ndarray | None,
+        *,
+        config: TrainingConfig,
+        epochs: int,
+        select_after: int,
+        desc: str,
+        min_recall: float | None = None,
+        include_start: bool = False,
+    ) -> tuple:
+        """Joint training of ``model`` and B_k (started at ``initial``, else at random) -> (fit, alignment)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed_for("transform-init"))
             alignment = JointAlignment(
                 kind="learned",
-                new_dim=spec.dim,
-                target_user=target_user,
-                target_item=target_item,
+                new_dim=ctx.spec(ctx.version).dim,
+                target_user=targets[0],
+                target_item=targets[1],
                 lam=self.lam,
                 older_transforms=ctx.history.transforms,
                 multi_step=True,
@@ -115,22 +168,62 @@ class BCAlignerPlus(_Joint):
         fit = fit_model(
             model,
             ctx.task,
-            ctx.config,
+            config,
             ctx.rng("sample"),
-            epochs=ctx.config.epochs,
-            select_after=ctx.config.select_after_epoch,
+            epochs=epochs,
+            select_after=select_after,
             alignment=alignment,
             aligned_selection=self.selection == "aligned",
+            min_recall=min_recall,
+            include_start=include_start,
             refit=self.refit,
             progress=ctx.progress,
-            desc=ctx.desc(self.name),
+            desc=ctx.desc(desc),
         )
-        weight = alignment.matrix()
-        if self.refit:
-            new = tuple(z.cpu().numpy() for z in embed(fit.model, ctx.task.graph))
-            old = (target_user.cpu().numpy(), target_item.cpu().numpy())
-            weight, before, after = refit_transform(weight, new, old, ctx.history.transforms)
+        return fit, alignment
+
+    def _hold_intended_floor(self, ctx: VersionContext, spec, targets, fit, alignment) -> tuple:
+        """``fit`` if its recall reaches the floor; else the version re-aligned from the fresh model."""
+        k = ctx.config.selection_k
+        reference = ctx.train_fresh(spec)  # the No-BC model: cached, so a chain with nobc trains it once
+        floor = self.intended_floor * reference.val_recall[k]
+        if fit.val_recall[k] >= floor:
             logger.info(
-                "%s: version %d B_k refit, alignment objective %.5f -> %.5f", self.name, ctx.version, before, after
+                "%s: version %d keeps the warm start (Recall@%d %.4f >= %.2f x fresh %.4f)",
+                self.name,
+                ctx.version,
+                k,
+                fit.val_recall[k],
+                self.intended_floor,
+                reference.val_recall[k],
             )
-        return StrategyFit.from_fit(fit, spec, weight, "learned")
+            return fit, alignment
+        logger.warning(
+            "%s: version %d: the warm-started model's Recall@%d %.4f is below %.2f x the fresh model's %.4f; "
+            "re-aligning from the fresh model",
+            self.name,
+            ctx.version,
+            k,
+            fit.val_recall[k],
+            self.intended_floor,
+            reference.val_recall[k],
+        )
+        model = build_model(spec).to(ctx.device)
+        model.load_state_dict(reference.model.state_dict())
+        new = tuple(z.cpu().numpy() for z in embed(model, ctx.task.graph))
+        start = least_squares_transform(*new, *(z.cpu().numpy() for z in targets))
+        floor_fit, floor_alignment = self._fit(
+            ctx,
+            model,
+            targets,
+            start,
+            # no patience: the alignment keeps improving after recall has peaked
+            config=ctx.config.model_copy(update={"patience": None}),
+            epochs=ctx.config.finetune_epochs,
+            select_after=0,
+            min_recall=floor,
+            include_start=True,
+            desc=f"{self.name} from fresh",
+        )
+        floor_fit.seconds += fit.seconds + (0.0 if reference.from_cache else reference.seconds)
+        return floor_fit, floor_alignment
