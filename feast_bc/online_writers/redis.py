@@ -1,4 +1,4 @@
-"""Redis: a feast_bc view written as hand-built RESP pipelines on a background thread.
+"""Redis: feast_bc views written as hand-built RESP pipelines on a background thread.
 
 Feast's own writer issues one redis-py call per row (~3k rows/s for 256-d vectors on 2 cores).
 Every row of a feast_bc view has the same shape -- the same fields, the same event timestamp, a
@@ -6,6 +6,11 @@ fixed-length vector -- so the whole pipeline of a chunk is laid out as one numpy
 constant parts broadcast, ids and float bytes dropped into their columns. Replies are read
 straight off the socket (:mod:`feast_bc.resp`), and the I/O runs on the writer thread of
 :class:`~feast_bc.online_writers.pipeline.ThreadedWriter`, so Redis works while the engine computes.
+
+This module holds Feast's hash layout of a view (:class:`ViewFields`), what every Redis writer
+shares (:class:`RedisHashWriter`), the per-view :class:`RedisBulkWriter` and the timestamp rules
+(:func:`keep_mask`, :func:`refuse_newer_values`); :mod:`.redis_family` writes several views of a
+family with one HSET per entity.
 """
 
 from __future__ import annotations
@@ -33,21 +38,160 @@ def resp_bulk(data: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
-class RedisBulkWriter(ThreadedWriter):
-    """Writes a feast_bc view into Feast's Redis layout with hand-built RESP pipelines.
+class ViewFields:
+    """One view's fields in Feast's Redis hash of an entity, and their bytes in an HSET.
 
-    Layout (Feast 0.67 ``redis.py``): key = serialized entity key (v3) + project; hash fields
-    ``mmh3("<view>:<feature>")`` -> serialized Value, and ``_ts:<view>`` -> serialized Timestamp.
-    Unless the store is configured with ``skip_dedup: true``, rows whose stored timestamp is not
-    older are left alone, exactly like Feast's own writer; with ``refuse_newer`` a stored value
-    stamped *later* than the row is refused instead (:meth:`_refuse_newer`).
+    Feast 0.67 ``redis.py``: ``mmh3("<view>:<feature>")`` -> serialized Value per feature, and
+    ``_ts:<view>`` -> serialized Timestamp. Every version of a family is a view over the same entity,
+    so all of them live in the same hash (key = serialized entity key + project): the fused family
+    writer puts several views' fields into one HSET.
+    """
+
+    def __init__(self, repo_config, feature_view, dim: int):
+        view = _versioned_fv_name(feature_view, repo_config)
+        self.view_name = feature_view.name
+        self.dim = dim
+        self.ts_field = f"_ts:{view}".encode()
+        self.emb_field = _mmh3(f"{view}:{EMBEDDING_FEATURE}")
+        features = {f.name for f in feature_view.features}
+        self.src_field = _mmh3(f"{view}:{SOURCE_VERSION_FEATURE}") if SOURCE_VERSION_FEATURE in features else None
+        self.vec_prefix = vector_prefix(dim)
+
+    @property
+    def field_count(self) -> int:
+        return 2 if self.src_field is None else 3
+
+    def hset_parts(self, vectors: np.ndarray, src_value: bytes, ts_value: bytes) -> list:
+        """This view's field/value pairs of an HSET, per row: constant bytes and (rows, width) uint8 columns."""
+        value_len = len(self.vec_prefix) + 4 * self.dim
+        tail = resp_bulk(self.ts_field) + resp_bulk(ts_value)
+        if self.src_field is not None:
+            tail = resp_bulk(self.src_field) + resp_bulk(src_value) + tail
+        vec_bytes = np.ascontiguousarray(vectors, dtype="<f4").view(np.uint8).reshape(len(vectors), 4 * self.dim)
+        emb_head = resp_bulk(self.emb_field) + b"$%d\r\n%s" % (value_len, self.vec_prefix)
+        return [emb_head, vec_bytes, b"\r\n" + tail]
+
+
+class RedisHashWriter(ThreadedWriter):
+    """What the per-view and the family writer share: the connection, the entity keys, the RESP
+    layout of a pipeline of keyed commands, and the HSET of one or more views' fields.
 
     Use it as a context manager (:class:`~feast_bc.online_writers.pipeline.ThreadedWriter`): the
     writer thread owns one connection; leaving the block with an exception discards it. Each
-    entity's HSET is atomic, so whatever was written is complete.
+    entity's HSET is atomic, so whatever was written is complete. Unless the store is configured
+    with ``skip_dedup: true``, a view's rows whose stored timestamp is not older are left alone,
+    exactly like Feast's own writer; with ``refuse_newer`` a stored value stamped *later* than the
+    row is refused instead (:func:`refuse_newer_values`).
     """
 
     thread_name = "feast-bc-redis-writer"
+
+    def __init__(
+        self,
+        repo_config,
+        online_store,
+        join_key: str,
+        id_dtype: str,
+        *,
+        chunk_rows: int,
+        queue_batches: int = 1,
+        gate: Gate | None = None,
+        refuse_newer: bool = False,
+    ):
+        cfg = repo_config.online_store
+        if cfg.redis_type != RedisType.redis or getattr(cfg, "client", "redis") != "redis":
+            raise FeastBCError("the Redis bulk writer handles standalone Redis with the redis-py client only")
+        super().__init__(queue_batches=queue_batches, gate=gate)
+        self.client = online_store._get_client(cfg)
+        self.project = repo_config.project.encode()
+        self.skip_dedup = bool(cfg.skip_dedup)
+        self.ttl = cfg.key_ttl_seconds
+        self.chunk_rows = max(1, int(chunk_rows))
+        self.keys = EntityKeys(join_key, id_dtype, repo_config.entity_key_serialization_version)
+        self.refuse_newer = refuse_newer
+        self._pipe: Pipeline | None = None
+
+    # --------------------------------------------------------------------------- encoding
+    def redis_keys(self, ids: np.ndarray) -> list[bytes]:
+        return self.keys.many(ids, suffix=self.project)
+
+    def _keyed_commands(self, ids: np.ndarray, before_key: bytes, after_key: list) -> bytes:
+        """``before_key + $len key + after_key`` for every id, as one bytes; ``after_key`` holds
+        constant bytes and (n, width) uint8 matrices (one row per id).
+
+        With int64 ids every record has the same length, so the whole batch is one (n, width)
+        uint8 matrix: constant parts broadcast, ids (and vector bytes) dropped into their columns.
+        """
+        n = len(ids)
+        prefix = self.keys.int_prefix
+        if prefix is None:
+            return b"".join(
+                before_key
+                + resp_bulk(key)
+                + b"".join(part if isinstance(part, bytes) else part[i].tobytes() for part in after_key)
+                for i, key in enumerate(self.redis_keys(ids))
+            )
+        key_len = len(prefix) + 8 + len(self.project)
+        parts = [
+            before_key + b"$%d\r\n%s" % (key_len, prefix),
+            np.asarray(ids, dtype="<i8").view(np.uint8).reshape(n, 8),
+            self.project + b"\r\n",
+        ]
+        for part in after_key:  # adjacent constants become one column block
+            if isinstance(part, bytes) and isinstance(parts[-1], bytes):
+                parts[-1] += part
+            else:
+                parts.append(part)
+        width = sum(len(p) if isinstance(p, bytes) else p.shape[1] for p in parts)
+        out = np.empty((n, width), dtype=np.uint8)
+        col = 0
+        for part in parts:
+            if isinstance(part, bytes):
+                if part:
+                    out[:, col : col + len(part)] = np.frombuffer(part, dtype=np.uint8)
+                col += len(part)
+            else:
+                out[:, col : col + part.shape[1]] = part
+                col += part.shape[1]
+        return out.tobytes()
+
+    def _views_hset_payload(self, ids: np.ndarray, views: list[tuple[ViewFields, np.ndarray, bytes, bytes]]) -> bytes:
+        """One HSET per id carrying every given view's fields ((fields, vectors, source value,
+        timestamp value) per view), plus its EXPIRE when the store sets a TTL."""
+        args = 2 + sum(2 * fields.field_count for fields, *_ in views)
+        after_key = [part for fields, *values in views for part in fields.hset_parts(*values)]
+        payload = self._keyed_commands(ids, b"*%d\r\n$4\r\nHSET\r\n" % args, after_key)
+        if self.ttl:
+            payload += self._keyed_commands(ids, b"*3\r\n$6\r\nEXPIRE\r\n", [resp_bulk(str(int(self.ttl)).encode())])
+        return payload
+
+    def _hmget_payload(self, ids: np.ndarray, views: list[ViewFields]) -> bytes:
+        """One HMGET per id of the given views' timestamp fields."""
+        fields = b"".join(resp_bulk(v.ts_field) for v in views)
+        return self._keyed_commands(ids, b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(views)), [fields])
+
+    # ----------------------------------------------------------------------------- I/O
+    def _consume(self, batches: Iterator) -> None:
+        with Pipeline(self.client) as pipe:
+            self._pipe = pipe
+            pending = 0  # integer replies of the chunk still in flight
+            for batch in batches:
+                pending = self._write_batch(pipe, pending, batch)
+            pipe.replies.integers(pending)
+            pipe.clean = True
+
+    def _interrupt(self) -> None:
+        if self._pipe is not None:  # cut the connection the writer thread waits on
+            self._pipe.conn.disconnect()
+
+    def _write_batch(self, pipe: Pipeline, pending: int, batch) -> int:
+        """Send one unit of work; return the number of integer replies still in flight."""
+        raise NotImplementedError
+
+
+class RedisBulkWriter(RedisHashWriter):
+    """Writes one feast_bc view into Feast's Redis layout with hand-built RESP pipelines
+    (see :class:`RedisHashWriter` for the contract, :class:`ViewFields` for the layout)."""
 
     def __init__(
         self,
@@ -63,102 +207,22 @@ class RedisBulkWriter(ThreadedWriter):
         gate: Gate | None = None,
         refuse_newer: bool = False,
     ):
-        cfg = repo_config.online_store
-        if cfg.redis_type != RedisType.redis or getattr(cfg, "client", "redis") != "redis":
-            raise FeastBCError("the Redis bulk writer handles standalone Redis with the redis-py client only")
-        super().__init__(queue_batches=queue_batches, gate=gate)
-        self.client = online_store._get_client(cfg)
-        self.project = repo_config.project.encode()
-        self.skip_dedup = bool(cfg.skip_dedup)
-        self.ttl = cfg.key_ttl_seconds
+        super().__init__(
+            repo_config,
+            online_store,
+            join_key,
+            id_dtype,
+            chunk_rows=chunk_rows,
+            queue_batches=queue_batches,
+            gate=gate,
+            refuse_newer=refuse_newer,
+        )
+        self.fields = ViewFields(repo_config, feature_view, dim)
         self.dim = dim
-        self.chunk_rows = int(chunk_rows)
-        view = _versioned_fv_name(feature_view, repo_config)
-        self.ts_field = f"_ts:{view}".encode()
-        self.emb_field = _mmh3(f"{view}:{EMBEDDING_FEATURE}")
-        features = {f.name for f in feature_view.features}
-        self.src_field = _mmh3(f"{view}:{SOURCE_VERSION_FEATURE}") if SOURCE_VERSION_FEATURE in features else None
-        self.vec_prefix = vector_prefix(dim)
-        self.keys = EntityKeys(join_key, id_dtype, repo_config.entity_key_serialization_version)
-        self.refuse_newer = refuse_newer
         self.view_name = feature_view.name
-        self._pipe: Pipeline | None = None
-
-    # --------------------------------------------------------------------------- encoding
-    def redis_keys(self, ids: np.ndarray) -> list[bytes]:
-        return self.keys.many(ids, suffix=self.project)
-
-    def _keyed_commands(
-        self,
-        ids: np.ndarray,
-        before_key: bytes,
-        after_key: bytes,
-        row_data: np.ndarray | None = None,
-        after_data: bytes = b"",
-    ) -> bytes:
-        """``before_key + $len key + after_key [+ row_data + after_data]`` for every id, as one bytes.
-
-        With int64 ids every record has the same length, so the whole batch is one (n, width)
-        uint8 matrix: constant parts broadcast, ids (and vector bytes) dropped into their columns.
-        """
-        n = len(ids)
-        prefix = self.keys.int_prefix
-        if prefix is None:
-            rows = row_data if row_data is not None else [None] * n
-            return b"".join(
-                before_key + resp_bulk(key) + after_key + (b"" if row is None else row.tobytes() + after_data)
-                for key, row in zip(self.redis_keys(ids), rows, strict=True)
-            )
-        key_len = len(prefix) + 8 + len(self.project)
-        parts = [
-            (before_key + b"$%d\r\n%s" % (key_len, prefix), None),
-            (None, np.asarray(ids, dtype="<i8").view(np.uint8).reshape(n, 8)),
-            (self.project + b"\r\n" + after_key, None),
-        ]
-        if row_data is not None:
-            parts += [(None, row_data), (after_data, None)]
-        width = sum(len(c) if c is not None else a.shape[1] for c, a in parts)
-        out = np.empty((n, width), dtype=np.uint8)
-        col = 0
-        for const, arr in parts:
-            if const is not None:
-                if const:
-                    out[:, col : col + len(const)] = np.frombuffer(const, dtype=np.uint8)
-                col += len(const)
-            else:
-                out[:, col : col + arr.shape[1]] = arr
-                col += arr.shape[1]
-        return out.tobytes()
 
     def _hset_payload(self, ids: np.ndarray, vectors: np.ndarray, src_value: bytes, ts_value: bytes) -> bytes:
-        value_len = len(self.vec_prefix) + 4 * self.dim
-        tail = resp_bulk(self.ts_field) + resp_bulk(ts_value)
-        if self.src_field is not None:
-            tail = resp_bulk(self.src_field) + resp_bulk(src_value) + tail
-        hset = b"*%d\r\n$4\r\nHSET\r\n" % (6 if self.src_field is None else 8)
-        vec_bytes = np.ascontiguousarray(vectors, dtype="<f4").view(np.uint8).reshape(len(ids), 4 * self.dim)
-        emb_head = resp_bulk(self.emb_field) + b"$%d\r\n%s" % (value_len, self.vec_prefix)
-        payload = self._keyed_commands(ids, hset, emb_head, vec_bytes, b"\r\n" + tail)
-        if self.ttl:
-            payload += self._keyed_commands(ids, b"*3\r\n$6\r\nEXPIRE\r\n", resp_bulk(str(int(self.ttl)).encode()))
-        return payload
-
-    def _hmget_payload(self, ids: np.ndarray) -> bytes:
-        return self._keyed_commands(ids, b"*3\r\n$5\r\nHMGET\r\n", resp_bulk(self.ts_field))
-
-    # ----------------------------------------------------------------------------- I/O
-    def _consume(self, batches: Iterator[Batch]) -> None:
-        with Pipeline(self.client) as pipe:
-            self._pipe = pipe
-            pending = 0  # integer replies of the chunk still in flight
-            for batch in batches:
-                pending = self._write_batch(pipe, pending, batch)
-            pipe.replies.integers(pending)
-            pipe.clean = True
-
-    def _interrupt(self) -> None:
-        if self._pipe is not None:  # cut the connection the writer thread waits on
-            self._pipe.conn.disconnect()
+        return self._views_hset_payload(ids, [(self.fields, vectors, src_value, ts_value)])
 
     def _write_batch(self, pipe: Pipeline, pending: int, batch: Batch) -> int:
         """Send one batch chunk by chunk; return the number of replies still in flight.
@@ -176,14 +240,14 @@ class RedisBulkWriter(ThreadedWriter):
             chunk_ids = ids[start : start + self.chunk_rows]
             chunk_vecs = vectors[start : start + self.chunk_rows]
             if not self.skip_dedup:
-                pipe.send(self._hmget_payload(chunk_ids))
+                pipe.send(self._hmget_payload(chunk_ids, [self.fields]))
             payload = self._hset_payload(chunk_ids, chunk_vecs, src_value, ts_value)
             pipe.replies.integers(pending)
             pending = 0
             if not self.skip_dedup:
                 runs = pipe.replies.single_field_arrays(len(chunk_ids))
                 if self.refuse_newer:
-                    self._refuse_newer(runs, ts_value, new_nanos, batch.event_time)
+                    refuse_newer_values(self.view_name, runs, ts_value, new_nanos, batch.event_time)
                 keep = keep_mask(runs, ts_value, new_nanos)
                 if keep is not None:
                     chunk_ids, chunk_vecs = chunk_ids[keep], chunk_vecs[keep]
@@ -195,24 +259,25 @@ class RedisBulkWriter(ThreadedWriter):
             self.written += len(chunk_ids)
         return pending
 
-    def _refuse_newer(self, runs, new_ts: bytes, new_nanos: int, event_time: datetime) -> None:
-        """feast_bc rows carry their version's publish time: a stored value stamped *later* was computed
-        from a newer latest than the one being written -- the catalog (or registry) went back in time,
-        and Feast's dedup rule would silently keep serving the newer values."""
-        for value, _ in runs:
-            if value is None or value == new_ts:
-                continue
-            stored = timestamp_nanos(value)
-            if stored > new_nanos:
-                when = datetime.fromtimestamp(stored / 1e9, tz=UTC).isoformat()
-                raise CatalogRollbackError(
-                    f"Redis already holds values of {self.view_name} computed from a version published at {when}, "
-                    f"newer than the rows being written (published {event_time.isoformat()}): the catalog or the "
-                    "registry was restored from an older state. Redis would keep the newer values and the pin would "
-                    "silently serve another version than the catalog's, so materialization stops here (values "
-                    "already in Redis are untouched). Restore the newest manifest (and `feast apply`), or publish a "
-                    "new version"
-                )
+
+def refuse_newer_values(view_name: str, runs, new_ts: bytes, new_nanos: int, event_time: datetime) -> None:
+    """feast_bc rows carry their version's publish time: a stored value stamped *later* was computed
+    from a newer latest than the one being written -- the catalog (or registry) went back in time,
+    and Feast's dedup rule would silently keep serving the newer values."""
+    for value, _ in runs:
+        if value is None or value == new_ts:
+            continue
+        stored = timestamp_nanos(value)
+        if stored > new_nanos:
+            when = datetime.fromtimestamp(stored / 1e9, tz=UTC).isoformat()
+            raise CatalogRollbackError(
+                f"Redis already holds values of {view_name} computed from a version published at {when}, "
+                f"newer than the rows being written (published {event_time.isoformat()}): the catalog or the "
+                "registry was restored from an older state. Redis would keep the newer values and the pin would "
+                "silently serve another version than the catalog's, so materialization stops here (values "
+                "already in Redis are untouched). Restore the newest manifest (and `feast apply`), or publish a "
+                "new version"
+            )
 
 
 def keep_mask(runs: list[tuple[bytes | None, int]], new_ts: bytes, new_nanos: int) -> np.ndarray | None:
