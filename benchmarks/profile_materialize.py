@@ -58,11 +58,11 @@ def main() -> None:
     timed(Catalog, "transform_vectors", "main: matmul (transform_vectors)")
     timed(Catalog, "verify", "verify thread: sha256 of the artifacts")
     timed(writers.RedisBulkWriter, "write", "main: write() incl. waiting for a queue slot")
-    timed(writers.RedisBulkWriter, "_hset_payload", "writer: build HSET payloads")
+    timed(writers.RedisBulkWriter, "_views_hset_payload", "writer: build HSET payloads")
     timed(writers.RedisBulkWriter, "_hmget_payload", "writer: build HMGET payloads")
     timed(resp.Pipeline, "send", "writer: send")
     timed(resp.RawReplies, "integers", "writer: read HSET replies")
-    timed(resp.RawReplies, "single_field_arrays", "writer: read HMGET replies")
+    timed(resp.RawReplies, "field_arrays", "writer: read HMGET replies")
 
     root = Path(tempfile.mkdtemp(prefix="bc-profile-"))
     project = f"bench_profile_{args.rows}_{args.dim}"

@@ -102,13 +102,9 @@ class RawReplies:
 
         self._runs(count, one)
 
-    def single_field_arrays(self, count: int) -> list[tuple[bytes | None, int]]:
-        """Consume ``count`` HMGET-of-one-field replies; return (value or None, repeat) runs in order."""
-        return self.field_arrays(count, 1)[0]
-
     def field_arrays(self, count: int, fields: int) -> list[list[tuple[bytes | None, int]]]:
-        """Consume ``count`` HMGET replies of ``fields`` fields each; per field, its (value or None,
-        repeat) runs in row order (the fused family writer asks for every view's timestamp at once)."""
+        """Consume ``count`` HMGET replies of ``fields`` fields each (the timestamp field of each view
+        being written); per field, its (value or None, repeat) runs in row order."""
         head_line = b"*%d" % fields
 
         def one():

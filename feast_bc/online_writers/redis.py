@@ -188,6 +188,66 @@ class RedisHashWriter(ThreadedWriter):
         """Send one unit of work; return the number of integer replies still in flight."""
         raise NotImplementedError
 
+    def _write_views(
+        self,
+        pipe: Pipeline,
+        pending: int,
+        ids: np.ndarray,
+        views: list[tuple[ViewFields, np.ndarray]],
+        source_version: int,
+        event_time: datetime,
+        written: list[int],
+    ) -> int:
+        """Send rows of one or more views (fields, vectors per view) chunk by chunk: per entity one
+        HMGET of every view's timestamp field, then one HSET of the fields of every view whose stored
+        timestamp is older (Feast's rule, per view). ``written[i]`` grows by the rows written for
+        ``views[i]``. Return the number of integer replies still in flight.
+
+        Order on the wire per chunk: [HMGET of this chunk] then its HSETs. The HMGET queues behind
+        the previous chunk's HSETs, so Redis never waits for us while we build this chunk's HSETs
+        (for every row and view; rebuilt for fewer only when some stored values are not older).
+        With ``refuse_newer`` a stored value stamped later than the rows raises before any HSET of
+        the chunk is sent.
+        """
+        fields = [f for f, _ in views]
+        everything = list(range(len(views)))
+        ts_value = timestamp_bytes(event_time)
+        src_value = value_bytes(int64_val=source_version)
+        new_nanos = timestamp_nanos(ts_value)
+        per_row = 2 if self.ttl else 1
+        for start in range(0, len(ids), self.chunk_rows):
+            self.check_abort()
+            stop = start + self.chunk_rows
+            chunk_ids = ids[start:stop]
+            chunk_vecs = [vectors[start:stop] for _, vectors in views]
+            if not self.skip_dedup:
+                pipe.send(self._hmget_payload(chunk_ids, fields))
+            payload = self._views_hset_payload(
+                chunk_ids, [(f, v, src_value, ts_value) for f, v in zip(fields, chunk_vecs, strict=True)]
+            )
+            pipe.replies.integers(pending)
+            pending = 0
+            groups = [(None, everything)]
+            if not self.skip_dedup:
+                per_view = pipe.replies.field_arrays(len(chunk_ids), len(fields))
+                if self.refuse_newer:
+                    for view, runs in zip(fields, per_view, strict=True):
+                        refuse_newer_values(view.view_name, runs, ts_value, new_nanos, event_time)
+                groups = rows_by_views([keep_mask(runs, ts_value, new_nanos) for runs in per_view], len(chunk_ids))
+            for rows, members in groups:
+                group_ids = chunk_ids
+                if rows is not None or members != everything:
+                    group_ids = chunk_ids if rows is None else chunk_ids[rows]
+                    selected = [chunk_vecs[m] if rows is None else chunk_vecs[m][rows] for m in members]
+                    payload = self._views_hset_payload(
+                        group_ids, [(fields[m], v, src_value, ts_value) for m, v in zip(members, selected, strict=True)]
+                    )
+                pipe.send(payload)
+                pending += per_row * len(group_ids)
+                for m in members:
+                    written[m] += len(group_ids)
+        return pending
+
 
 class RedisBulkWriter(RedisHashWriter):
     """Writes one feast_bc view into Feast's Redis layout with hand-built RESP pipelines
@@ -221,42 +281,12 @@ class RedisBulkWriter(RedisHashWriter):
         self.dim = dim
         self.view_name = feature_view.name
 
-    def _hset_payload(self, ids: np.ndarray, vectors: np.ndarray, src_value: bytes, ts_value: bytes) -> bytes:
-        return self._views_hset_payload(ids, [(self.fields, vectors, src_value, ts_value)])
-
     def _write_batch(self, pipe: Pipeline, pending: int, batch: Batch) -> int:
-        """Send one batch chunk by chunk; return the number of replies still in flight.
-
-        Order on the wire per chunk: [HMGET of this chunk] then its HSETs. The HMGET queues behind
-        the previous chunk's HSETs, so Redis never waits for us while we build this chunk.
-        """
-        ids, vectors = batch.ids, batch.vectors
-        ts_value = timestamp_bytes(batch.event_time)
-        src_value = value_bytes(int64_val=batch.source_version)
-        new_nanos = timestamp_nanos(ts_value)
-        per_row = 2 if self.ttl else 1
-        for start in range(0, len(ids), self.chunk_rows):
-            self.check_abort()
-            chunk_ids = ids[start : start + self.chunk_rows]
-            chunk_vecs = vectors[start : start + self.chunk_rows]
-            if not self.skip_dedup:
-                pipe.send(self._hmget_payload(chunk_ids, [self.fields]))
-            payload = self._hset_payload(chunk_ids, chunk_vecs, src_value, ts_value)
-            pipe.replies.integers(pending)
-            pending = 0
-            if not self.skip_dedup:
-                runs = pipe.replies.single_field_arrays(len(chunk_ids))
-                if self.refuse_newer:
-                    refuse_newer_values(self.view_name, runs, ts_value, new_nanos, batch.event_time)
-                keep = keep_mask(runs, ts_value, new_nanos)
-                if keep is not None:
-                    chunk_ids, chunk_vecs = chunk_ids[keep], chunk_vecs[keep]
-                    if len(chunk_ids) == 0:
-                        continue
-                    payload = self._hset_payload(chunk_ids, chunk_vecs, src_value, ts_value)
-            pipe.send(payload)
-            pending = per_row * len(chunk_ids)
-            self.written += len(chunk_ids)
+        written = [0]
+        pending = self._write_views(
+            pipe, pending, batch.ids, [(self.fields, batch.vectors)], batch.source_version, batch.event_time, written
+        )
+        self.written += written[0]
         return pending
 
 
@@ -296,3 +326,21 @@ def keep_mask(runs: list[tuple[bytes | None, int]], new_ts: bytes, new_nanos: in
     if all(flags):
         return None
     return np.repeat(np.asarray(flags, dtype=bool), [repeat for _, repeat in runs])
+
+
+def rows_by_views(masks: list[np.ndarray | None], n: int) -> list[tuple[np.ndarray | None, list[int]]]:
+    """Rows grouped by the set of views they need written: (row indices or None for every row, the
+    views' positions). ``masks`` are each view's :func:`keep_mask` (None = every row); rows needing
+    no view are dropped. Nearly always one group: every row, every view."""
+    if all(m is None for m in masks):
+        return [(None, list(range(len(masks))))]
+    keep = np.column_stack([np.ones(n, dtype=bool) if m is None else m for m in masks])
+    patterns, inverse = np.unique(keep, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    groups = []
+    for p, pattern in enumerate(patterns):
+        if not pattern.any():
+            continue
+        rows = np.flatnonzero(inverse == p)
+        groups.append((None if len(rows) == n else rows, np.flatnonzero(pattern).tolist()))
+    return groups

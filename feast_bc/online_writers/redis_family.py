@@ -15,17 +15,8 @@ raises (``refuse_newer``) before any HSET of the chunk is sent. Entities whose v
 
 from __future__ import annotations
 
-import numpy as np
-
 from feast_bc.online_writers.base import FamilyPart, Gate
-from feast_bc.online_writers.encoding import timestamp_bytes, timestamp_nanos, value_bytes
-from feast_bc.online_writers.redis import (
-    REDIS_CHUNK_ROWS,
-    RedisHashWriter,
-    ViewFields,
-    keep_mask,
-    refuse_newer_values,
-)
+from feast_bc.online_writers.redis import REDIS_CHUNK_ROWS, RedisHashWriter, ViewFields
 from feast_bc.resp import Pipeline
 
 
@@ -71,61 +62,10 @@ class RedisFamilyWriter(RedisHashWriter):
             self._submit(part)
 
     def _write_batch(self, pipe: Pipeline, pending: int, part: FamilyPart) -> int:
-        """Send one part chunk by chunk; return the number of integer replies still in flight.
-
-        Order on the wire per chunk, as in the per-view writer: the HMGETs of this chunk queue behind
-        the previous chunk's HSETs, then this chunk's HSETs once the HMGET replies are checked.
-        """
         order = sorted(part.vectors)
-        fields = [self.views[i] for i in order]
-        ts_value = timestamp_bytes(part.event_time)
-        src_value = value_bytes(int64_val=part.source_version)
-        new_nanos = timestamp_nanos(ts_value)
-        per_row = 2 if self.ttl else 1
-        ids = part.ids
-        for start in range(0, len(ids), self.chunk_rows):
-            self.check_abort()
-            stop = start + self.chunk_rows
-            chunk_ids = ids[start:stop]
-            if not self.skip_dedup:
-                pipe.send(self._hmget_payload(chunk_ids, fields))
-            pipe.replies.integers(pending)
-            pending = 0
-            if self.skip_dedup:
-                groups = [(None, list(range(len(order))))]
-            else:
-                per_view = pipe.replies.field_arrays(len(chunk_ids), len(fields))
-                if self.refuse_newer:
-                    for view, runs in zip(fields, per_view, strict=True):
-                        refuse_newer_values(view.view_name, runs, ts_value, new_nanos, part.event_time)
-                masks = [keep_mask(runs, ts_value, new_nanos) for runs in per_view]
-                groups = _rows_by_views(masks, len(chunk_ids))
-            for rows, members in groups:
-                group_ids = chunk_ids if rows is None else chunk_ids[rows]
-                views = []
-                for m in members:
-                    vectors = part.vectors[order[m]][start:stop]
-                    views.append((fields[m], vectors if rows is None else vectors[rows], src_value, ts_value))
-                pipe.send(self._views_hset_payload(group_ids, views))
-                pending += per_row * len(group_ids)
-                for m in members:
-                    self.written[order[m]] += len(group_ids)
+        written = [0] * len(order)
+        views = [(self.views[i], part.vectors[i]) for i in order]
+        pending = self._write_views(pipe, pending, part.ids, views, part.source_version, part.event_time, written)
+        for i, count in zip(order, written, strict=True):
+            self.written[i] += count
         return pending
-
-
-def _rows_by_views(masks: list[np.ndarray | None], n: int) -> list[tuple[np.ndarray | None, list[int]]]:
-    """Rows grouped by the set of views they need written: (row indices or None for every row, the
-    views' positions). ``masks`` are each view's :func:`keep_mask` (None = every row); rows needing
-    no view are dropped. Nearly always one group (every row, every view)."""
-    if all(m is None for m in masks):
-        return [(None, list(range(len(masks))))]
-    keep = np.column_stack([np.ones(n, dtype=bool) if m is None else m for m in masks])
-    patterns, inverse = np.unique(keep, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    groups = []
-    for p, pattern in enumerate(patterns):
-        if not pattern.any():
-            continue
-        rows = np.flatnonzero(inverse == p)
-        groups.append((None if len(rows) == n else rows, np.flatnonzero(pattern).tolist()))
-    return groups
