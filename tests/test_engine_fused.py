@@ -381,3 +381,97 @@ def test_redis_cluster_has_no_fused_writer(caplog):
     with caplog.at_level(logging.INFO, logger="feast_bc.online_writers"):
         assert family_writer_for(cfg, RedisOnlineStore(), [], "item_id", "int64") is None
     assert "standalone Redis" in caplog.text
+
+
+# --------------------------------------------------------------------------- the family writer alone
+def _writer_setup(project: str, store_options: dict):
+    """A Redis repo config and three views of one family (dims 4, 6, 8; view 1 also stores the
+    source version), as the writers see them."""
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+    from feast.repo_config import RepoConfig
+    from feast.types import Array, Float32, Int64
+
+    from feast_bc.repo import redis_url_to_connection_string
+
+    cfg = RepoConfig(
+        project=project,
+        provider="local",
+        registry="unused-registry.db",
+        online_store=RedisOnlineStoreConfig(
+            connection_string=redis_url_to_connection_string(redis_url()), **store_options
+        ),
+        entity_key_serialization_version=3,
+    )
+    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64)
+    views = []
+    for v, dim in enumerate((4, 6, 8)):
+        schema = [Field(name="embedding", dtype=Array(Float32))]
+        if v == 1:
+            schema.append(Field(name="source_version", dtype=Int64))
+        view = FeatureView(
+            name=f"item_embedding_bc{v}",
+            entities=[item],
+            schema=schema,
+            source=FileSource(path="unused.parquet", timestamp_field="event_timestamp"),
+        )
+        views.append((view, dim))
+    return cfg, RedisOnlineStore(), views
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("options", [{}, {"skip_dedup": True}, {"key_ttl_seconds": 3600}])
+def test_family_writer_stores_what_the_view_writers_store_across_chunks(redis_available, options):
+    """Tiny chunks, parts that skip a view, stored timestamps missing/older/equal per view and
+    entity: the family writer leaves every hash as one RedisBulkWriter per view does."""
+    import redis
+
+    from feast_bc.online_writers import RedisBulkWriter, RedisFamilyWriter
+    from feast_bc.online_writers.base import FamilyPart
+
+    t1, t2 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, 0, 0, 0, 7, tzinfo=UTC)
+    rng = np.random.default_rng(12)
+    ids = np.arange(300, dtype=np.int64) * 5 + 2
+    projects = {"family": unique_project("fw"), "views": unique_project("vw")}
+    setups = {mode: _writer_setup(project, options) for mode, project in projects.items()}
+    dims = [dim for _, dim in setups["family"][2]]
+    # three parts; the second one leaves view 1 out (its window excluded those rows)
+    cuts = [(0, 120, (0, 1, 2)), (120, 200, (0, 2)), (200, 300, (0, 1, 2))]
+    new = {v: rng.normal(size=(300, d)).astype(np.float32) for v, d in enumerate(dims)}
+    try:
+        for cfg, store, views in setups.values():  # identical earlier state, per view
+            for v, (view, dim) in enumerate(views):
+                state = np.random.default_rng(100 + v).integers(0, 3, size=300)  # 0 missing, 1 older, 2 equal
+                state[200:] = 2 if v == 1 else 0  # whole chunks that need every view but view 1
+                old = np.random.default_rng(200 + v).normal(size=(300, dim)).astype(np.float32)
+                for code, when in ((1, t1), (2, t2)):
+                    rows = state == code
+                    with RedisBulkWriter(cfg, store, view, "item_id", "int64", dim, chunk_rows=13) as w:
+                        w.write(ids[rows], old[rows], 0, when)
+        cfg, store, views = setups["family"]
+        with RedisFamilyWriter(cfg, store, views, "item_id", "int64", chunk_rows=7) as family:
+            for lo, hi, members in cuts:
+                family.write_part(FamilyPart(ids[lo:hi], 2, t2, {v: new[v][lo:hi] for v in members}))
+        cfg, store, views = setups["views"]
+        per_view = []
+        for v, (view, dim) in enumerate(views):
+            with RedisBulkWriter(cfg, store, view, "item_id", "int64", dim, chunk_rows=11) as w:
+                for lo, hi, members in cuts:
+                    if v in members:
+                        w.write(ids[lo:hi], new[v][lo:hi], 2, t2)
+            per_view.append(w.written)
+        got, want = redis_hashes(projects["family"]), redis_hashes(projects["views"])
+        assert got == want and len(got) == 300
+        assert family.written == per_view
+        if options.get("skip_dedup"):
+            assert per_view == [300, 220, 300]
+        else:
+            assert all(0 < n < 300 for n in per_view)
+        if options.get("key_ttl_seconds"):
+            client = redis.Redis.from_url(redis_url())
+            suffix = projects["family"].encode()
+            ttls = [client.ttl(k) for k in client.scan_iter(count=1000) if k.endswith(suffix)]
+            assert len(ttls) == 300 and all(3500 < t <= 3600 for t in ttls)
+    finally:
+        for project in projects.values():
+            delete_project_keys(redis_url(), project)
