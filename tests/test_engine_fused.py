@@ -287,11 +287,39 @@ def test_a_newer_stored_value_is_refused_and_kept(pair):
     assert {v for n, v in intervals.items() if n.startswith("user_")} == {1}
 
 
-@pytest.mark.redis
-@pytest.mark.parametrize("pair", ["redis"], indirect=True)
-def test_failure_after_the_first_part_leaves_whole_entities_and_a_rerun_completes(pair, monkeypatch):
+def _fail_on_second_item_part(monkeypatch, backend: str) -> None:
+    """Make the family writer fail once the first part of the item family is stored."""
+    from feast_bc.online_writers.fanout import FanOutWriter
     from feast_bc.online_writers.redis_family import RedisFamilyWriter
 
+    parts = []
+    if backend == "redis":
+        original = RedisFamilyWriter._write_batch
+
+        def failing(self, pipe, pending, part):
+            if self.views[0].view_name.startswith("item_"):
+                parts.append(part)
+                if len(parts) == 2:  # the first part is stored (its replies read), nothing of the second
+                    pipe.replies.integers(pending)
+                    raise RuntimeError("injected writer failure")
+            return original(self, pipe, pending, part)
+
+        monkeypatch.setattr(RedisFamilyWriter, "_write_batch", failing)
+    else:
+        original = FanOutWriter.write_part
+
+        def failing(self, part):
+            if "item_embedding" in self.writers[0].sql:  # the SQLite writer's table names the view
+                parts.append(part)
+                if len(parts) == 2:
+                    raise RuntimeError("injected writer failure")
+            return original(self, part)
+
+        monkeypatch.setattr(FanOutWriter, "write_part", failing)
+
+
+@pytest.mark.parametrize("pair", BACKENDS, indirect=True)
+def test_failure_after_the_first_part_leaves_whole_entities_and_a_rerun_completes(pair, monkeypatch):
     rng = np.random.default_rng(4)
     fams = publish_users_and_items(pair.catalog, versions=2, seed=4)
     stores = pair.apply()
@@ -304,38 +332,28 @@ def test_failure_after_the_first_part_leaves_whole_entities_and_a_rerun_complete
     stores["per_view"].materialize(START, _end())
     clean = pair.rows("per_view")
 
-    original = RedisFamilyWriter._write_batch
-    parts = []
-
-    def failing(self, pipe, pending, part):
-        if self.views[0].view_name.startswith("item_"):
-            parts.append(part)
-            if len(parts) == 2:  # the first part is stored (its replies read), nothing of the second
-                pipe.replies.integers(pending)
-                raise RuntimeError("injected writer failure")
-        return original(self, pipe, pending, part)
-
-    monkeypatch.setattr(RedisFamilyWriter, "_write_batch", failing)
     intervals = _intervals(stores["fused"])
-    with pytest.raises(RuntimeError, match="injected writer failure"):
-        stores["fused"].materialize(START, _end())
+    with monkeypatch.context() as patch:
+        _fail_on_second_item_part(patch, pair.backend)
+        with pytest.raises(RuntimeError, match="injected writer failure"):
+            stores["fused"].materialize(START, _end())
     for name, count in _intervals(stores["fused"]).items():  # Feast records succeeded jobs only
         assert count == intervals[name] + (0 if name.startswith("item_") else 1), name
 
+    # Redis: a key is an entity's whole hash (every view); SQLite: one row of one view's table.
     partial = pair.rows("fused")
-    assert partial.keys() == clean.keys()
+    assert set(partial) <= set(clean)
     states = {"old": 0, "new": 0}
-    for key, fields in partial.items():
-        if fields == clean[key]:
+    for key, want in clean.items():
+        if partial.get(key) == want:
             states["new"] += 1
-        else:  # the whole hash (every view) is as before: never a mix within an entity
-            assert fields == old[key], key
+        else:  # as before the run (or absent, for the new view): never a mix within an entity
+            assert partial.get(key) == old.get(key), key
             states["old"] += 1
-    item_rows = len(fams["item_embedding"].ids[2])
-    assert states["new"] == len(fams["user_embedding"].ids[2]) + BATCH_ROWS
-    assert states["old"] == item_rows - BATCH_ROWS
+    users, items = len(fams["user_embedding"].ids[2]), len(fams["item_embedding"].ids[2])
+    views = 1 if pair.backend == "redis" else 3
+    assert states == {"new": (users + BATCH_ROWS) * views, "old": (items - BATCH_ROWS) * views}
 
-    monkeypatch.setattr(RedisFamilyWriter, "_write_batch", original)
     stores["fused"].materialize(START, _end())
     assert pair.rows("fused") == clean
     assert_online_matches(stores["fused"], fams)
