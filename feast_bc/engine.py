@@ -104,7 +104,10 @@ class BCEngine(LocalComputeEngine):
             family_jobs = self._materialize_family(registry, [tasks[i] for i in group], **kwargs)
             for i, job in zip(group, family_jobs, strict=True):
                 jobs[i] = job
-        return [job or self._materialize_one(registry, task, **kwargs) for job, task in zip(jobs, tasks, strict=True)]
+        return [
+            job if job is not None else self._materialize_one(registry, task, **kwargs)
+            for job, task in zip(jobs, tasks, strict=True)
+        ]
 
     def _fused_groups(self, registry, tasks) -> list[list[int]]:
         """Indices of the tasks to fuse: feast_bc views grouped by (family, catalog, latest file),
