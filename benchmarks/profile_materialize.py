@@ -62,7 +62,7 @@ def main() -> None:
     timed(writers.RedisBulkWriter, "_hmget_payload", "writer: build HMGET payloads")
     timed(resp.Pipeline, "send", "writer: send")
     timed(resp.RawReplies, "integers", "writer: read HSET replies")
-    timed(resp.RawReplies, "single_field_arrays", "writer: read HMGET replies")
+    timed(resp.RawReplies, "field_arrays", "writer: read HMGET replies")
 
     root = Path(tempfile.mkdtemp(prefix="bc-profile-"))
     project = f"bench_profile_{args.rows}_{args.dim}"

@@ -5,6 +5,7 @@ Configure it in ``feature_store.yaml``::
     batch_engine:
       type: feast_bc.engine.BCEngine
       batch_rows: 65536          # rows read, transformed and written per step (bounds memory)
+      fused: true                # views of one family in one pass (the default)
 
 Feast builds batch engines only for `feast apply` / `feast materialize`, never for reads, so
 consumers still need nothing but Feast. For a view tagged ``bc.family`` the engine streams the
@@ -12,9 +13,15 @@ latest embeddings parquet row group by row group (pyarrow, no dask), checks the 
 window exactly like Feast's file source (inclusive on both ends), tells each row's version from
 its event timestamp as the view UDFs do (:mod:`feast_bc.provenance`), applies the composed
 transform (``Catalog.transform_vectors``: one float32 matmul per batch, whatever the chain length)
-and writes with the fastest writer the online store allows (:mod:`feast_bc.online_writers`). All other views go to Feast's local engine.
-The artifacts are verified as in the UDF path -- hashing runs beside the first batches and the
-writer waits for it -- so a tampered family fails before anything is written.
+and writes with the fastest writer the online store allows (:mod:`feast_bc.online_writers`). All
+other views go to Feast's local engine. The artifacts are verified as in the UDF path -- hashing
+runs beside the first batches and the writer waits for it -- so a tampered family fails before
+anything is written.
+
+With ``fused`` (the default) the engine asks Feast for all views of a ``materialize`` at once
+(``supports_batch``), and two or more views of one family share one pass over the latest file
+(:mod:`feast_bc.family_pass`); on Redis every entity's hash then gets one HMGET and one HSET for
+all of them. :func:`materialize_bc_view`, one view at a time, stays the reference it must match.
 """
 
 from __future__ import annotations
@@ -25,8 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import redis.exceptions as rex
 from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
@@ -36,27 +41,23 @@ from feast.infra.offline_stores.file_source import FileSource
 from feast.repo_config import FeastConfigBaseModel
 
 from feast_bc.catalog import Catalog
-from feast_bc.embeddings import list_array_to_matrix
 from feast_bc.errors import (
     CatalogRollbackError,
     ConfigurationError,
     OnlineStoreFullError,
     OnlineStoreUnavailableError,
-    RegistryLagError,
 )
+from feast_bc.family_pass import ViewWindow, family_parts
 from feast_bc.feast_compat import install_cli_error_hook
 from feast_bc.naming import (
-    EMBEDDING_FEATURE,
     TAG_CATALOG,
     TAG_DERIVED_FROM,
     TAG_FAMILY,
     TAG_LATEST,
     TAG_PUBLISHED_AT,
     TAG_VERSION,
-    TIMESTAMP_COLUMN,
 )
-from feast_bc.online_writers import writer_for
-from feast_bc.provenance import version_groups
+from feast_bc.online_writers import family_writer_for, writer_for
 from feast_bc.registries import redis_connection_problem
 
 install_cli_error_hook()  # this module is only ever loaded by Feast's apply/materialize
@@ -69,14 +70,89 @@ class BCEngineConfig(FeastConfigBaseModel):
 
     type: Literal["feast_bc.engine.BCEngine"] = "feast_bc.engine.BCEngine"
     batch_rows: int = 65_536
-    """Rows per read/transform/write step; peak memory is a few times batch_rows x dim x 4 bytes."""
+    """Rows per read/transform/write step; peak memory is a few times batch_rows x dim x 4 bytes
+    (x the number of views of a fused pass)."""
+    fused: bool = True
+    """Materialize the views of one family requested by the same ``feast materialize`` together: one
+    read of the latest file, one HSET per entity on Redis (:func:`materialize_bc_family`)."""
 
 
 class BCEngine(LocalComputeEngine):
-    def __init__(self, *, repo_config, offline_store, online_store, batch_rows: int = 65_536, **kwargs):
+    def __init__(
+        self, *, repo_config, offline_store, online_store, batch_rows: int = 65_536, fused: bool = True, **kwargs
+    ):
         kwargs.pop("type", None)
         super().__init__(repo_config=repo_config, offline_store=offline_store, online_store=online_store, **kwargs)
         self.batch_rows = int(batch_rows)
+        self.fused = bool(fused)
+
+    @property
+    def supports_batch(self) -> bool:
+        """With ``fused``, Feast hands every view of a ``materialize`` to one :meth:`materialize` call
+        (instead of one call per view), so the views of a family can share a pass. Feast then
+        records the interval of each view whose job succeeded and raises the first error."""
+        return self.fused
+
+    def materialize(self, registry, tasks, **kwargs) -> list:
+        """One job per task, in order. With ``fused``, two or more feast_bc views of one family
+        (same catalog, same latest file) are materialized by one pass; all their jobs fail if it does."""
+        if isinstance(tasks, MaterializationTask):
+            tasks = [tasks]
+        tasks = list(tasks)
+        jobs: list = [None] * len(tasks)
+        for group in self._fused_groups(registry, tasks) if self.fused else []:
+            family_jobs = self._materialize_family(registry, [tasks[i] for i in group], **kwargs)
+            for i, job in zip(group, family_jobs, strict=True):
+                jobs[i] = job
+        return [
+            job if job is not None else self._materialize_one(registry, task, **kwargs)
+            for job, task in zip(jobs, tasks, strict=True)
+        ]
+
+    def _fused_groups(self, registry, tasks) -> list[list[int]]:
+        """Indices of the tasks to fuse: feast_bc views grouped by (family, catalog, latest file),
+        groups of two or more. A view whose group cannot be told goes the per-view way (which
+        reports its error)."""
+        groups: dict[tuple, list[int]] = {}
+        for i, task in enumerate(tasks):
+            view = task.feature_view
+            if not view.tags.get(TAG_FAMILY):
+                continue
+            try:
+                catalog = _catalog(self.repo_config, view)
+                path = _latest_file(self.repo_config, view, registry, task.project)
+            except Exception as exc:  # noqa: BLE001 - reported by the per-view path
+                logger.debug("%s: not fused (%s)", view.name, exc)
+                continue
+            key = (task.project, view.tags[TAG_FAMILY], str(Path(catalog.root).resolve()), str(path.resolve()))
+            groups.setdefault(key, []).append(i)
+        return [group for group in groups.values() if len(group) >= 2]
+
+    def _materialize_family(
+        self, registry, tasks: list[MaterializationTask], **kwargs
+    ) -> list[LocalMaterializationJob]:
+        views = [task.feature_view for task in tasks]
+        job_ids = [f"{t.feature_view.name}-{t.start_time}-{t.end_time}" for t in tasks]
+        what = f"family {views[0].tags[TAG_FAMILY]!r} ({', '.join(v.name for v in views)})"
+        try:
+            _check_store_config(self.repo_config)
+            written = materialize_bc_family(
+                self.repo_config,
+                self.online_store,
+                [(t.feature_view, t.start_time, t.end_time) for t in tasks],
+                self.batch_rows,
+                registry,
+                tasks[0].project,
+            )
+        except Exception as exc:
+            exc = _explain_store_error(exc, self.repo_config, what)
+            return [
+                LocalMaterializationJob(job_id=j, status=MaterializationJobStatus.ERROR, error=exc) for j in job_ids
+            ]
+        if written is None:  # the store has no fused writer (logged): view by view
+            return [self._materialize_one(registry, task, **kwargs) for task in tasks]
+        logger.info("%s: fused pass wrote %s rows", what, written)
+        return [LocalMaterializationJob(job_id=j, status=MaterializationJobStatus.SUCCEEDED) for j in job_ids]
 
     def _materialize_one(self, registry, task: MaterializationTask, **kwargs) -> LocalMaterializationJob:
         view = task.feature_view
@@ -97,7 +173,7 @@ class BCEngine(LocalComputeEngine):
                 task.project,
             )
         except Exception as exc:
-            exc = _explain_store_error(exc, self.repo_config, view)
+            exc = _explain_store_error(exc, self.repo_config, view.name)
             return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.ERROR, error=exc)
         return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
 
@@ -112,13 +188,14 @@ def _check_store_config(repo_config) -> None:
         raise ConfigurationError(problem)
 
 
-def _explain_store_error(exc: Exception, repo_config, view) -> Exception:
-    """Turn a raw client error of the online store into one line an operator can act on."""
+def _explain_store_error(exc: Exception, repo_config, what: str) -> Exception:
+    """Turn a raw client error of the online store into one line an operator can act on (``what``:
+    the view, or the family and views of a fused pass, being materialized)."""
     store = getattr(repo_config.online_store, "connection_string", None) or repo_config.online_store.type
     where = str(store).split(",")[0]
     if isinstance(exc, rex.ResponseError) and str(exc).startswith("OOM"):
         err = OnlineStoreFullError(
-            f"Redis at {where} ran out of memory while materializing {view.name} ({exc}): it reached its "
+            f"Redis at {where} ran out of memory while materializing {what} ({exc}): it reached its "
             "maxmemory and its eviction policy frees nothing. Every entity written so far is complete (one "
             "HSET per entity; values read are old or new, never partial), the rest keep their previous "
             "values. Free memory (raise maxmemory, retire versions nobody reads with `feast-bc retire`, or "
@@ -128,11 +205,11 @@ def _explain_store_error(exc: Exception, repo_config, view) -> Exception:
     elif isinstance(exc, rex.AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
         err = OnlineStoreUnavailableError(
             f"Redis at {where} refused the credentials of the connection string while materializing "
-            f"{view.name} ({exc}); fix password/username in feature_store.yaml or $FEAST_BC_REDIS"
+            f"{what} ({exc}); fix password/username in feature_store.yaml or $FEAST_BC_REDIS"
         )
     elif isinstance(exc, (rex.ConnectionError, rex.TimeoutError, ConnectionError, TimeoutError)):
         err = OnlineStoreUnavailableError(
-            f"Redis at {where} became unreachable while materializing {view.name} ({exc}). Values "
+            f"Redis at {where} became unreachable while materializing {what} ({exc}). Values "
             "already written are complete per entity; run `feast materialize` again once Redis is back."
         )
     else:
@@ -158,36 +235,96 @@ def _utc(ts: datetime | None) -> datetime | None:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+def _catalog(repo_config, view) -> Catalog:
+    return Catalog(view.tags[TAG_CATALOG]) if view.tags.get(TAG_CATALOG) else Catalog.for_repo(repo_config.repo_path)
+
+
 def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows: int, registry, project) -> int:
-    """Stream, transform and write one feast_bc view; return the number of rows written."""
+    """Stream, transform and write one feast_bc view; return the number of rows written.
+
+    The reference path: :func:`materialize_bc_family` must leave the online store exactly as
+    calling this once per view does."""
     family = view.tags[TAG_FAMILY]
     version = int(view.tags[TAG_VERSION])
-    catalog = Catalog(view.tags[TAG_CATALOG]) if view.tags.get(TAG_CATALOG) else Catalog.for_repo(repo_config.repo_path)
+    catalog = _catalog(repo_config, view)
     manifest = catalog.manifest(family)
     _refuse_rollback(view, manifest)
-    manifest.version(version)
-    join_key, id_dtype = manifest.entity.join_key, manifest.entity.dtype
+    dim = manifest.version(version).dim
     path = _latest_file(repo_config, view, registry, project)
-    start, end = _utc(start), _utc(end)
-    # Hashing a large latest file takes as long as reading it: do it beside the first batches.
-    # The writer's gate waits for it, so nothing reaches the online store before it passed.
+    windows = [ViewWindow(version, _utc(start), _utc(end))]
+
+    def make_writer(gate):
+        join_key, id_dtype = manifest.entity.join_key, manifest.entity.dtype
+        return writer_for(repo_config, online_store, view, join_key, id_dtype, dim, gate=gate, refuse_newer=True)
+
+    def write(writer, part):
+        writer.write(part.ids, part.vectors[0], part.source_version, part.event_time)
+
+    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write)
+    return writer.written
+
+
+def materialize_bc_family(
+    repo_config, online_store, views: list[tuple], batch_rows: int, registry, project
+) -> list[int] | None:
+    """Materialize several feast_bc views of one family ((view, start, end) each, same catalog and
+    latest file) with one pass over the latest file; return the rows written per view, or None
+    without writing anything when the online store has no fused writer (the caller goes view by view).
+
+    Per view, exactly what :func:`materialize_bc_view` does: its own window, the version refusals
+    (rollback, registry lag), Feast's timestamp rule with ``refuse_newer``. The artifacts'
+    checksums pass before the first byte is written. On Redis each entity's hash gets one HMGET and
+    one HSET for all the views (:class:`~feast_bc.online_writers.RedisFamilyWriter`); on SQLite each
+    view's table is written by its own writer from the shared pass."""
+    first = views[0][0]
+    family = first.tags[TAG_FAMILY]
+    catalog = _catalog(repo_config, first)
+    manifest = catalog.manifest(family)
+    windows, dims = [], []
+    for view, start, end in views:
+        _refuse_rollback(view, manifest)
+        version = int(view.tags[TAG_VERSION])
+        dims.append(manifest.version(version).dim)
+        windows.append(ViewWindow(version, _utc(start), _utc(end)))
+    path = _latest_file(repo_config, first, registry, project)
+    join_key, id_dtype = manifest.entity.join_key, manifest.entity.dtype
+    specs = [(view, dim) for (view, _, _), dim in zip(views, dims, strict=True)]
+
+    def make_writer(gate):
+        return family_writer_for(repo_config, online_store, specs, join_key, id_dtype, gate=gate, refuse_newer=True)
+
+    def write(writer, part):
+        writer.write_part(part)
+
+    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write)
+    return None if writer is None else list(writer.written)
+
+
+def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make_writer, write):
+    """Run :func:`~feast_bc.family_pass.family_parts` into the writer ``make_writer(gate)`` returns,
+    ``write(writer, part)`` per part; return the writer once everything is stored (None, having
+    written nothing, if ``make_writer`` returned None).
+
+    Hashing a large latest file takes as long as reading it: it runs beside the first batches, and
+    the writer's gate waits for it, so nothing reaches the online store before it passed (the
+    hashes are cached per file state, so a caller falling back to another path does not redo them)."""
+    family = manifest.family
     with ThreadPoolExecutor(1, thread_name_prefix="feast-bc-verify") as pool:
         verified = pool.submit(catalog.verify, family, manifest)
-        dim = manifest.version(version).dim
+        writer = make_writer(verified.result)
+        if writer is None:
+            return None
         try:
-            with writer_for(
-                repo_config, online_store, view, join_key, id_dtype, dim, gate=verified.result, refuse_newer=True
-            ) as writer:
-                _stream(
-                    _open_parquet(path), catalog, family, manifest, version, join_key, start, end, batch_rows, writer
-                )
+            with writer:
+                for part in family_parts(_open_parquet(path), catalog, manifest, windows, batch_rows):
+                    write(writer, part)
         except Exception as exc:
             failed = verified.exception()  # a tampered file explains any later error: report it
             if failed is not None and failed is not exc:
                 raise failed from exc
             raise
-        verified.result()  # also when the window held no rows
-    return writer.written
+        verified.result()  # also when the windows held no rows
+    return writer
 
 
 def _refuse_rollback(view, manifest) -> None:
@@ -216,36 +353,3 @@ def _open_parquet(path: Path) -> pq.ParquetFile:
     ``iter_batches`` buffers every row group's column chunks up front -- the whole table in
     memory (measured: 1.2 GiB of arrow memory for a 1 GiB file, against 0.26 GiB without)."""
     return pq.ParquetFile(path, pre_buffer=False)
-
-
-def _stream(parquet, catalog, family, manifest, version, join_key, start, end, batch_rows, writer) -> None:
-    columns = [join_key, TIMESTAMP_COLUMN, EMBEDDING_FEATURE]
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-        batch = _in_window(batch, start, end)
-        if batch.num_rows == 0:
-            continue
-        ids = batch.column(join_key).to_numpy(zero_copy_only=False)
-        micros = batch.column(TIMESTAMP_COLUMN).cast(pa.int64()).to_numpy()
-        for source, event_time, rows in version_groups(micros, manifest):
-            if source < version:
-                raise RegistryLagError(
-                    f"family {family!r}: view for version {version} read rows of version {source}; run `feast apply`"
-                )
-            part = batch if rows is None else batch.take(pa.array(rows))
-            mat = list_array_to_matrix(part.column(EMBEDDING_FEATURE), manifest.version(source).dim)
-            out = catalog.transform_vectors(family, mat, source, version, manifest)
-            writer.write(ids if rows is None else ids[rows], out, source, event_time)
-
-
-def _in_window(batch: pa.RecordBatch, start: datetime | None, end: datetime | None) -> pa.RecordBatch:
-    """Rows with start <= event_timestamp <= end (Feast's file source is inclusive on both ends)."""
-    ts = batch.column(TIMESTAMP_COLUMN)
-    mask = None
-    if start is not None:
-        mask = pc.greater_equal(ts, pa.scalar(start, type=ts.type))
-    if end is not None:
-        upper = pc.less_equal(ts, pa.scalar(end, type=ts.type))
-        mask = upper if mask is None else pc.and_(mask, upper)
-    if mask is None or pc.all(mask).as_py():
-        return batch  # the usual case: no copy
-    return batch.filter(mask)

@@ -48,16 +48,24 @@ def version_groups(micros: np.ndarray, manifest: FamilyManifest) -> list[tuple[i
     (version, its publish time, row indices -- or None when the group is every row). A feast_bc
     file holds one version with one publish time, so this is normally a single group.
     """
+    return [
+        (version_published_at(manifest, stamp), event_time, rows)
+        for stamp, event_time, rows in timestamp_groups(micros)
+    ]
+
+
+def timestamp_groups(micros: np.ndarray) -> list[tuple[int, datetime, np.ndarray | None]]:
+    """Rows grouped by event timestamp, oldest first: (microseconds, as a datetime, row indices or None
+    for every row). The fused engine pass decides each view's time window per group before it asks
+    which version a group is (:func:`version_published_at`), exactly as a per-view pass that filters
+    by window first would."""
     micros = np.asarray(micros, dtype=np.int64)
     if len(micros) == 0:
         return []
     first = int(micros[0])
     if (micros == first).all():
-        return [(version_published_at(manifest, first), _EPOCH + timedelta(microseconds=first), None)]
-    return [
-        (version_published_at(manifest, int(t)), _EPOCH + timedelta(microseconds=int(t)), np.flatnonzero(micros == t))
-        for t in np.unique(micros)
-    ]
+        return [(first, _EPOCH + timedelta(microseconds=first), None)]
+    return [(int(t), _EPOCH + timedelta(microseconds=int(t)), np.flatnonzero(micros == t)) for t in np.unique(micros)]
 
 
 def _micros(ts: datetime) -> int:

@@ -1,10 +1,10 @@
 """Pipelined RESP traffic on one redis-py connection, with the replies read straight off the socket.
 
 Why not redis-py's own pipeline: it parses every reply through one Python call (~3 µs each), which
-at a million rows costs more than Redis spends executing the commands. The bulk writer only ever
-waits for three kinds of replies -- integers (HSET, EXPIRE), and one-element arrays (HMGET of one
-field) -- and those nearly always repeat byte for byte (``:3``, ``*1 $-1`` for a missing key, the
-same stored timestamp), so :class:`RawReplies` compares whole runs of identical replies in C and
+at a million rows costs more than Redis spends executing the commands. The bulk writers only ever
+wait for two kinds of replies -- integers (HSET, EXPIRE) and arrays of a fixed length (HMGET of
+each view's timestamp field) -- and those nearly always repeat byte for byte (``:3``, ``*1 $-1`` for
+a missing key, the same stored timestamps), so :class:`RawReplies` compares whole runs of identical replies in C and
 parses one at a time only where they differ. Reading is exact: it stops at the last byte of the
 last reply asked for, so replies of commands sent later stay in the buffer for the next call.
 """
@@ -95,32 +95,57 @@ class RawReplies:
     def integers(self, count: int) -> None:
         """Consume ``count`` integer replies; raise the first error reply among them."""
 
-        def one():
-            line = self._line()
-            if line[:1] != b":":
-                self._raise(line, "an integer reply")
+        self._runs(count, lambda: self._integer(self._line()))
 
-        self._runs(count, one)
+    def _integer(self, line: bytes) -> None:
+        """Check one integer reply whose line was ``line``."""
+        if line[:1] != b":":
+            self._raise(line, "an integer reply")
 
-    def single_field_arrays(self, count: int) -> list[tuple[bytes | None, int]]:
-        """Consume ``count`` HMGET-of-one-field replies; return (value or None, repeat) runs in order."""
-
-        def one():
-            head = self._line()
-            if head != b"*1":
-                self._raise(head, "a one-element array")
+    def _array(self, head: bytes, fields: int) -> None:
+        """Consume the rest of one HMGET reply of ``fields`` fields whose first line was ``head``."""
+        if head != b"*%d" % fields:
+            self._raise(head, f"a {fields}-element array")
+        for _ in range(fields):
             line = self._line()
             if line == b"$-1":
-                return
+                continue
             if line[:1] != b"$":
                 self._raise(line, "a bulk string")
             self._skip(int(line[1:]) + 2)
 
-        out = []
-        for reply, repeat in self._runs(count, one):
-            value = None if reply == b"*1\r\n$-1\r\n" else reply[reply.index(b"\r\n", 4) + 2 : -2]
-            out.append((value, repeat))
-        return out
+    def field_arrays(self, count: int, fields: int) -> list[list[tuple[bytes | None, int]]]:
+        """Consume ``count`` HMGET replies of ``fields`` fields each (the timestamp field of each view
+        being written); per field, its (value or None, repeat) runs in row order."""
+        return field_runs(self._runs(count, lambda: self._array(self._line(), fields)), fields)
+
+
+def field_runs(replies: list[tuple[bytes, int]], fields: int) -> list[list[tuple[bytes | None, int]]]:
+    """(raw HMGET reply of ``fields`` fields, repeat) runs -> per field, its (value or None, repeat) runs."""
+    out: list[list[tuple[bytes | None, int]]] = [[] for _ in range(fields)]
+    for reply, repeat in replies:
+        for runs, value in zip(out, _array_values(reply, fields), strict=True):
+            if runs and runs[-1][0] == value:
+                runs[-1] = (value, runs[-1][1] + repeat)
+            else:
+                runs.append((value, repeat))
+    return out
+
+
+def _array_values(reply: bytes, fields: int) -> list[bytes | None]:
+    """The bulk strings (None for nil) of one array reply already checked by ``field_arrays``."""
+    values: list[bytes | None] = []
+    pos = reply.index(b"\r\n") + 2
+    for _ in range(fields):
+        end = reply.index(b"\r\n", pos)
+        size = int(reply[pos + 1 : end])
+        if size < 0:
+            values.append(None)
+            pos = end + 2
+        else:
+            values.append(reply[end + 2 : end + 2 + size])
+            pos = end + 2 + size + 2
+    return values
 
 
 class Pipeline:

@@ -322,34 +322,42 @@ def test_writer_for_picks_the_cluster_writer(cluster, caplog):
     ), caplog.records
 
 
-def test_a_repo_materializes_into_the_cluster_and_plain_feast_reads_it(cluster, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_repo_materializes_into_the_cluster_and_plain_feast_reads_it(cluster, tmp_path, monkeypatch, fused):
     from feast_bc import Catalog
-    from feast_bc.online_writers import ProtoWriter, RedisClusterBulkWriter
+    from feast_bc.online_writers import ProtoWriter, RedisClusterBulkWriter, RedisClusterFamilyWriter
+    from feast_bc.online_writers.redis_cluster import ClusterHashWriter
     from feast_bc.repo import apply, init_repo
 
     project = unique_project("clu")
     repo = init_repo(tmp_path / "repo", project=project, online_store="redis", redis_url=cluster.connection_string)
     yaml = repo / "feature_store.yaml"
     text = yaml.read_text()
-    assert "  type: redis\n" in text
-    yaml.write_text(text.replace("  type: redis\n", "  type: redis\n  redis_type: redis_cluster\n"))
+    assert "  type: redis\n" in text and "  batch_rows: 65536\n" in text
+    text = text.replace("  type: redis\n", "  type: redis\n  redis_type: redis_cluster\n")
+    yaml.write_text(text.replace("  batch_rows: 65536\n", f"  batch_rows: 65536\n  fused: {str(fused).lower()}\n"))
     fams = publish_users_and_items(Catalog.for_repo(repo), versions=3, seed=5)
 
     chosen = []
-    real_consume = RedisClusterBulkWriter._consume
+    real_consume = ClusterHashWriter._consume
 
     def spy(self, batches):
-        chosen.append(self.view_name)
+        chosen.append((type(self), sorted(v.view_name for v in self.views)))
         return real_consume(self, batches)
 
     def no_proto(self, batch):
         raise AssertionError("Feast's own writer was used")
 
-    monkeypatch.setattr(RedisClusterBulkWriter, "_consume", spy)
+    monkeypatch.setattr(ClusterHashWriter, "_consume", spy)
     monkeypatch.setattr(ProtoWriter, "_write", no_proto)
     store = apply(repo)
     store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
-    assert len(chosen) == 6, chosen  # 2 families x 3 versions, each through the cluster writer
+    if fused:  # one family writer per family, each writing its 3 views
+        assert sorted(chosen) == [
+            (RedisClusterFamilyWriter, [f"{family}_embedding_bc{k}" for k in range(3)]) for family in ("item", "user")
+        ]
+    else:  # 2 families x 3 versions, each view through the cluster bulk writer
+        assert len(chosen) == 6 and {cls for cls, _ in chosen} == {RedisClusterBulkWriter}, chosen
 
     assert assert_online_matches(store, fams, atol=1e-5) > 0  # every pinned version = the numpy chain
     stored = cluster.stored(project)
@@ -502,3 +510,145 @@ def test_newer_values_are_kept_or_refused_like_on_one_node(cluster):
     with pytest.raises(CatalogRollbackError, match="Redis already holds values"):
         _write(_bulk(cluster, project, refuse_newer=True), ids, older, 1, T1)
     assert cluster.fields(project) == after
+
+
+# ----------------------------------------------------------------------------- the family writer
+FAMILY_DIMS = (4, 6, 8)
+
+
+def _family_setup(cluster, project: str, **store_options):
+    """Three views of one family (dims 4, 6, 8; view 1 also stores the source version) on the cluster."""
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.types import Array, Float32, Int64
+
+    cfg, store, _ = _setup(cluster, project, **store_options)
+    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64)
+    views = []
+    for v, dim in enumerate(FAMILY_DIMS):
+        schema = [Field(name="embedding", dtype=Array(Float32))]
+        if v == 1:
+            schema.append(Field(name="source_version", dtype=Int64))
+        view = FeatureView(
+            name=f"item_embedding_bc{v}",
+            entities=[item],
+            schema=schema,
+            source=FileSource(path="unused.parquet", timestamp_field="event_timestamp"),
+        )
+        views.append((view, dim))
+    return cfg, store, views
+
+
+def _family(cluster, project, chunk_rows=7, **store_options):
+    from feast_bc.online_writers import RedisClusterFamilyWriter
+
+    cfg, store, views = _family_setup(cluster, project, **store_options)
+    return RedisClusterFamilyWriter(cfg, store, views, "item_id", "int64", chunk_rows=chunk_rows)
+
+
+def _earlier_state(cluster, project, ids, **store_options) -> None:
+    """Per view and entity: missing, older (T1) or equal (T2); the last 100 rows need every view but view 1."""
+    from feast_bc.online_writers import RedisClusterBulkWriter
+
+    cfg, store, views = _family_setup(cluster, project, **store_options)
+    for v, (view, dim) in enumerate(views):
+        state = np.random.default_rng(100 + v).integers(0, 3, size=len(ids))  # 0 missing, 1 older, 2 equal
+        state[-100:] = 2 if v == 1 else 0
+        old = np.random.default_rng(200 + v).normal(size=(len(ids), dim)).astype(np.float32)
+        for code, when in ((1, T1), (2, T2)):
+            rows = state == code
+            with RedisClusterBulkWriter(cfg, store, view, "item_id", "int64", dim, chunk_rows=13) as w:
+                w.write(ids[rows], old[rows], 0, when)
+
+
+def _family_vs_views(cluster, ids, make_family, projects, **store_options) -> tuple[list[int], list[int]]:
+    """Write the same parts with a cluster family writer and with one cluster bulk writer per view
+    (from the same earlier state); return (family.written, per-view written)."""
+    from feast_bc.online_writers import RedisClusterBulkWriter
+    from feast_bc.online_writers.base import FamilyPart
+
+    n = len(ids)
+    cuts = [(0, n // 3, (0, 1, 2)), (n // 3, n - 100, (0, 2)), (n - 100, n, (0, 1, 2))]  # part 2 leaves view 1 out
+    rng = np.random.default_rng(12)
+    new = {v: rng.normal(size=(n, d)).astype(np.float32) for v, d in enumerate(FAMILY_DIMS)}
+    for project in projects.values():
+        _earlier_state(cluster, project, ids, **store_options)
+    family = make_family()
+    with family:
+        for lo, hi, members in cuts:
+            family.write_part(FamilyPart(ids[lo:hi], 2, T2, {v: new[v][lo:hi] for v in members}))
+    cfg, store, views = _family_setup(cluster, projects["views"], **store_options)
+    per_view = []
+    for v, (view, dim) in enumerate(views):
+        with RedisClusterBulkWriter(cfg, store, view, "item_id", "int64", dim, chunk_rows=11) as w:
+            for lo, hi, members in cuts:
+                if v in members:
+                    w.write(ids[lo:hi], new[v][lo:hi], 2, T2)
+        per_view.append(w.written)
+    return family.written, per_view
+
+
+@pytest.mark.parametrize("options", [{}, {"skip_dedup": True}, {"key_ttl_seconds": 3600}])
+def test_cluster_family_writer_stores_what_the_view_writers_store(cluster, options):
+    """Tiny chunks over three masters, a part that skips a view, stored timestamps missing/older/equal
+    per view and entity: one HMGET + one HSET per entity leave every hash as view by view does."""
+    from feast_bc.online_writers import RedisClusterFamilyWriter, family_writer_for
+
+    projects = {"family": unique_project("cfam"), "views": unique_project("cviews")}
+    cfg, store, views = _family_setup(cluster, projects["family"], **options)
+    picked = family_writer_for(cfg, store, views, "item_id", "int64")
+    assert type(picked) is RedisClusterFamilyWriter
+    ids = np.arange(400, dtype=np.int64) * 5 + 2
+    written, per_view = _family_vs_views(
+        cluster, ids, lambda: _family(cluster, projects["family"], **options), projects, **options
+    )
+    got = cluster.stored(projects["family"])
+    assert {k: f for k, (_, f) in got.items()} == cluster.fields(projects["views"])
+    assert len(got) == 400 and {port for port, _ in got.values()} == set(cluster.ports)
+    assert written == per_view
+    if options.get("skip_dedup"):
+        assert per_view == [400, 400 - (300 - 133), 400]  # the part of rows 133..299 leaves view 1 out
+    else:
+        assert all(0 < n < 400 for n in per_view)
+    if options.get("key_ttl_seconds"):
+        for key, (port, _) in list(got.items())[:50]:
+            assert 3500 < cluster.client(port).ttl(key + projects["family"].encode()) <= 3600
+
+
+def test_cluster_family_writer_follows_moved_and_ask(cluster):
+    """The family writer redoes redirected rows with every view's fields: MOVED for two slots moved
+    after it read its map, ASK for a slot half-way through a migration."""
+    projects = {"family": unique_project("fmoved"), "views": unique_project("fvmoved")}
+    probe = _bulk(cluster, projects["family"])
+    groups = _ids_sharing_slots(probe, per_slot=4, slots=3)
+    extra = np.arange(300, dtype=np.int64) * 7 + 3
+    ids = np.unique(np.concatenate([extra, *groups.values()]))
+    (ask_slot, ask_ids), *moved_groups = groups.items()
+    moved = {}
+    ask_source = cluster.owner(ask_slot)
+    ask_target = next(p for p in cluster.ports if p != ask_source)
+
+    made = []
+
+    def make_family():
+        writer = _family(cluster, projects["family"], chunk_rows=16)  # reads the slot map now
+        made.append(writer)
+        for slot, _ in moved_groups:
+            source = cluster.owner(slot)
+            moved[slot] = next(p for p in cluster.ports if p != source)
+            cluster.move_slot(slot, moved[slot])
+        cluster.begin_migration(ask_slot, ask_source, ask_target)
+        cluster.migrate_keys(ask_slot, ask_source, ask_target, probe.redis_keys(ask_ids[:2]))
+        return writer
+
+    try:
+        written, per_view = _family_vs_views(cluster, ids, make_family, projects)
+    finally:
+        cluster.migrate_keys(ask_slot, ask_source, ask_target)
+        cluster.finish_migration(ask_slot, ask_target)
+    assert written == per_view
+    assert made[0].redirected >= 3  # at least one MOVED (then the map is fresh) and the two keys migrated (ASK)
+    got = cluster.stored(projects["family"])
+    assert {k: f for k, (_, f) in got.items()} == cluster.fields(projects["views"])
+    for slot, target in moved.items():
+        for key in probe.redis_keys(groups[slot]):
+            assert got[key[: -len(projects["family"])]][0] == target

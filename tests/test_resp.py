@@ -32,10 +32,37 @@ def test_raw_reply_reader_handles_any_split_of_the_stream(sizes):
     tail = b":2\r\n"
     reader = RawReplies(_TrickleSocket(ints + arrays + tail, sizes))
     reader.integers(9)
-    runs = reader.single_field_arrays(9)
-    assert runs == [(None, 4), (ts_a, 3), (None, 1), (ts_b, 1)]
+    runs = reader.field_arrays(9, 1)
+    assert runs == [[(None, 4), (ts_a, 3), (None, 1), (ts_b, 1)]]
     reader.integers(1)
     assert reader.idle
+
+
+@pytest.mark.parametrize("sizes", [[1], [3, 5], [4096]])
+def test_multi_field_replies_come_back_as_runs_per_field(sizes):
+    """HMGET of several views' timestamp fields (the fused family writer): runs per field, merged
+    across replies that differ only in another field."""
+    from feast_bc.resp import RawReplies
+
+    ts_a, ts_b = b"\x08\x01\r\n\x10\x02", b"\x08\x05"
+
+    def reply(*values):
+        body = b"".join(b"$-1\r\n" if v is None else b"$%d\r\n%s\r\n" % (len(v), v) for v in values)
+        return b"*%d\r\n" % len(values) + body
+
+    stream = reply(None, None, None) * 3 + reply(ts_a, None, ts_b) * 2 + reply(ts_a, ts_a, ts_b) + b":1\r\n"
+    reader = RawReplies(_TrickleSocket(stream, sizes))
+    runs = reader.field_arrays(6, 3)
+    assert runs == [
+        [(None, 3), (ts_a, 3)],
+        [(None, 5), (ts_a, 1)],
+        [(None, 3), (ts_b, 3)],
+    ]
+    reader.integers(1)
+    assert reader.idle
+    wrong = RawReplies(_TrickleSocket(reply(None, None), [64]))
+    with pytest.raises(Exception, match="3-element array"):
+        wrong.field_arrays(1, 3)
 
 
 def test_raw_reply_reader_raises_redis_errors():

@@ -26,6 +26,20 @@ class Batch(NamedTuple):
     event_time: datetime
 
 
+class FamilyPart(NamedTuple):
+    """Rows of one family's latest file for several views at once (the fused engine pass).
+
+    Every row shares one event timestamp (so one source version): a view's time window holds
+    either all of them or none, and ``vectors`` maps the index of each view whose window holds them
+    (its position in the writer's list of views) to the rows' vectors at that view's version.
+    """
+
+    ids: np.ndarray
+    source_version: int
+    event_time: datetime
+    vectors: dict[int, np.ndarray]
+
+
 class OnlineWriter(Protocol):
     """What the engine writes through (see the module docstring for the contract)."""
 
@@ -37,6 +51,22 @@ class OnlineWriter(Protocol):
 
     def write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> None:
         """Write (or queue) one batch."""
+
+
+class FamilyWriter(Protocol):
+    """What the fused pass writes through: one writer for several views of a family.
+
+    Same contract as :class:`OnlineWriter`; ``written`` counts rows per view (in the order of the
+    views the writer was built for)."""
+
+    written: list[int]
+
+    def __enter__(self) -> FamilyWriter: ...
+
+    def __exit__(self, exc_type, exc, tb) -> None: ...
+
+    def write_part(self, part: FamilyPart) -> None:
+        """Write (or queue) one part."""
 
 
 class InlineWriter:

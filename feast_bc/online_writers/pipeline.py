@@ -50,10 +50,14 @@ class ThreadedWriter:
 
     def write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> None:
         """Queue one batch for the writer thread; raises the thread's error if it has failed."""
+        self._submit(Batch(ids, vectors, int(source_version), event_time))
+
+    def _submit(self, item) -> None:
+        """Queue one unit of work (a :class:`Batch`, or what a subclass's ``_consume`` expects)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
             self._thread.start()
-        self._put(Batch(ids, vectors, int(source_version), event_time))
+        self._put(item)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._thread is None:

@@ -1,9 +1,13 @@
-"""Redis Cluster: the bulk writer's RESP pipelines, one per master, keys routed by hash slot.
+"""Redis Cluster: the bulk writers' RESP pipelines, one per master, keys routed by hash slot.
 
 Feast's cluster writer (redis-py's ``RedisCluster`` pipeline) issues one Python call per command and
-per reply. This writer builds the same commands as :class:`~.redis.RedisBulkWriter` -- the same
-keys, hash fields and bytes, the same timestamp rule and ``refuse_newer`` -- and sends each master
-the rows whose keys it serves, over one raw pipelined connection per master:
+per reply. :class:`RedisClusterBulkWriter` builds the same commands as :class:`~.redis.RedisBulkWriter`
+-- the same keys, hash fields and bytes, the same timestamp rule and ``refuse_newer`` -- and
+:class:`RedisClusterFamilyWriter` the same as :class:`~.redis_family.RedisFamilyWriter` (one HMGET
+and one HSET per entity for several views of a family: all of an entity's views live in its one
+hash, so on one master); both send each master the rows whose keys it serves, over one raw
+pipelined connection per master (:class:`ClusterHashWriter`, the chunk step of
+:class:`~.redis.RedisHashWriter` routed by slot):
 
 * **Routing.** Redis gives a key the slot ``CRC16(key) mod 16384``, hashing only the part between
   the first ``{`` and the next ``}`` when that part is not empty (a hash tag). For int64 ids every
@@ -11,14 +15,14 @@ the rows whose keys it serves, over one raw pipelined connection per master:
   column by column in numpy; keys whose id bytes hold a ``{`` (possible hash tags) and string ids
   go through redis-py's ``key_slot``. The slot map is redis-py's (``CLUSTER SLOTS``, read when
   Feast's ``RedisCluster`` client connected, refreshed on ``MOVED``).
-* **Pipelining.** Per chunk: the HMGETs of the timestamp field go to every master involved, then
+* **Pipelining.** Per chunk: the HMGETs of the timestamp fields go to every master involved, then
   the previous chunk's HSET replies are read, then these HMGET replies, then the HSETs are sent --
   so every master executes while the next chunk is built, as on a single node.
 * **Redirections.** A reply ``-MOVED slot host:port`` (the slot moved for good) makes the writer
   refresh its slot map and redo the row (HMGET, timestamp rule, HSET) on the named master;
   ``-ASK slot host:port`` (the slot is being migrated and the key is not on the old master) makes
   it send ``ASKING`` before each of the row's commands to the named master, without changing the
-  map. Redone rows are redirected at most :attr:`RedisClusterBulkWriter.max_redirects` times, then
+  map. Redone rows are redirected at most :attr:`ClusterHashWriter.max_redirects` times, then
   :class:`~feast_bc.errors.OnlineStoreUnavailableError` names the key, its slot and the node.
   Other error replies are raised as on a single node (``OOM``, ``WRONGTYPE``, ...).
 """
@@ -27,9 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from binascii import crc_hqx
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -39,10 +41,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 
 from feast_bc.errors import OnlineStoreUnavailableError
-from feast_bc.online_writers.base import Batch
-from feast_bc.online_writers.encoding import EntityKeys, timestamp_bytes, timestamp_nanos, value_bytes
-from feast_bc.online_writers.redis import RedisBulkWriter, keep_mask
-from feast_bc.resp import Pipeline, RawReplies
+from feast_bc.online_writers.encoding import EntityKeys
+from feast_bc.online_writers.redis import RedisBulkWriter, RedisHashWriter, Rows
+from feast_bc.online_writers.redis_family import RedisFamilyWriter
+from feast_bc.resp import Pipeline, RawReplies, field_runs
 
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
 
@@ -91,10 +93,10 @@ class Redirect(NamedTuple):
 class ClusterReplies(RawReplies):
     """:class:`~feast_bc.resp.RawReplies` that also accept ``-MOVED``/``-ASK`` in place of a reply."""
 
-    def tolerant(self, count: int, kind: str, asking: bool, origin: str) -> list[tuple[object, int]]:
-        """Consume ``count`` replies (``kind`` "integer" or "array", each after ASKING's ``+OK`` when
-        ``asking``) as (value, repeat) runs in order: ``None`` for an integer, the stored value (or
-        None) for a one-field HMGET, a :class:`Redirect` for MOVED/ASK. Other errors raise."""
+    def tolerant(self, count: int, fields: int | None, asking: bool, origin: str) -> list[tuple[object, int]]:
+        """Consume ``count`` replies (integers when ``fields`` is None, else HMGET replies of
+        ``fields`` fields; each after ASKING's ``+OK`` when ``asking``) as (reply, repeat) runs in
+        order: the raw reply bytes, or a :class:`Redirect` for MOVED/ASK. Other errors raise."""
 
         def one():
             if asking:
@@ -102,61 +104,19 @@ class ClusterReplies(RawReplies):
                 if line != b"+OK":
                     self._raise(line, "+OK to ASKING")
             line = self._line()
-            if kind == "integer" and line[:1] == b":":
+            if line.startswith((b"-MOVED ", b"-ASK ")):
                 return
-            if kind == "array" and line == b"*1":
-                line = self._line()
-                if line == b"$-1":
-                    return
-                if line[:1] != b"$":
-                    self._raise(line, "a bulk string")
-                self._skip(int(line[1:]) + 2)
-                return
-            if not line.startswith((b"-MOVED ", b"-ASK ")):
-                self._raise(line, f"an {kind} reply")
+            if fields is None:
+                self._integer(line)
+            else:
+                self._array(line, fields)
 
         out: list[tuple[object, int]] = []
         for reply, repeat in self._runs(count, one):
             if asking:
                 reply = reply[5:]  # b"+OK\r\n"
-            if reply[:1] == b"-":
-                value: object = Redirect.parse(reply, origin)
-            elif kind == "integer" or reply == b"*1\r\n$-1\r\n":
-                value = None
-            else:
-                value = reply[reply.index(b"\r\n", 4) + 2 : -2]
-            out.append((value, repeat))
+            out.append((Redirect.parse(reply, origin) if reply[:1] == b"-" else reply, repeat))
         return out
-
-
-class _Stamp(NamedTuple):
-    """What every row of one batch carries: its timestamp and source version bytes."""
-
-    ts_value: bytes
-    src_value: bytes
-    nanos: int
-    event_time: datetime
-
-    @classmethod
-    def of(cls, batch: Batch) -> _Stamp:
-        ts = timestamp_bytes(batch.event_time)
-        return cls(ts, value_bytes(int64_val=batch.source_version), timestamp_nanos(ts), batch.event_time)
-
-
-@dataclass
-class _Rows:
-    """Rows on their way to one master. ``expire_only``: the HSET landed, its EXPIRE was redirected."""
-
-    ids: np.ndarray
-    vectors: np.ndarray
-    stamp: _Stamp
-    expire_only: bool = False
-
-    def take(self, index) -> _Rows:
-        return _Rows(self.ids[index], self.vectors[index], self.stamp, self.expire_only)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def _codes(runs: list[tuple[object, int]]) -> tuple[np.ndarray, list[Redirect]]:
@@ -172,15 +132,21 @@ def _codes(runs: list[tuple[object, int]]) -> tuple[np.ndarray, list[Redirect]]:
     return np.repeat(np.asarray(codes, dtype=np.int64), [r for _, r in runs]), redirects
 
 
-class RedisClusterBulkWriter(RedisBulkWriter):
-    """:class:`~.redis.RedisBulkWriter` for ``redis_type: redis_cluster`` (see the module docstring).
+#: Rows to write again where a redirect points: (the redirect, the rows, ``expire_only`` -- their
+#: HSET landed, only their EXPIRE was redirected).
+Redo = list[tuple[Redirect, Rows, bool]]
+
+
+class ClusterHashWriter(RedisHashWriter):
+    """The cluster side of a :class:`~.redis.RedisHashWriter` (see the module docstring): its
+    :meth:`_write_chunk` routes each chunk's HMGETs and HSETs to the masters serving the keys; the
+    HSET replies still in flight are ``(master, rows)`` pairs instead of one count.
 
     The slot map is the one Feast's ``RedisCluster`` client holds when the writer is built; keys of
     a slot that moved since then are redirected and redone. One raw connection per master, all on
     the writer thread; leaving the block with an exception discards them.
     """
 
-    thread_name = "feast-bc-redis-cluster-writer"
     redis_types = (RedisType.redis_cluster,)
     #: How many times one row may be redirected (MOVED/ASK) before the writer gives up.
     max_redirects = 5
@@ -224,7 +190,7 @@ class RedisClusterBulkWriter(RedisBulkWriter):
         if (owner < 0).any():
             slot = int(slots[owner < 0][0])
             raise OnlineStoreUnavailableError(
-                f"no master of the Redis Cluster serves slot {slot} (writing {self.view_name}): the cluster is "
+                f"no master of the Redis Cluster serves slot {slot} (writing {self.label}): the cluster is "
                 "incomplete (`redis-cli --cluster check` tells which slots); rerun `feast materialize` once it is fixed"
             )
         if len(self._nodes) == 1:
@@ -254,74 +220,58 @@ class RedisClusterBulkWriter(RedisBulkWriter):
             pipe.conn.disconnect()
 
     # --------------------------------------------------------------- the rows' two steps
-    def _send_hmget(self, name: str, rows: _Rows, asking: bool = False) -> None:
-        self._node_pipe(name).send(self._hmget_payload(rows.ids, ASKING if asking else b""))
+    def _send_hmget(self, name: str, rows: Rows, asking: bool = False) -> None:
+        self._node_pipe(name).send(self._hmget_payload(rows, ASKING if asking else b""))
 
-    def _read_hmget(self, name: str, rows: _Rows, asking: bool, redo: list) -> _Rows | None:
-        """The HMGET replies of ``rows``: the rows to HSET (Feast's rule); redirected ones go to ``redo``."""
-        runs = self._node_pipe(name).replies.tolerant(len(rows), "array", asking, name)
+    def _read_hmget(self, name: str, rows: Rows, asking: bool, redo: Redo) -> list[Rows]:
+        """The HMGET replies of ``rows``: the rows to HSET (:meth:`~.redis.RedisHashWriter._to_write`);
+        redirected ones go to ``redo``."""
+        fields = len(rows.members)
+        runs = self._node_pipe(name).replies.tolerant(len(rows), fields, asking, name)
         codes, redirects = _codes(runs)
         if redirects:
             for k, redirect in enumerate(redirects):
-                redo.append((redirect, rows.take(codes == k)))
+                redo.append((redirect, rows.take(codes == k), False))
             runs = [(v, r) for v, r in runs if not isinstance(v, Redirect)]
             rows = rows.take(codes < 0)
-        stamp = rows.stamp
-        if self.refuse_newer:
-            self._refuse_newer(runs, stamp.ts_value, stamp.nanos, stamp.event_time)
-        keep = keep_mask(runs, stamp.ts_value, stamp.nanos)
-        if keep is not None:
-            rows = rows.take(keep)
-        return rows if len(rows) else None
+        return self._to_write(rows, field_runs(runs, fields))
 
-    def _send_hset(self, name: str, rows: _Rows, asking: bool = False) -> None:
+    def _send_hset(self, name: str, rows: Rows, asking: bool = False, expire_only: bool = False) -> None:
         prefix = ASKING if asking else b""
-        if rows.expire_only:
-            payload = self._expire_payload(rows.ids, prefix)
-        else:
-            payload = self._hset_payload(rows.ids, rows.vectors, rows.stamp.src_value, rows.stamp.ts_value, prefix)
+        payload = self._expire_payload(rows.ids, prefix) if expire_only else self._hset_payload(rows, prefix)
         self._node_pipe(name).send(payload)
 
-    def _read_hset(self, name: str, rows: _Rows, asking: bool, redo: list) -> None:
+    def _read_hset(self, name: str, rows: Rows, asking: bool, expire_only: bool, redo: Redo) -> None:
         """The HSET (and EXPIRE) replies of ``rows``: count the rows written, queue redirected ones in ``redo``."""
         n = len(rows)
-        per_row = 1 if rows.expire_only or not self.ttl else 2
-        runs = self._node_pipe(name).replies.tolerant(per_row * n, "integer", asking, name)
+        per_row = 1 if expire_only else self._replies_per_row
+        runs = self._node_pipe(name).replies.tolerant(per_row * n, None, asking, name)
         codes, redirects = _codes(runs)
         codes = codes.reshape(per_row, n)
-        hset_ok = codes[0] < 0 if not rows.expire_only else np.zeros(n, dtype=bool)
-        if not rows.expire_only:
-            self.written += int(hset_ok.sum())
+        if expire_only:
+            redo.extend((redirect, rows.take(codes[0] == k), True) for k, redirect in enumerate(redirects))
+            return
+        hset_ok = codes[0] < 0
+        self._count(rows.members, int(hset_ok.sum()))
         for k, redirect in enumerate(redirects):
-            if rows.expire_only:
-                redo.append((redirect, rows.take(codes[0] == k)))
-                continue
             whole = codes[0] == k
             if whole.any():
-                redo.append((redirect, rows.take(whole)))
+                redo.append((redirect, rows.take(whole), False))
             expire = hset_ok & (codes[-1] == k) if per_row == 2 else None
             if expire is not None and expire.any():
-                part = rows.take(expire)
-                part.expire_only = True
-                redo.append((redirect, part))
+                redo.append((redirect, rows.take(expire), True))
 
     # ------------------------------------------------------------------------------ I/O
-    def _consume(self, batches: Iterator[Batch]) -> None:
+    def _consume(self, batches) -> None:
         try:
             with contextlib.ExitStack() as stack:
                 self._stack = stack
-                in_flight: list[tuple[str, _Rows]] = []  # HSETs whose replies are not read yet
+                in_flight: list[tuple[str, Rows]] = []  # HSETs whose replies are not read yet
                 for batch in batches:
-                    stamp = _Stamp.of(batch)
-                    for start in range(0, len(batch.ids), self.chunk_rows):
-                        self.check_abort()
-                        end = start + self.chunk_rows
-                        in_flight = self._write_chunk(
-                            _Rows(batch.ids[start:end], batch.vectors[start:end], stamp), in_flight
-                        )
-                redo: list = []
+                    in_flight = self._write_batch(None, in_flight, batch)
+                redo: Redo = []
                 for name, rows in in_flight:
-                    self._read_hset(name, rows, False, redo)
+                    self._read_hset(name, rows, False, False, redo)
                 self._redo(redo)
                 for pipe in self._pipes.values():
                     pipe.clean = True
@@ -329,71 +279,82 @@ class RedisClusterBulkWriter(RedisBulkWriter):
             self._pipes = {}
             self._stack = None
 
-    def _write_chunk(self, chunk: _Rows, in_flight: list[tuple[str, _Rows]]) -> list[tuple[str, _Rows]]:
-        """Send one chunk (HMGETs queue behind the previous chunk's HSETs); return its HSETs in flight."""
+    def _write_chunk(self, pipe, pending: list[tuple[str, Rows]], chunk: Rows) -> list[tuple[str, Rows]]:
+        """Send one chunk (HMGETs queue behind the previous chunk's HSETs, ``pending``: their masters
+        and rows); return its HSETs in flight. ``pipe`` is unused: each master has its own."""
         routed = [(name, chunk.take(index)) for name, index in self._route(chunk.ids)]
         if not self.skip_dedup:
             for name, rows in routed:
                 self._send_hmget(name, rows)
-        redo: list = []
-        for name, rows in in_flight:
-            self._read_hset(name, rows, False, redo)
+        redo: Redo = []
+        for name, rows in pending:
+            self._read_hset(name, rows, False, False, redo)
         if not self.skip_dedup:
-            routed = [(name, self._read_hmget(name, rows, False, redo)) for name, rows in routed]
+            routed = [(name, group) for name, rows in routed for group in self._read_hmget(name, rows, False, redo)]
         self._redo(redo)  # every connection is idle here: nothing sent is unread
-        out = []
         for name, rows in routed:
-            if rows is not None:
-                self._send_hset(name, rows)
-                out.append((name, rows))
-        return out
+            self._send_hset(name, rows)
+        return routed
 
-    def _redo(self, redo: list[tuple[Redirect, _Rows]]) -> None:
+    def _redo(self, redo: Redo) -> None:
         """Write redirected rows again, one round trip at a time, where the cluster sent them."""
         for _ in range(self.max_redirects):
             if not redo:
                 return
             self.check_abort()
-            self.redirected += sum(len(rows) for _, rows in redo)
-            if any(r.kind == "MOVED" for r, _ in redo):
+            self.redirected += sum(len(rows) for _, rows, _ in redo)
+            if any(r.kind == "MOVED" for r, _, _ in redo):
                 self._refresh_slot_map()
-            again: list = []
-            for redirect, rows in self._merge(redo):
+            again: Redo = []
+            for redirect, rows, expire_only in self._merge(redo):
                 asking = redirect.kind == "ASK"
-                if not rows.expire_only and not self.skip_dedup:
+                groups = [rows]
+                if not expire_only and not self.skip_dedup:
                     self._send_hmget(redirect.node, rows, asking)
-                    rows = self._read_hmget(redirect.node, rows, asking, again)
-                if rows is not None:
-                    self._send_hset(redirect.node, rows, asking)
-                    self._read_hset(redirect.node, rows, asking, again)
+                    groups = self._read_hmget(redirect.node, rows, asking, again)
+                for group in groups:
+                    self._send_hset(redirect.node, group, asking, expire_only)
+                    self._read_hset(redirect.node, group, asking, expire_only, again)
             redo = again
         if redo:
-            redirect, rows = redo[0]
+            redirect, rows, _ = redo[0]
             key = self.redis_keys(rows.ids[:1])[0]
             raise OnlineStoreUnavailableError(
-                f"Redis Cluster kept redirecting {self.view_name}'s key {key!r} (entity {rows.ids[0]!r}, slot "
+                f"Redis Cluster kept redirecting {self.label}'s key {key!r} (entity {rows.ids[0]!r}, slot "
                 f"{redirect.slot}): still {redirect.kind} to {redirect.node} after {self.max_redirects} attempts "
-                f"({sum(len(r) for _, r in redo)} rows not written). A slot migration is stuck or the nodes disagree on the slot map "
-                "(`redis-cli --cluster check`, then `--cluster fix`). Entities written so far are complete; rerun "
-                "`feast materialize` once the cluster is stable"
+                f"({sum(len(r) for _, r, _ in redo)} rows not written). A slot migration is stuck or the nodes "
+                "disagree on the slot map (`redis-cli --cluster check`, then `--cluster fix`). Entities written "
+                "so far are complete; rerun `feast materialize` once the cluster is stable"
             )
 
     @staticmethod
-    def _merge(redo: list[tuple[Redirect, _Rows]]) -> list[tuple[Redirect, _Rows]]:
-        """One group per (target, kind, stamp, expire_only): one round trip each."""
-        groups: dict[tuple, tuple[Redirect, list[_Rows]]] = {}
-        for redirect, rows in redo:
-            key = (redirect.node, redirect.kind, rows.stamp, rows.expire_only)
-            groups.setdefault(key, (redirect, []))[1].append(rows)
+    def _merge(redo: Redo) -> Redo:
+        """One group per (target, kind, stamp, views, expire_only): one round trip each."""
+        groups: dict[tuple, tuple[Redirect, bool, list[Rows]]] = {}
+        for redirect, rows, expire_only in redo:
+            key = (redirect.node, redirect.kind, rows.stamp, tuple(rows.members), expire_only)
+            groups.setdefault(key, (redirect, expire_only, []))[2].append(rows)
         out = []
-        for redirect, parts in groups.values():
-            first = parts[0]
+        for redirect, expire_only, parts in groups.values():
+            rows = parts[0]
             if len(parts) > 1:
-                first = _Rows(
-                    np.concatenate([p.ids for p in parts]),
-                    np.concatenate([p.vectors for p in parts]),
-                    first.stamp,
-                    first.expire_only,
+                rows = replace(
+                    rows,
+                    ids=np.concatenate([p.ids for p in parts]),
+                    vectors=[np.concatenate([p.vectors[i] for p in parts]) for i in range(len(rows.members))],
                 )
-            out.append((redirect, first))
+            out.append((redirect, rows, expire_only))
         return out
+
+
+class RedisClusterBulkWriter(ClusterHashWriter, RedisBulkWriter):
+    """:class:`~.redis.RedisBulkWriter` for ``redis_type: redis_cluster`` (see the module docstring)."""
+
+    thread_name = "feast-bc-redis-cluster-writer"
+
+
+class RedisClusterFamilyWriter(ClusterHashWriter, RedisFamilyWriter):
+    """:class:`~.redis_family.RedisFamilyWriter` for ``redis_type: redis_cluster``: one HMGET and
+    one HSET per entity for all the views, sent to the master serving the entity's key."""
+
+    thread_name = "feast-bc-redis-cluster-family-writer"
