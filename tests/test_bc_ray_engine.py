@@ -371,3 +371,32 @@ def test_a_slice_refuses_a_file_changed_after_the_driver_verified_it(small_row_g
     with pytest.raises(ChecksumMismatchError, match="changed after the driver verified"):
         run_slice(stale, slices[1])
     assert len({key[1] for key in pair.rows("ray")}) == 2 * ROW_GROUP_ROWS  # the entities of the first slice only
+
+
+def test_views_that_are_not_feast_bc_views_go_to_feasts_local_engine(tmp_path, monkeypatch):
+    """Without Ray: a plain Feast view is handed to Feast's local engine, and Ray is not started."""
+    from feast import Entity, FeatureView, Field, FileSource
+    from feast.infra.common.materialization_job import MaterializationTask
+    from feast.infra.compute_engines.local.compute import LocalComputeEngine
+    from feast.types import Float32
+
+    from feast_bc.ray_engine import BCRayEngine
+
+    pair = Pair(tmp_path, "sqlite")
+    publish_users_and_items(pair.catalog, versions=1, seed=1)
+    store = pair.apply()["ray"]
+    engine = store._get_provider().batch_engine
+    seen = []
+    monkeypatch.setattr(
+        LocalComputeEngine, "_materialize_one", lambda self, registry, task, **kw: seen.append(task) or "local-job"
+    )
+    monkeypatch.setattr(BCRayEngine, "_ray", lambda self: pytest.fail("Ray started without a feast_bc view"))
+    view = FeatureView(
+        name="plain_view",
+        entities=[Entity(name="thing", join_keys=["thing_id"])],
+        schema=[Field(name="score", dtype=Float32)],
+        source=FileSource(path="unused.parquet", timestamp_field="event_timestamp"),
+    )
+    task = MaterializationTask(project=pair.projects["ray"], feature_view=view, start_time=START, end_time=_end())
+    assert engine.materialize(store.registry, [task]) == ["local-job"]
+    assert seen == [task]
