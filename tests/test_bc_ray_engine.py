@@ -375,7 +375,7 @@ def test_a_slice_refuses_a_file_changed_after_the_driver_verified_it(small_row_g
 
 def test_views_that_are_not_feast_bc_views_go_to_feasts_local_engine(tmp_path, monkeypatch):
     """Without Ray: a plain Feast view is handed to Feast's local engine, and Ray is not started."""
-    from feast import Entity, FeatureView, Field, FileSource
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.infra.common.materialization_job import MaterializationTask
     from feast.infra.compute_engines.local.compute import LocalComputeEngine
     from feast.types import Float32
@@ -393,7 +393,7 @@ def test_views_that_are_not_feast_bc_views_go_to_feasts_local_engine(tmp_path, m
     monkeypatch.setattr(BCRayEngine, "_ray", lambda self: pytest.fail("Ray started without a feast_bc view"))
     view = FeatureView(
         name="plain_view",
-        entities=[Entity(name="thing", join_keys=["thing_id"])],
+        entities=[Entity(name="thing", join_keys=["thing_id"], value_type=ValueType.INT64)],
         schema=[Field(name="score", dtype=Float32)],
         source=FileSource(path="unused.parquet", timestamp_field="event_timestamp"),
     )

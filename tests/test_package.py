@@ -17,10 +17,11 @@ def test_import_feast_bc_does_not_import_torch_or_feast():
 
 
 def test_the_ray_engine_module_imports_ray_only_when_it_materializes():
-    """Feast loads the batch engine for `feast apply` too: that must not need (or start) Ray."""
-    code = "import sys, feast_bc.ray_engine; print('ray' in sys.modules, 'torch' in sys.modules)"
+    """Feast loads the batch engine for `feast apply` too: that must not need (or start) Ray.
+    (Torch is not checked here: importing Feast itself imports it when it is installed.)"""
+    code = "import sys, feast_bc.ray_engine; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "False"], out
+    assert out == ["False"], out
 
 
 def test_no_torch_import_anywhere_in_feast_bc():
