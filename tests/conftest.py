@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -185,3 +187,34 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@contextmanager
+def local_ray() -> Iterator:
+    """A local 2-CPU Ray for one test module (never the cluster $RAY_ADDRESS names), shut down after.
+
+    Skipped without ray, but a failure under CI=true: `make test` installs the ray extra."""
+    try:
+        import ray
+    except ImportError as exc:
+        msg = f"ray is not installed ({exc}); pip install -e '.[ray]'"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + " -- under CI=true this is a failure, not a skip")
+        pytest.skip(msg)
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=256 * 1024**2,  # the test data is a few hundred KiB: nothing spills
+        logging_level="ERROR",
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        import feast.infra.ray_initializer as ray_initializer
+
+        ray_initializer._ray_initialized = False  # a later Ray user in this process starts afresh

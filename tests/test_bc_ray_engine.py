@@ -14,14 +14,20 @@ One Ray session (2 CPUs, no dashboard, small object store) serves the whole modu
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
-from conftest import assert_online_matches, delete_project_keys, publish_users_and_items, redis_url, unique_project
+from conftest import (
+    assert_online_matches,
+    delete_project_keys,
+    local_ray,
+    publish_users_and_items,
+    redis_url,
+    unique_project,
+)
 from feast_bc import Catalog
 from feast_bc.repo import apply, init_repo
 from test_engine_fused import redis_hashes, sqlite_rows
@@ -40,25 +46,8 @@ def _end() -> datetime:
 
 @pytest.fixture(scope="module")
 def ray_session():
-    try:
-        import ray
-    except ImportError as exc:
-        msg = f"ray is not installed ({exc}); pip install -e '.[ray]'"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg + " -- under CI=true this is a failure, not a skip")
-        pytest.skip(msg)
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(
-        address="local",  # never join a cluster named by $RAY_ADDRESS
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=256 * 1024**2,
-        logging_level="ERROR",
-    )
-    yield ray
-    ray.shutdown()
+    with local_ray() as ray:
+        yield ray
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ notice a second matmul (docs/SCALING.md).
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +22,7 @@ from conftest import (
     SyntheticFamily,
     assert_online_matches,
     delete_project_keys,
+    local_ray,
     online_vectors,
     publish_users_and_items,
     redis_url,
@@ -44,35 +44,15 @@ def _end() -> datetime:
 @pytest.fixture(scope="module")
 def ray_session():
     """A local Ray for the module; Feast's engine finds it initialized and uses it as it is."""
-    try:
-        import ray
-    except ImportError as exc:  # `make test` installs the ray extra; a CI run must not pass without it
-        msg = f"ray is not installed ({exc}); pip install -e '.[ray]'"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg + " -- under CI=true this is a failure, not a skip")
-        pytest.skip(msg)
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(
-        address="local",  # never join a cluster named by $RAY_ADDRESS
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=256 * 1024**2,  # the test data is a few hundred KiB: nothing spills
-        logging_level="ERROR",
-    )
-    import warnings
+    with local_ray() as ray:
+        import warnings
 
-    import ray.data
+        import ray.data
 
-    with warnings.catch_warnings():  # its constructor warns about Ray Data's own deprecated fields
-        warnings.simplefilter("ignore", DeprecationWarning)
-        ray.data.DataContext.get_current()
-    yield ray
-    ray.shutdown()
-    import feast.infra.ray_initializer as ray_initializer
-
-    ray_initializer._ray_initialized = False  # a later Ray user in this process starts afresh
+        with warnings.catch_warnings():  # its constructor warns about Ray Data's own deprecated fields
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ray.data.DataContext.get_current()
+        yield ray
 
 
 def _families(catalog) -> dict[str, SyntheticFamily]:
