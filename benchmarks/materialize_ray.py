@@ -4,7 +4,9 @@ Same catalog and per-view subprocesses as ``materialize_throughput.py`` (one fam
 n rows, views bc4 = the latest itself, bc3 = one transform, bc0 = four). With the Ray engine, Feast
 starts a local Ray in each subprocess during ``apply`` (not timed); the timed materialize includes
 Ray Data starting its workers, as a cold ``feast materialize`` would. Note that Feast's Ray plan for
-a derived view also re-reads and re-writes the latest view (docs/SCALING.md).
+a derived view also re-reads and re-writes the latest view (docs/SCALING.md). ``--engines bcray``
+adds feast_bc's own engine on Ray (``feast_bc.ray_engine.BCRayEngine``, local Ray started inside
+the timed materialize, one task per row group of the latest file).
 
     nice -n 19 python benchmarks/materialize_ray.py --out docs/benchmarks/materialize_ray.json
 """
@@ -28,7 +30,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--views", nargs="+", type=int, default=[4, 3, 0], help="versions whose views to materialize")
-    p.add_argument("--engines", nargs="+", default=["bc", "local", "ray"])
+    p.add_argument("--engines", nargs="+", default=["bc", "local", "ray"], choices=["bc", "local", "ray", "bcray"])
     p.add_argument("--backends", nargs="+", default=["redis", "sqlite"])
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks/materialize_ray.json"))

@@ -59,9 +59,15 @@ def worker(args) -> None:
     """Apply a repo over the shared catalog, materialize one view, print JSON."""
     from feast_bc.repo import apply, init_repo
 
+    engine = "bc" if args.engine == "bcray" else args.engine  # bcray: BCEngine's block, BCRayEngine's type
     repo = init_repo(
-        Path(args.repo), project=args.project, online_store=args.backend, redis_url=args.redis_url, engine=args.engine
+        Path(args.repo), project=args.project, online_store=args.backend, redis_url=args.redis_url, engine=engine
     )
+    if args.engine == "bcray":
+        for name in ("feature_store.yaml", "feature_store.redis.yaml"):
+            path = repo / name
+            text = path.read_text().replace("type: feast_bc.engine.BCEngine", "type: feast_bc.ray_engine.BCRayEngine")
+            path.write_text(text)
     link = repo / "bc_catalog"
     if not link.exists():
         link.symlink_to(Path(args.catalog).resolve(), target_is_directory=True)

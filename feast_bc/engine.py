@@ -58,6 +58,7 @@ from feast_bc.naming import (
     TAG_VERSION,
 )
 from feast_bc.online_writers import family_writer_for, writer_for
+from feast_bc.online_writers.fanout import FanOutWriter
 from feast_bc.registries import redis_connection_problem
 
 install_cli_error_hook()  # this module is only ever loaded by Feast's apply/materialize
@@ -298,6 +299,79 @@ def materialize_bc_family(
 
     writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write)
     return None if writer is None else list(writer.written)
+
+
+def materialize_bc_slice(
+    repo_config,
+    online_store,
+    views: list[tuple],
+    path: Path,
+    row_groups: list[int],
+    batch_rows: int,
+    *,
+    catalog: Catalog | None = None,
+    manifest=None,
+    gate=None,
+) -> list[int]:
+    """Materialize the rows of ``row_groups`` of the latest file ``path`` for one or several feast_bc
+    views of one family ((view, start, end) each); return the rows written per view. The unit of
+    work of a distributed engine (:mod:`feast_bc.ray_engine`): no registry, no checksum hashing.
+
+    The caller has resolved ``path`` (:func:`latest_file`), refused rollbacks and verified the
+    family's checksums (``catalog.verify``) *before* calling this; ``gate`` is called before the
+    first byte is written (e.g. to check that the file is still the one verified). The transforms
+    are still checked by ``Catalog.transform_vectors`` (small files, hashed once per process).
+
+    Per view and row, exactly what :func:`materialize_bc_view` / :func:`materialize_bc_family` write
+    for these rows: the same batches (they never span row groups), the same writers with Feast's
+    timestamp rule (``refuse_newer``), one HSET per entity for all views on Redis. Where the store
+    has no fused writer, each view gets its own writer from the same pass."""
+    first = views[0][0]
+    catalog = catalog or _catalog(repo_config, first)
+    manifest = manifest or catalog.manifest(first.tags[TAG_FAMILY])
+    windows, specs = [], []
+    for view, start, end in views:
+        version = int(view.tags[TAG_VERSION])
+        windows.append(ViewWindow(version, _utc(start), _utc(end)))
+        specs.append((view, manifest.version(version).dim))
+    join_key, id_dtype = manifest.entity.join_key, manifest.entity.dtype
+    writer = None
+    if len(specs) > 1:
+        writer = family_writer_for(repo_config, online_store, specs, join_key, id_dtype, gate=gate, refuse_newer=True)
+    if writer is None:
+        writer = FanOutWriter(
+            [
+                writer_for(repo_config, online_store, view, join_key, id_dtype, dim, gate=gate, refuse_newer=True)
+                for view, dim in specs
+            ]
+        )
+    with writer:
+        for part in family_parts(_open_parquet(path), catalog, manifest, windows, batch_rows, row_groups):
+            writer.write_part(part)
+    return list(writer.written)
+
+
+def latest_file(repo_config, view, registry, project) -> Path:
+    """The parquet file a feast_bc view reads (the registry's latest view of its family)."""
+    return _latest_file(repo_config, view, registry, project)
+
+
+def bc_catalog(repo_config, view) -> Catalog:
+    """The catalog a feast_bc view names (its ``bc.catalog`` tag, else the repo's)."""
+    return _catalog(repo_config, view)
+
+
+def check_views(repo_config, views: list, manifest) -> None:
+    """What every path refuses before reading: a Redis profile that cannot connect, a view
+    registered from a newer latest than the catalog holds (:class:`CatalogRollbackError`)."""
+    _check_store_config(repo_config)
+    for view in views:
+        _refuse_rollback(view, manifest)
+
+
+def explain_store_error(exc: Exception, repo_config, what: str) -> Exception:
+    """A raw online-store client error as one line an operator can act on (else ``exc``)."""
+    return _explain_store_error(exc, repo_config, what)
 
 
 def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make_writer, write):

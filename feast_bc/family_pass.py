@@ -11,6 +11,11 @@ inclusive). All rows of one event timestamp come from one published version
 (:mod:`feast_bc.provenance`), so a window holds such a group of rows entirely or not at all: the
 pass decides per group which views get it, and asks which version the group is only if some view
 does -- exactly what filtering by window first, then grouping, would do.
+
+Batches never span two row groups. A float32 matmul's result for a row can depend on how many rows
+its batch has (BLAS picks other kernels for short tails), so this is what makes a pass over a
+*slice* of the file (``row_groups``: the work of one task of :mod:`feast_bc.ray_engine`) decode and
+transform every row in exactly the batch the whole-file pass uses: the same floats, bit for bit.
 """
 
 from __future__ import annotations
@@ -47,16 +52,24 @@ def family_parts(
     manifest: FamilyManifest,
     windows: list[ViewWindow],
     batch_rows: int,
+    row_groups: list[int] | None = None,
 ) -> Iterator[FamilyPart]:
-    """Stream the latest file; per batch and event timestamp, the rows with their vectors at the
-    version of every view whose window holds them (keys of ``FamilyPart.vectors`` index ``windows``).
+    """Stream the latest file (only ``row_groups``, if given); per batch and event timestamp, the rows
+    with their vectors at the version of every view whose window holds them (keys of
+    ``FamilyPart.vectors`` index ``windows``).
 
     Rows of a version older than a view's version mean the registry's views are newer than the file
     they read: :class:`~feast_bc.errors.RegistryLagError`, as in the per-view path.
     """
     family, join_key = manifest.family, manifest.entity.join_key
     columns = [join_key, TIMESTAMP_COLUMN, EMBEDDING_FEATURE]
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+    groups = range(parquet.num_row_groups) if row_groups is None else row_groups
+    batches = (
+        batch
+        for group in groups
+        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
+    )
+    for batch in batches:
         if batch.num_rows == 0:
             continue
         micros = batch.column(TIMESTAMP_COLUMN).cast(pa.int64()).to_numpy()

@@ -10,10 +10,18 @@ from feast_bc.repo import init_repo
 def test_import_feast_bc_does_not_import_torch_or_feast():
     code = (
         "import sys, feast_bc, feast_bc.catalog, feast_bc.export, feast_bc.runtime, feast_bc.cli; "
-        "print('torch' in sys.modules, 'feast' in sys.modules)"
+        "print('torch' in sys.modules, 'feast' in sys.modules, 'ray' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "False"], out
+    assert out == ["False", "False", "False"], out
+
+
+def test_the_ray_engine_module_imports_ray_only_when_it_materializes():
+    """Feast loads the batch engine for `feast apply` too: that must not need (or start) Ray.
+    (Torch is not checked here: importing Feast itself imports it when it is installed.)"""
+    code = "import sys, feast_bc.ray_engine; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False"], out
 
 
 def test_no_torch_import_anywhere_in_feast_bc():

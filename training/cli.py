@@ -35,7 +35,7 @@ from training.data.options import add_data_arguments, data_config_from_args, val
 from training.errors import ConfigError, StateError, TrainingError
 from training.evaluation import PRIMARY_K
 from training.experiments import demo, reproduce
-from training.strategies import ALIASES, DEFAULT_STRATEGY, STRATEGY_NAMES, make_strategy
+from training.strategies import DEFAULT_STRATEGY, PLUS_OPTIONS, STRATEGY_NAMES, make_strategy, parse_strategy_spec
 from training.workdir import TrainingRun
 
 # ----------------------------------------------------------------------------- option parsing
@@ -93,7 +93,9 @@ def cmd_train(args) -> int:
             )
         run = TrainingRun.open(args.workdir)
     else:
-        spec = make_strategy(args.strategy or DEFAULT_STRATEGY, lam=args.lam).spec()
+        spec = parse_strategy_spec(args.strategy or DEFAULT_STRATEGY)
+        if args.lam is not None:
+            spec = make_strategy(spec.name, lam=args.lam, **{k: getattr(spec, k) for k in PLUS_OPTIONS}).spec()
         run = TrainingRun.create(
             args.workdir,
             strategy=spec,
@@ -221,9 +223,10 @@ def _add_train(sub) -> None:
     chain = s.add_argument_group("chain definition (first call only)")
     chain.add_argument(
         "--strategy",
-        choices=[*STRATEGY_NAMES, *ALIASES],
-        metavar="NAME",
-        help=f"{', '.join(STRATEGY_NAMES)} (default {DEFAULT_STRATEGY}; paper-code names accepted)",
+        type=_strategy_text,
+        metavar="NAME[:KEY=VALUE,...]",
+        help=f"{', '.join(STRATEGY_NAMES)} (default {DEFAULT_STRATEGY}; paper-code names accepted); "
+        "bc-aligner-plus takes options, e.g. bc-aligner-plus:intended_floor=0",
     )
     chain.add_argument("--lam", type=float, help="alignment weight of joint strategies (default 16)")
     chain.add_argument("--seed", type=int, help="default 42")
@@ -292,3 +295,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _strategy_text(text: str) -> str:
+    """``--strategy``: refused at parse time with the reason (unknown name or option, bad value)."""
+    try:
+        parse_strategy_spec(text)
+    except (ConfigError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
