@@ -39,19 +39,28 @@ What each figure means (one row per configuration and d; JSON: ``runs``):
 * ``redis_cpu_s``: ``used_cpu_sys + used_cpu_user`` (INFO cpu) after minus before ``materialize``,
   summed over the nodes; ``redis_cpu_s_per_node`` gives each.
 * ``redis_bytes_per_entity``: ``used_memory`` after minus before, summed over the nodes, / N.
+* ``redis_cpu_us_per_version_row`` = ``redis_cpu_s`` / (N x views) in microseconds: one Redis node
+  (one core, single-threaded) cannot ingest more than 1e6 / this many version-rows/s.
+* ``client_cpu_s``: user + system CPU of the worker process (all threads) during ``materialize``,
+  plus, for Ray, of every process Ray runs; ``client_cpu_us_per_version_row`` the same per
+  version-row (1e6 / it = version-rows/s one fully used client core could produce).
 * ``loadavg_before`` / ``loadavg_after``: ``os.getloadavg()`` around each configuration (other
   jobs on the machine distort every figure above; run this alone).
 * ``content``: 100 entity keys sampled after the first all-views run of each d; after every later
   all-views run their ``HGETALL`` must be byte-identical ("match"), else "MISMATCH" is printed
   loudly and the script exits with status 1.
 
-Commands (run alone on the machine; the 1M x 512 family needs ~13 GiB of Redis memory at a time):
+Commands (run alone on the machine; the 1M x 512 family needs ~13 GiB of Redis memory at a time,
+predicted by ``load_redis.predicted_bytes_per_entity``: the script refuses to start a d whose
+prediction exceeds 70% of MemAvailable unless ``--force``). Estimated duration on the 2-core machine
+at 1M entities, all configurations: ~10-12 min for d=256 and ~15-20 min for d=512 (mostly the
+materializations themselves, plus per run ~5-10 s of apply and ~10-20 s deleting 1M keys):
 
     # the measurement (issue 14, deliverable 4)
     python benchmarks/materialize_family.py --dims 256,512 \\
         --out docs/benchmarks/materialize_family.json --plot docs/benchmarks/materialize_family.png
-    # with the Ray engine (not in main yet): put its checkout first on the path
-    PYTHONPATH=/path/to/ray-branch python benchmarks/materialize_family.py --dims 256,512 ...
+    # one part only, e.g. the Ray runs at d=256 (then merge the JSONs by hand, or use another --out)
+    python benchmarks/materialize_family.py --dims 256 --configs fused-redis,ray1-redis,ray2-redis --out /tmp/ray.json
     # smoke test
     nice -n 19 python benchmarks/materialize_family.py --entities 20000 --dims 16 \\
         --configs fused-redis,perview-redis,fused-cluster --out /tmp/mf.json --plot /tmp/mf.png
@@ -127,6 +136,15 @@ def _status_kib(pid: int, field: str) -> int | None:
     return None
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (all its threads), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (Ray's raylet, GCS and workers are children of the driver)."""
     children: dict[int, list[int]] = {}
@@ -192,6 +210,10 @@ class Target:
                         pending = 0
             if pending:
                 deleted += sum(pipe.execute())
+            try:  # hand the freed pages back now, so the next target (or the cluster) finds the memory free
+                client.execute_command("MEMORY", "PURGE")
+            except Exception:  # not jemalloc, or the command is disabled
+                pass
         return deleted
 
     def sample_keys(self, project: str, n: int) -> list[bytes]:
@@ -286,6 +308,7 @@ def worker(args) -> None:
                 pass
 
     before = redis_counters(node_urls)
+    cpu_before = {pid: cpu_s(pid) for pid in [os.getpid(), *ray_pids]}
     rss_before = rss_mib()
     reset_peak_rss()
     t = time.perf_counter()
@@ -293,6 +316,9 @@ def worker(args) -> None:
     seconds = time.perf_counter() - t
     peak = peak_rss_mib()
     after = redis_counters(node_urls)
+    client_cpu = cpu_s(os.getpid()) - cpu_before[os.getpid()]
+    if args.ray_workers:  # Ray processes started during the run count from 0
+        client_cpu += sum(cpu_s(pid) - cpu_before.get(pid, 0.0) for pid in descendants(os.getpid()))
 
     if args.ray_workers:
         procs = []
@@ -319,10 +345,12 @@ def worker(args) -> None:
                 "peak_rss_mib": peak,
                 "rss_before_mib": rss_before,
                 "materialize_added_mib": peak - rss_before,
+                "client_cpu_s": client_cpu,
                 "redis_cpu_s": sum(cpu),
                 "redis_cpu_s_per_node": cpu,
                 "redis_used_memory_delta": sum(mem),
                 "redis_used_memory_delta_per_node": mem,
+                "redis_used_memory_after": [a["used_memory"] for a in after],
                 "redis_used_memory_rss_after": [a["used_memory_rss"] for a in after],
                 **extra,
             }
@@ -370,11 +398,18 @@ def engine_block(cfg: dict, batch_rows: int, ray_object_store_mib: int) -> str:
 
 def ray_available() -> str | None:
     """None if the Ray engine can run, else why not."""
+    import feast_bc
+
     try:
-        if importlib.util.find_spec("feast_bc.ray_engine") is None:
-            return "feast_bc.ray_engine is not importable (the Ray engine is not on this branch / PYTHONPATH)"
+        spec = importlib.util.find_spec("feast_bc.ray_engine")
     except ImportError as exc:
         return f"feast_bc.ray_engine is not importable: {exc}"
+    if spec is None:
+        return "feast_bc.ray_engine is not importable (the Ray engine is not on this branch / PYTHONPATH)"
+    here = Path(feast_bc.__file__).resolve().parent
+    if spec.origin is None or Path(spec.origin).resolve().parent != here:
+        # an editable install of another checkout can serve a submodule this checkout lacks
+        return f"feast_bc.ray_engine resolves to {spec.origin}, outside the feast_bc in use ({here})"
     if importlib.util.find_spec("ray") is None:
         return "ray is not installed (pip install 'feast-bc[ray]')"
     return None
@@ -430,17 +465,18 @@ def check_memory(entities: int, versions: int, dim: int, project: str, force: bo
 
 def print_table(runs: list[dict]) -> None:
     head = (
-        f"{'config':16} {'d':>4} {'views':>5} {'wall s':>7} {'vrows/s':>10} {'target':>8} "
-        f"{'peak MiB':>8} {'+Ray MiB':>8} {'Redis CPU s':>11} {'B/entity':>9} {'load':>9} content"
+        f"{'config':26} {'d':>4} {'views':>5} {'wall s':>7} {'vrows/s':>10} {'target':>8} "
+        f"{'peak MiB':>8} {'+Ray MiB':>8} {'client CPU s':>12} {'Redis CPU s':>11} {'B/entity':>9} {'load':>9} content"
     )
     print("\n" + head + "\n" + "-" * len(head))
     for r in runs:
         target = r.get("target_version_rows_per_s")
         ray_mib = r.get("ray_processes_peak_rss_mib")
+        label = r["config"] + (" " + r["subset"].split()[0] if "subset" in r else "")
         print(
-            f"{r['config']:16} {r['dim']:>4} {len(r['views']):>5} {r['wall_s']:>7.2f} "
+            f"{label:26} {r['dim']:>4} {len(r['views']):>5} {r['wall_s']:>7.2f} "
             f"{r['version_rows_per_s']:>10,.0f} {f'{target:,}' if target else '-':>8} "
-            f"{r['peak_rss_mib']:>8.0f} {f'{ray_mib:.0f}' if ray_mib else '-':>8} {r['redis_cpu_s']:>11.2f} "
+            f"{r['peak_rss_mib']:>8.0f} {f'{ray_mib:.0f}' if ray_mib else '-':>8} {r['client_cpu_s']:>12.2f} {r['redis_cpu_s']:>11.2f} "
             f"{r['redis_bytes_per_entity']:>9,.0f} {r['loadavg_before'][0]:>4.1f}/{r['loadavg_after'][0]:<4.1f} "
             f"{r['content']}"
         )
@@ -682,6 +718,8 @@ def main() -> None:
                         **out,
                         "version_rows_per_s": args.entities * len(views) / out["wall_s"],
                         "redis_bytes_per_entity": out["redis_used_memory_delta"] / args.entities,
+                        "redis_cpu_us_per_version_row": out["redis_cpu_s"] / (args.entities * len(views)) * 1e6,
+                        "client_cpu_us_per_version_row": out["client_cpu_s"] / (args.entities * len(views)) * 1e6,
                         "redis_bytes_per_entity_predicted": predicted if len(views) == args.versions else None,
                         "target_version_rows_per_s": TARGETS.get(dim) if len(views) == args.versions else None,
                         "keys_deleted_after": deleted,
