@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from local_redis import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["RedisServer", "free_port"]
 
 
 class RedisServer:

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_online_matches, publish_users_and_items, unique_project
-from redis_server import free_port
+from local_redis import LocalRedisCluster, free_port
 
 T1 = datetime(2026, 1, 1, tzinfo=UTC)
 T2 = T1 + timedelta(days=1, microseconds=5)
@@ -33,77 +30,8 @@ pytestmark = pytest.mark.redis
 
 
 # ----------------------------------------------------------------------------- the cluster
-class LocalCluster:
-    """Three redis-server masters in cluster mode, owned by this test module."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.ports: list[int] = []
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> LocalCluster:
-        used: set[int] = set()
-        for _ in range(3):
-            port, bus = self._port(used), self._port(used)
-            log = open(self.workdir / f"redis-{port}.log", "wb")  # noqa: SIM115 - closed with the process
-            args = [
-                "redis-server",
-                "--port", str(port),
-                "--cluster-enabled", "yes",
-                "--cluster-port", str(bus),
-                "--cluster-config-file", str(self.workdir / f"nodes-{port}.conf"),
-                "--dir", str(self.workdir),
-                "--save", "",
-                "--appendonly", "no",
-                "--bind", "127.0.0.1",
-                "--daemonize", "no",
-            ]  # fmt: skip
-            self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
-            log.close()
-            self.ports.append(port)
-        for port in self.ports:
-            self._wait(lambda p=port: self.client(p).ping(), f"redis-server on port {port} did not start")
-        addresses = [f"127.0.0.1:{p}" for p in self.ports]
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        self._wait(self._all_ok, "the cluster did not reach cluster_state:ok")
-        return self
-
-    @staticmethod
-    def _port(used: set[int]) -> int:
-        while True:
-            port = free_port()
-            if port not in used:
-                used.add(port)
-                return port
-
-    @staticmethod
-    def _wait(check, message: str, seconds: float = 30) -> None:
-        deadline = time.time() + seconds
-        while time.time() < deadline:
-            try:
-                if check():
-                    return
-            except Exception:  # not up yet
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(message)
-
-    def _all_ok(self) -> bool:
-        return all(b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO") for p in self.ports)
-
-    def client(self, port: int):
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=port)
-
-    @property
-    def connection_string(self) -> str:
-        return ",".join(f"127.0.0.1:{p}" for p in self.ports)
+class LocalCluster(LocalRedisCluster):
+    """The shared local 3-master cluster (tests/local_redis.py) plus the slot moves these tests make."""
 
     def node_id(self, port: int) -> bytes:
         return self.client(port).execute_command("CLUSTER", "MYID")
@@ -158,17 +86,6 @@ class LocalCluster:
 
     def fields(self, project: str) -> dict[bytes, dict]:
         return {key: fields for key, (_, fields) in self.stored(project).items()}
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
