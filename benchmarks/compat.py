@@ -20,7 +20,7 @@ Printed per data set and method: alignment error (mean L2 to Fix-M0's version-0 
 versions), intended Δ% vs No-BC, unintended Δ% vs Fix-M0 (mean of the five tasks) and per task,
 total, and the training seconds. ``--out`` keeps each run's results.json and a PNG per data set.
 
-    python benchmarks/compat.py                                   # ml-100k + synthetic, ~17 minutes alone
+    python benchmarks/compat.py                                   # ml-100k + synthetic, 8.5 minutes alone
     python benchmarks/compat.py --data ml-100k --methods bc-aligner,bc-aligner-plus \\
         --variant plus-cold=bc-aligner-plus:warm_start=false      # an ablation row
     python benchmarks/compat.py --data ml-100k --set learning_rate=4e-3   # a profile change (all methods)
