@@ -14,7 +14,6 @@ One Ray session (2 CPUs, no dashboard, small object store) serves the whole modu
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -22,22 +21,15 @@ import pytest
 
 from conftest import (
     assert_online_matches,
-    delete_project_keys,
     local_ray,
     publish_users_and_items,
-    redis_url,
-    unique_project,
 )
-from feast_bc import Catalog
-from feast_bc.repo import apply, init_repo
-from test_engine_fused import redis_hashes, sqlite_rows
+from repo_pair import RepoPair
 
 START = datetime(2000, 1, 1, tzinfo=UTC)
 ROW_GROUP_ROWS = 8
 BATCH_ROWS = 5
-YAML = {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.yaml"}
 BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
-BC_BLOCK = "  type: feast_bc.engine.BCEngine\n  batch_rows: 65536\n"
 
 
 def _end() -> datetime:
@@ -57,45 +49,13 @@ def small_row_groups(monkeypatch):
     monkeypatch.setattr(embeddings, "ROW_GROUP_ROWS", ROW_GROUP_ROWS)
 
 
-class Pair:
+def _pair(tmp_path, backend: str, **ray_options) -> RepoPair:
     """The Ray repo and the BCEngine reference repo, with one catalog published into the first."""
-
-    def __init__(self, tmp_path, backend: str, **ray_options):
-        self.backend = backend
-        self.repos, self.projects = {}, {}
-        url = redis_url() if backend == "redis" else None
-        options = {"num_workers": 2, "row_groups_per_task": 2, "batch_rows": BATCH_ROWS, **ray_options}
-        for mode in ("ray", "bc"):
-            project = unique_project(f"{mode}{backend[:2]}")
-            repo = init_repo(tmp_path / mode, project=project, online_store=backend, redis_url=url)
-            for name in YAML.values():
-                path = repo / name
-                text = path.read_text()
-                assert BC_BLOCK in text
-                if mode == "ray":
-                    block = "  type: feast_bc.ray_engine.BCRayEngine\n"
-                    block += "".join(f"  {k}: {str(v).lower()}\n" for k, v in options.items())
-                else:
-                    block = f"  type: feast_bc.engine.BCEngine\n  batch_rows: {BATCH_ROWS}\n"
-                path.write_text(text.replace(BC_BLOCK, block))
-            self.repos[mode], self.projects[mode] = repo, project
-        self.catalog = Catalog.for_repo(self.repos["ray"])
-
-    def apply(self) -> dict:
-        target = self.repos["bc"] / "bc_catalog"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(self.catalog.root, target)
-        return {mode: apply(repo, fs_yaml_file=repo / YAML[self.backend]) for mode, repo in self.repos.items()}
-
-    def rows(self, mode: str) -> dict:
-        if self.backend == "redis":
-            return redis_hashes(self.projects[mode])
-        return sqlite_rows(self.repos[mode], self.projects[mode])
-
-    def cleanup(self) -> None:
-        if self.backend == "redis":
-            for project in self.projects.values():
-                delete_project_keys(redis_url(), project)
+    options = {"num_workers": 2, "row_groups_per_task": 2, "batch_rows": BATCH_ROWS, **ray_options}
+    ray_block = "  type: feast_bc.ray_engine.BCRayEngine\n"
+    ray_block += "".join(f"  {k}: {str(v).lower()}\n" for k, v in options.items())
+    bc_block = f"  type: feast_bc.engine.BCEngine\n  batch_rows: {BATCH_ROWS}\n"
+    return RepoPair(tmp_path, backend, {"ray": ray_block, "bc": bc_block})
 
 
 @pytest.fixture
@@ -103,7 +63,7 @@ def pair(tmp_path, request, ray_session, small_row_groups):
     backend = request.param
     if backend == "redis":
         request.getfixturevalue("redis_available")
-    made = Pair(tmp_path, backend)
+    made = _pair(tmp_path, backend)
     yield made
     made.cleanup()
 
@@ -191,7 +151,7 @@ def test_ray_slices_write_the_same_bytes_as_bcengine(pair, tmp_path, monkeypatch
 @pytest.mark.redis
 def test_view_by_view_slices_write_the_same_bytes(redis_available, ray_session, small_row_groups, tmp_path):
     """``fused: false``: every view is its own set of slices; same result."""
-    pair = Pair(tmp_path, "redis", fused=False)
+    pair = _pair(tmp_path, "redis", fused=False)
     try:
         fams = publish_users_and_items(pair.catalog, versions=3, seed=22)
         stores = pair.apply()
@@ -310,7 +270,7 @@ def test_a_transient_error_is_retried_by_ray_and_the_retry_is_idempotent(pair, t
 
 
 def test_a_tampered_artifact_fails_on_the_driver_before_any_slice(ray_session, small_row_groups, tmp_path, monkeypatch):
-    pair = Pair(tmp_path, "sqlite")
+    pair = _pair(tmp_path, "sqlite")
     fams = publish_users_and_items(pair.catalog, versions=3, seed=3)
     store = pair.apply()["ray"]
     manifest = pair.catalog.manifest("item_embedding")
@@ -344,7 +304,7 @@ def test_a_slice_refuses_a_file_changed_after_the_driver_verified_it(small_row_g
     from feast_bc.errors import ChecksumMismatchError
     from feast_bc.ray_engine import run_slice
 
-    pair = Pair(tmp_path, "sqlite")
+    pair = _pair(tmp_path, "sqlite")
     publish_users_and_items(pair.catalog, versions=2, seed=2)
     store = pair.apply()["ray"]
     engine = store._get_provider().batch_engine
@@ -371,7 +331,7 @@ def test_views_that_are_not_feast_bc_views_go_to_feasts_local_engine(tmp_path, m
 
     from feast_bc.ray_engine import BCRayEngine
 
-    pair = Pair(tmp_path, "sqlite")
+    pair = _pair(tmp_path, "sqlite")
     publish_users_and_items(pair.catalog, versions=1, seed=1)
     store = pair.apply()["ray"]
     engine = store._get_provider().batch_engine

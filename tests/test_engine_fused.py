@@ -10,8 +10,6 @@ earlier runs and a failure after the first part are all exercised.
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -26,10 +24,10 @@ from conftest import (
 )
 from feast_bc import Catalog
 from feast_bc.repo import apply, init_repo
+from repo_pair import RepoPair, redis_hashes
 
 START = datetime(2000, 1, 1, tzinfo=UTC)
 BATCH_ROWS = 16
-YAML = {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.yaml"}
 BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
 
@@ -37,40 +35,10 @@ def _end() -> datetime:
     return datetime.now(UTC) + timedelta(seconds=5)
 
 
-class Pair:
+def _pair(tmp_path, backend: str) -> RepoPair:
     """The fused repo and the per-view reference repo, with one catalog published into the first."""
-
-    def __init__(self, tmp_path, backend: str):
-        self.backend = backend
-        self.repos, self.projects = {}, {}
-        url = redis_url() if backend == "redis" else None
-        for mode in ("fused", "per_view"):
-            project = unique_project(f"{mode[:2]}{backend[:2]}")
-            repo = init_repo(tmp_path / mode, project=project, online_store=backend, redis_url=url)
-            for name in YAML.values():
-                path = repo / name
-                fused = "true" if mode == "fused" else "false"
-                text = path.read_text().replace("batch_rows: 65536", f"batch_rows: {BATCH_ROWS}\n  fused: {fused}")
-                path.write_text(text)
-            self.repos[mode], self.projects[mode] = repo, project
-        self.catalog = Catalog.for_repo(self.repos["fused"])
-
-    def apply(self) -> dict:
-        """Copy the catalog to the reference repo and apply both; the two FeatureStores."""
-        target = self.repos["per_view"] / "bc_catalog"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(self.catalog.root, target)
-        return {mode: apply(repo, fs_yaml_file=repo / YAML[self.backend]) for mode, repo in self.repos.items()}
-
-    def rows(self, mode: str) -> dict:
-        if self.backend == "redis":
-            return redis_hashes(self.projects[mode])
-        return sqlite_rows(self.repos[mode], self.projects[mode])
-
-    def cleanup(self) -> None:
-        if self.backend == "redis":
-            for project in self.projects.values():
-                delete_project_keys(redis_url(), project)
+    block = f"  type: feast_bc.engine.BCEngine\n  batch_rows: {BATCH_ROWS}\n  fused: {{}}\n"
+    return RepoPair(tmp_path, backend, {"fused": block.format("true"), "per_view": block.format("false")})
 
 
 @pytest.fixture
@@ -78,32 +46,9 @@ def pair(tmp_path, request):
     backend = request.param
     if backend == "redis":
         request.getfixturevalue("redis_available")
-    made = Pair(tmp_path, backend)
+    made = _pair(tmp_path, backend)
     yield made
     made.cleanup()
-
-
-def redis_hashes(project: str) -> dict[bytes, dict[bytes, bytes]]:
-    """Every hash of the project (key without the project suffix) with every field, raw bytes."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url())
-    suffix = project.encode()
-    return {key[: -len(suffix)]: client.hgetall(key) for key in client.scan_iter(count=1000) if key.endswith(suffix)}
-
-
-def sqlite_rows(repo, project: str) -> dict:
-    con = sqlite3.connect(repo / "data" / "online_store.db")
-    out = {}
-    try:
-        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'"):
-            if table.startswith(project + "_"):
-                query = f'SELECT entity_key, feature_name, value, value_text, event_ts, created_ts FROM "{table}"'
-                for key, feature, *rest in con.execute(query):
-                    out[(table[len(project) + 1 :], key, feature)] = tuple(rest)
-    finally:
-        con.close()
-    return out
 
 
 def _count_calls(monkeypatch, module, name: str) -> list:
