@@ -22,6 +22,13 @@ With ``fused`` (the default) the engine asks Feast for all views of a ``material
 (``supports_batch``), and two or more views of one family share one pass over the latest file
 (:mod:`feast_bc.family_pass`); on Redis every entity's hash then gets one HMGET and one HSET for
 all of them. :func:`materialize_bc_view`, one view at a time, stays the reference it must match.
+
+Why ~430 lines in one module: the engine, the three units of work it and
+:mod:`feast_bc.ray_engine` run (a view, a family, a slice of row groups) and the translation of
+store errors share the same verified pass and rollback check. The units of work would move to
+their own module (``materialization``) if a third scheduler appears; the public wrappers
+(:func:`latest_file`, :func:`bc_catalog`, :func:`check_views`, :func:`explain_store_error`) are
+what the Ray engine uses meanwhile.
 """
 
 from __future__ import annotations
