@@ -32,8 +32,8 @@ class BCAlignerPlus(_Joint):
       (:mod:`training.models.growth`) and B_k starts at [I 0], so training starts at zero alignment
       error instead of rediscovering M_{k-1}; falls back to a fresh model when the model cannot grow;
     * ``align_nodes`` -- ``"batch"`` (the default, the paper's: the batch's BPR triples) or ``"all"``
-      (every node at every step, users and items weighing the same; measured worse in
-      docs/RESULTS.md, kept as an option);
+      (every node at every step, users and items weighing the same: a better total but a higher
+      alignment error and consumer loss in docs/RESULTS.md, "Ablations"; kept as an option);
     * ``selection="aligned"`` -- the selected checkpoint has the best validation recall among those
       whose alignment is close to the best seen (:data:`training.loop.ALIGN_TOLERANCE`,
       :data:`training.loop.ALIGN_FLOOR`), instead of the best recall outright (``"recall"``, the
