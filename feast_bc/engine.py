@@ -26,9 +26,9 @@ all of them. :func:`materialize_bc_view`, one view at a time, stays the referenc
 Why ~430 lines in one module: the engine, the three units of work it and
 :mod:`feast_bc.ray_engine` run (a view, a family, a slice of row groups) and the translation of
 store errors share the same verified pass and rollback check. The units of work would move to
-their own module (``materialization``) if a third scheduler appears; the public wrappers
-(:func:`latest_file`, :func:`bc_catalog`, :func:`check_views`, :func:`explain_store_error`) are
-what the Ray engine uses meanwhile.
+their own module (``materialization``) if a third scheduler appears; the public functions
+(:func:`latest_file`, :func:`bc_catalog`, :func:`family_unit`, :func:`check_views`,
+:func:`explain_store_error`) are what the Ray engine uses meanwhile.
 """
 
 from __future__ import annotations
@@ -127,12 +127,10 @@ class BCEngine(LocalComputeEngine):
             if not view.tags.get(TAG_FAMILY):
                 continue
             try:
-                catalog = _catalog(self.repo_config, view)
-                path = _latest_file(self.repo_config, view, registry, task.project)
+                key, _ = family_unit(self.repo_config, registry, task)
             except Exception as exc:  # noqa: BLE001 - reported by the per-view path
                 logger.debug("%s: not fused (%s)", view.name, exc)
                 continue
-            key = (task.project, view.tags[TAG_FAMILY], str(Path(catalog.root).resolve()), str(path.resolve()))
             groups.setdefault(key, []).append(i)
         return [group for group in groups.values() if len(group) >= 2]
 
@@ -153,7 +151,7 @@ class BCEngine(LocalComputeEngine):
                 tasks[0].project,
             )
         except Exception as exc:
-            exc = _explain_store_error(exc, self.repo_config, what)
+            exc = explain_store_error(exc, self.repo_config, what)
             return [
                 LocalMaterializationJob(job_id=j, status=MaterializationJobStatus.ERROR, error=exc) for j in job_ids
             ]
@@ -181,7 +179,7 @@ class BCEngine(LocalComputeEngine):
                 task.project,
             )
         except Exception as exc:
-            exc = _explain_store_error(exc, self.repo_config, view.name)
+            exc = explain_store_error(exc, self.repo_config, view.name)
             return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.ERROR, error=exc)
         return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
 
@@ -196,7 +194,7 @@ def _check_store_config(repo_config) -> None:
         raise ConfigurationError(problem)
 
 
-def _explain_store_error(exc: Exception, repo_config, what: str) -> Exception:
+def explain_store_error(exc: Exception, repo_config, what: str) -> Exception:
     """Turn a raw client error of the online store into one line an operator can act on (``what``:
     the view, or the family and views of a fused pass, being materialized)."""
     store = getattr(repo_config.online_store, "connection_string", None) or repo_config.online_store.type
@@ -226,7 +224,7 @@ def _explain_store_error(exc: Exception, repo_config, what: str) -> Exception:
     return err
 
 
-def _latest_file(repo_config, view, registry, project) -> Path:
+def latest_file(repo_config, view, registry, project) -> Path:
     """The parquet file the registry's latest view of this family reads (not the catalog's newest)."""
     source_view = view
     if view.tags.get(TAG_DERIVED_FROM):
@@ -243,8 +241,17 @@ def _utc(ts: datetime | None) -> datetime | None:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def _catalog(repo_config, view) -> Catalog:
+def bc_catalog(repo_config, view) -> Catalog:
+    """The catalog a feast_bc view names (its ``bc.catalog`` tag, else the repo's)."""
     return Catalog(view.tags[TAG_CATALOG]) if view.tags.get(TAG_CATALOG) else Catalog.for_repo(repo_config.repo_path)
+
+
+def family_unit(repo_config, registry, task) -> tuple[tuple, Path]:
+    """(key, latest file) of a feast_bc view's task: views with the same key -- project, family,
+    catalog and latest file -- can share one pass over that file."""
+    view = task.feature_view
+    catalog, path = bc_catalog(repo_config, view), latest_file(repo_config, view, registry, task.project)
+    return (task.project, view.tags[TAG_FAMILY], str(Path(catalog.root).resolve()), str(path.resolve())), path
 
 
 def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows: int, registry, project) -> int:
@@ -254,11 +261,11 @@ def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows:
     calling this once per view does."""
     family = view.tags[TAG_FAMILY]
     version = int(view.tags[TAG_VERSION])
-    catalog = _catalog(repo_config, view)
+    catalog = bc_catalog(repo_config, view)
     manifest = catalog.manifest(family)
     _refuse_rollback(view, manifest)
     dim = manifest.version(version).dim
-    path = _latest_file(repo_config, view, registry, project)
+    path = latest_file(repo_config, view, registry, project)
     windows = [ViewWindow(version, _utc(start), _utc(end))]
 
     def make_writer(gate):
@@ -286,7 +293,7 @@ def materialize_bc_family(
     view's table is written by its own writer from the shared pass."""
     first = views[0][0]
     family = first.tags[TAG_FAMILY]
-    catalog = _catalog(repo_config, first)
+    catalog = bc_catalog(repo_config, first)
     manifest = catalog.manifest(family)
     windows, dims = [], []
     for view, start, end in views:
@@ -294,7 +301,7 @@ def materialize_bc_family(
         version = int(view.tags[TAG_VERSION])
         dims.append(manifest.version(version).dim)
         windows.append(ViewWindow(version, _utc(start), _utc(end)))
-    path = _latest_file(repo_config, first, registry, project)
+    path = latest_file(repo_config, first, registry, project)
     join_key, id_dtype = manifest.entity.join_key, manifest.entity.dtype
     specs = [(view, dim) for (view, _, _), dim in zip(views, dims, strict=True)]
 
@@ -334,7 +341,7 @@ def materialize_bc_slice(
     timestamp rule (``refuse_newer``), one HSET per entity for all views on Redis. Where the store
     has no fused writer, each view gets its own writer from the same pass."""
     first = views[0][0]
-    catalog = catalog or _catalog(repo_config, first)
+    catalog = catalog or bc_catalog(repo_config, first)
     manifest = manifest or catalog.manifest(first.tags[TAG_FAMILY])
     windows, specs = [], []
     for view, start, end in views:
@@ -358,27 +365,12 @@ def materialize_bc_slice(
     return list(writer.written)
 
 
-def latest_file(repo_config, view, registry, project) -> Path:
-    """The parquet file a feast_bc view reads (the registry's latest view of its family)."""
-    return _latest_file(repo_config, view, registry, project)
-
-
-def bc_catalog(repo_config, view) -> Catalog:
-    """The catalog a feast_bc view names (its ``bc.catalog`` tag, else the repo's)."""
-    return _catalog(repo_config, view)
-
-
 def check_views(repo_config, views: list, manifest) -> None:
     """What every path refuses before reading: a Redis profile that cannot connect, a view
     registered from a newer latest than the catalog holds (:class:`CatalogRollbackError`)."""
     _check_store_config(repo_config)
     for view in views:
         _refuse_rollback(view, manifest)
-
-
-def explain_store_error(exc: Exception, repo_config, what: str) -> Exception:
-    """A raw online-store client error as one line an operator can act on (else ``exc``)."""
-    return _explain_store_error(exc, repo_config, what)
 
 
 def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make_writer, write):

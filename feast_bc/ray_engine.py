@@ -63,7 +63,7 @@ from feast_bc.engine import (
     bc_catalog,
     check_views,
     explain_store_error,
-    latest_file,
+    family_unit,
     materialize_bc_slice,
 )
 from feast_bc.errors import ChecksumMismatchError, OnlineStoreUnavailableError
@@ -210,12 +210,10 @@ class BCRayEngine(BCEngine):
             if not view.tags.get(TAG_FAMILY):
                 continue
             try:
-                catalog = bc_catalog(self.repo_config, view)
-                path = latest_file(self.repo_config, view, registry, task.project)
+                key, path = family_unit(self.repo_config, registry, task)
             except Exception as exc:  # noqa: BLE001 - the view's job reports it
                 jobs[i] = _job(task, exc)
                 continue
-            key = (task.project, view.tags[TAG_FAMILY], str(Path(catalog.root).resolve()), str(path.resolve()))
             if not self.fused:
                 key += (i,)
             units.setdefault(key, ([], path))[0].append(i)
