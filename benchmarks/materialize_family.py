@@ -145,6 +145,60 @@ def cpu_s(pid: int) -> float:
         return 0.0
 
 
+_FINISHED_THREADS: dict[str, list[float]] = {}
+
+
+def _stat_cpu(path: Path) -> tuple[float, float]:
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def track_python_threads() -> None:
+    """Make every Python thread add its CPU to ``_FINISHED_THREADS`` under its name when it ends
+    (its /proc entry goes with it)."""
+    import threading
+
+    original = threading.Thread.run
+
+    def run(self):
+        try:
+            original(self)
+        finally:
+            user, system = _stat_cpu(Path("/proc/thread-self/stat"))
+            acc = _FINISHED_THREADS.setdefault(self.name, [0.0, 0.0])
+            acc[0] += user
+            acc[1] += system
+
+    threading.Thread.run = run
+
+
+def thread_cpu() -> dict[str, list[float]]:
+    """This process's CPU so far by thread: {name: [user s, system s]} -- Python threads by their
+    name (ended ones included, see :func:`track_python_threads`), the main thread as "main", threads
+    Python did not start (BLAS, Arrow) together as "native".
+
+    Why: the client's CPU splits into the main thread (parquet read, matmul), BLAS's threads and the
+    writer thread (RESP payloads, socket sends -- on loopback a send's system time includes the
+    kernel delivering it to Redis's socket); this says where a change must cut.
+    """
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {name: list(us) for name, us in _FINISHED_THREADS.items()}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            user, system = _stat_cpu(task / "stat")
+        except OSError:
+            continue
+        tid = int(task.name)
+        name = "main" if tid == os.getpid() else names.get(tid, "native")
+        acc = out.setdefault(name, [0.0, 0.0])
+        acc[0] += user
+        acc[1] += system
+    return out
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (Ray's raylet, GCS and workers are children of the driver)."""
     children: dict[int, list[int]] = {}
@@ -271,6 +325,7 @@ def worker(args) -> None:
     """Apply the repo with one yaml, materialize the given views in ONE call, print JSON."""
     from feast_bc.repo import apply
 
+    track_python_threads()
     repo = Path(args.repo)
     t = time.perf_counter()
     store = apply(repo, fs_yaml_file=repo / args.yaml)
@@ -310,12 +365,18 @@ def worker(args) -> None:
     before = redis_counters(node_urls)
     cpu_before = {pid: cpu_s(pid) for pid in [os.getpid(), *ray_pids]}
     rss_before = rss_mib()
+    threads_before = thread_cpu()
     reset_peak_rss()
     t = time.perf_counter()
     store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5), feature_views=views)
     seconds = time.perf_counter() - t
     peak = peak_rss_mib()
     after = redis_counters(node_urls)
+    threads = {
+        name: [round(u - threads_before.get(name, [0, 0])[0], 2), round(s - threads_before.get(name, [0, 0])[1], 2)]
+        for name, (u, s) in thread_cpu().items()
+    }
+    extra["client_thread_cpu_s"] = {name: us for name, us in threads.items() if us[0] + us[1] > 0}
     client_cpu = cpu_s(os.getpid()) - cpu_before[os.getpid()]
     if args.ray_workers:  # Ray processes started during the run count from 0
         client_cpu += sum(cpu_s(pid) - cpu_before.get(pid, 0.0) for pid in descendants(os.getpid()))

@@ -55,6 +55,7 @@ from feast_bc.errors import (
     OnlineStoreUnavailableError,
 )
 from feast_bc.family_pass import ViewWindow, family_parts
+from feast_bc.family_pass import blas_threads as blas_threads_limit
 from feast_bc.feast_compat import install_cli_error_hook
 from feast_bc.naming import (
     TAG_CATALOG,
@@ -83,16 +84,30 @@ class BCEngineConfig(FeastConfigBaseModel):
     fused: bool = True
     """Materialize the views of one family requested by the same ``feast materialize`` together: one
     read of the latest file, one HSET per entity on Redis (:func:`materialize_bc_family`)."""
+    blas_threads: int | None = 1
+    """BLAS threads for the transforms while a pass runs (None: BLAS's own default). One, because
+    the pass is already concurrent (read + matmul, writer thread, store) and BLAS's idle helper
+    threads spin (:func:`feast_bc.family_pass.blas_threads`); raise it where the online store is
+    remote and cores would idle."""
 
 
 class BCEngine(LocalComputeEngine):
     def __init__(
-        self, *, repo_config, offline_store, online_store, batch_rows: int = 65_536, fused: bool = True, **kwargs
+        self,
+        *,
+        repo_config,
+        offline_store,
+        online_store,
+        batch_rows: int = 65_536,
+        fused: bool = True,
+        blas_threads: int | None = 1,
+        **kwargs,
     ):
         kwargs.pop("type", None)
         super().__init__(repo_config=repo_config, offline_store=offline_store, online_store=online_store, **kwargs)
         self.batch_rows = int(batch_rows)
         self.fused = bool(fused)
+        self.blas_threads = blas_threads
 
     @property
     def supports_batch(self) -> bool:
@@ -149,6 +164,7 @@ class BCEngine(LocalComputeEngine):
                 self.batch_rows,
                 registry,
                 tasks[0].project,
+                blas_threads=self.blas_threads,
             )
         except Exception as exc:
             exc = explain_store_error(exc, self.repo_config, what)
@@ -177,6 +193,7 @@ class BCEngine(LocalComputeEngine):
                 self.batch_rows,
                 registry,
                 task.project,
+                blas_threads=self.blas_threads,
             )
         except Exception as exc:
             exc = explain_store_error(exc, self.repo_config, view.name)
@@ -254,7 +271,9 @@ def family_unit(repo_config, registry, task) -> tuple[tuple, Path]:
     return (task.project, view.tags[TAG_FAMILY], str(Path(catalog.root).resolve()), str(path.resolve())), path
 
 
-def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows: int, registry, project) -> int:
+def materialize_bc_view(
+    repo_config, online_store, view, start, end, batch_rows: int, registry, project, *, blas_threads: int | None = 1
+) -> int:
     """Stream, transform and write one feast_bc view; return the number of rows written.
 
     The reference path: :func:`materialize_bc_family` must leave the online store exactly as
@@ -275,12 +294,12 @@ def materialize_bc_view(repo_config, online_store, view, start, end, batch_rows:
     def write(writer, part):
         writer.write(part.ids, part.vectors[0], part.source_version, part.event_time)
 
-    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write)
+    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write, blas_threads)
     return writer.written
 
 
 def materialize_bc_family(
-    repo_config, online_store, views: list[tuple], batch_rows: int, registry, project
+    repo_config, online_store, views: list[tuple], batch_rows: int, registry, project, *, blas_threads: int | None = 1
 ) -> list[int] | None:
     """Materialize several feast_bc views of one family ((view, start, end) each, same catalog and
     latest file) with one pass over the latest file; return the rows written per view, or None
@@ -311,7 +330,7 @@ def materialize_bc_family(
     def write(writer, part):
         writer.write_part(part)
 
-    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write)
+    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write, blas_threads)
     return None if writer is None else list(writer.written)
 
 
@@ -326,6 +345,7 @@ def materialize_bc_slice(
     catalog: Catalog | None = None,
     manifest=None,
     gate=None,
+    blas_threads: int | None = 1,
 ) -> list[int]:
     """Materialize the rows of ``row_groups`` of the latest file ``path`` for one or several feast_bc
     views of one family ((view, start, end) each); return the rows written per view. The unit of
@@ -359,7 +379,7 @@ def materialize_bc_slice(
                 for view, dim in specs
             ]
         )
-    with writer:
+    with writer, blas_threads_limit(blas_threads):
         for part in family_parts(_open_parquet(path), catalog, manifest, windows, batch_rows, row_groups):
             writer.write_part(part)
     return list(writer.written)
@@ -373,7 +393,7 @@ def check_views(repo_config, views: list, manifest) -> None:
         _refuse_rollback(view, manifest)
 
 
-def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make_writer, write):
+def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make_writer, write, blas_threads=1):
     """Run :func:`~feast_bc.family_pass.family_parts` into the writer ``make_writer(gate)`` returns,
     ``write(writer, part)`` per part; return the writer once everything is stored (None, having
     written nothing, if ``make_writer`` returned None).
@@ -388,7 +408,7 @@ def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make
         if writer is None:
             return None
         try:
-            with writer:
+            with writer, blas_threads_limit(blas_threads):
                 for part in family_parts(_open_parquet(path), catalog, manifest, windows, batch_rows):
                     write(writer, part)
         except Exception as exc:

@@ -12,6 +12,10 @@ inclusive). All rows of one event timestamp come from one published version
 pass decides per group which views get it, and asks which version the group is only if some view
 does -- exactly what filtering by window first, then grouping, would do.
 
+The transformed vectors of each view go into output buffers the pass reuses once the writer has let
+go of them (:class:`OutputBuffers`): a fresh (batch_rows, d) float32 array per view and batch costs
+the kernel a zeroed page for every 4 KiB of it (measured: a quarter of the client's CPU at d=256).
+
 Batches never span two row groups. A float32 matmul's result for a row can depend on how many rows
 its batch has (BLAS picks other kernels for short tails), so this is what makes a pass over a
 *slice* of the file (``row_groups``: the work of one task of :mod:`feast_bc.ray_engine`) decode and
@@ -20,10 +24,13 @@ transform every row in exactly the batch the whole-file pass uses: the same floa
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -46,6 +53,55 @@ class ViewWindow(NamedTuple):
         return (self.start is None or self.start <= event_time) and (self.end is None or event_time <= self.end)
 
 
+@contextmanager
+def blas_threads(limit: int | None):
+    """BLAS limited to ``limit`` threads inside the block (None: left as it is).
+
+    Why: a pass is already concurrent -- read and matmul on the calling thread, the writer on its
+    own thread, the store in its own process -- and OpenBLAS's helper threads spin-wait between
+    calls. Measured on 2 cores (d=256, 5 views into a local Redis): they burnt more CPU than the
+    matmul itself, CPU that a Redis on the same machine needed. The engines' ``blas_threads`` (default
+    1) sets it; on a machine whose online store is remote and whose cores would otherwise idle, more
+    threads shorten the matmul. The limit is process-wide while the block runs.
+    """
+    if limit is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=int(limit), user_api="blas"):
+        yield
+
+
+class OutputBuffers:
+    """(rows, dim) float32 arrays handed out again once nobody but this pool refers to them.
+
+    Why: the writer thread holds a batch's vectors (or slices of them) until its bytes are on the
+    wire, so a buffer cannot be reused on a schedule; instead a buffer is free when its reference
+    count says that only the pool holds it (every numpy view of it, any slice the writer keeps,
+    refers to it as its base). At most ``keep`` buffers per (rows, dim) are kept; beyond that a new
+    array is allocated and not kept, so a consumer that holds on to parts costs memory, never
+    correctness.
+    """
+
+    def __init__(self, keep: int = 4):
+        self.keep = keep
+        self._pool: dict[tuple[int, int], list[np.ndarray]] = {}
+
+    def take(self, rows: int, dim: int, capacity: int) -> np.ndarray:
+        """A C-contiguous (rows, dim) float32 array (its first ``rows`` rows of a ``capacity``-row buffer)."""
+        capacity = max(rows, capacity)
+        buffers = self._pool.setdefault((capacity, dim), [])
+        for buf in buffers:
+            # 3 = the list's reference, the loop variable's and getrefcount's argument
+            if sys.getrefcount(buf) <= 3:
+                return buf[:rows]
+        buf = np.empty((capacity, dim), dtype=np.float32)
+        if len(buffers) < self.keep:
+            buffers.append(buf)
+        return buf[:rows]
+
+
 def family_parts(
     parquet: pq.ParquetFile,
     catalog,
@@ -64,6 +120,7 @@ def family_parts(
     family, join_key = manifest.family, manifest.entity.join_key
     columns = [join_key, TIMESTAMP_COLUMN, EMBEDDING_FEATURE]
     groups = range(parquet.num_row_groups) if row_groups is None else row_groups
+    buffers = OutputBuffers(keep=4 * len(windows))
     batches = (
         batch
         for group in groups
@@ -89,5 +146,9 @@ def family_parts(
                 ids = batch.column(join_key).to_numpy(zero_copy_only=False)
             part = batch if rows is None else batch.take(pa.array(rows))
             mat = list_array_to_matrix(part.column(EMBEDDING_FEATURE), manifest.version(source).dim)
-            vectors = {i: catalog.transform_vectors(family, mat, source, windows[i].version, manifest) for i in wanted}
+            vectors = {}
+            for i in wanted:
+                target = windows[i].version
+                out = None if target == source else buffers.take(len(mat), manifest.version(target).dim, batch_rows)
+                vectors[i] = catalog.transform_vectors(family, mat, source, target, manifest, out=out)
             yield FamilyPart(ids if rows is None else ids[rows], source, event_time, vectors)

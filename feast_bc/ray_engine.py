@@ -102,6 +102,8 @@ class BCRayEngineConfig(FeastConfigBaseModel):
     """Ray retries of a slice whose worker died or that raised one of :data:`RETRIED_ERRORS`."""
     task_num_cpus: float = 1.0
     """CPUs Ray reserves per slice task."""
+    blas_threads: int | None = 1
+    """BLAS threads inside a slice task while it transforms (None: as Ray sets them, e.g. OMP_NUM_THREADS)."""
     ray_conf: dict[str, Any] = {}
     """Extra keyword arguments of ``ray.init`` (e.g. ``num_cpus``, ``runtime_env``)."""
 
@@ -120,6 +122,7 @@ class SliceContext:
     path: str
     file_state: tuple[int, int]
     batch_rows: int
+    blas_threads: int | None = 1
 
 
 def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
@@ -155,6 +158,7 @@ def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
         catalog=Catalog(context.catalog_root),
         manifest=context.manifest,
         gate=still_verified,
+        blas_threads=context.blas_threads,
     )
 
 
@@ -190,6 +194,7 @@ class BCRayEngine(BCEngine):
             online_store=online_store,
             batch_rows=config.batch_rows,
             fused=config.fused,
+            blas_threads=config.blas_threads,
         )
         self.config = config
 
@@ -251,6 +256,7 @@ class BCRayEngine(BCEngine):
             path=str(path),
             file_state=(st.st_size, st.st_mtime_ns),
             batch_rows=self.batch_rows,
+            blas_threads=self.blas_threads,
         )
         return context, slices
 

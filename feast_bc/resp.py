@@ -97,6 +97,13 @@ class RawReplies:
 
         self._runs(count, lambda: self._integer(self._line()))
 
+    def integer(self) -> int:
+        """Consume one integer reply and return its value; raise if it is an error reply."""
+        line = self._line()
+        self._integer(line)
+        self.mark = self.pos
+        return int(line[1:])
+
     def _integer(self, line: bytes) -> None:
         """Check one integer reply whose line was ``line``."""
         if line[:1] != b":":

@@ -64,6 +64,47 @@ def _count_calls(monkeypatch, module, name: str) -> list:
     return calls
 
 
+def _count_commands(monkeypatch) -> dict[bytes, int]:
+    """Counts of the HSET, HMGET and EXISTS commands the Redis writers send from now on."""
+    from feast_bc.resp import Pipeline
+
+    commands: dict[bytes, int] = {b"HSET": 0, b"HMGET": 0, b"EXISTS": 0}
+    original_send = Pipeline.send
+
+    def counting_send(self, payload):
+        for name in commands:
+            commands[name] += payload.count(b"$%d\r\n%s\r\n" % (len(name), name))
+        return original_send(self, payload)
+
+    monkeypatch.setattr(Pipeline, "send", counting_send)
+    return commands
+
+
+@pytest.mark.redis
+def test_key_probe_skips_the_hmgets_only_while_no_hash_exists(tmp_path, monkeypatch):
+    """A fresh project: one EXISTS per chunk (here: per batch), no HMGET. The next version (60 ids, 40 of them
+    already stored, so the chunk mixes stored and new hashes): the probe finds hashes, every
+    entity gets its HMGET and the timestamp rule as before -- the result equals view by view."""
+    pair = _pair(tmp_path, "redis")
+    rng = np.random.default_rng(11)
+    fams = publish_users_and_items(pair.catalog, versions=2, seed=11)  # 40 ids per family
+    stores = pair.apply()
+    commands = _count_commands(monkeypatch)
+    stores["fused"].materialize(START, _end())
+    assert commands == {b"HSET": 80, b"HMGET": 0, b"EXISTS": 2 * 3}  # 3 batches of <= 16 rows per family
+
+    for fam in fams.values():
+        fam.publish_next(pair.catalog, rng, n=60)
+    stores = pair.apply()
+    for name in commands:
+        commands[name] = 0
+    stores["fused"].materialize(START, _end())
+    assert commands == {b"HSET": 120, b"HMGET": 120, b"EXISTS": 2}  # probe once per family, then HMGETs
+    stores["per_view"].materialize(START, _end())
+    assert pair.rows("fused") == pair.rows("per_view")
+    assert_online_matches(stores["fused"], fams)
+
+
 def _intervals(store) -> dict[str, int]:
     store.refresh_registry()
     return {fv.name: len(fv.materialization_intervals) for fv in store.list_batch_feature_views()}
@@ -73,7 +114,6 @@ def _intervals(store) -> dict[str, int]:
 @pytest.mark.parametrize("pair", BACKENDS, indirect=True)
 def test_fused_pass_writes_the_same_bytes_as_view_by_view(pair, monkeypatch):
     import feast_bc.engine as engine
-    from feast_bc.resp import Pipeline
 
     fams = publish_users_and_items(pair.catalog, versions=3, seed=3)
     stores = pair.apply()
@@ -81,22 +121,16 @@ def test_fused_pass_writes_the_same_bytes_as_view_by_view(pair, monkeypatch):
     assert not stores["per_view"]._get_provider().batch_engine.supports_batch
     fused_calls = _count_calls(monkeypatch, engine, "materialize_bc_family")
     view_calls = _count_calls(monkeypatch, engine, "materialize_bc_view")
-    commands: dict[bytes, int] = {b"HSET": 0, b"HMGET": 0}
-    original_send = Pipeline.send
-
-    def counting_send(self, payload):
-        for name in commands:
-            commands[name] += payload.count(b"$%d\r\n%s\r\n" % (len(name), name))
-        return original_send(self, payload)
-
-    monkeypatch.setattr(Pipeline, "send", counting_send)
+    commands = _count_commands(monkeypatch)
 
     end = _end()
     stores["fused"].materialize(START, end)
     assert len(fused_calls) == 2 and not view_calls  # one pass per family, no view alone
     entities = sum(len(f.ids[f.latest]) for f in fams.values())
-    if pair.backend == "redis":  # one HMGET and one HSET per entity, for all three views
-        assert commands == {b"HSET": entities, b"HMGET": entities}
+    if pair.backend == "redis":  # one HSET per entity for all three views; a fresh project: one
+        # EXISTS per chunk (here: per batch) finds no hash, so no HMGET is needed
+        chunks = sum(-(-len(f.ids[f.latest]) // BATCH_ROWS) for f in fams.values())
+        assert commands == {b"HSET": entities, b"HMGET": 0, b"EXISTS": chunks}
     stores["per_view"].materialize(START, end)
     assert len(fused_calls) == 2 and len(view_calls) == 6
 

@@ -49,7 +49,7 @@ from feast_bc.errors import (
 )
 from feast_bc.manifest import MANIFEST_FILENAME, MAX_MANIFEST_BYTES, FamilyManifest
 from feast_bc.naming import family_name_problem
-from feast_bc.transforms import BackwardTransform, compose
+from feast_bc.transforms import BackwardTransform, LinearTransform, compose
 
 _COMPOSED_CACHE_SIZE = 64
 
@@ -282,13 +282,25 @@ class CatalogReader:
         return result
 
     def transform_vectors(
-        self, family: str, vectors: np.ndarray, source: int, target: int, manifest: FamilyManifest | None = None
+        self,
+        family: str,
+        vectors: np.ndarray,
+        source: int,
+        target: int,
+        manifest: FamilyManifest | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Version-``target`` vectors from version-``source`` vectors: the one formula that
-        materialization (both engines) and export share."""
+        materialization (both engines) and export share.
+
+        ``out`` (C-contiguous (n, target dim) float32) may receive the result when the composed
+        transform is linear (the same floats as without it); always use the returned array."""
         if source == target:
             return np.asarray(vectors, dtype=np.float32)
-        return self.composed(family, source, target, manifest).transform(vectors)
+        composed = self.composed(family, source, target, manifest)
+        if out is not None and isinstance(composed, LinearTransform):
+            return composed.transform(vectors, out=out)
+        return composed.transform(vectors)
 
     def latest_embeddings(
         self, family: str, ids=None, manifest: FamilyManifest | None = None

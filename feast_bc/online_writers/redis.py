@@ -162,6 +162,8 @@ class RedisHashWriter(ThreadedWriter):
         self.keys = EntityKeys(join_key, id_dtype, repo_config.entity_key_serialization_version)
         self.refuse_newer = refuse_newer
         self._pipe: Pipeline | None = None
+        #: Ask one EXISTS per chunk before paying an HMGET per entity (see :meth:`_write_chunk`).
+        self.probe_keys = True
 
     @property
     def label(self) -> str:
@@ -235,6 +237,11 @@ class RedisHashWriter(ThreadedWriter):
     def _expire_payload(self, ids: np.ndarray, command_prefix: bytes = b"") -> bytes:
         ttl = resp_bulk(str(int(self.ttl)).encode())
         return self._keyed_commands(ids, command_prefix + b"*3\r\n$6\r\nEXPIRE\r\n", [ttl])
+
+    def _exists_payload(self, rows: Rows) -> bytes:
+        """One EXISTS of every key of ``rows``: how many of their hashes exist at all."""
+        keys = self._keyed_commands(rows.ids, b"", [])
+        return b"*%d\r\n$6\r\nEXISTS\r\n%s" % (1 + len(rows), keys)
 
     def _hmget_payload(self, rows: Rows, command_prefix: bytes = b"") -> bytes:
         """One HMGET per row of the timestamp fields of the views of ``rows``."""
@@ -311,14 +318,26 @@ class RedisHashWriter(ThreadedWriter):
         (for every row and view; rebuilt for fewer only when some stored values are not older).
         With ``refuse_newer`` a stored value stamped later than the rows raises before any HSET of
         the chunk is sent.
+
+        Key probe: while ``probe_keys`` holds, a chunk first asks one ``EXISTS`` of all its keys
+        instead of the HMGETs. No hash exists (a family materialized for the first time, new ids):
+        nothing stored can be newer, so the HSETs go without an HMGET -- measured, the HMGETs were a
+        fifth of Redis's CPU for a fresh 5-view family. Some exist: the chunk's HMGETs follow, and
+        the writer stops probing (the store holds this project's entities; re-materializing after a
+        new version finds every key, and the probe would only add a command).
         """
+        probing = self.probe_keys and not self.skip_dedup
         if not self.skip_dedup:
-            pipe.send(self._hmget_payload(chunk))
+            pipe.send(self._exists_payload(chunk) if probing else self._hmget_payload(chunk))
         payload = self._hset_payload(chunk)
         pipe.replies.integers(pending)
         pending = 0
         groups = [chunk]
-        if not self.skip_dedup:
+        if probing and pipe.replies.integer():
+            self.probe_keys = False
+            pipe.send(self._hmget_payload(chunk))
+            probing = False
+        if not self.skip_dedup and not probing:
             groups = self._to_write(chunk, pipe.replies.field_arrays(len(chunk), len(chunk.members)))
         for rows in groups:
             pipe.send(payload if rows is chunk else self._hset_payload(rows))
