@@ -449,7 +449,6 @@ def engine_block(cfg: dict, batch_rows: int, ray_object_store_mib: int) -> str:
         return (
             "  type: feast_bc.ray_engine.BCRayEngine\n"
             f"  num_workers: {n}\n"
-            "  row_groups_per_task: 1\n"
             f"  batch_rows: {batch_rows}\n"
             f"  fused: {fused}\n"
             f"  ray_conf: {{num_cpus: {n}, object_store_memory: {ray_object_store_mib * 2**20}}}\n"

@@ -312,7 +312,10 @@ def test_a_slice_refuses_a_file_changed_after_the_driver_verified_it(small_row_g
     task = MaterializationTask(project=pair.projects["ray"], feature_view=view, start_time=START, end_time=_end())
     from feast_bc.engine import latest_file
 
-    context, slices = engine._prepare([task], latest_file(store.config, view, store.registry, pair.projects["ray"]))
+    from feast_bc.ray_engine import slice_row_groups
+
+    context, groups = engine._prepare([task], latest_file(store.config, view, store.registry, pair.projects["ray"]))
+    slices = slice_row_groups(groups, 2, engine.config.row_groups_per_task)
     assert len(slices) == 3
     assert run_slice(context, slices[0]) == [2 * ROW_GROUP_ROWS]
     size, mtime = context.file_state
@@ -349,3 +352,19 @@ def test_views_that_are_not_feast_bc_views_go_to_feasts_local_engine(tmp_path, m
     task = MaterializationTask(project=pair.projects["ray"], feature_view=view, start_time=START, end_time=_end())
     assert engine.materialize(store.registry, [task]) == ["local-job"]
     assert seen == [task]
+
+
+def test_slices_cover_every_row_group_once_about_four_per_worker():
+    from feast_bc.ray_engine import SLICES_PER_WORKER, slice_row_groups
+
+    for groups in (1, 3, 16, 17, 100):
+        for workers in (1, 2, 8):
+            for per_task in (None, 1, 3):
+                slices = slice_row_groups(groups, workers, per_task)
+                assert [g for s in slices for g in s] == list(range(groups))  # in order, each once
+                if per_task is not None:
+                    assert all(len(s) == per_task for s in slices[:-1])
+                else:  # as many as SLICES_PER_WORKER per worker, as row groups allow
+                    assert len(slices) <= SLICES_PER_WORKER * workers
+                    assert len(slices) == groups or len(slices) > SLICES_PER_WORKER * workers // 2
+    assert slice_row_groups(16, 1, None) == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11), (12, 13, 14, 15)]
