@@ -311,7 +311,6 @@ def test_a_slice_refuses_a_file_changed_after_the_driver_verified_it(small_row_g
     view = store.registry.get_any_feature_view("item_embedding_bc0", pair.projects["ray"])
     task = MaterializationTask(project=pair.projects["ray"], feature_view=view, start_time=START, end_time=_end())
     from feast_bc.engine import latest_file
-
     from feast_bc.ray_engine import slice_row_groups
 
     context, groups = engine._prepare([task], latest_file(store.config, view, store.registry, pair.projects["ray"]))
