@@ -21,11 +21,18 @@ Configurations (``--configs``, default all; each timed run in its own subprocess
 * ``kflat-redis``: "cost flat in k": fused ``BCEngine`` into Redis materializing only the latest view
   (k = 0), only one older view (k = 1), only the oldest (k = versions - 1), and all views (reused
   from ``fused-redis`` when that ran for the same d).
+* ``rewrite-redis`` / ``rewrite-cluster``: the steady state of a family that publishes a new version:
+  an untimed fused run writes the family, every hash's ``_ts:<view>`` fields are then stamped
+  2001-01-01 (as if an earlier version had written them), and the timed fused run finds every hash
+  (the key probe sees them: one HMGET per entity) and replaces every view's value in place --
+  Redis reuses the memory of the values it replaces instead of taking fresh pages from the OS.
 
-Every run starts from an empty project: the project's keys are deleted before and after each
-configuration (the number deleted after a run must equal N; a different count is flagged). Before
-the first timed run on each Redis target, one untimed fused run lets Redis's allocator take its
-memory from the OS (``--no-warmup`` skips it), as ``materialize_throughput.py`` does.
+Every other run starts from an empty project: the project's keys are deleted before and after each
+configuration (the number deleted after a run must equal N; a different count is flagged), and
+Redis hands the freed memory back to the OS (``MEMORY PURGE``), so each such run pays Redis's first
+touch of ~7 KB (d=256) / ~14 KB (d=512) of fresh memory per entity: page faults that are most of
+Redis's system CPU. Before the first timed run on each Redis target, one untimed fused run warms
+the OS page cache of the latest file and Redis's connections (``--no-warmup`` skips it).
 
 What each figure means (one row per configuration and d; JSON: ``runs``):
 
@@ -105,6 +112,8 @@ CONFIGS = {
     "ray1-redis": {"target": "redis", "engine": "ray", "fused": True, "workers": 1},
     "ray2-redis": {"target": "redis", "engine": "ray", "fused": True, "workers": 2},
     "kflat-redis": {"target": "redis", "engine": "bc", "fused": True},
+    "rewrite-redis": {"target": "redis", "engine": "bc", "fused": True, "rewrite": True},
+    "rewrite-cluster": {"target": "cluster", "engine": "bc", "fused": True, "rewrite": True},
 }
 
 YAML = """project: {project}
@@ -269,6 +278,26 @@ class Target:
             except Exception:  # not jemalloc, or the command is disabled
                 pass
         return deleted
+
+    def age_timestamps(self, project: str, views: list[str]) -> int:
+        """Stamp every view's ``_ts:<view>`` field of every hash of ``project`` with 2001-01-01, as if
+        an earlier version had written them; return the hashes changed (one pipelined HSET each, on
+        the node that holds the key)."""
+        from feast_bc.online_writers.encoding import timestamp_bytes
+
+        older = timestamp_bytes(datetime(2001, 1, 1, tzinfo=UTC))
+        mapping = {f"_ts:{v}": older for v in views}
+        suffix, changed = project.encode(), 0
+        for client in self.node_clients():
+            pipe = client.pipeline(transaction=False)
+            for key in client.scan_iter(count=5000):
+                if key.endswith(suffix):
+                    pipe.hset(key, mapping=mapping)
+                    changed += 1
+                    if len(pipe) >= 5000:
+                        pipe.execute()
+            pipe.execute()
+        return changed
 
     def sample_keys(self, project: str, n: int) -> list[bytes]:
         suffix, keys = project.encode(), []
@@ -442,8 +471,9 @@ def publish_family(repo: Path, entities: int, versions: int, dim: int) -> float:
     return time.perf_counter() - t
 
 
-def engine_block(cfg: dict, batch_rows: int, ray_object_store_mib: int) -> str:
+def engine_block(cfg: dict, batch_rows: int, ray_object_store_mib: int, blas_threads: str = "1") -> str:
     fused = "true" if cfg["fused"] else "false"
+    blas = f"  blas_threads: {blas_threads}\n"
     if cfg["engine"] == "ray":
         n = cfg["workers"]
         return (
@@ -451,9 +481,9 @@ def engine_block(cfg: dict, batch_rows: int, ray_object_store_mib: int) -> str:
             f"  num_workers: {n}\n"
             f"  batch_rows: {batch_rows}\n"
             f"  fused: {fused}\n"
-            f"  ray_conf: {{num_cpus: {n}, object_store_memory: {ray_object_store_mib * 2**20}}}\n"
+            f"  ray_conf: {{num_cpus: {n}, object_store_memory: {ray_object_store_mib * 2**20}}}\n" + blas
         )
-    return f"  type: feast_bc.engine.BCEngine\n  batch_rows: {batch_rows}\n  fused: {fused}\n"
+    return f"  type: feast_bc.engine.BCEngine\n  batch_rows: {batch_rows}\n  fused: {fused}\n" + blas
 
 
 def ray_available() -> str | None:
@@ -606,6 +636,7 @@ def main() -> None:
     p.add_argument("--dims", default="256,512", help="comma-separated, e.g. 256,512")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {','.join(CONFIGS)}")
     p.add_argument("--batch-rows", type=int, default=65_536)
+    p.add_argument("--blas-threads", default="1", help="the engines' blas_threads (a number, or null: BLAS's default)")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--ray-object-store-mib", type=int, default=256)
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed run before each target's first")
@@ -684,7 +715,7 @@ def main() -> None:
                     project=project,
                     name=name,
                     online=targets[cfg["target"]].online_block,
-                    engine=engine_block(cfg, args.batch_rows, args.ray_object_store_mib),
+                    engine=engine_block(cfg, args.batch_rows, args.ray_object_store_mib, args.blas_threads),
                 )
                 (repo / f"feature_store.{name}.yaml").write_text(text)
                 return f"feature_store.{name}.yaml"
@@ -727,6 +758,15 @@ def main() -> None:
 
                 for subset, views in subsets:
                     yaml_name = yaml_for(name, cfg)
+                    if cfg.get("rewrite"):  # the hashes exist, stamped older: what the next version finds
+                        t = time.perf_counter()
+                        run_worker(repo, yaml_name, views, target, cfg, args)
+                        aged = target.age_timestamps(project, views)
+                        print(
+                            f"  d={dim} {name}: wrote the family and aged {aged:,} hashes in "
+                            f"{time.perf_counter() - t:.1f}s (untimed)",
+                            flush=True,
+                        )
                     load_before = os.getloadavg()
                     out = run_worker(repo, yaml_name, views, target, cfg, args)
                     load_after = os.getloadavg()

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -89,6 +90,9 @@ class BCEngineConfig(FeastConfigBaseModel):
     the pass is already concurrent (read + matmul, writer thread, store) and BLAS's idle helper
     threads spin (:func:`feast_bc.family_pass.blas_threads`); raise it where the online store is
     remote and cores would idle."""
+    transform_threads: int = 2
+    """Threads that transform the views of a batch concurrently (each matmul on its own thread;
+    :func:`feast_bc.family_pass.family_parts`). 1: one view after the other on the reading thread."""
 
 
 class BCEngine(LocalComputeEngine):
@@ -101,6 +105,7 @@ class BCEngine(LocalComputeEngine):
         batch_rows: int = 65_536,
         fused: bool = True,
         blas_threads: int | None = 1,
+        transform_threads: int = 2,
         **kwargs,
     ):
         kwargs.pop("type", None)
@@ -108,6 +113,7 @@ class BCEngine(LocalComputeEngine):
         self.batch_rows = int(batch_rows)
         self.fused = bool(fused)
         self.blas_threads = blas_threads
+        self.transform_threads = max(1, int(transform_threads))
 
     @property
     def supports_batch(self) -> bool:
@@ -165,6 +171,7 @@ class BCEngine(LocalComputeEngine):
                 registry,
                 tasks[0].project,
                 blas_threads=self.blas_threads,
+                transform_threads=self.transform_threads,
             )
         except Exception as exc:
             exc = explain_store_error(exc, self.repo_config, what)
@@ -194,6 +201,7 @@ class BCEngine(LocalComputeEngine):
                 registry,
                 task.project,
                 blas_threads=self.blas_threads,
+                transform_threads=self.transform_threads,
             )
         except Exception as exc:
             exc = explain_store_error(exc, self.repo_config, view.name)
@@ -272,7 +280,17 @@ def family_unit(repo_config, registry, task) -> tuple[tuple, Path]:
 
 
 def materialize_bc_view(
-    repo_config, online_store, view, start, end, batch_rows: int, registry, project, *, blas_threads: int | None = 1
+    repo_config,
+    online_store,
+    view,
+    start,
+    end,
+    batch_rows: int,
+    registry,
+    project,
+    *,
+    blas_threads: int | None = 1,
+    transform_threads: int = 1,
 ) -> int:
     """Stream, transform and write one feast_bc view; return the number of rows written.
 
@@ -294,12 +312,22 @@ def materialize_bc_view(
     def write(writer, part):
         writer.write(part.ids, part.vectors[0], part.source_version, part.event_time)
 
-    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write, blas_threads)
+    writer = _verified_pass(
+        catalog, manifest, path, windows, batch_rows, make_writer, write, (blas_threads, transform_threads)
+    )
     return writer.written
 
 
 def materialize_bc_family(
-    repo_config, online_store, views: list[tuple], batch_rows: int, registry, project, *, blas_threads: int | None = 1
+    repo_config,
+    online_store,
+    views: list[tuple],
+    batch_rows: int,
+    registry,
+    project,
+    *,
+    blas_threads: int | None = 1,
+    transform_threads: int = 1,
 ) -> list[int] | None:
     """Materialize several feast_bc views of one family ((view, start, end) each, same catalog and
     latest file) with one pass over the latest file; return the rows written per view, or None
@@ -330,7 +358,9 @@ def materialize_bc_family(
     def write(writer, part):
         writer.write_part(part)
 
-    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write, blas_threads)
+    writer = _verified_pass(
+        catalog, manifest, path, windows, batch_rows, make_writer, write, (blas_threads, transform_threads)
+    )
     return None if writer is None else list(writer.written)
 
 
@@ -346,6 +376,7 @@ def materialize_bc_slice(
     manifest=None,
     gate=None,
     blas_threads: int | None = 1,
+    transform_threads: int = 1,
 ) -> list[int]:
     """Materialize the rows of ``row_groups`` of the latest file ``path`` for one or several feast_bc
     views of one family ((view, start, end) each); return the rows written per view. The unit of
@@ -379,8 +410,9 @@ def materialize_bc_slice(
                 for view, dim in specs
             ]
         )
-    with writer, blas_threads_limit(blas_threads):
-        for part in family_parts(_open_parquet(path), catalog, manifest, windows, batch_rows, row_groups):
+    parts = family_parts(_open_parquet(path), catalog, manifest, windows, batch_rows, row_groups, transform_threads)
+    with writer, blas_threads_limit(blas_threads), closing(parts):
+        for part in parts:
             writer.write_part(part)
     return list(writer.written)
 
@@ -393,14 +425,15 @@ def check_views(repo_config, views: list, manifest) -> None:
         _refuse_rollback(view, manifest)
 
 
-def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make_writer, write, blas_threads=1):
+def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make_writer, write, threads=(1, 1)):
     """Run :func:`~feast_bc.family_pass.family_parts` into the writer ``make_writer(gate)`` returns,
     ``write(writer, part)`` per part; return the writer once everything is stored (None, having
     written nothing, if ``make_writer`` returned None).
 
     Hashing a large latest file takes as long as reading it: it runs beside the first batches, and
     the writer's gate waits for it, so nothing reaches the online store before it passed (the
-    hashes are cached per file state, so a caller falling back to another path does not redo them)."""
+    hashes are cached per file state, so a caller falling back to another path does not redo them).
+    ``threads``: (BLAS threads, transform threads) of the pass."""
     family = manifest.family
     with ThreadPoolExecutor(1, thread_name_prefix="feast-bc-verify") as pool:
         verified = pool.submit(catalog.verify, family, manifest)
@@ -408,8 +441,9 @@ def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make
         if writer is None:
             return None
         try:
-            with writer, blas_threads_limit(blas_threads):
-                for part in family_parts(_open_parquet(path), catalog, manifest, windows, batch_rows):
+            parts = family_parts(_open_parquet(path), catalog, manifest, windows, batch_rows, None, threads[1])
+            with writer, blas_threads_limit(threads[0]), closing(parts):
+                for part in parts:
                     write(writer, part)
         except Exception as exc:
             failed = verified.exception()  # a tampered file explains any later error: report it

@@ -121,6 +121,8 @@ class BCRayEngineConfig(FeastConfigBaseModel):
     """CPUs Ray reserves per slice task."""
     blas_threads: int | None = 1
     """BLAS threads inside a slice task while it transforms (None: as Ray sets them, e.g. OMP_NUM_THREADS)."""
+    transform_threads: int = 2
+    """Threads of a slice task that transform the views of a batch concurrently (as in BCEngine)."""
     ray_conf: dict[str, Any] = {}
     """Extra keyword arguments of ``ray.init`` (e.g. ``num_cpus``, ``runtime_env``)."""
 
@@ -140,6 +142,7 @@ class SliceContext:
     file_state: tuple[int, int]
     batch_rows: int
     blas_threads: int | None = 1
+    transform_threads: int = 1
 
 
 def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
@@ -176,6 +179,7 @@ def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
         manifest=context.manifest,
         gate=still_verified,
         blas_threads=context.blas_threads,
+        transform_threads=context.transform_threads,
     )
 
 
@@ -212,6 +216,7 @@ class BCRayEngine(BCEngine):
             batch_rows=config.batch_rows,
             fused=config.fused,
             blas_threads=config.blas_threads,
+            transform_threads=config.transform_threads,
         )
         self.config = config
 
@@ -273,6 +278,7 @@ class BCRayEngine(BCEngine):
             file_state=(st.st_size, st.st_mtime_ns),
             batch_rows=self.batch_rows,
             blas_threads=self.blas_threads,
+            transform_threads=self.transform_threads,
         )
         return context, groups
 
