@@ -471,9 +471,11 @@ def publish_family(repo: Path, entities: int, versions: int, dim: int) -> float:
     return time.perf_counter() - t
 
 
-def engine_block(cfg: dict, batch_rows: int, ray_object_store_mib: int, blas_threads: str = "1") -> str:
+def engine_block(
+    cfg: dict, batch_rows: int, ray_object_store_mib: int, blas_threads: str = "1", transform_threads: int = 2
+) -> str:
     fused = "true" if cfg["fused"] else "false"
-    blas = f"  blas_threads: {blas_threads}\n"
+    blas = f"  blas_threads: {blas_threads}\n  transform_threads: {transform_threads}\n"
     if cfg["engine"] == "ray":
         n = cfg["workers"]
         return (
@@ -637,6 +639,7 @@ def main() -> None:
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {','.join(CONFIGS)}")
     p.add_argument("--batch-rows", type=int, default=65_536)
     p.add_argument("--blas-threads", default="1", help="the engines' blas_threads (a number, or null: BLAS's default)")
+    p.add_argument("--transform-threads", type=int, default=2, help="the engines' transform_threads")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--ray-object-store-mib", type=int, default=256)
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed run before each target's first")
@@ -715,7 +718,9 @@ def main() -> None:
                     project=project,
                     name=name,
                     online=targets[cfg["target"]].online_block,
-                    engine=engine_block(cfg, args.batch_rows, args.ray_object_store_mib, args.blas_threads),
+                    engine=engine_block(
+                        cfg, args.batch_rows, args.ray_object_store_mib, args.blas_threads, args.transform_threads
+                    ),
                 )
                 (repo / f"feature_store.{name}.yaml").write_text(text)
                 return f"feature_store.{name}.yaml"

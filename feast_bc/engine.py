@@ -6,6 +6,8 @@ Configure it in ``feature_store.yaml``::
       type: feast_bc.engine.BCEngine
       batch_rows: 65536          # rows read, transformed and written per step (bounds memory)
       fused: true                # views of one family in one pass (the default)
+      transform_threads: 2       # a batch's views transformed concurrently, one matmul per thread
+      blas_threads: 1            # BLAS threads per matmul (its idle helper threads spin)
 
 Feast builds batch engines only for `feast apply` / `feast materialize`, never for reads, so
 consumers still need nothing but Feast. For a view tagged ``bc.family`` the engine streams the

@@ -6,7 +6,7 @@ Configure it in ``feature_store.yaml`` (``pip install 'feast-bc[ray]'``)::
       type: feast_bc.ray_engine.BCRayEngine
       ray_address: null            # null: a local Ray; "auto": the cluster of this node; "ray://head:10001"
       num_workers: 8               # slices in flight at once (default: the cluster's CPUs)
-      row_groups_per_task: null    # parquet row groups of the latest file per Ray task (null: about 4 slices per worker)
+      row_groups_per_task: null    # row groups of the latest file per Ray task (null: about 4 slices per worker)
       batch_rows: 65536            # rows read, transformed and written per step inside a task
       fused: true                  # views of one family share each slice (one HSET per entity on Redis)
       max_retries: 3               # Ray retries of a slice (worker lost, transient store errors)
