@@ -14,7 +14,7 @@ does -- exactly what filtering by window first, then grouping, would do.
 
 The transformed vectors of each view go into output buffers the pass reuses once the writer has let
 go of them (:class:`OutputBuffers`): a fresh (batch_rows, d) float32 array per view and batch costs
-the kernel a zeroed page for every 4 KiB of it (measured: a quarter of the client's CPU at d=256).
+the kernel zeroed pages for all of it (measured with perf at d=256: ~15% of the client's CPU).
 
 Batches never span two row groups. A float32 matmul's result for a row can depend on how many rows
 its batch has (BLAS picks other kernels for short tails), so this is what makes a pass over a
