@@ -122,7 +122,9 @@ class BCRayEngineConfig(FeastConfigBaseModel):
     blas_threads: int | None = 1
     """BLAS threads inside a slice task while it transforms (None: as Ray sets them, e.g. OMP_NUM_THREADS)."""
     transform_threads: int = 2
-    """Threads of a slice task that transform the views of a batch concurrently (as in BCEngine)."""
+    """Threads of a slice task that transform the views of a batch concurrently (as in BCEngine). A
+    task then keeps up to this many matmuls plus its writer thread busy: on nodes shared with other
+    work, reserve that with ``task_num_cpus`` (measured with 2 on a 2-core machine: BENCHMARKS.md)."""
     ray_conf: dict[str, Any] = {}
     """Extra keyword arguments of ``ray.init`` (e.g. ``num_cpus``, ``runtime_env``)."""
 
