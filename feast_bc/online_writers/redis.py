@@ -321,8 +321,8 @@ class RedisHashWriter(ThreadedWriter):
 
         Key probe: while ``probe_keys`` holds, a chunk first asks one ``EXISTS`` of all its keys
         instead of the HMGETs. No hash exists (a family materialized for the first time, new ids):
-        nothing stored can be newer, so the HSETs go without an HMGET -- measured, the HMGETs were a
-        fifth of Redis's CPU for a fresh 5-view family. Some exist: the chunk's HMGETs follow, and
+        nothing stored can be newer, so the HSETs go without an HMGET -- measured, the HMGETs were
+        about a sixth of Redis's CPU for a fresh 5-view family. Some exist: the chunk's HMGETs follow, and
         the writer stops probing (the store holds this project's entities; re-materializing after a
         new version finds every key, and the probe would only add a command).
         """
