@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -57,8 +56,7 @@ from feast_bc.errors import (
     OnlineStoreFullError,
     OnlineStoreUnavailableError,
 )
-from feast_bc.family_pass import ViewWindow, family_parts
-from feast_bc.family_pass import blas_threads as blas_threads_limit
+from feast_bc.family_pass import DEFAULT_THREADS, PassThreads, ViewWindow, streamed_parts
 from feast_bc.feast_compat import install_cli_error_hook
 from feast_bc.naming import (
     TAG_CATALOG,
@@ -114,8 +112,7 @@ class BCEngine(LocalComputeEngine):
         super().__init__(repo_config=repo_config, offline_store=offline_store, online_store=online_store, **kwargs)
         self.batch_rows = int(batch_rows)
         self.fused = bool(fused)
-        self.blas_threads = blas_threads
-        self.transform_threads = max(1, int(transform_threads))
+        self.threads = PassThreads(blas_threads, max(1, int(transform_threads)))
 
     @property
     def supports_batch(self) -> bool:
@@ -172,8 +169,7 @@ class BCEngine(LocalComputeEngine):
                 self.batch_rows,
                 registry,
                 tasks[0].project,
-                blas_threads=self.blas_threads,
-                transform_threads=self.transform_threads,
+                threads=self.threads,
             )
         except Exception as exc:
             exc = explain_store_error(exc, self.repo_config, what)
@@ -202,8 +198,7 @@ class BCEngine(LocalComputeEngine):
                 self.batch_rows,
                 registry,
                 task.project,
-                blas_threads=self.blas_threads,
-                transform_threads=self.transform_threads,
+                threads=self.threads,
             )
         except Exception as exc:
             exc = explain_store_error(exc, self.repo_config, view.name)
@@ -291,8 +286,7 @@ def materialize_bc_view(
     registry,
     project,
     *,
-    blas_threads: int | None = 1,
-    transform_threads: int = 1,
+    threads: PassThreads = DEFAULT_THREADS,
 ) -> int:
     """Stream, transform and write one feast_bc view; return the number of rows written.
 
@@ -314,9 +308,7 @@ def materialize_bc_view(
     def write(writer, part):
         writer.write(part.ids, part.vectors[0], part.source_version, part.event_time)
 
-    writer = _verified_pass(
-        catalog, manifest, path, windows, batch_rows, make_writer, write, (blas_threads, transform_threads)
-    )
+    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write, threads)
     return writer.written
 
 
@@ -328,8 +320,7 @@ def materialize_bc_family(
     registry,
     project,
     *,
-    blas_threads: int | None = 1,
-    transform_threads: int = 1,
+    threads: PassThreads = DEFAULT_THREADS,
 ) -> list[int] | None:
     """Materialize several feast_bc views of one family ((view, start, end) each, same catalog and
     latest file) with one pass over the latest file; return the rows written per view, or None
@@ -360,9 +351,7 @@ def materialize_bc_family(
     def write(writer, part):
         writer.write_part(part)
 
-    writer = _verified_pass(
-        catalog, manifest, path, windows, batch_rows, make_writer, write, (blas_threads, transform_threads)
-    )
+    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write, threads)
     return None if writer is None else list(writer.written)
 
 
@@ -377,8 +366,7 @@ def materialize_bc_slice(
     catalog: Catalog | None = None,
     manifest=None,
     gate=None,
-    blas_threads: int | None = 1,
-    transform_threads: int = 1,
+    threads: PassThreads = DEFAULT_THREADS,
 ) -> list[int]:
     """Materialize the rows of ``row_groups`` of the latest file ``path`` for one or several feast_bc
     views of one family ((view, start, end) each); return the rows written per view. The unit of
@@ -412,8 +400,10 @@ def materialize_bc_slice(
                 for view, dim in specs
             ]
         )
-    parts = family_parts(_open_parquet(path), catalog, manifest, windows, batch_rows, row_groups, transform_threads)
-    with writer, blas_threads_limit(blas_threads), closing(parts):
+    with (
+        writer,
+        streamed_parts(_open_parquet(path), catalog, manifest, windows, batch_rows, row_groups, threads) as parts,
+    ):
         for part in parts:
             writer.write_part(part)
     return list(writer.written)
@@ -427,7 +417,7 @@ def check_views(repo_config, views: list, manifest) -> None:
         _refuse_rollback(view, manifest)
 
 
-def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make_writer, write, threads=(1, 1)):
+def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make_writer, write, threads: PassThreads):
     """Run :func:`~feast_bc.family_pass.family_parts` into the writer ``make_writer(gate)`` returns,
     ``write(writer, part)`` per part; return the writer once everything is stored (None, having
     written nothing, if ``make_writer`` returned None).
@@ -435,7 +425,7 @@ def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make
     Hashing a large latest file takes as long as reading it: it runs beside the first batches, and
     the writer's gate waits for it, so nothing reaches the online store before it passed (the
     hashes are cached per file state, so a caller falling back to another path does not redo them).
-    ``threads``: (BLAS threads, transform threads) of the pass."""
+    ``threads``: how the pass computes (:class:`~feast_bc.family_pass.PassThreads`)."""
     family = manifest.family
     with ThreadPoolExecutor(1, thread_name_prefix="feast-bc-verify") as pool:
         verified = pool.submit(catalog.verify, family, manifest)
@@ -443,8 +433,10 @@ def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make
         if writer is None:
             return None
         try:
-            parts = family_parts(_open_parquet(path), catalog, manifest, windows, batch_rows, None, threads[1])
-            with writer, blas_threads_limit(threads[0]), closing(parts):
+            with (
+                writer,
+                streamed_parts(_open_parquet(path), catalog, manifest, windows, batch_rows, None, threads) as parts,
+            ):
                 for part in parts:
                     write(writer, part)
         except Exception as exc:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime
 from typing import NamedTuple
 
@@ -52,6 +52,19 @@ class ViewWindow(NamedTuple):
 
     def holds(self, event_time: datetime) -> bool:
         return (self.start is None or self.start <= event_time) and (self.end is None or event_time <= self.end)
+
+
+class PassThreads(NamedTuple):
+    """How a pass computes: ``transform`` threads transform the views of a batch concurrently, each
+    matmul on ``blas`` BLAS threads (None: BLAS's own default). The engines' ``transform_threads`` and
+    ``blas_threads``."""
+
+    blas: int | None = 1
+    transform: int = 2
+
+
+#: The engines' defaults: 2 transform threads, 1 BLAS thread each.
+DEFAULT_THREADS = PassThreads()
 
 
 @contextmanager
@@ -128,6 +141,11 @@ def family_parts(
     """
     family = manifest.family
     buffers = OutputBuffers(keep=4 * len(windows))
+    pool = (
+        ThreadPoolExecutor(transform_threads, thread_name_prefix="feast-bc-transform")
+        if transform_threads > 1
+        else None
+    )
 
     def transform_all(mat: np.ndarray, source: int, wanted: list[int]) -> dict[int, np.ndarray]:
         # buffers are taken here, on one thread: OutputBuffers is not thread-safe
@@ -141,16 +159,28 @@ def family_parts(
         futures = {i: pool.submit(catalog.transform_vectors, *job) for i, job in jobs.items()}
         return {i: future.result() for i, future in futures.items()}
 
-    pool = (
-        ThreadPoolExecutor(transform_threads, thread_name_prefix="feast-bc-transform")
-        if transform_threads > 1
-        else None
-    )
     try:
         yield from _parts(parquet, manifest, windows, batch_rows, row_groups, transform_all)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
+
+
+@contextmanager
+def streamed_parts(
+    parquet: pq.ParquetFile,
+    catalog,
+    manifest: FamilyManifest,
+    windows: list[ViewWindow],
+    batch_rows: int,
+    row_groups: list[int] | None = None,
+    threads: PassThreads = DEFAULT_THREADS,
+):
+    """:func:`family_parts` under the pass's BLAS limit; leaving the block closes it (its transform
+    threads stop), also when the consumer fails half-way."""
+    parts = family_parts(parquet, catalog, manifest, windows, batch_rows, row_groups, threads.transform)
+    with blas_threads(threads.blas), closing(parts):
+        yield parts
 
 
 def _parts(parquet, manifest, windows, batch_rows, row_groups, transform_all) -> Iterator[FamilyPart]:

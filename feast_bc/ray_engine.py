@@ -67,6 +67,7 @@ from feast_bc.engine import (
     materialize_bc_slice,
 )
 from feast_bc.errors import ChecksumMismatchError, OnlineStoreUnavailableError
+from feast_bc.family_pass import DEFAULT_THREADS, PassThreads
 from feast_bc.naming import TAG_FAMILY
 
 logger = logging.getLogger(__name__)
@@ -143,8 +144,7 @@ class SliceContext:
     path: str
     file_state: tuple[int, int]
     batch_rows: int
-    blas_threads: int | None = 1
-    transform_threads: int = 1
+    threads: PassThreads = DEFAULT_THREADS
 
 
 def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
@@ -180,8 +180,7 @@ def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
         catalog=Catalog(context.catalog_root),
         manifest=context.manifest,
         gate=still_verified,
-        blas_threads=context.blas_threads,
-        transform_threads=context.transform_threads,
+        threads=context.threads,
     )
 
 
@@ -279,8 +278,7 @@ class BCRayEngine(BCEngine):
             path=str(path),
             file_state=(st.st_size, st.st_mtime_ns),
             batch_rows=self.batch_rows,
-            blas_threads=self.blas_threads,
-            transform_threads=self.transform_threads,
+            threads=self.threads,
         )
         return context, groups
 

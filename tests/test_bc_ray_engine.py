@@ -172,7 +172,7 @@ def _failing_slice(family: str, first_row_group: int, exc_type: type[Exception],
     def failing(context, row_groups):
         from pathlib import Path
 
-        import feast_bc.engine as engine
+        import feast_bc.family_pass as family_pass
         from feast_bc.ray_engine import run_slice
 
         if family not in context.what or row_groups[0] != first_row_group:
@@ -181,7 +181,7 @@ def _failing_slice(family: str, first_row_group: int, exc_type: type[Exception],
             if Path(once_marker).exists():
                 return run_slice(context, row_groups)
             Path(once_marker).write_text("failed once")
-        original = engine.family_parts
+        original = family_pass.family_parts
 
         def parts(*args, **kwargs):
             for i, part in enumerate(original(*args, **kwargs)):
@@ -189,11 +189,11 @@ def _failing_slice(family: str, first_row_group: int, exc_type: type[Exception],
                     raise exc_type("injected slice failure")
                 yield part
 
-        engine.family_parts = parts  # this worker process only, undone below
+        family_pass.family_parts = parts  # this worker process only (streamed_parts calls it), undone below
         try:
             return run_slice(context, row_groups)
         finally:
-            engine.family_parts = original
+            family_pass.family_parts = original
 
     return failing
 

@@ -326,18 +326,18 @@ class RedisHashWriter(ThreadedWriter):
         the writer stops probing (the store holds this project's entities; re-materializing after a
         new version finds every key, and the probe would only add a command).
         """
-        probing = self.probe_keys and not self.skip_dedup
-        if not self.skip_dedup:
+        dedup = not self.skip_dedup
+        probing = dedup and self.probe_keys
+        if dedup:
             pipe.send(self._exists_payload(chunk) if probing else self._hmget_payload(chunk))
         payload = self._hset_payload(chunk)
         pipe.replies.integers(pending)
         pending = 0
-        groups = [chunk]
-        if probing and pipe.replies.integer():
-            self.probe_keys = False
+        if probing and pipe.replies.integer():  # some hashes exist: their timestamps decide
+            self.probe_keys = probing = False
             pipe.send(self._hmget_payload(chunk))
-            probing = False
-        if not self.skip_dedup and not probing:
+        groups = [chunk]
+        if dedup and not probing:
             groups = self._to_write(chunk, pipe.replies.field_arrays(len(chunk), len(chunk.members)))
         for rows in groups:
             pipe.send(payload if rows is chunk else self._hset_payload(rows))
