@@ -48,6 +48,7 @@ DISPLAY_NAMES = {
     "joint-lin-sloss": "Joint-Lin-SLoss",
     "bc-aligner": "BC-Aligner (Joint-Lin-MLoss)",
     "bc-aligner-plus": "BC-Aligner+ (ours)",
+    "nobc-warm": "No-BC warm",
 }
 #: The method we recommend (bold in the tables, the targets below).
 RECOMMENDED = "bc-aligner-plus"

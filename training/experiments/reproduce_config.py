@@ -55,8 +55,9 @@ PROFILES: dict[str, ReproduceProfile] = {
         data=SyntheticData(),
     ),
     "full": ReproduceProfile(
-        description="MovieLens 100K, paper dims (training profile 'fast'), the paper's 4x3 consumer grid, 10 seeds",
-        training_profile="fast",
+        description="MovieLens 100K, paper dims (training profile 'default': LightGCN), the paper's 4x3 consumer "
+        "grid, 10 seeds",
+        training_profile="default",
         consumer=ConsumerSettings(num_seeds=10, max_epochs=300, patience=30, edge_max_epochs=30, edge_patience=4),
         data=MovieLensData(),
     ),

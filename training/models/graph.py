@@ -5,6 +5,9 @@ slice point); edges are the version's *training* interactions in both directions
 aggregation over neighbours (PyG ``SAGEConv``'s default) is one sparse CSR matmul with the
 row-normalised adjacency, which is why no graph library is needed. Duplicate interactions count
 with their multiplicity, as in the original (uncoalesced) adjacency.
+
+LightGCN propagates with the symmetrically normalised adjacency D^-1/2 A D^-1/2 instead
+(``sym_adjacency``: same sparsity pattern, value 1/sqrt(deg(src) deg(dst)) per edge).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Graph:
     num_users: int
     num_items: int
     mean_adjacency: torch.Tensor  # sparse CSR (N, N); row n averages the neighbours of node n
+    sym_adjacency: torch.Tensor  # sparse CSR (N, N); D^-1/2 A D^-1/2 (LightGCN's propagation)
     item_bags: dict[str, tuple[torch.Tensor, torch.Tensor]]  # group -> (token indices, bag offsets)
 
     @property
@@ -42,21 +46,27 @@ def build_graph(dataset: InteractionDataset, split: VersionSplit, device: torch.
     crow = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(degree, out=crow[1:])
     values = 1.0 / degree[src]  # a node without training edges has no row entries: its mean is 0
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse")
-        adjacency = torch.sparse_csr_tensor(
-            torch.from_numpy(crow),
-            torch.from_numpy(dst.astype(np.int64)),
-            torch.from_numpy(values.astype(np.float32)),
-            size=(n, n),
-            device=device,
-        )
+    sym_values = 1.0 / np.sqrt(degree[src].astype(np.float64) * degree[dst])
+
+    def csr(entries: np.ndarray) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse")
+            return torch.sparse_csr_tensor(
+                torch.from_numpy(crow),
+                torch.from_numpy(dst.astype(np.int64)),
+                torch.from_numpy(entries.astype(np.float32)),
+                size=(n, n),
+                device=device,
+            )
+
     bags = {}
     for name, group in dataset.item_attributes.items():
         if len(group.vocabulary) > 0:  # an attribute without any kept token contributes nothing
-            values, offsets = group.prefix(items)
+            tokens, offsets = group.prefix(items)
             bags[name] = (
-                torch.from_numpy(values).to(device),
+                torch.from_numpy(tokens).to(device),
                 torch.from_numpy(np.ascontiguousarray(offsets)).to(device),
             )
-    return Graph(num_users=users, num_items=items, mean_adjacency=adjacency, item_bags=bags)
+    return Graph(
+        num_users=users, num_items=items, mean_adjacency=csr(values), sym_adjacency=csr(sym_values), item_bags=bags
+    )

@@ -21,6 +21,10 @@ Net2Net-style growth (Chen et al., ICLR 2016) applied to the embedding models he
   neighbour part goes to the bias too, which is exact only for nodes with neighbours;
   :attr:`Growth.max_error` reports what is left.
 
+Table models (MF, LightGCN) grow by copying the tables into the first columns: their output is
+linear in the tables column by column (LightGCN: the same propagation over the same graph), so
+the old coordinates are exact; LightGCN needs the same number of layers.
+
 Only the built-in models can be grown; :func:`grow` returns ``None`` for anything else (and for a
 version that shrinks), and the caller falls back to a fresh initialisation.
 """
@@ -35,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.models.graph import Graph
+from training.models.lightgcn import LightGCN
 from training.models.mf import MatrixFactorization
 from training.models.pinsage import PinSAGE
 
@@ -66,13 +71,17 @@ def grow(old: nn.Module, new: nn.Module, graph: Graph) -> Growth | None:
             )
             return None
         _grow_pinsage(old, new, graph)
-    elif isinstance(old, MatrixFactorization) and isinstance(new, MatrixFactorization):
+    elif isinstance(old, LightGCN) and isinstance(new, LightGCN) and old.num_layers != new.num_layers:
+        # The output is the mean of layers 0..L: another L changes every coordinate's mix.
+        logger.info("no warm start: LightGCN %d layers cannot grow into %d", old.num_layers, new.num_layers)
+        return None
+    elif isinstance(old, MatrixFactorization | LightGCN) and type(old) is type(new):
         if (
             new.dim < old.dim
             or new.user_table.shape[0] < old.user_table.shape[0]
             or new.item_table.shape[0] < old.item_table.shape[0]
         ):
-            logger.info("no warm start: matrix factorisation tables shrink")
+            logger.info("no warm start: the embedding tables shrink")
             return None
         new.user_table[: len(old.user_table), : old.dim] = old.user_table
         new.item_table[: len(old.item_table), : old.dim] = old.item_table

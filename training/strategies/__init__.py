@@ -15,10 +15,13 @@ joint-lin-sloss      fresh M_k and B_k jointly, single-step            learned
 bc-aligner           fresh M_k and B_k jointly, multi-step             learned
 bc-aligner-plus      ours: M_k grown from M_{k-1}, B_k from [I 0],     learned, refit by least squares
                      BC-Aligner's loss, aligned selection
+nobc-warm            No-BC with ours' warm start: M_k grown from       least squares on the selected M_k
+                     M_{k-1}, BPR only
 ==================== ================================================= ===============================
 
 The first eight are the paper's; ``bc-aligner-plus`` is ours (:class:`BCAlignerPlus`, measured in
-docs/RESULTS.md). Version 0 is the same for all: a fresh M_0 trained on BPR (identical across strategies for a
+docs/RESULTS.md); ``nobc-warm`` (:class:`NoBCWarm`) is the reference that separates what ours' warm
+start gives the intended task from what its alignment costs. Version 0 is the same for all: a fresh M_0 trained on BPR (identical across strategies for a
 given seed, which the model cache exploits). Strategies are explicit-parameter objects in the
 scikit-learn style: hyperparameters in ``__init__`` (only the joint ones take ``lam``), one
 ``fit_version`` call per version.
@@ -55,7 +58,7 @@ from training.strategies.paper import (
     PosthocLinSLoss,
     _Joint,
 )
-from training.strategies.plus import BCAlignerPlus
+from training.strategies.plus import BCAlignerPlus, NoBCWarm
 
 __all__ = [
     "ALIASES",
@@ -69,6 +72,7 @@ __all__ = [
     "JointLinSLoss",
     "JointNoTrans",
     "NoBC",
+    "NoBCWarm",
     "PLUS_OPTIONS",
     "PosthocLinMLoss",
     "PosthocLinSLoss",
@@ -95,6 +99,7 @@ _CLASSES: dict[str, type[Strategy]] = {
         JointLinSLoss,
         BCAligner,
         BCAlignerPlus,
+        NoBCWarm,
     )
 }
 

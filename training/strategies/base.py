@@ -29,6 +29,7 @@ StrategyName = Literal[
     "joint-lin-sloss",
     "bc-aligner",
     "bc-aligner-plus",
+    "nobc-warm",
 ]
 STRATEGY_NAMES: tuple[str, ...] = StrategyName.__args__  # type: ignore[attr-defined]
 #: Names used by the paper's code, accepted as aliases.
