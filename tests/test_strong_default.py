@@ -170,3 +170,19 @@ def _table_args(path: Path):
     parser = argparse.ArgumentParser()
     add_data_arguments(parser, default_help="")
     return parser.parse_args(["--data", "table", "--data-path", str(path), "--columns", "user=u,item=i,timestamp=t"])
+
+
+@pytest.mark.parametrize("model", ["lightgcn", "mf"])
+@pytest.mark.parametrize(
+    "name", ["finetune-m0", "posthoc-lin-mloss", "joint-notrans", "bc-aligner", "bc-aligner-plus", "nobc-warm"]
+)
+def test_the_strategies_work_with_the_table_models(name, model, dataset):
+    """Every strategy that trains something, on LightGCN and MF: version 1 trains, and what version
+    0's consumers get is the published B_1 applied to z_1."""
+    config = profile("tiny", model=model, layers=(2, 2, 2, 2, 2))
+    chain = VersionChain(make_strategy(name), dataset, config, seed=0)
+    chain.train_next()
+    v1 = chain.train_next()
+    assert v1.spec.kind == model and np.isfinite(v1.item_embeddings).all()
+    np.testing.assert_allclose(v1.item_ver0, v1.item_embeddings @ v1.transform.T, rtol=1e-5, atol=1e-5)
+    assert 0 < v1.val_recall[50] <= 1

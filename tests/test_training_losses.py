@@ -121,6 +121,22 @@ def test_sampler_is_user_uniform_and_never_draws_positives_as_negatives():
     assert all(torch.equal(a, b) for a, b in zip(again, first, strict=True))
 
 
+def test_several_negatives_per_pair_are_drawn_like_one_and_averaged_in_bpr():
+    user = np.array([0] + [1] * 9)
+    item = np.array([0] + list(range(1, 10)))
+    u, p, n = (t.numpy() for t in BPRSampler(user, item, 12, np.random.default_rng(0)).sample_epoch(4))
+    assert n.shape == (10, 4)
+    assert not np.any(n[u == 0] == 0) and not np.any(np.isin(n[u == 1], np.arange(1, 10)))
+    zu, zp = _t([[1.0, 0.0], [0.5, 0.5]]), _t([[2.0, 1.0], [0.0, 1.0]])
+    zn = _t([[[0.0, 1.0], [1.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]]])  # (B=2, N=2, D=2)
+    # pairs: row 0 pos 2 vs negs 0, 1; row 1 pos 0.5 vs negs 1, 0
+    sp = [math.log1p(math.exp(x)) for x in (-2.0, -1.0, 0.5, -0.5)]
+    l2 = 0.5 * ((1 + 0.5) + (5 + 1) + (1 + 1 + 2 + 0) / 2) / 2
+    assert float(bpr_loss(zu, zp, zn, l2_weight=0.01)) == pytest.approx(sum(sp) / 4 + 0.01 * l2, abs=1e-12)
+    one = _t([[0.0, 1.0], [1.0, 1.0]])
+    assert float(bpr_loss(zu, zp, one.unsqueeze(1), 0.01)) == pytest.approx(float(bpr_loss(zu, zp, one, 0.01)))
+
+
 def _tiny_split():
     # users a, b; items x, y, z, w. Fractions k/6: train (<= 0.4) a-x, a-y, b-y; validation a-x, a-z, b-x, b-w.
     rows = [("a", "x"), ("a", "y"), ("b", "y"), ("a", "x"), ("a", "z"), ("b", "x"), ("b", "w")]

@@ -53,6 +53,9 @@ class TrainingConfig(BaseModel):
     batch_size: int = Field(2048, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     l2_weight: float = Field(1e-2, ge=0, description="coefficient of the L2 term on batch embeddings in BPR")
+    negatives: int = Field(
+        1, ge=1, description="negative items per (user, positive) pair in BPR (1: the paper's; the mean over them)"
+    )
     eval_every: int = Field(10, ge=1, description="evaluate validation recall every N epochs (and at the last)")
     patience: int | None = Field(
         None,

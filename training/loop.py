@@ -125,7 +125,9 @@ def fit_model(
     epoch = 0
     for epoch in bar:
         # Fresh (user, positive, negative) triples every epoch, users drawn uniformly.
-        users, positives, negatives = (t.to(task.graph.mean_adjacency.device) for t in sampler.sample_epoch())
+        users, positives, negatives = (
+            t.to(task.graph.mean_adjacency.device) for t in sampler.sample_epoch(config.negatives)
+        )
         model.train()
         if alignment is not None:
             alignment.train()
@@ -136,10 +138,11 @@ def fit_model(
             n = negatives[start : start + config.batch_size]
             z_user, z_item = model(task.graph)  # full-graph propagation at every step, as the paper
             # index_select, not z[u]: its backward is deterministic on CPU (indexing's scatter-add is not)
-            zu, zp, zn = z_user.index_select(0, u), z_item.index_select(0, p), z_item.index_select(0, n)
+            zu, zp = z_user.index_select(0, u), z_item.index_select(0, p)
+            zn = z_item.index_select(0, n.reshape(-1)).view(*n.shape, -1)
             loss = bpr_loss(zu, zp, zn, config.l2_weight)
-            if alignment is not None:
-                loss = loss + alignment.loss(z_user, z_item, u, p, n)
+            if alignment is not None:  # aligned on the paper's triples: each pair's first negative
+                loss = loss + alignment.loss(z_user, z_item, u, p, n if n.ndim == 1 else n[:, 0])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -180,6 +180,8 @@ class VersionContext:
         schedule = {"epochs", "batch_size", "learning_rate", "l2_weight", "eval_every", "recall_ks", "selection_k"}
         if self.config.patience is not None:  # keys of runs without patience stay what they were
             schedule |= {"patience", "select_after_epoch"}
+        if self.config.negatives != 1:
+            schedule |= {"negatives"}
         return ModelCache.key(
             {
                 "dataset": self.dataset.fingerprint(),
