@@ -137,12 +137,9 @@ def test_intended_benchmark_anchors_run_on_tiny_data(tmp_path, monkeypatch):
     users, items = rng.integers(0, 120, n), (rng.zipf(1.5, n) % 150)
     data.write_text("u,i,t\n" + "\n".join(f"{u},{i},{t}" for t, (u, i) in enumerate(zip(users, items, strict=True))))
     out = tmp_path / "intended.json"
-    code = intended.main(
-        [
-            "--data", "table", "--data-path", str(data), "--columns", "user=u,item=i,timestamp=t",
-            "--versions", "0", "--profiles", "tiny", "--out", str(out),
-        ]
-    )  # fmt: skip
+    columns = "user=u,item=i,timestamp=t"
+    argv = ["--data", "table", "--data-path", str(data), "--columns", columns, "--versions", "0"]
+    code = intended.main([*argv, "--profiles", "tiny", "--out", str(out)])
     assert code == 0
     row = json.loads(out.read_text())["results"]["table"]["rows"][0]
     recall = {m: r["recall"]["50"] for m, r in row["models"].items()}
