@@ -25,16 +25,11 @@ def bpr_loss(z_user: torch.Tensor, z_pos: torch.Tensor, z_neg: torch.Tensor, l2_
     ``z_neg`` of shape (B, N, D) holds N negatives per pair: the ranking term is the mean over all
     B x N pairs and the negatives' L2 the mean over their N, so N = 1 is the paper's loss.
     """
+    z_neg = z_neg if z_neg.ndim == 3 else z_neg.unsqueeze(1)
     pos = (z_user * z_pos).sum(dim=1)
-    if z_neg.ndim == 3:
-        neg = (z_user.unsqueeze(1) * z_neg).sum(dim=2)
-        ranking = F.softplus(neg - pos.unsqueeze(1)).mean()
-        neg_l2 = z_neg.pow(2).sum() / z_neg.shape[1]
-    else:
-        neg = (z_user * z_neg).sum(dim=1)
-        ranking = F.softplus(neg - pos).mean()
-        neg_l2 = z_neg.pow(2).sum()
-    l2 = 0.5 * (z_user.pow(2).sum() + z_pos.pow(2).sum() + neg_l2) / len(z_user)
+    neg = (z_user.unsqueeze(1) * z_neg).sum(dim=2)
+    ranking = F.softplus(neg - pos.unsqueeze(1)).mean()
+    l2 = 0.5 * (z_user.pow(2).sum() + z_pos.pow(2).sum() + z_neg.pow(2).sum() / z_neg.shape[1]) / len(z_user)
     return ranking + l2_weight * l2
 
 

@@ -48,12 +48,14 @@ def build_graph(dataset: InteractionDataset, split: VersionSplit, device: torch.
     values = 1.0 / degree[src]  # a node without training edges has no row entries: its mean is 0
     sym_values = 1.0 / np.sqrt(degree[src].astype(np.float64) * degree[dst])
 
+    crow_t, col_t = torch.from_numpy(crow), torch.from_numpy(dst.astype(np.int64))
+
     def csr(entries: np.ndarray) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse")
             return torch.sparse_csr_tensor(
-                torch.from_numpy(crow),
-                torch.from_numpy(dst.astype(np.int64)),
+                crow_t,
+                col_t,
                 torch.from_numpy(entries.astype(np.float32)),
                 size=(n, n),
                 device=device,

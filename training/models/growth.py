@@ -75,7 +75,7 @@ def grow(old: nn.Module, new: nn.Module, graph: Graph) -> Growth | None:
         # The output is the mean of layers 0..L: another L changes every coordinate's mix.
         logger.info("no warm start: LightGCN %d layers cannot grow into %d", old.num_layers, new.num_layers)
         return None
-    elif isinstance(old, MatrixFactorization | LightGCN) and type(old) is type(new):
+    elif isinstance(old, MatrixFactorization) and type(old) is type(new):  # LightGCN is a MatrixFactorization
         if (
             new.dim < old.dim
             or new.user_table.shape[0] < old.user_table.shape[0]
