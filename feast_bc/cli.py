@@ -13,10 +13,15 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from feast_bc.audit import DEFAULT_SAMPLE
 from feast_bc.catalog import Catalog
-from feast_bc.errors import FeastBCError, InvalidInputError
+from feast_bc.errors import FeastBCError, InvalidInputError, UnknownFamilyError
 from feast_bc.export import export_version, write_parquet
+from feast_bc.manifest import validation_summary
 from feast_bc.publish_gate import GateFile, gate_path, read_gate_file, write_gate_file
+from feast_bc.registries import repo_registries
 from feast_bc.repo import init_repo
 from feast_bc.selfcheck import render, run_selfcheck
 from feast_bc.status import render_status, repo_status
@@ -28,7 +33,12 @@ def _parse_ids(raw: list[str] | None, ids_file: str | None, dtype: str):
     for item in raw or []:
         values.extend(v.strip() for v in item.split(",") if v.strip())
     if ids_file:
-        text = Path(ids_file).read_text(encoding="utf-8")
+        try:
+            text = Path(ids_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(
+                f"--ids-file {ids_file}: cannot read it ({exc}); give a UTF-8 file, one id per line"
+            ) from None
         values.extend(line.strip() for line in text.splitlines() if line.strip())
     if raw is None and ids_file is None:
         return None
@@ -44,13 +54,23 @@ def _parse_ids(raw: list[str] | None, ids_file: str | None, dtype: str):
 
 def cmd_init(args) -> int:
     repo = init_repo(
-        args.repo, project=args.project, online_store=args.online_store, redis_url=args.redis_url, engine=args.engine
+        args.repo,
+        project=args.project,
+        online_store=args.online_store,
+        redis_url=args.redis_url,
+        engine=args.engine,
+        overwrite=args.force,
     )
     print(f"feature repo ready at {repo} (online store: {args.online_store}); publish a family, then `feast apply`")
     return 0
 
 
 def cmd_export(args) -> int:
+    if Path(args.out).is_dir():
+        raise InvalidInputError(
+            f"--out {args.out} is a directory; name the parquet file to write, e.g. {Path(args.out) / 'v.parquet'}"
+        )
+    _existing_repo(args.repo)
     catalog = Catalog.locate(args.repo)
     manifest = catalog.manifest(args.family)
     ids = _parse_ids(args.ids, args.ids_file, manifest.entity.dtype)
@@ -64,6 +84,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    _existing_repo(args.repo)
     catalog = Catalog.locate(args.repo)
     families = [args.family] if args.family else catalog.families()
     for note in catalog.ignored_entries():
@@ -93,12 +114,40 @@ def cmd_verify(args) -> int:
 
 
 def cmd_status(args) -> int:
-    report = repo_status(args.repo, feast=not args.no_feast)
+    _existing_repo(args.repo)
+    report = repo_status(args.repo, feast=not args.no_feast, sample=args.sample)
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     else:
         print(render_status(report))
     return 0 if report.ok else 2
+
+
+def cmd_audit(args) -> int:
+    from feast_bc.audit import audit_repo, render_audit  # loads Feast on use
+
+    _existing_repo(args.repo)
+    report = audit_repo(args.repo, sample=args.sample)
+    if args.json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+    else:
+        print(render_audit(report))
+    return 0 if report.ok else 1
+
+
+def _existing_repo(repo: str) -> None:
+    if not Path(repo).is_dir():
+        raise InvalidInputError(f"{repo} is not a directory: pass the feature repo (`feast-bc init` creates one)")
+
+
+def _sample(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of ids, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more ids, got {value}")
+    return value
 
 
 def cmd_selfcheck(args) -> int:
@@ -130,7 +179,16 @@ def cmd_gc(args) -> int:
 
 
 def cmd_drop_family(args) -> int:
+    _existing_repo(args.repo)
     catalog = Catalog.locate(args.repo)
+    if not args.undo and catalog.family_state(args.family) == "absent":
+        served = {f.family for f in repo_registries(catalog.root.parent).families}
+        if args.family not in served:
+            known = ", ".join(catalog.families()) or "none"
+            raise UnknownFamilyError(
+                f"no family {args.family!r} in {catalog.root} nor in any registry of the repo (families: {known}); "
+                "check the name"
+            )
     if args.undo:
         catalog.drop_family(args.family, undo=True)
         print(f"{args.family}: no longer dropped; `feast apply` serves it again (then `feast materialize`)")
@@ -174,9 +232,16 @@ def _pairs(items: list[str] | None, key=str) -> dict:
 
 
 def cmd_gate(args) -> int:
-    root = Catalog.locate(args.repo).root
+    catalog = Catalog.locate(args.repo)
+    root = catalog.root
     if not root.parent.is_dir():
         raise InvalidInputError(f"{args.repo} does not exist: create the repo first (`feast-bc init`)")
+    if args.family and not args.clear and args.family not in catalog.families():
+        known = ", ".join(catalog.families()) or "none yet"
+        raise UnknownFamilyError(
+            f"no family {args.family!r} in {root} (families: {known}): limits for it would gate nothing; "
+            "check the name, or publish the family's first version before gating it"
+        )
     found = read_gate_file(root)
     declared = found[0].model_dump(exclude_unset=True) if found else {}
     scope = declared.setdefault("families", {}).setdefault(args.family, {}) if args.family else declared
@@ -193,7 +258,12 @@ def cmd_gate(args) -> int:
     if args.clear or changes:
         families = {f: v for f, v in declared.pop("families", {}).items() if v}
         declared.update({"families": families} if families else {})
-        limits = GateFile.model_validate(declared) if declared else None
+        try:
+            limits = GateFile.model_validate(declared) if declared else None
+        except ValidationError as exc:
+            raise InvalidInputError(
+                f"invalid publish gate limits: {validation_summary(exc)}; nothing written"
+            ) from None
         path = write_gate_file(root, limits)
         found = (limits, "") if limits else None
         print(f"wrote {path}" if limits else f"removed {path}: no publish gate")
@@ -219,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="bc",
         help="bulk feast_bc engine, Feast's stock local engine, or Feast's Ray engine",
     )
+    s.add_argument("--force", action="store_true", help="overwrite repo files that differ from what init writes")
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("export", help="write one version's embeddings (all ids or some) to parquet")
@@ -242,7 +313,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repo", required=True)
     s.add_argument("--json", action="store_true")
     s.add_argument("--no-feast", action="store_true", help="catalog only; skip reading the Feast registry")
+    s.add_argument(
+        "--sample",
+        type=_sample,
+        default=DEFAULT_SAMPLE,
+        help=f"ids read per pinned version through Feast and compared with the catalog (0: skip; default {DEFAULT_SAMPLE})",
+    )
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser(
+        "audit",
+        help="read a sample of ids of every pinned version through Feast (every applied profile) and compare "
+        "with `export`; exit 1 on any finding",
+    )
+    s.add_argument("--repo", required=True)
+    s.add_argument(
+        "--sample", type=_sample, default=DEFAULT_SAMPLE, help=f"ids per pinned version (default {DEFAULT_SAMPLE})"
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_audit)
 
     s = sub.add_parser(
         "gc", help="delete orphaned artifacts (e.g. from a killed publish); optionally superseded embeddings"
@@ -306,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except FeastBCError as exc:
         print(f"feast-bc: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a file that cannot be removed: one line, not a traceback
+        print(f"feast-bc: error: {exc.strerror or exc}: {exc.filename or ''} -- nothing was changed", file=sys.stderr)
         return 2
 
 

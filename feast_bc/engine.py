@@ -35,9 +35,10 @@ their own module (``materialization``) if a third scheduler appears; the public 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +49,7 @@ from feast.infra.compute_engines.local.compute import LocalComputeEngine
 from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.infra.offline_stores.file_source import FileSource
 from feast.repo_config import FeastConfigBaseModel
+from pydantic import Field
 
 from feast_bc.catalog import Catalog
 from feast_bc.errors import (
@@ -55,6 +57,7 @@ from feast_bc.errors import (
     ConfigurationError,
     OnlineStoreFullError,
     OnlineStoreUnavailableError,
+    StaleOnlineValuesError,
 )
 from feast_bc.family_pass import DEFAULT_THREADS, PassThreads, ViewWindow, streamed_parts
 from feast_bc.feast_compat import install_cli_error_hook
@@ -66,6 +69,7 @@ from feast_bc.naming import (
     TAG_PUBLISHED_AT,
     TAG_VERSION,
 )
+from feast_bc.online_probe import LatestSample, ViewProbe
 from feast_bc.online_writers import family_writer_for, writer_for
 from feast_bc.online_writers.fanout import FanOutWriter
 from feast_bc.registries import redis_connection_problem
@@ -79,18 +83,18 @@ class BCEngineConfig(FeastConfigBaseModel):
     """Configuration of :class:`BCEngine` (the ``batch_engine`` block of feature_store.yaml)."""
 
     type: Literal["feast_bc.engine.BCEngine"] = "feast_bc.engine.BCEngine"
-    batch_rows: int = 65_536
+    batch_rows: int = Field(default=65_536, ge=1)
     """Rows per read/transform/write step; peak memory is a few times batch_rows x dim x 4 bytes
     (x the number of views of a fused pass)."""
     fused: bool = True
     """Materialize the views of one family requested by the same ``feast materialize`` together: one
     read of the latest file, one HSET per entity on Redis (:func:`materialize_bc_family`)."""
-    blas_threads: int | None = 1
+    blas_threads: int | None = Field(default=1, ge=1)
     """BLAS threads for the transforms while a pass runs (None: BLAS's own default). One, because
     the pass is already concurrent (read + matmul, writer thread, store) and BLAS's idle helper
     threads spin (:func:`feast_bc.family_pass.blas_threads`); raise it where the online store is
     remote and cores would idle."""
-    transform_threads: int = 2
+    transform_threads: int = Field(default=2, ge=1)
     """Threads that transform the views of a batch concurrently (each matmul on its own thread;
     :func:`feast_bc.family_pass.family_parts`). 1: one view after the other on the reading thread."""
 
@@ -126,16 +130,18 @@ class BCEngine(LocalComputeEngine):
         (same catalog, same latest file) are materialized by one pass; all their jobs fail if it does."""
         if isinstance(tasks, MaterializationTask):
             tasks = [tasks]
-        tasks = list(tasks)
+        probed = probe_windows(self.repo_config, self.online_store, registry, list(tasks))
+        tasks = [task for task, _ in probed]
         jobs: list = [None] * len(tasks)
         for group in self._fused_groups(registry, tasks) if self.fused else []:
             family_jobs = self._materialize_family(registry, [tasks[i] for i in group], **kwargs)
             for i, job in zip(group, family_jobs, strict=True):
                 jobs[i] = job
-        return [
+        jobs = [
             job if job is not None else self._materialize_one(registry, task, **kwargs)
             for job, task in zip(jobs, tasks, strict=True)
         ]
+        return [checked_job(self.repo_config, self.online_store, job, pt) for job, pt in zip(jobs, probed, strict=True)]
 
     def _fused_groups(self, registry, tasks) -> list[list[int]]:
         """Indices of the tasks to fuse: feast_bc views grouped by (family, catalog, latest file),
@@ -204,6 +210,92 @@ class BCEngine(LocalComputeEngine):
             exc = explain_store_error(exc, self.repo_config, view.name)
             return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.ERROR, error=exc)
         return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
+
+
+def probe_windows(repo_config, online_store, registry, tasks: list) -> list[tuple]:
+    """(task, probe) per task: the probe of each feast_bc view's sample (None where it cannot be
+    built: the pass reports why), and the task's window widened to take in the latest's rows when
+    their publish time lies before the window's start but the store lacks them
+    (:mod:`feast_bc.online_probe`). Feast records the interval it asked for, not this one."""
+    samples: dict[str, LatestSample] = {}
+    out = []
+    for task in tasks:
+        view = task.feature_view
+        if not view.tags.get(TAG_FAMILY):
+            out.append((task, None))
+            continue
+        try:
+            catalog = bc_catalog(repo_config, view)
+            manifest = catalog.manifest(view.tags[TAG_FAMILY])
+            path = latest_file(repo_config, view, registry, task.project)
+            if str(path) not in samples:
+                samples[str(path)] = LatestSample(path, manifest)
+            probe = ViewProbe(view, catalog, manifest, samples[str(path)])
+        except Exception as exc:  # noqa: BLE001 - the pass itself reports what is wrong
+            logger.debug("%s: not probed (%s)", view.name, exc)
+            out.append((task, None))
+            continue
+        start = _utc(task.start_time)
+        if start is not None and probe.published_at < start:
+            try:
+                lacking = probe.lacking(repo_config, online_store)
+            except Exception as exc:  # noqa: BLE001 - the pass reports the store's error
+                logger.debug("%s: probe failed (%s)", view.name, exc)
+                lacking = []
+            if lacking:
+                logger.warning(
+                    "%s: the online store lacks version %s's values for %d of %d sampled ids although the window "
+                    "starts after their publish time %s (an interval recorded before `feast apply`, by another "
+                    "profile sharing the registry, or for another online store): writing them",
+                    view.name,
+                    probe.source_version,
+                    len(lacking),
+                    len(probe.ids),
+                    probe.published_at.isoformat(),
+                )
+                task = dataclasses.replace(task, start_time=probe.published_at)
+        out.append((task, probe))
+    return out
+
+
+def checked_job(repo_config, online_store, job, probed: tuple):
+    """The job, or a failed one when its view's sampled ids do not read what the pass was to write."""
+    task, probe = probed
+    if probe is None or job.status() != MaterializationJobStatus.SUCCEEDED:
+        return job
+    try:
+        lacking = probe.lacking(repo_config, online_store)
+    except Exception as exc:  # noqa: BLE001
+        error = explain_store_error(exc, repo_config, task.feature_view.name)
+        return LocalMaterializationJob(job_id=job.job_id(), status=MaterializationJobStatus.ERROR, error=error)
+    if not lacking:
+        return job
+    view, end = task.feature_view, _utc(task.end_time)
+    what = (
+        f"{len(lacking)} of {len(probe.ids)} sampled ids of {view.name} (e.g. {', '.join(lacking[:3])}) do not read "
+        f"version {probe.version} computed from version {probe.source_version}"
+    )
+    if end is not None and probe.published_at > end:
+        after = (probe.published_at + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
+        message = (
+            f"{what}: that version of {view.tags[TAG_FAMILY]!r} was published at {probe.published_at.isoformat()}, "
+            f"after this materialization's end {end.isoformat()}, so none of its values were written. Run `feast "
+            f"materialize-incremental {after}` (or any later end)"
+        )
+        ahead = probe.published_at - datetime.now(UTC)
+        if ahead > timedelta(0):
+            message += (
+                f"; that publish time is {ahead} in the future: the publisher's clock is ahead of this machine's "
+                "(fix the clock; the version becomes materializable once this clock passes it)"
+            )
+    else:
+        message = (
+            f"{what} after the materialization wrote them: the online store does not hold what was written. "
+            "Run `feast materialize 2000-01-01T00:00:00 <now>` again; `feast-bc audit` shows every pin"
+        )
+    return LocalMaterializationJob(
+        job_id=job.job_id(), status=MaterializationJobStatus.ERROR, error=StaleOnlineValuesError(message)
+    )
 
 
 def _check_store_config(repo_config) -> None:

@@ -102,6 +102,10 @@ class OnlineStoreUnavailableError(FeastBCError):
     """The online store could not be reached or refused us; rerunning materialize is safe."""
 
 
+class StaleOnlineValuesError(FeastBCError):
+    """After a materialization, sampled ids of a view do not read what it was asked to write."""
+
+
 class OnlineStoreFullError(OnlineStoreUnavailableError):
     """The online store ran out of memory (Redis maxmemory); rerunning after freeing memory completes."""
 

@@ -240,7 +240,7 @@ def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest,
         name = onread_view_name(family, version)
         fn_name = f"feast_bc_{name}"
         matrix = catalog.composed(family, k, version, manifest).weight
-        text = onread_udf_source(fn_name, matrix)
+        text = onread_udf_source(fn_name, matrix, aliases=(family, name))
         namespace: dict = {}
         exec(text, namespace)  # noqa: S102 -- our own generated, self-contained UDF
         with warnings.catch_warnings():

@@ -19,13 +19,20 @@ import hashlib
 import numpy as np
 
 
-def onread_udf_source(function_name: str, matrix: np.ndarray) -> str:
-    """Self-contained python-mode UDF text computing ``embedding @ matrix.T`` for each row."""
+def onread_udf_source(function_name: str, matrix: np.ndarray, aliases: tuple[str, ...] = ()) -> str:
+    """Self-contained python-mode UDF text computing ``embedding @ matrix.T`` for each row.
+
+    ``aliases``: the projection names a consumer reads the output under with
+    ``full_feature_names=True`` (the pin's, the view's). Feast's python-mode ODFVs select the UDF's
+    output by the *requested* name, which is ``<projection>__embedding`` under full feature names;
+    a UDF returning only ``embedding`` then returns nothing at all (measured on Feast 0.67). The
+    UDF returns the one list under every such name."""
     m = np.ascontiguousarray(matrix, dtype="<f4")
     out_dim, in_dim = m.shape
     payload = m.tobytes()
     digest = hashlib.sha256(payload).hexdigest()
     b64 = base64.b64encode(payload).decode()
+    names = ("embedding", *(f"{alias}__embedding" for alias in aliases))
     return (
         f"def {function_name}(inputs, _cache={{}}):\n"
         f"    import numpy as np\n"
@@ -36,13 +43,15 @@ def onread_udf_source(function_name: str, matrix: np.ndarray) -> str:
         f"        if hashlib.sha256(raw).hexdigest() != '{digest}':\n"
         f"            raise ValueError('feast_bc on-read transform of {function_name} is corrupted')\n"
         f"        m = _cache['m'] = np.frombuffer(raw, dtype='<f4').reshape({out_dim}, {in_dim}).T.copy()\n"
+        f"    names = {names!r}\n"
         f"    values = inputs['embedding']\n"
         f"    try:\n"
         f"        z = np.asarray(values, dtype=np.float32)\n"
         f"    except (TypeError, ValueError):\n"
         f"        z = None\n"
         f"    if z is not None and z.ndim == 2 and z.shape[1] == {in_dim}:\n"
-        f"        return {{'embedding': (z @ m).tolist()}}  # every entity present: one matmul\n"
+        f"        out = (z @ m).tolist()  # every entity present: one matmul\n"
+        f"        return {{name: out for name in names}}\n"
         f"    out = [None] * len(values)\n"
         f"    rows = [i for i, v in enumerate(values) if v is not None and len(v) == {in_dim}]\n"
         f"    if rows:\n"
@@ -53,5 +62,5 @@ def onread_udf_source(function_name: str, matrix: np.ndarray) -> str:
         f"        if v is not None and len(v) != {in_dim}:\n"
         f"            # only Feast's apply-time schema inference sends vectors of another length\n"
         f"            out[i] = [0.0] * {out_dim}\n"
-        f"    return {{'embedding': out}}\n"
+        f"    return {{name: out for name in names}}\n"
     )

@@ -275,8 +275,10 @@ def alignment_errors(
 ) -> dict[int, tuple[float | None, str]]:
     """Live version j -> (relative alignment error, note) of publishing (ids, vectors, B_k) (module docstring)."""
     old_ids, old_vectors = catalog.latest_embeddings(family, manifest=current)
-    if ids.dtype.kind == "U":
-        old_ids = old_ids.astype(ids.dtype)
+    if ids.dtype.kind in "UO" or old_ids.dtype.kind in "UO":
+        # Compare strings as Python objects: casting to the other array's fixed width ("<U2")
+        # would truncate "aa" to match "a".
+        ids, old_ids = ids.astype(object), old_ids.astype(object)
     _, new_rows, old_rows = np.intersect1d(ids, old_ids, assume_unique=True, return_indices=True)
     step = _float64_map(transform)
     out: dict[int, tuple[float | None, str]] = {}

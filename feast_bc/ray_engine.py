@@ -56,15 +56,18 @@ import redis.exceptions as rex
 from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
 from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.repo_config import FeastConfigBaseModel
+from pydantic import Field
 
 from feast_bc.catalog import Catalog
 from feast_bc.engine import (
     BCEngine,
     bc_catalog,
     check_views,
+    checked_job,
     explain_store_error,
     family_unit,
     materialize_bc_slice,
+    probe_windows,
 )
 from feast_bc.errors import ChecksumMismatchError, OnlineStoreUnavailableError
 from feast_bc.family_pass import DEFAULT_THREADS, PassThreads
@@ -112,7 +115,7 @@ class BCRayEngineConfig(FeastConfigBaseModel):
     each slice leaves the store idle for about one batch (measured at d=256: ~0.3 s per slice of
     65,536 rows, a fifth of its time with one worker); a few slices per worker still balance the
     load and bound what a retry redoes."""
-    batch_rows: int = 65_536
+    batch_rows: int = Field(default=65_536, ge=1)
     """Rows per read/transform/write step inside a task (bounds each worker's memory)."""
     fused: bool = True
     """The views of one family requested together share every slice (one read, one HSET per entity)."""
@@ -120,9 +123,9 @@ class BCRayEngineConfig(FeastConfigBaseModel):
     """Ray retries of a slice whose worker died or that raised one of :data:`RETRIED_ERRORS`."""
     task_num_cpus: float = 1.0
     """CPUs Ray reserves per slice task."""
-    blas_threads: int | None = 1
+    blas_threads: int | None = Field(default=1, ge=1)
     """BLAS threads inside a slice task while it transforms (None: as Ray sets them, e.g. OMP_NUM_THREADS)."""
-    transform_threads: int = 2
+    transform_threads: int = Field(default=2, ge=1)
     """Threads of a slice task that transform the views of a batch concurrently (as in BCEngine). A
     task then keeps up to this many matmuls plus its writer thread busy: on nodes shared with other
     work, reserve that with ``task_num_cpus`` (measured with 2 on a 2-core machine: BENCHMARKS.md)."""
@@ -230,7 +233,11 @@ class BCRayEngine(BCEngine):
     def materialize(self, registry, tasks, **kwargs) -> list:
         if isinstance(tasks, MaterializationTask):
             tasks = [tasks]
-        tasks = list(tasks)
+        probed = probe_windows(self.repo_config, self.online_store, registry, list(tasks))
+        jobs = self._materialize_tasks(registry, [task for task, _ in probed], **kwargs)
+        return [checked_job(self.repo_config, self.online_store, job, pt) for job, pt in zip(jobs, probed, strict=True)]
+
+    def _materialize_tasks(self, registry, tasks: list, **kwargs) -> list:
         jobs: list = [None] * len(tasks)
         units: dict[tuple, tuple[list[int], Path]] = {}
         for i, task in enumerate(tasks):

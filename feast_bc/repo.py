@@ -150,8 +150,12 @@ def init_repo(
     online_store: Literal["sqlite", "redis"] = "sqlite",
     redis_url: str | None = None,
     engine: Literal["bc", "local", "ray"] = "bc",
+    overwrite: bool = False,
 ) -> Path:
     """Write a feast_bc feature repo at ``path`` (keeps an existing catalog and data).
+
+    A file of the repo that exists with other content (a customised feature_store.yaml, say) is
+    refused -- nothing is written -- unless ``overwrite``.
 
     ``online_store`` picks what ``feature_store.yaml`` points at; the Redis profile file is always
     written too. With ``redis_url`` the connection string is written into the yaml instead of
@@ -166,6 +170,13 @@ def init_repo(
         DEFINITIONS_FILENAME: DEFINITIONS_TEXT,
         ".feastignore": FEASTIGNORE_TEXT,
     }
+    if not overwrite:
+        differ = [n for n, text in files.items() if (repo / n).is_file() and (repo / n).read_bytes() != text.encode()]
+        if differ:
+            raise InvalidInputError(
+                f"{repo} already has {', '.join(differ)} with other content (customised, or from other options); "
+                "nothing written. Keep them, or pass --force (overwrite=True) to replace them"
+            )
     for name, text in files.items():
         atomic_write_bytes(repo / name, text.encode())
     (repo / "data").mkdir(exist_ok=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from feast_bc.audit import DEFAULT_SAMPLE, audit_repo
 from feast_bc.catalog import Catalog
 from feast_bc.errors import FeastBCError
 from feast_bc.manifest import MANIFEST_FILENAME
@@ -64,7 +65,11 @@ class RepoStatus(BaseModel):
         return not self.problems and all(not f.problems for f in self.families)
 
 
-def repo_status(repo: str | Path, *, feast: bool = True, fs_yaml_file: str | Path | None = None) -> RepoStatus:
+def repo_status(
+    repo: str | Path, *, feast: bool = True, fs_yaml_file: str | Path | None = None, sample: int = DEFAULT_SAMPLE
+) -> RepoStatus:
+    """Catalog, registries and -- with ``feast`` and ``sample`` > 0 -- what consumers read: ``sample``
+    ids per pinned version through every applied profile (:func:`feast_bc.audit.audit_repo`)."""
     repo = Path(repo).absolute()
     catalog = Catalog.for_repo(repo)
     report = RepoStatus(repo=str(repo), catalog=str(catalog.root))
@@ -80,8 +85,18 @@ def repo_status(repo: str | Path, *, feast: bool = True, fs_yaml_file: str | Pat
     if feast:
         report.checks += "; Feast: the registry of every feature_store*.yaml profile of the repo"
         _check_all_profiles(repo, catalog, fs_yaml_file, report, dropped)
+        if sample > 0:
+            audit = audit_repo(repo, sample=sample, fs_yaml_files=[fs_yaml_file] if fs_yaml_file else [])
+            report.checks += (
+                f"; online: {sample} ids per pinned version read through get_online_features on every applied "
+                f"profile ({len(audit.checked)} pins read)"
+            )
+            report.problems += [f"online audit: {f.line()}" for f in audit.findings]
+            report.notes += [f"online audit: {n}" for n in audit.notes]
+        else:
+            report.checks += "; online values not read (--sample 0)"
     else:
-        report.checks += "; Feast registries not read (--no-feast)"
+        report.checks += "; Feast registries and online values not read (--no-feast)"
     for family, tombstone in dropped.items():
         report.notes.append(
             f"family {family} was dropped at {tombstone.get('dropped_at', '?')} (`feast-bc drop-family`)"

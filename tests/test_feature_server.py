@@ -128,3 +128,46 @@ def test_the_readme_curl_example_works_as_written(tmp_path):
     got = np.asarray(body["results"][1]["values"], dtype=np.float64)
     want = z1[[1, 2]].astype(np.float64) @ b1.astype(np.float64).T  # version 0 = B_1 z_1
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_an_on_read_pin_over_http_full_names_correct_and_the_duplicate_column_flagged(tmp_path):
+    """Issue 22 case 1: an on-read pin through `feast serve` returned, with full feature names, no
+    embedding at all (fixed: the UDF answers under the pin's full name too); without them Feast
+    returns ``[item_id, embedding, embedding]``, the first being the LATEST version's vector (Feast
+    drops an ODFV's inputs by name) -- not fixable from feast_bc, so the online audit must flag it."""
+    from feast_bc.audit import audit_repo
+
+    repo = init_repo(tmp_path / "repo", project=unique_project("fsor"))
+    catalog = Catalog.for_repo(repo)
+    fams = publish_users_and_items(catalog, versions=3)
+    catalog.set_serving("item_embedding", 0, "on_read")
+    store = apply(repo)
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
+    items = fams["item_embedding"]
+    ids = [int(i) for i in items.ids[2][:5]]
+    with _feast_serve(repo) as port:
+        body = _post(
+            f"http://127.0.0.1:{port}/get-online-features",
+            {"feature_service": "item_embedding_v0", "entities": {"item_id": ids}, "full_feature_names": True},
+        )
+        names = body["metadata"]["feature_names"]
+        assert names == ["item_id", "item_embedding__embedding"], names
+        np.testing.assert_allclose(
+            np.asarray(body["results"][1]["values"], dtype=np.float32), items.expected(0, ids), atol=1e-5, rtol=0
+        )
+        body = _post(
+            f"http://127.0.0.1:{port}/get-online-features",
+            {"feature_service": "item_embedding_v0", "entities": {"item_id": ids}},
+        )
+        assert body["metadata"]["feature_names"] == ["item_id", "embedding", "embedding"]  # Feast 0.67's behaviour
+    sdk = store.get_online_features(
+        features=store.get_feature_service("item_embedding_v0"),
+        entity_rows=[{"item_id": i} for i in ids],
+        full_feature_names=True,
+    ).to_dict()
+    np.testing.assert_allclose(np.asarray(sdk["item_embedding__embedding"]), items.expected(0, ids), atol=1e-5, rtol=0)
+    report = audit_repo(repo, sample=8)
+    flagged = [f for f in report.findings if f.kind == "columns"]
+    assert [(f.family, f.version) for f in flagged] == [("item_embedding", 0)], report.findings
+    assert "['item_id', 'embedding', 'embedding']" in flagged[0].detail and "--mode stored" in flagged[0].repair
+    assert len(report.findings) == 1, report.findings  # every other pin reads right

@@ -130,6 +130,12 @@ def _typed_ids(ids, dtype: str, family: str) -> np.ndarray:
     if dtype == "int64":
         if ids.dtype.kind not in "iu":
             raise DatasetError(f"family {family!r} has int64 ids; the new file's ids are {ids.dtype}")
+        if ids.dtype.kind == "u" and ids.size and int(ids.max()) > np.iinfo(np.int64).max:
+            big = ids[ids > np.iinfo(np.int64).max]
+            raise DatasetError(
+                f"{len(big)} ids do not fit family {family!r}'s signed 64-bit join key (e.g. {int(big[0])}); "
+                "they would wrap around to negative ids -- map them into the int64 range first"
+            )
         return ids.astype(np.int64)
     if ids.dtype.kind not in "OUS":
         raise DatasetError(f"family {family!r} has string ids; the new file's ids are {ids.dtype}")

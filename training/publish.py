@@ -168,7 +168,9 @@ def _already_published(catalog: Catalog, family: str, version: int, ids: np.ndar
     stored_ids, stored = catalog.latest_embeddings(family)
     same = (
         len(stored_ids) == len(ids)
-        and np.array_equal(stored_ids.astype(ids.dtype), ids)
+        and np.array_equal(
+            stored_ids.astype(object), np.asarray(ids).astype(object)
+        )  # no fixed-width cast: it truncates
         and np.allclose(stored, vectors, rtol=0, atol=0)
     )
     if not same:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from feast_bc import publish_gate
@@ -108,10 +110,40 @@ class Publisher:
             )
         entity_spec = _entity_for(family, current, entity)
         ids_arr = validate_ids(ids, entity_spec.dtype)
+        if current is not None:
+            _refuse_clock_ahead(family, current)
+            self._refuse_dropped_ids(family, current, ids_arr)
         mat = validate_vectors(vectors, len(ids_arr))
         b = _transform_for(family, current, version, transform, mat.shape[1])
         draft = _draft_record(family, version, mat.shape[1], _next_timestamp(current), metrics, description)
         return current, entity_spec, draft, ids_arr, mat, b
+
+    def _refuse_dropped_ids(self, family: str, current: FamilyManifest, ids: np.ndarray) -> None:
+        """Every id of the current latest must be in the new version.
+
+        Why: every pinned version is computed from the latest, and a materialization only writes
+        the ids the latest has; Feast's online stores never delete a row nothing rewrites. An id
+        left out would keep serving its old values on every pin while `feast-bc export` has none."""
+        join_key = current.entity.join_key
+        path = self.catalog.artifact_path(family, current.latest.embeddings)
+        try:
+            old = pq.read_table(path, columns=[join_key]).column(join_key).to_numpy(zero_copy_only=False)
+        except (OSError, KeyError, pa.ArrowInvalid) as exc:
+            raise InvalidInputError(
+                f"family {family!r}: the current latest embeddings {path} are unreadable ({exc}); "
+                "`feast-bc verify` says what is wrong"
+            ) from None
+        if old.dtype.kind in "UO":
+            old, ids = old.astype(object), ids.astype(object)
+        gone = np.setdiff1d(old, ids)
+        if gone.size:
+            raise InvalidInputError(
+                f"family {family!r}: version {current.latest_version + 1} lacks {gone.size} of the "
+                f"{len(old)} ids of version {current.latest_version} (e.g. {', '.join(map(str, gone[:5]))}). "
+                "Every pinned version is computed from the latest and online stores keep rows nothing rewrites, "
+                "so those entities would keep serving old values while `feast-bc export` has none. Publish "
+                "vectors for them too (embed them with the new model)"
+            )
 
     def _current(self, family: str) -> FamilyManifest | None:
         """The family's manifest, None for a new family; refuses a dropped one."""
@@ -268,6 +300,25 @@ def _transform_for(
             f"(d_{version} -> d_{version - 1}); got {transform.in_dim} -> {transform.out_dim}"
         )
     return transform
+
+
+#: How far a version's publish time may lie ahead of this machine's clock before publishing refuses.
+CLOCK_SKEW_ALLOWED = timedelta(seconds=60)
+
+
+def _refuse_clock_ahead(family: str, current: FamilyManifest) -> None:
+    """The latest version's publish time is later than now: a publisher's clock was ahead.
+
+    Its rows carry that time as their event timestamp, so no materialization ending now writes them
+    (a materialization refuses such a window), and the next version would be stamped after it too."""
+    ahead = current.latest.created_at - datetime.now(UTC)
+    if ahead > CLOCK_SKEW_ALLOWED:
+        raise InvalidInputError(
+            f"family {family!r}: version {current.latest_version} was published at "
+            f"{current.latest.created_at.isoformat()}, {ahead} ahead of this machine's clock: the clock of the "
+            "machine that published it was ahead (or this one is behind). Fix the clocks (NTP) and publish again "
+            "once this clock has passed that time; until then a new version would be stamped in the future too"
+        )
 
 
 def _next_timestamp(current: FamilyManifest | None) -> datetime:

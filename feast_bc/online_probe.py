@@ -1,0 +1,107 @@
+"""What the online store holds for a sample of a feast_bc view's ids, read with the store's own ``online_read``.
+
+Why: Feast materializes a window ``[start, end]`` and records it per view in the registry, and every
+row of a feast_bc latest file carries one event time, its version's publish time. When that time
+lies before a window's start although the store does not hold those values -- an interval recorded
+by ``materialize-incremental`` before `feast apply` registered the new latest, by another profile
+sharing the registry, or for an online store that has since been replaced -- Feast's incremental
+materialization would write nothing, forever, and the pins would stay stale or empty. So
+:class:`~feast_bc.engine.BCEngine` probes a sample before its pass (and takes the latest's rows in
+when the store lacks them) and again after it: a job succeeds only if every sampled id reads the
+value the pass was asked to write.
+
+The probe reads what Feast's own read path reads (``OnlineStore.online_read`` on the view's table),
+so a writer bug, a window that ended before the publish, or a publisher clock ahead of this one
+shows up as a failed job instead of a quiet 0 rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from feast_bc.embeddings import list_array_to_matrix
+from feast_bc.manifest import FamilyManifest
+from feast_bc.naming import EMBEDDING_FEATURE, TAG_FAMILY, TAG_VERSION, TIMESTAMP_COLUMN
+from feast_bc.provenance import version_published_at
+
+#: Ids of the latest file probed per view, spread evenly over the file.
+PROBE_IDS = 32
+TOLERANCE = 1e-5
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class LatestSample:
+    """Ids spread over a latest file (a few row groups, never the whole file), their vectors and
+    the file's publish time: what every view of the family is probed with."""
+
+    def __init__(self, path, manifest: FamilyManifest, sample: int = PROBE_IDS):
+        join_key = manifest.entity.join_key
+        pf = pq.ParquetFile(path)
+        groups = pf.metadata.num_row_groups
+        picked = sorted(set(np.linspace(0, groups - 1, num=min(groups, 8)).round().astype(int).tolist()))
+        per = max(1, sample // len(picked))
+        ids, vectors, micros = [], [], None
+        for g in picked:
+            table = pf.read_row_group(g, columns=[join_key, TIMESTAMP_COLUMN, EMBEDDING_FEATURE])
+            if table.num_rows == 0:
+                continue
+            rows = np.unique(np.linspace(0, table.num_rows - 1, num=min(per, table.num_rows)).round().astype(np.int64))
+            picked_rows = table.take(pa.array(rows))
+            ids.append(picked_rows.column(join_key).to_numpy(zero_copy_only=False))
+            vectors.append(picked_rows.column(EMBEDDING_FEATURE))
+            if micros is None:
+                micros = table.column(TIMESTAMP_COLUMN).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())[0].as_py()
+        if micros is None:
+            raise ValueError(f"{path} holds no rows")
+        self.ids = np.concatenate(ids)
+        self.source_version = version_published_at(manifest, micros)
+        self.published_at = _EPOCH + timedelta(microseconds=micros)
+        dim = manifest.version(self.source_version).dim
+        self.vectors = np.concatenate([list_array_to_matrix(col, dim) for col in vectors])
+
+
+class ViewProbe:
+    """The sampled ids of one view and the values (and event time) the store must hold for them."""
+
+    def __init__(self, view, catalog, manifest: FamilyManifest, latest: LatestSample):
+        self.view = view
+        self.family = view.tags[TAG_FAMILY]
+        self.version = int(view.tags[TAG_VERSION])
+        self.source_version, self.published_at, self.ids = latest.source_version, latest.published_at, latest.ids
+        self.expected = catalog.transform_vectors(
+            self.family, latest.vectors, self.source_version, self.version, manifest
+        )
+        self.join_key, self.dtype = manifest.entity.join_key, manifest.entity.dtype
+
+    def _keys(self):
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        def value(i):
+            return Value(int64_val=int(i)) if self.dtype == "int64" else Value(string_val=str(i))
+
+        return [EntityKey(join_keys=[self.join_key], entity_values=[value(i)]) for i in self.ids]
+
+    def lacking(self, repo_config, online_store) -> list[str]:
+        """Sampled ids whose stored value is absent, of another publish time, or another value."""
+        rows = online_store.online_read(repo_config, self.view, self._keys(), [EMBEDDING_FEATURE])
+        bad = []
+        for i, (ts, feats) in enumerate(rows):
+            proto = (feats or {}).get(EMBEDDING_FEATURE)
+            vec = None
+            if proto is not None and proto.WhichOneof("val") == "float_list_val":
+                vec = np.asarray(proto.float_list_val.val, dtype=np.float32)
+            stamp = None if ts is None else (ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC))
+            if (
+                vec is None
+                or vec.shape != self.expected[i].shape
+                or stamp is None
+                or abs((stamp - self.published_at).total_seconds()) >= 1  # SQLite's online_read: whole seconds
+                or float(np.abs(vec - self.expected[i]).max()) > TOLERANCE
+            ):
+                bad.append(str(self.ids[i]))
+        return bad
