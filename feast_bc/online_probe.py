@@ -88,7 +88,12 @@ class ViewProbe:
 
     def lacking(self, repo_config, online_store) -> list[str]:
         """Sampled ids whose stored value is absent, of another publish time, or another value."""
-        rows = online_store.online_read(repo_config, self.view, self._keys(), [EMBEDDING_FEATURE])
+        from google.protobuf.message import DecodeError
+
+        try:
+            rows = online_store.online_read(repo_config, self.view, self._keys(), [EMBEDDING_FEATURE])
+        except DecodeError:  # a stored value no consumer can decode: every sampled id counts
+            return [str(i) for i in self.ids]
         bad = []
         for i, (ts, feats) in enumerate(rows):
             proto = (feats or {}).get(EMBEDDING_FEATURE)

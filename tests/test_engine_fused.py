@@ -23,6 +23,7 @@ from conftest import (
     unique_project,
 )
 from feast_bc import Catalog
+from feast_bc.errors import StaleOnlineValuesError
 from feast_bc.repo import apply, init_repo
 from repo_pair import RepoPair, redis_hashes
 
@@ -144,14 +145,16 @@ def test_fused_pass_writes_the_same_bytes_as_view_by_view(pair, monkeypatch):
 
 @pytest.mark.parametrize("pair", BACKENDS, indirect=True)
 def test_entities_in_some_versions_only_and_a_window_per_view(pair):
-    """Ids that come and go between versions, then one call whose views have different windows:
-    a view whose window excludes the latest rows keeps its previous values."""
+    """New ids in every version (a version never drops one: publish refuses), then one call whose
+    views have different windows: a view whose window ends before the latest rows keeps its previous
+    values; one whose window starts after them takes them in when the store lacks them (the probe,
+    :mod:`feast_bc.online_probe`) -- the same in both modes."""
     from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
 
     rng = np.random.default_rng(5)
     fams = publish_users_and_items(pair.catalog, versions=1, seed=5)
     items = fams["item_embedding"]
-    for n in (50, 30):  # ids 0..49 then only 0..29: the rest keep older versions' values
+    for n in (50, 60):  # 40 ids, then 50, then 60
         for fam in fams.values():
             fam.publish_next(pair.catalog, rng, n=n)
         stores = pair.apply()
@@ -160,7 +163,7 @@ def test_entities_in_some_versions_only_and_a_window_per_view(pair):
         assert pair.rows("fused") == pair.rows("per_view")
     before = pair.rows("fused")
 
-    items.publish_next(pair.catalog, rng, n=45)  # version 3: ids 0..44
+    items.publish_next(pair.catalog, rng, n=75)  # version 3: 75 ids
     stores = pair.apply()
     published = pair.catalog.manifest("item_embedding").latest.created_at
     windows = {
@@ -189,12 +192,12 @@ def test_entities_in_some_versions_only_and_a_window_per_view(pair):
 
         ts_of = {v: f"_ts:item_embedding_bc{v}".encode() for v in windows}
         key = EntityKeys("item_id", "int64", 3).one(3)  # an item in every version
-        assert after[key][ts_of[2]] == before[key][ts_of[2]]  # its window excluded the rows: untouched
-        assert after[key][ts_of[0]] == before[key][ts_of[0]]
+        assert after[key][ts_of[2]] == before[key][ts_of[2]]  # its window ended before the rows: untouched
         assert after[key][ts_of[1]] == after[key][ts_of[3]] != before[key][ts_of[1]]  # written
+        assert after[key][ts_of[0]] == after[key][ts_of[3]]  # starts after them, store lacked them: taken in
     else:
         changed = {key[0] for key, row in after.items() if before.get(key) != row}
-        assert changed == {"item_embedding_bc3", "item_embedding_bc1"}
+        assert changed == {"item_embedding_bc3", "item_embedding_bc1", "item_embedding_bc0"}
 
 
 # --------------------------------------------------------------------------- Redis timestamp rule
@@ -233,7 +236,10 @@ def test_partial_earlier_run_and_mixed_stored_timestamps(pair):
     before = pair.rows("fused")
     assert before == pair.rows("per_view")
     for store in stores.values():
-        store.materialize(START, end)
+        # Feast's rule keeps the 5 same-stamped garbage values; what consumers would read there is
+        # undecodable, so the engine's probe fails the job instead of reporting success
+        with pytest.raises(StaleOnlineValuesError, match="item_embedding_bc1"):
+            store.materialize(START, end)
     after = pair.rows("fused")
     assert after == pair.rows("per_view")
     kept = [k for k, v in after.items() if garbage in v.values()]

@@ -43,7 +43,11 @@ def test_populated_then_lagging_then_corrupted(tmp_path):
     import numpy as np
 
     catalog.publish(
-        "item_embedding", ids=np.arange(3), vectors=np.ones((3, 4)), transform=np.ones((10, 4)), expected_version=2
+        "item_embedding",
+        ids=np.arange(40) * 7 + 3,  # the ids of version 1 (publish_users_and_items)
+        vectors=np.ones((40, 4)),
+        transform=np.ones((10, 4)),
+        expected_version=2,
     )
     report = repo_status(repo)
     assert any(
