@@ -26,6 +26,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check feast_bc training tests benchmarks examples
 	$(BIN)/ruff format --check feast_bc training tests benchmarks examples
 
+# Two pytest workers: most tests wait on Feast CLI subprocesses and servers, so a second worker
+# uses the core the first leaves idle (measured: the suite in 17 min instead of 22-25 on 2 cores).
+# `make test PYTEST_ARGS=` runs serially (e.g. with -s to see a test's printed counts).
+PYTEST_ARGS ?= -n 2
+
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -134,6 +134,8 @@ def list_array_to_matrix(
         raise CorruptArtifactError(f"{what} column has {col.null_count} null vectors")
     if n == 0:
         return np.zeros((0, dim or 0), dtype=np.float32)
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)):
+        raise DimensionMismatchError(f"{what} column holds {col.type}, not vectors (a list<float> column)")
     if pa.types.is_fixed_size_list(col.type):
         d = col.type.list_size
         flat = col.flatten()

@@ -101,6 +101,12 @@ class ViewProbe:
             if proto is not None and proto.WhichOneof("val") == "float_list_val":
                 vec = np.asarray(proto.float_list_val.val, dtype=np.float32)
             stamp = None if ts is None else (ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC))
+            if stamp is not None and (stamp - self.published_at).total_seconds() >= 1:
+                # A newer latest's value (a later materialization got there first): the writers keep
+                # it. SQLite reads back whole seconds, so a newer version published within the same
+                # second looks like a wrong value: the job then fails, conservatively; a rerun of the
+                # newer registry's materialization passes.
+                continue
             if (
                 vec is None
                 or vec.shape != self.expected[i].shape

@@ -8,6 +8,7 @@ and that the fixed behaviour serves the numpy chain or refuses with one clear li
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -23,13 +24,26 @@ from conftest import (
 )
 from feast_bc import Catalog, EntitySpec
 from feast_bc.audit import audit_repo
-from feast_bc.repo import init_repo, redis_url_to_connection_string
+from feast_bc.repo import apply, init_repo, redis_url_to_connection_string
+from feast_bc.status import repo_status
 
 SQLITE_BLOCK = "  type: sqlite\n  path: data/online_store.db"
 
 
 def _end(seconds: float = 5) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _end_dt(seconds: float = 5) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def _apply_and_materialize(repo, yaml: str = "feature_store.yaml", *, apply_first: bool = True):
+    """Setup steps in-process (what `feast apply` + `feast materialize-incremental` do, without two
+    CLI start-ups); the steps a case is about run through the CLI."""
+    if apply_first:
+        apply(repo, fs_yaml_file=repo / yaml)
+    _store(repo, yaml).materialize_incremental(_end_dt())
 
 
 def _store(repo, yaml="feature_store.yaml"):
@@ -59,10 +73,9 @@ def test_materialize_incremental_between_publish_and_apply_then_after_apply_upda
     repo = init_repo(tmp_path / "repo", project=unique_project("seq6"))
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=1)
-    run_cli(["feast", "apply"], cwd=repo)
-    run_cli(["feast", "materialize-incremental", _end()], cwd=repo)
+    _apply_and_materialize(repo)
     _publish_next(fams, catalog, seed=1)
-    run_cli(["feast", "materialize-incremental", _end()], cwd=repo)  # the registry still serves v0 as latest
+    _store(repo).materialize_incremental(_end_dt())  # the registry still serves v0 as latest
     report = audit_repo(repo, sample=16)
     assert ("feature_store.yaml", "item_embedding", 0, "stale") in _kinds(report), report.findings
     stale = next(f for f in report.findings if f.kind == "stale")
@@ -75,7 +88,7 @@ def test_materialize_incremental_between_publish_and_apply_then_after_apply_upda
     assert_online_matches(_store(repo), fams)
     assert "lacks version 1's values" in out.stderr + out.stdout
     assert audit_repo(repo, sample=16).ok
-    assert run_cli(["feast-bc", "status", "--repo", str(repo)], check=False).returncode == 0
+    assert repo_status(repo).ok
 
 
 @pytest.mark.usefixtures("redis_available")
@@ -90,12 +103,10 @@ def test_a_second_profile_sharing_the_registry_materializes_its_own_store(tmp_pa
     try:
         catalog = Catalog.for_repo(repo)
         fams = publish_users_and_items(catalog, versions=1)
-        run_cli(["feast", "apply"], cwd=repo)
-        run_cli(["feast", "materialize-incremental", _end()], cwd=repo)
-        run_cli(["feast", "-f", "feature_store.prod.yaml", "materialize-incremental", _end()], cwd=repo)
+        _apply_and_materialize(repo)
+        _apply_and_materialize(repo, "feature_store.prod.yaml", apply_first=False)
         _publish_next(fams, catalog, seed=2)
-        run_cli(["feast", "apply"], cwd=repo)
-        run_cli(["feast", "materialize-incremental", _end()], cwd=repo)
+        _apply_and_materialize(repo)
         run_cli(["feast", "-f", "feature_store.prod.yaml", "materialize-incremental", _end()], cwd=repo)
         for yaml in ("feature_store.yaml", "feature_store.prod.yaml"):
             assert_online_matches(_store(repo, yaml), fams)
@@ -115,11 +126,10 @@ def test_online_store_swapped_under_the_registry_gets_materialized(tmp_path):
     try:
         catalog = Catalog.for_repo(repo)
         fams = publish_users_and_items(catalog, versions=2)
-        run_cli(["feast", "apply"], cwd=repo)
-        run_cli(["feast", "materialize-incremental", _end()], cwd=repo)
+        _apply_and_materialize(repo)
         yaml = repo / "feature_store.yaml"
         yaml.write_text(yaml.read_text().replace(SQLITE_BLOCK, _redis_block()))
-        run_cli(["feast", "apply"], cwd=repo)
+        apply(repo)
         report = audit_repo(repo, sample=8)
         assert {f.kind for f in report.findings} == {"missing"}, report.findings
         assert len(report.findings) == 4  # 2 families x 2 pins, all None on the new store
@@ -137,16 +147,15 @@ def test_materialize_ending_before_the_publish_says_so_and_the_audit_reports_it(
     repo = init_repo(tmp_path / "repo", project=unique_project("seq6b"))
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=1)
-    run_cli(["feast", "apply"], cwd=repo)
-    run_cli(["feast", "materialize-incremental", _end()], cwd=repo)
+    _apply_and_materialize(repo)
     before = (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
     _publish_next(fams, catalog, seed=3)
-    run_cli(["feast", "apply"], cwd=repo)
+    apply(repo)
     proc = run_cli(["feast", "materialize", "2000-01-01T00:00:00", before], cwd=repo)
     said = proc.stderr + proc.stdout
     assert "after this materialization's end" in said and "materialize-incremental" in said, said
-    status = run_cli(["feast-bc", "status", "--repo", str(repo)], check=False)
-    assert status.returncode == 2 and "stale" in status.stdout, status.stdout
+    status = repo_status(repo)
+    assert not status.ok and any("stale" in p for p in status.problems), status.problems
     kinds = {(f.family, f.version, f.kind) for f in audit_repo(repo, sample=8).findings}
     assert ("item_embedding", 0, "stale") in kinds and ("item_embedding", 1, "missing") in kinds, kinds
     run_cli(["feast", "materialize-incremental", _end()], cwd=repo)
@@ -162,13 +171,12 @@ def test_a_publish_from_a_clock_ahead_is_caught_at_materialize_and_not_inherited
     repo = init_repo(tmp_path / "repo", project=unique_project("seq4"))
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=1)
-    run_cli(["feast", "apply"], cwd=repo)
-    run_cli(["feast", "materialize-incremental", _end()], cwd=repo)
+    _apply_and_materialize(repo)
     real = publishing._next_timestamp
     monkeypatch.setattr(publishing, "_next_timestamp", lambda current: real(current) + timedelta(hours=1))
     _publish_next(fams, catalog, seed=4)  # the fast publisher
     monkeypatch.setattr(publishing, "_next_timestamp", real)
-    run_cli(["feast", "apply"], cwd=repo)
+    apply(repo)
     proc = run_cli(["feast", "materialize-incremental", _end()], cwd=repo, check=False)
     assert proc.returncode != 0 and "in the future" in proc.stderr and "clock" in proc.stderr, proc.stderr
     assert not audit_repo(repo, sample=8).ok
@@ -187,8 +195,7 @@ def test_ids_left_out_of_a_new_version_are_refused_and_the_audit_sees_them(tmp_p
     rng = np.random.default_rng(0)
     entity = EntitySpec(name="item", join_key="item_id")
     catalog.publish("item_embedding", ids=np.arange(1000), vectors=rng.normal(size=(1000, 8)), entity=entity)
-    run_cli(["feast", "apply"], cwd=repo)
-    run_cli(["feast", "materialize-incremental", _end()], cwd=repo)
+    _apply_and_materialize(repo)
     b = rng.normal(size=(8, 12)).astype(np.float32)
     with pytest.raises(Exception, match="lacks 500 of the 1000 ids of version 0"):
         catalog.publish("item_embedding", ids=np.arange(500, 1500), vectors=rng.normal(size=(1000, 12)), transform=b)
@@ -196,8 +203,7 @@ def test_ids_left_out_of_a_new_version_are_refused_and_the_audit_sees_them(tmp_p
     # the state it used to leave, built by skipping the check: the audit must see it
     monkeypatch.setattr(Publisher, "_refuse_dropped_ids", lambda *a: None)
     catalog.publish("item_embedding", ids=np.arange(500, 1500), vectors=rng.normal(size=(1000, 12)), transform=b)
-    run_cli(["feast", "apply"], cwd=repo)
-    run_cli(["feast", "materialize-incremental", _end()], cwd=repo)
+    _apply_and_materialize(repo)
     report = audit_repo(repo, sample=32)
     extra = [f for f in report.findings if f.kind == "extra"]
     assert {f.version for f in extra} == {0}, report.findings  # v1 never had them: None there
@@ -317,3 +323,118 @@ def test_batch_rows_zero_is_refused_by_feast_config(tmp_path):
         BCEngineConfig(batch_rows=0)
     with pytest.raises(ValidationError, match="transform_threads"):
         BCEngineConfig(transform_threads=0)
+
+
+def test_a_forced_publish_of_two_families_validates_both_before_writing_either(tmp_path):
+    """Case 13: `force=True` with two families, the second invalid (NaN): the first was published,
+    the second not, and `from_catalog` then refused ("different versions")."""
+    from feast_bc.errors import NonFiniteError
+    from training.publish import publish_together
+
+    catalog = Catalog(tmp_path / "bc_catalog")
+    rng = np.random.default_rng(0)
+    ids = np.arange(10)
+    for fam, ent in (("user_embedding", "user"), ("item_embedding", "item")):
+        catalog.publish(
+            fam, ids=ids, vectors=rng.normal(size=(10, 4)), entity=EntitySpec(name=ent, join_key=f"{ent}_id")
+        )
+    bad = rng.normal(size=(10, 6))
+    bad[3, 2] = np.nan
+    entries = [
+        ("user_embedding", None, ids, rng.normal(size=(10, 6)), {}),
+        ("item_embedding", None, ids, bad, {}),
+    ]
+    with pytest.raises(NonFiniteError):
+        publish_together(catalog, 1, entries, rng.normal(size=(4, 6)).astype(np.float32), force=True)
+    assert [catalog.manifest(f).latest_version for f in ("user_embedding", "item_embedding")] == [0, 0]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_late_materialization_of_the_previous_latest_never_puts_old_values_back(tmp_path, backend, request):
+    """Case 3: a slow materialize (started from the registry of version k-1) overlapping publish +
+    apply + a materialize of version k, finishing last: on SQLite both exited 0 and the pins held
+    values derived from the previous latest. Reproduced deterministically: the late run is the
+    engine run with the views as the registry held them before the new apply."""
+    from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
+
+    from feast_bc.errors import CatalogRollbackError
+
+    if backend == "redis":
+        request.getfixturevalue("redis_available")
+    project = unique_project("seq3")
+    url = redis_url() if backend == "redis" else None
+    repo = init_repo(tmp_path / "repo", project=project, online_store=backend, redis_url=url)
+    try:
+        catalog = Catalog.for_repo(repo)
+        fams = publish_users_and_items(catalog, versions=2)
+        _apply_and_materialize(repo)
+        old = _store(repo)
+        old_views = [old.registry.get_any_feature_view(f"item_embedding_bc{v}", project) for v in (0, 1)]
+        # SQLite's online_read returns whole seconds: the probe tells a newer stored value by its
+        # second, so versions published within one second are told apart by value only (documented)
+        time.sleep(1.1)
+        _publish_next(fams, catalog, seed=6)
+        _apply_and_materialize(repo)
+        store = _store(repo)
+        start = datetime(2000, 1, 1, tzinfo=UTC)
+        tasks = [
+            MaterializationTask(project=project, feature_view=v, start_time=start, end_time=datetime.now(UTC))
+            for v in old_views
+        ]
+        jobs = store._get_provider().batch_engine.materialize(store.registry, tasks)
+        if backend == "sqlite":  # the newer stored values are kept; nothing left to do for the late run
+            assert [j.status() for j in jobs] == [MaterializationJobStatus.SUCCEEDED] * 2, [j.error() for j in jobs]
+        else:  # Redis refuses the old latest's view (the writer's refuse_newer), values kept as well
+            errors = [j.error() for j in jobs]
+            assert isinstance(errors[1], CatalogRollbackError) and errors[0] is None, errors
+        assert_online_matches(_store(repo), fams)
+        assert audit_repo(repo, sample=16).ok
+    finally:
+        if backend == "redis":
+            delete_project_keys(redis_url(), project)
+
+
+def test_fit_transform_bad_arguments_are_one_line_errors(tmp_path):
+    """`fit-transform --method sgd --epochs 0` and `--vector-column <non-list column>` ended in tracebacks."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    repo = init_repo(tmp_path / "repo", project=unique_project("ft"))
+    catalog = Catalog.for_repo(repo)
+    rng = np.random.default_rng(0)
+    catalog.publish(
+        "item_embedding",
+        ids=np.arange(20),
+        vectors=rng.normal(size=(20, 4)),
+        entity=EntitySpec(name="item", join_key="item_id"),
+    )
+    new = tmp_path / "new.parquet"
+    pq.write_table(
+        pa.table(
+            {"item_id": np.arange(20), "embedding": rng.normal(size=(20, 6)).tolist(), "score": rng.normal(size=20)}
+        ),
+        new,
+    )
+    base = [
+        sys.executable,
+        "-m",
+        "training",
+        "fit-transform",
+        "--repo",
+        str(repo),
+        "--family",
+        "item_embedding",
+        "--new",
+        str(new),
+    ]
+    for extra, needle in (
+        (["--method", "sgd", "--epochs", "0"], "--epochs"),
+        (["--vector-column", "score"], "not vectors"),
+    ):
+        proc = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert needle in proc.stderr, proc.stderr
+    assert catalog.manifest("item_embedding").latest_version == 0

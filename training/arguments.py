@@ -24,3 +24,14 @@ def float_list(text: str) -> tuple[float, ...]:
 def name_list(text: str) -> list[str]:
     """``"a, b,"`` -> ``["a", "b"]``."""
     return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (argparse turns the ValueError into a one-line usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value

@@ -22,6 +22,7 @@ from feast_bc.embeddings import list_array_to_matrix
 from feast_bc.naming import EMBEDDING_FEATURE
 from feast_bc.publish_gate import alignment_errors
 from feast_bc.transforms import LinearTransform
+from training.arguments import positive_int
 from training.backward_compat import frozen_chain
 from training.errors import DatasetError
 from training.posthoc_fit import FIT_METHODS, fit_backward_transform, match_by_id
@@ -162,7 +163,9 @@ def add_subcommand(sub) -> None:
     s.add_argument("--vector-column", default=EMBEDDING_FEATURE)
     s.add_argument("--method", choices=FIT_METHODS, default="least-squares")
     s.add_argument("--ridge", type=float, default=1e-6, help="least-squares: ridge relative to the mean eigenvalue")
-    s.add_argument("--epochs", type=int, default=200, help="sgd methods: epochs over the matched entities")
+    s.add_argument(
+        "--epochs", type=positive_int, default=200, help="sgd methods: epochs over the matched entities (>= 1)"
+    )
     s.add_argument("--publish", action="store_true", help="publish z_k and B_k (default: report only)")
     s.add_argument("--no-apply", action="store_true", help="with --publish: do not run `feast apply`")
     s.add_argument("--force-publish", action="store_true", help="publish past the repo's publish gate (recorded)")

@@ -104,26 +104,27 @@ def publish_together(
     before any is written: a version refused for items leaves the users family unchanged too.
     ``force`` publishes past the gate (recorded in each manifest). Returns the families written.
     """
-    if not force:
-        refusals = []
-        for family, entity, ids, vectors, metrics in entries:
-            decision = catalog.check_publish(
-                family,
-                ids=ids,
-                vectors=vectors,
-                transform=transform,
-                entity=entity,
-                metrics=metrics,
-                expected_version=version,
-            )
-            if decision is not None and not decision.passed:
-                refusals.append(f"{family}: " + "; ".join(c.describe() for c in decision.failed))
-        if refusals:
-            raise PublishRefusedError(
-                f"version {version} refused by the publish gate ({gate_path(catalog.root)}), no family written: "
-                + " | ".join(refusals)
-                + ". Fix the version, relax the limits (`feast-bc gate`), or force it (`--force-publish`; recorded)"
-            )
+    # Every family is validated before any is written, with force too: a forced publish skips the
+    # gate's limits, never the validation (a NaN in the second family must not leave the first published).
+    refusals = []
+    for family, entity, ids, vectors, metrics in entries:
+        decision = catalog.check_publish(
+            family,
+            ids=ids,
+            vectors=vectors,
+            transform=transform,
+            entity=entity,
+            metrics=metrics,
+            expected_version=version,
+        )
+        if decision is not None and not decision.passed and not force:
+            refusals.append(f"{family}: " + "; ".join(c.describe() for c in decision.failed))
+    if refusals:
+        raise PublishRefusedError(
+            f"version {version} refused by the publish gate ({gate_path(catalog.root)}), no family written: "
+            + " | ".join(refusals)
+            + ". Fix the version, relax the limits (`feast-bc gate`), or force it (`--force-publish`; recorded)"
+        )
     published = []
     for family, entity, ids, vectors, metrics in entries:
         catalog.publish(

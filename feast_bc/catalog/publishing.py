@@ -110,11 +110,11 @@ class Publisher:
             )
         entity_spec = _entity_for(family, current, entity)
         ids_arr = validate_ids(ids, entity_spec.dtype)
+        mat = validate_vectors(vectors, len(ids_arr))
+        b = _transform_for(family, current, version, transform, mat.shape[1])
         if current is not None:
             _refuse_clock_ahead(family, current)
             self._refuse_dropped_ids(family, current, ids_arr)
-        mat = validate_vectors(vectors, len(ids_arr))
-        b = _transform_for(family, current, version, transform, mat.shape[1])
         draft = _draft_record(family, version, mat.shape[1], _next_timestamp(current), metrics, description)
         return current, entity_spec, draft, ids_arr, mat, b
 
