@@ -102,6 +102,10 @@ class OnlineStoreUnavailableError(FeastBCError):
     """The online store could not be reached or refused us; rerunning materialize is safe."""
 
 
+class CopiedRepoError(FeastBCError):
+    """The repo's registry was applied from another repo that still exists: this one is a copy."""
+
+
 class StaleOnlineValuesError(FeastBCError):
     """After a materialization, sampled ids of a view do not read what it was asked to write."""
 

@@ -31,7 +31,7 @@ from feast.types import Array, Float32, Int64, String
 from feast.value_type import ValueType
 
 from feast_bc.catalog import Catalog
-from feast_bc.errors import CatalogRollbackError, ConfigurationError, FeastBCError, ManifestError
+from feast_bc.errors import CatalogRollbackError, ConfigurationError, CopiedRepoError, FeastBCError, ManifestError
 from feast_bc.feast_compat import install as install_feast_fixes
 from feast_bc.manifest import MANIFEST_FILENAME, FamilyManifest
 from feast_bc.naming import (
@@ -55,7 +55,13 @@ from feast_bc.naming import (
     view_name,
 )
 from feast_bc.onread import onread_udf_source
-from feast_bc.registries import read_profile, redis_connection_problem, repo_registries, rollback_problem
+from feast_bc.registries import (
+    copied_from,
+    read_profile,
+    redis_connection_problem,
+    repo_registries,
+    rollback_problem,
+)
 from feast_bc.runtime import udf_source
 
 logger = logging.getLogger(__name__)
@@ -118,6 +124,19 @@ def guard_apply(repo_path: Path, catalog: Catalog, manifests: dict[str, FamilyMa
     dropped = catalog.dropped_families()
     problems: list[FeastBCError] = []
     for reg in registries.families:
+        original = copied_from(reg, catalog.root)
+        if original is not None:
+            problems.append(
+                CopiedRepoError(
+                    f"{reg.profile.registry} was applied from the repo at {original.parent}, which still exists: "
+                    f"this repo is a copy of it (project {reg.profile.project!r}). `feast apply` here would move "
+                    f"Feast's infrastructure to this copy -- dropping the online tables {original.parent} serves "
+                    "from -- and both repos would write the same online keys. Give the copy its own identity: "
+                    f"delete {reg.profile.registry} here and set another `project:` in its feature_store*.yaml, then "
+                    "`feast apply` (a moved repo, whose old directory is gone, applies as it is)"
+                )
+            )
+            continue
         manifest = manifests.get(reg.family)
         if manifest is None:
             if reg.family in dropped:

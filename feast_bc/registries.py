@@ -27,7 +27,16 @@ from pathlib import Path
 
 import yaml
 
-from feast_bc.naming import MANAGED_BY, TAG_FAMILY, TAG_LATEST, TAG_MANAGED, TAG_PUBLISHED_AT, TAG_ROLE, TAG_VERSION
+from feast_bc.naming import (
+    MANAGED_BY,
+    TAG_CATALOG,
+    TAG_FAMILY,
+    TAG_LATEST,
+    TAG_MANAGED,
+    TAG_PUBLISHED_AT,
+    TAG_ROLE,
+    TAG_VERSION,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +79,7 @@ class RegisteredFamily:
     published_at: datetime | None = None
     sources: set[Path] = field(default_factory=set)  # files its views read, resolved
     materialized: set[int] = field(default_factory=set)
+    catalogs: set[str] = field(default_factory=set)  # the catalog paths its views were generated from
 
     def describe(self) -> str:
         return (
@@ -154,6 +164,8 @@ def registered_families(profile: Profile) -> dict[str, RegisteredFamily]:
         version = int(tags.get(TAG_VERSION, -1))
         reg.versions[version] = tags.get(TAG_ROLE, "derived")
         reg.views.append(spec.name)
+        if tags.get(TAG_CATALOG):
+            reg.catalogs.add(tags[TAG_CATALOG])
         if len(fv.meta.materialization_intervals):
             reg.materialized.add(version)
         uri = spec.batch_source.file_options.uri
@@ -250,4 +262,16 @@ def redis_connection_problem(online_store: dict, where: str) -> str | None:
             else "expected host:port[,db=N][,password=...]"
         )
         return f"{where}: the Redis connection string {conn!r} names no host:port -- {hint}"
+    return None
+
+
+def copied_from(reg: RegisteredFamily, catalog_root: Path) -> Path | None:
+    """The catalog of another, still existing repo that ``reg``'s registry was applied from: this
+    repo (registry included) is a copy of that one. None when the registry is this repo's own, or
+    the other repo is gone (the repo was moved, not copied)."""
+    own = Path(catalog_root).resolve()
+    for other in sorted(reg.catalogs):
+        path = Path(other)
+        if path.resolve() != own and path.is_dir():
+            return path
     return None

@@ -438,3 +438,46 @@ def test_fit_transform_bad_arguments_are_one_line_errors(tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert needle in proc.stderr, proc.stderr
     assert catalog.manifest("item_embedding").latest_version == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_copied_repo_is_refused_until_it_has_its_own_identity_and_a_moved_one_applies(tmp_path, backend, request):
+    """Cases 10 and 11: `cp -a` of a repo, then `feast apply` in the copy dropped the ORIGINAL's SQLite
+    online tables (Feast moved its infra to the copy's path); on Redis a version published and
+    materialized in the copy overwrote what the original's pins serve (same project, same keys)."""
+    import shutil
+
+    if backend == "redis":
+        request.getfixturevalue("redis_available")
+    project = unique_project("cp")
+    url = redis_url() if backend == "redis" else None
+    original = init_repo(tmp_path / "a" / "repo", project=project, online_store=backend, redis_url=url)
+    projects = [project]
+    try:
+        fams = publish_users_and_items(Catalog.for_repo(original), versions=2)
+        _apply_and_materialize(original)
+        copy = tmp_path / "b" / "repo"
+        shutil.copytree(original, copy, symlinks=True)
+        proc = run_cli(["feast", "apply"], cwd=copy, check=False)
+        assert proc.returncode != 0 and "CopiedRepoError" in proc.stderr and "is a copy of it" in proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert_online_matches(_store(original), fams)  # untouched: tables and keys
+        # what the message says: its own registry and project
+        for yaml in copy.glob("feature_store*.yaml"):
+            yaml.write_text(yaml.read_text().replace(f"project: {project}", f"project: {project}c"))
+        projects.append(project + "c")
+        for registry in (copy / "data").glob("registry*.db"):
+            registry.unlink()
+        _apply_and_materialize(copy)
+        assert_online_matches(_store(copy), fams)
+        assert_online_matches(_store(original), fams)
+        assert audit_repo(original, sample=8).ok and audit_repo(copy, sample=8).ok
+        # a moved repo (its old directory gone) applies and serves as it is
+        moved = tmp_path / "c" / "repo"
+        shutil.move(str(original), moved)
+        _apply_and_materialize(moved)
+        assert_online_matches(_store(moved), fams)
+    finally:
+        if backend == "redis":
+            for p in projects:
+                delete_project_keys(redis_url(), p)
