@@ -101,18 +101,22 @@ class ViewProbe:
             if proto is not None and proto.WhichOneof("val") == "float_list_val":
                 vec = np.asarray(proto.float_list_val.val, dtype=np.float32)
             stamp = None if ts is None else (ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC))
-            if stamp is not None and (stamp - self.published_at).total_seconds() >= 1:
+            # Compared by the second: SQLite's online_read returns whole seconds (Redis the microsecond).
+            if stamp is not None and _second(stamp) > _second(self.published_at):
                 # A newer latest's value (a later materialization got there first): the writers keep
-                # it. SQLite reads back whole seconds, so a newer version published within the same
-                # second looks like a wrong value: the job then fails, conservatively; a rerun of the
-                # newer registry's materialization passes.
+                # it. One published within the same second looks like a wrong value instead: the
+                # job then fails, conservatively; the newer registry's materialization passes.
                 continue
             if (
                 vec is None
                 or vec.shape != self.expected[i].shape
                 or stamp is None
-                or abs((stamp - self.published_at).total_seconds()) >= 1  # SQLite's online_read: whole seconds
+                or _second(stamp) != _second(self.published_at)
                 or float(np.abs(vec - self.expected[i]).max()) > TOLERANCE
             ):
                 bad.append(str(self.ids[i]))
         return bad
+
+
+def _second(ts: datetime) -> datetime:
+    return ts.replace(microsecond=0)
