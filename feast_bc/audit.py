@@ -336,51 +336,40 @@ def _audit_pin(store, profile: Profile, fs: _FamilySample, version: int, service
         )
     )
     k = fs.manifest.latest_version
-    if missing:
-        report.findings.append(
-            Finding(
-                **base,
-                kind="missing",
-                count=len(missing),
-                examples=missing[:5],
-                detail=f"{len(missing)} of {n} sampled ids of the latest version read None",
-                repair=repair,
-            )
+    groups = [("missing", missing, f"of {n} sampled ids of the latest version read None", repair)]
+    groups += [
+        (
+            "stale",
+            keys,
+            f"of {n} sampled ids serve values computed from version {source}, not from the latest {k}",
+            repair,
         )
-    for source, keys in sorted(stale.items()):
-        report.findings.append(
-            Finding(
-                **base,
-                kind="stale",
-                count=len(keys),
-                examples=keys[:5],
-                detail=f"{len(keys)} of {n} sampled ids serve values computed from version {source}, not from the latest {k}",
-                repair=repair,
-            )
+        for source, keys in sorted(stale.items())
+    ]
+    groups.append(
+        (
+            "wrong",
+            wrong,
+            f"of {n} sampled ids differ from `feast-bc export --version {version}` by more than {TOLERANCE:g}",
+            repair,
         )
-    if wrong:
-        report.findings.append(
-            Finding(
-                **base,
-                kind="wrong",
-                count=len(wrong),
-                examples=wrong[:5],
-                detail=f"{len(wrong)} of {n} sampled ids differ from `feast-bc export --version {version}` by more than {TOLERANCE:g}",
-                repair=repair,
-            )
+    )
+    groups.append(
+        (
+            "extra",
+            extra,
+            f"of {len(ids) - n} sampled ids that the latest version {k} no longer has still serve a value",
+            "publish a version that includes these ids again (the online store keeps rows nothing rewrites), "
+            f"or rebuild this profile's online store: `{profile.feast_args()} teardown`, `apply`, then materialize",
         )
-    if extra:
-        report.findings.append(
-            Finding(
-                **base,
-                kind="extra",
-                count=len(extra),
-                examples=extra[:5],
-                detail=f"{len(extra)} of {len(ids) - n} sampled ids that the latest version {k} no longer has still serve a value",
-                repair="publish a version that includes these ids again (the online store keeps rows nothing rewrites), "
-                f"or rebuild this profile's online store: `{profile.feast_args()} teardown`, `apply`, then materialize",
+    )
+    for kind, keys, detail, fix in groups:
+        if keys:
+            report.findings.append(
+                Finding(
+                    **base, kind=kind, count=len(keys), examples=keys[:5], detail=f"{len(keys)} {detail}", repair=fix
+                )
             )
-        )
 
 
 def _stale_source(candidates, row: int, vec: np.ndarray) -> int | None:
