@@ -60,7 +60,7 @@ from feast_bc.errors import (
     StaleOnlineValuesError,
 )
 from feast_bc.family_pass import DEFAULT_THREADS, PassThreads, ViewWindow, streamed_parts
-from feast_bc.feast_compat import install_cli_error_hook
+from feast_bc.feast_compat import install as install_feast_fixes
 from feast_bc.naming import (
     TAG_CATALOG,
     TAG_DERIVED_FROM,
@@ -74,7 +74,7 @@ from feast_bc.online_writers import family_writer_for, writer_for
 from feast_bc.online_writers.fanout import FanOutWriter
 from feast_bc.registries import redis_connection_problem
 
-install_cli_error_hook()  # this module is only ever loaded by Feast's apply/materialize
+install_feast_fixes()  # only ever loaded by Feast's apply/materialize: its error hook, the atomic registry write
 
 logger = logging.getLogger(__name__)
 

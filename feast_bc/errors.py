@@ -102,6 +102,10 @@ class OnlineStoreUnavailableError(FeastBCError):
     """The online store could not be reached or refused us; rerunning materialize is safe."""
 
 
+class RegistryWriteError(FeastBCError):
+    """The Feast registry file could not be written completely; the previous one is kept."""
+
+
 class CopiedRepoError(FeastBCError):
     """The repo's registry was applied from another repo that still exists: this one is a copy."""
 

@@ -98,4 +98,41 @@ def install() -> None:
 
     diff_registry_objects.__wrapped__ = original  # type: ignore[attr-defined]
     registry_diff.diff_registry_objects = diff_registry_objects
+    _install_atomic_registry_write()
     _installed = True
+
+
+def _install_atomic_registry_write() -> None:
+    """Feast 0.67 writes a file registry in place with one unbuffered ``write`` whose count it
+    ignores: on a full volume (or a file size limit) the registry is left truncated, every later
+    read fails with ``DecodeError``, and `feast apply` still exits 0. feast_bc's repos replace that
+    write by a temporary file, fsync and rename (:func:`feast_bc.atomic.atomic_write_bytes`) and
+    read the result back, so a failed write keeps the previous registry and is one clear error."""
+    import uuid
+
+    from feast.infra.registry.file import FileRegistryStore
+    from feast.utils import _utc_now
+
+    from feast_bc.atomic import atomic_write_bytes
+    from feast_bc.errors import RegistryWriteError
+
+    def _write_registry(self, registry_proto) -> None:
+        registry_proto.version_id = str(uuid.uuid4())
+        registry_proto.last_updated.FromDatetime(_utc_now())
+        data = registry_proto.SerializeToString()
+        path = Path(self._filepath)
+        try:
+            atomic_write_bytes(path, data)
+            intact = path.read_bytes() == data
+        except OSError as exc:
+            raise RegistryWriteError(
+                f"the Feast registry {path} could not be written ({exc.strerror or exc}); the previous registry is "
+                "kept. Free space on that volume (or lift the file size limit), then run `feast apply` again"
+            ) from exc
+        if not intact:
+            raise RegistryWriteError(
+                f"the Feast registry {path} reads back other bytes than were written; run `feast apply` again"
+            )
+
+    _write_registry.__wrapped__ = FileRegistryStore._write_registry  # type: ignore[attr-defined]
+    FileRegistryStore._write_registry = _write_registry

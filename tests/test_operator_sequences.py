@@ -481,3 +481,68 @@ def test_a_copied_repo_is_refused_until_it_has_its_own_identity_and_a_moved_one_
         if backend == "redis":
             for p in projects:
                 delete_project_keys(redis_url(), p)
+
+
+@pytest.mark.usefixtures("redis_available")
+def test_a_registry_write_cut_short_keeps_the_previous_registry(tmp_path):
+    """Case 12: the registry on a full volume: `feast apply` exited 0 leaving a truncated registry
+    (`DecodeError ... Wire format was corrupt` on every read). Reproduced for real with a file size
+    limit (RLIMIT_FSIZE, SIGXFSZ ignored: the kernel cuts the write short, then refuses it -- as a
+    full volume does) between the old registry's size and the new one's; a Redis repo, so the
+    registry is the only file `feast apply` writes."""
+    import resource
+    import signal
+    import subprocess
+
+    from conftest import VENV_BIN
+
+    project = unique_project("reg")
+    repo = init_repo(tmp_path / "repo", project=project, online_store="redis", redis_url=redis_url())
+    try:
+        catalog = Catalog.for_repo(repo)
+        rng = np.random.default_rng(0)
+        ids, d = np.arange(20), 512
+        catalog.publish(
+            "item_embedding",
+            ids=ids,
+            vectors=rng.normal(size=(20, d)),
+            entity=EntitySpec(name="item", join_key="item_id"),
+        )
+        for _ in (1, 2):
+            catalog.publish(
+                "item_embedding", ids=ids, vectors=rng.normal(size=(20, d)), transform=rng.normal(size=(d, d)) / d
+            )
+        # On-read versions carry their 512 x 512 matrix in the registry (~1.4 MB each): the registry
+        # outgrows the 1 MiB file Feast's metrics client creates at start-up, so a limit can sit
+        # between the old registry's size and the new one's.
+        catalog.set_serving("item_embedding", 0, "on_read")
+        run_cli(["feast", "apply"], cwd=repo)
+        registry = repo / "data" / "registry_redis.db"  # the Redis profile's registry name
+        before = registry.read_bytes()
+        catalog.set_serving("item_embedding", 1, "on_read")  # one more matrix: ~1.4 MB more
+        limit = len(before) + 512 * 1024
+
+        def limited():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        proc = subprocess.run(
+            [str(VENV_BIN / "feast"), "apply"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=limited,
+        )
+        assert proc.returncode != 0, proc.stdout
+        assert "RegistryWriteError" in proc.stderr and "previous registry is kept" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert registry.read_bytes() == before  # intact, readable
+        assert not list(registry.parent.glob(".registry_redis.db.*"))  # no temporary left behind
+        run_cli(["feast", "apply"], cwd=repo)  # space back: applies
+        _store(repo).materialize_incremental(_end_dt())
+        assert audit_repo(repo, sample=8).findings and all(
+            f.kind == "columns" for f in audit_repo(repo, sample=8).findings
+        )
+    finally:
+        delete_project_keys(redis_url(), project)
