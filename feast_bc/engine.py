@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -345,6 +346,31 @@ def explain_store_error(exc: Exception, repo_config, what: str) -> Exception:
             f"Redis at {where} became unreachable while materializing {what} ({exc}). Values "
             "already written are complete per entity; run `feast materialize` again once Redis is back."
         )
+    elif isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        where = getattr(repo_config.online_store, "path", None) or where
+        if "locked" in text:
+            err = OnlineStoreUnavailableError(
+                f"the SQLite online store {where} is locked by another process while materializing {what} ({text}): "
+                "another materialization, or a process holding a write transaction on it. Nothing of this batch was "
+                "written; run `feast materialize` again once it is done"
+            )
+        elif "full" in text or "disk I/O error" in text:
+            err = OnlineStoreFullError(
+                f"the SQLite online store {where} could not write while materializing {what} ({text}): its volume is "
+                "full, a file size limit was reached, or the disk failed. Every batch written so far is complete (one "
+                "transaction per batch), the rest keep their previous values. Free space (or fix the volume), then "
+                "run `feast materialize` again"
+            )
+        elif "no such table" in text:
+            err = OnlineStoreUnavailableError(
+                f"the SQLite online store {where} has no table for {what} ({text}): it was torn down, replaced or "
+                "deleted under the registry. Run `feast apply` to create the tables again (if it reports no changes, "
+                "the registry still lists them: delete that profile's registry file, then `feast apply`), then "
+                "`feast materialize`"
+            )
+        else:
+            return exc
     else:
         return exc
     err.__cause__ = exc

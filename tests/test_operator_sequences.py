@@ -546,3 +546,70 @@ def test_a_registry_write_cut_short_keeps_the_previous_registry(tmp_path):
         )
     finally:
         delete_project_keys(redis_url(), project)
+
+
+def test_sqlite_locked_full_or_missing_tables_are_one_line_errors_and_a_rerun_completes(tmp_path):
+    """`database is locked`, `database or disk is full` and `no such table` during `feast materialize`
+    ended in tracebacks. Each is produced for real: another connection holding a write lock, a file
+    size limit (RLIMIT_FSIZE, SIGXFSZ ignored) on the materializing process, a table dropped under
+    the registry."""
+    import resource
+    import signal
+    import sqlite3
+    import subprocess
+
+    from conftest import VENV_BIN
+
+    repo = init_repo(tmp_path / "repo", project=unique_project("sql"))
+    catalog = Catalog.for_repo(repo)
+    rng = np.random.default_rng(0)
+    ids, d = np.arange(4000), 64  # a database past the 1 MiB file Feast's metrics client creates at start-up
+    entity = EntitySpec(name="item", join_key="item_id")
+    catalog.publish("item_embedding", ids=ids, vectors=rng.normal(size=(4000, d)), entity=entity)
+    catalog.publish(
+        "item_embedding", ids=ids, vectors=rng.normal(size=(4000, d)), transform=rng.normal(size=(d, d)) / d
+    )
+    _apply_and_materialize(repo)
+    db = repo / "data" / "online_store.db"
+    materialize = ["feast", "materialize", "2000-01-01T00:00:00", _end()]
+    catalog.publish(
+        "item_embedding", ids=ids, vectors=rng.normal(size=(4000, d)), transform=rng.normal(size=(d, d)) / d
+    )
+    apply(repo)
+
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        proc = run_cli(materialize, cwd=repo, check=False)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "OnlineStoreUnavailableError" in proc.stderr and "is locked by another process" in proc.stderr
+
+    limit = db.stat().st_size + 64 * 1024  # a third view's 4000 rows need ~1 MB more
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        [str(VENV_BIN / "feast"), *materialize[1:]],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limited,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "OnlineStoreFullError" in proc.stderr and "could not write" in proc.stderr, proc.stderr
+
+    run_cli(materialize, cwd=repo)  # room again: completes
+    assert audit_repo(repo, sample=16).ok
+
+    with sqlite3.connect(db) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        conn.execute(f'DROP TABLE "{next(n for n in names if n.endswith("item_embedding_bc0"))}"')
+    proc = run_cli(materialize, cwd=repo, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "has no table for" in proc.stderr and "feast apply" in proc.stderr, proc.stderr
