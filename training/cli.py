@@ -35,6 +35,7 @@ from training.data.options import add_data_arguments, data_config_from_args, val
 from training.errors import ConfigError, StateError, TrainingError
 from training.evaluation import PRIMARY_K
 from training.experiments import demo, reproduce
+from training.models.factory import MODEL_KINDS
 from training.strategies import DEFAULT_STRATEGY, PLUS_OPTIONS, STRATEGY_NAMES, make_strategy, parse_strategy_spec
 from training.workdir import TrainingRun
 
@@ -231,7 +232,7 @@ def _add_train(sub) -> None:
     chain.add_argument("--lam", type=float, help="alignment weight of joint strategies (default 16)")
     chain.add_argument("--seed", type=int, help="default 42")
     chain.add_argument("--profile", choices=PROFILE_NAMES, help="default 'default'")
-    chain.add_argument("--model", choices=["pinsage", "mf"])
+    chain.add_argument("--model", choices=MODEL_KINDS, help="default: the profile's (lightgcn for default and demo)")
     chain.add_argument("--dims", type=int_list, help="per-version dims, e.g. 256,320,384,448,512")
     chain.add_argument("--layers", type=int_list, help="per-version GNN layers, e.g. 2,2,3,3,3")
     chain.add_argument("--epochs", type=int)

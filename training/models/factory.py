@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -11,6 +11,8 @@ from training.data.dataset import InteractionDataset
 
 #: ``lightgcn`` is the default (training.config); ``pinsage`` the paper's model; ``mf`` plain factorisation.
 ModelKind = Literal["lightgcn", "pinsage", "mf"]
+#: The names `--model` accepts (one list: the CLI's choices come from the type).
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 
 
 class ModelSpec(BaseModel):
