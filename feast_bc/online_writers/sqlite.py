@@ -17,11 +17,7 @@ class SqliteBulkWriter(InlineWriter):
 
     Same table, columns and upsert statement as Feast 0.67's ``SqliteOnlineStore.online_write_batch``
     (which runs one ``execute`` per row after building protobufs in Python); the rows are the
-    same tuples, built from the vector bytes directly. One difference: a stored row stamped *later*
-    than the new one is kept (``WHERE excluded.event_ts >= event_ts``; the timestamps are Python's
-    ISO text, which orders like the times). Why: a slow materialization of an older latest that
-    finishes after one of the newer latest would otherwise put the older values back (issue 22,
-    case 3); Feast's own writer replaces unconditionally, Feast's Redis writer keeps the newer. Stores with ``vector_enabled`` or the
+    same tuples, built from the vector bytes directly. Stores with ``vector_enabled`` or the
     OpenAI-compatible ``value_num`` column use the protobuf path instead.
     """
 
@@ -47,7 +43,7 @@ class SqliteBulkWriter(InlineWriter):
             f"INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
             "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
-            f"created_ts = excluded.created_ts WHERE excluded.event_ts >= {table}.event_ts;"
+            "created_ts = excluded.created_ts;"
         )
         self.keys = EntityKeys(join_key, id_dtype, repo_config.entity_key_serialization_version)
         self.dim = dim
