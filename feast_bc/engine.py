@@ -62,6 +62,7 @@ from feast_bc.errors import (
 )
 from feast_bc.family_pass import DEFAULT_THREADS, PassThreads, ViewWindow, streamed_parts
 from feast_bc.feast_compat import install as install_feast_fixes
+from feast_bc.latest_guard import LatestGuard
 from feast_bc.naming import (
     TAG_CATALOG,
     TAG_DERIVED_FROM,
@@ -388,6 +389,21 @@ def latest_file(repo_config, view, registry, project) -> Path:
     return Path(FileSource.get_uri_for_file_path(repo_config.repo_path, source.path))
 
 
+def registry_file_reader(repo_config, registry, view, project):
+    """A function returning the latest file the registry serves ``view`` from *now* (read afresh;
+    None once the view is gone): what :class:`~feast_bc.latest_guard.LatestGuard` compares with."""
+
+    def served_file() -> Path | None:
+        try:
+            fresh = registry.get_any_feature_view(view.name, project, allow_cache=False)
+            return latest_file(repo_config, fresh, registry, project)
+        except Exception as exc:  # noqa: BLE001 - a view no longer registered serves nothing
+            logger.debug("%s: not served by the registry now (%s)", view.name, exc)
+            return None
+
+    return served_file
+
+
 def _utc(ts: datetime | None) -> datetime | None:
     if ts is None:
         return None
@@ -432,14 +448,17 @@ def materialize_bc_view(
     path = latest_file(repo_config, view, registry, project)
     windows = [ViewWindow(version, _utc(start), _utc(end))]
 
-    def make_writer(gate):
+    def make_writer(gate, guard):
         join_key, id_dtype = manifest.entity.join_key, manifest.entity.dtype
-        return writer_for(repo_config, online_store, view, join_key, id_dtype, dim, gate=gate, refuse_newer=True)
+        return writer_for(
+            repo_config, online_store, view, join_key, id_dtype, dim, gate=gate, refuse_newer=True, guard=guard
+        )
 
     def write(writer, part):
         writer.write(part.ids, part.vectors[0], part.source_version, part.event_time)
 
-    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write, threads)
+    served = registry_file_reader(repo_config, registry, view, project)
+    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write, threads, served)
     return writer.written
 
 
@@ -476,13 +495,16 @@ def materialize_bc_family(
     join_key, id_dtype = manifest.entity.join_key, manifest.entity.dtype
     specs = [(view, dim) for (view, _, _), dim in zip(views, dims, strict=True)]
 
-    def make_writer(gate):
-        return family_writer_for(repo_config, online_store, specs, join_key, id_dtype, gate=gate, refuse_newer=True)
+    def make_writer(gate, guard):
+        return family_writer_for(
+            repo_config, online_store, specs, join_key, id_dtype, gate=gate, refuse_newer=True, guard=guard
+        )
 
     def write(writer, part):
         writer.write_part(part)
 
-    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write, threads)
+    served = registry_file_reader(repo_config, registry, first, project)
+    writer = _verified_pass(catalog, manifest, path, windows, batch_rows, make_writer, write, threads, served)
     return None if writer is None else list(writer.written)
 
 
@@ -497,6 +519,7 @@ def materialize_bc_slice(
     catalog: Catalog | None = None,
     manifest=None,
     gate=None,
+    served_file=None,
     threads: PassThreads = DEFAULT_THREADS,
 ) -> list[int]:
     """Materialize the rows of ``row_groups`` of the latest file ``path`` for one or several feast_bc
@@ -505,7 +528,9 @@ def materialize_bc_slice(
 
     The caller has resolved ``path`` (:func:`latest_file`), refused rollbacks and verified the
     family's checksums (``catalog.verify``) *before* calling this; ``gate`` is called before the
-    first byte is written (e.g. to check that the file is still the one verified). The transforms
+    first byte is written (e.g. to check that the file is still the one verified); ``served_file()``
+    (None: unknown) the file the profile's registry serves now (:class:`~feast_bc.latest_guard.LatestGuard`:
+    the pass stops once neither the catalog nor the registry names ``path``). The transforms
     are still checked by ``Catalog.transform_vectors`` (small files, hashed once per process).
 
     Per view and row, exactly what :func:`materialize_bc_view` / :func:`materialize_bc_family` write
@@ -521,21 +546,21 @@ def materialize_bc_slice(
         windows.append(ViewWindow(version, _utc(start), _utc(end)))
         specs.append((view, manifest.version(version).dim))
     join_key, id_dtype = manifest.entity.join_key, manifest.entity.dtype
+    guard = LatestGuard(catalog, manifest.family, path, served_file)
     writer = None
+    options = {"gate": gate, "refuse_newer": True, "guard": guard.check}
     if len(specs) > 1:
-        writer = family_writer_for(repo_config, online_store, specs, join_key, id_dtype, gate=gate, refuse_newer=True)
+        writer = family_writer_for(repo_config, online_store, specs, join_key, id_dtype, **options)
     if writer is None:
         writer = FanOutWriter(
-            [
-                writer_for(repo_config, online_store, view, join_key, id_dtype, dim, gate=gate, refuse_newer=True)
-                for view, dim in specs
-            ]
+            [writer_for(repo_config, online_store, view, join_key, id_dtype, dim, **options) for view, dim in specs]
         )
     with (
         writer,
         streamed_parts(_open_parquet(path), catalog, manifest, windows, batch_rows, row_groups, threads) as parts,
     ):
         for part in parts:
+            guard.check()
             writer.write_part(part)
     return list(writer.written)
 
@@ -548,19 +573,26 @@ def check_views(repo_config, views: list, manifest) -> None:
         _refuse_rollback(view, manifest)
 
 
-def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make_writer, write, threads: PassThreads):
-    """Run :func:`~feast_bc.family_pass.family_parts` into the writer ``make_writer(gate)`` returns,
-    ``write(writer, part)`` per part; return the writer once everything is stored (None, having
-    written nothing, if ``make_writer`` returned None).
+def _verified_pass(
+    catalog, manifest, path: Path, windows, batch_rows: int, make_writer, write, threads: PassThreads, served_file
+):
+    """Run :func:`~feast_bc.family_pass.family_parts` into the writer ``make_writer(gate, guard)``
+    returns, ``write(writer, part)`` per part; return the writer once everything is stored (None,
+    having written nothing, if ``make_writer`` returned None).
+
+    The registry must keep serving ``path`` throughout (``served_file()``, read when the catalog names
+    another latest; :class:`~feast_bc.latest_guard.LatestGuard`: checked before the pass, before
+    every part, and by the SQLite writer inside each batch's lock).
 
     Hashing a large latest file takes as long as reading it: it runs beside the first batches, and
     the writer's gate waits for it, so nothing reaches the online store before it passed (the
     hashes are cached per file state, so a caller falling back to another path does not redo them).
     ``threads``: how the pass computes (:class:`~feast_bc.family_pass.PassThreads`)."""
     family = manifest.family
+    guard = LatestGuard(catalog, family, path, served_file)
     with ThreadPoolExecutor(1, thread_name_prefix="feast-bc-verify") as pool:
         verified = pool.submit(catalog.verify, family, manifest)
-        writer = make_writer(verified.result)
+        writer = make_writer(verified.result, guard.check)
         if writer is None:
             return None
         try:
@@ -569,6 +601,7 @@ def _verified_pass(catalog, manifest, path: Path, windows, batch_rows: int, make
                 streamed_parts(_open_parquet(path), catalog, manifest, windows, batch_rows, None, threads) as parts,
             ):
                 for part in parts:
+                    guard.check()
                     write(writer, part)
         except Exception as exc:
             failed = verified.exception()  # a tampered file explains any later error: report it

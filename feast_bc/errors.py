@@ -124,3 +124,9 @@ class GateConfigError(FeastBCError):
 
 class PublishRefusedError(FeastBCError):
     """The publish gate refused a version: it breaks a declared limit (nothing was written)."""
+
+
+class LatestSupersededError(RegistryLagError):
+    """A materialization reads a latest file that is no longer the catalog's latest (a version was
+    published before its views were applied, or while it ran): it stops instead of writing the older
+    latest's values, possibly over newer ones."""

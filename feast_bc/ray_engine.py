@@ -68,9 +68,11 @@ from feast_bc.engine import (
     family_unit,
     materialize_bc_slice,
     probe_windows,
+    registry_file_reader,
 )
 from feast_bc.errors import ChecksumMismatchError, OnlineStoreUnavailableError
 from feast_bc.family_pass import DEFAULT_THREADS, PassThreads
+from feast_bc.latest_guard import LatestGuard
 from feast_bc.naming import TAG_FAMILY
 
 logger = logging.getLogger(__name__)
@@ -147,6 +149,7 @@ class SliceContext:
     path: str
     file_state: tuple[int, int]
     batch_rows: int
+    project: str = ""
     threads: PassThreads = DEFAULT_THREADS
 
 
@@ -183,8 +186,25 @@ def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
         catalog=Catalog(context.catalog_root),
         manifest=context.manifest,
         gate=still_verified,
+        served_file=registry_file_reader(repo_config, _WorkerRegistry(repo_config), views[0][0], context.project),
         threads=context.threads,
     )
+
+
+class _WorkerRegistry:
+    """The profile's registry inside a worker, built on first use: a slice reads it only while the
+    catalog names another latest than its file (:class:`~feast_bc.latest_guard.LatestGuard`)."""
+
+    def __init__(self, repo_config):
+        self.repo_config = repo_config
+        self._registry = None
+
+    def get_any_feature_view(self, name: str, project: str, allow_cache: bool = False):
+        if self._registry is None:
+            from feast import FeatureStore
+
+            self._registry = FeatureStore(repo_path=str(self.repo_config.repo_path), config=self.repo_config).registry
+        return self._registry.get_any_feature_view(name, project, allow_cache=allow_cache)
 
 
 _stores: dict[str, tuple] = {}
@@ -253,7 +273,7 @@ class BCRayEngine(BCEngine):
                 key += (i,)
             units.setdefault(key, ([], path))[0].append(i)
         if units:
-            for group, error in self._run_units(list(units.values()), tasks):
+            for group, error in self._run_units(list(units.values()), tasks, registry):
                 for i in group:
                     jobs[i] = _job(tasks[i], error)
         return [  # the rest are not feast_bc views: Feast's local engine
@@ -262,7 +282,7 @@ class BCRayEngine(BCEngine):
         ]
 
     # ------------------------------------------------------------------- driver
-    def _prepare(self, tasks: list[MaterializationTask], path: Path) -> tuple[SliceContext, int]:
+    def _prepare(self, tasks: list[MaterializationTask], path: Path, registry) -> tuple[SliceContext, int]:
         """Checks, the checksum gate and the number of row groups of the unit's latest file; raises
         before anything is submitted."""
         import dill
@@ -273,6 +293,8 @@ class BCRayEngine(BCEngine):
         catalog = bc_catalog(self.repo_config, views[0])
         manifest = catalog.manifest(family)
         check_views(self.repo_config, views, manifest)
+        served = registry_file_reader(self.repo_config, registry, views[0], tasks[0].project)
+        LatestGuard(catalog, family, path, served, what=what)  # refused here, before any slice is submitted
         catalog.verify(family, manifest)  # every artifact's sha256, the latest file included
         st = os.stat(path)
         groups = pq.ParquetFile(path).metadata.num_row_groups  # the footer only
@@ -280,6 +302,7 @@ class BCRayEngine(BCEngine):
             what=what,
             repo_config=dill.dumps(self.repo_config),
             views=tuple((t.feature_view.to_proto().SerializeToString(), t.start_time, t.end_time) for t in tasks),
+            project=tasks[0].project,
             catalog_root=str(Path(catalog.root).resolve()),
             manifest=manifest,
             path=str(path),
@@ -289,7 +312,9 @@ class BCRayEngine(BCEngine):
         )
         return context, groups
 
-    def _run_units(self, units: list[tuple[list[int], Path]], tasks: list) -> list[tuple[list[int], Exception | None]]:
+    def _run_units(
+        self, units: list[tuple[list[int], Path]], tasks: list, registry
+    ) -> list[tuple[list[int], Exception | None]]:
         """Prepare every unit on the driver, then run all their slices on Ray; per unit, its task
         indices and its first error (None: every slice succeeded)."""
         results: list[tuple[list[int], Exception | None]] = []
@@ -297,7 +322,7 @@ class BCRayEngine(BCEngine):
         for group, path in units:
             unit_tasks = [tasks[i] for i in group]
             try:
-                context, groups = self._prepare(unit_tasks, path)
+                context, groups = self._prepare(unit_tasks, path, registry)
             except Exception as exc:
                 results.append((group, self._explain(exc, unit_tasks)))
                 continue

@@ -315,7 +315,8 @@ def test_a_slice_refuses_a_file_changed_after_the_driver_verified_it(small_row_g
     from feast_bc.engine import latest_file
     from feast_bc.ray_engine import slice_row_groups
 
-    context, groups = engine._prepare([task], latest_file(store.config, view, store.registry, pair.projects["ray"]))
+    path = latest_file(store.config, view, store.registry, pair.projects["ray"])
+    context, groups = engine._prepare([task], path, store.registry)
     slices = slice_row_groups(groups, 2, engine.config.row_groups_per_task)
     assert len(slices) == 3
     assert run_slice(context, slices[0]) == [2 * ROW_GROUP_ROWS]
@@ -369,3 +370,32 @@ def test_slices_cover_every_row_group_once_about_four_per_worker():
                     assert len(slices) <= SLICES_PER_WORKER * workers
                     assert len(slices) == groups or len(slices) > SLICES_PER_WORKER * workers // 2
     assert slice_row_groups(16, 1, None) == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11), (12, 13, 14, 15)]
+
+
+def test_a_slice_stops_once_the_registry_serves_a_newer_latest(small_row_groups, tmp_path):
+    """Case 3 of issue 22 on the Ray path, without Ray: slices prepared from the registry of version 1
+    keep running while version 2 is only published (the registry still serves their file), and are
+    refused once `feast apply` made the registry serve version 2's file -- a late slice never writes
+    the older latest's values over the newer ones."""
+    from feast.infra.common.materialization_job import MaterializationTask
+
+    from feast_bc.engine import latest_file
+    from feast_bc.errors import LatestSupersededError
+    from feast_bc.ray_engine import run_slice, slice_row_groups
+
+    pair = _pair(tmp_path, "sqlite")
+    fams = publish_users_and_items(pair.catalog, versions=2, seed=2)
+    store = pair.apply()["ray"]
+    project = pair.projects["ray"]
+    engine = store._get_provider().batch_engine
+    view = store.registry.get_any_feature_view("item_embedding_bc1", project)
+    task = MaterializationTask(project=project, feature_view=view, start_time=START, end_time=_end())
+    context, groups = engine._prepare([task], latest_file(store.config, view, store.registry, project), store.registry)
+    slices = slice_row_groups(groups, 2, engine.config.row_groups_per_task)
+    rng = np.random.default_rng(8)
+    for fam in fams.values():
+        fam.publish_next(pair.catalog, rng)
+    assert run_slice(context, slices[0]) == [2 * ROW_GROUP_ROWS]  # published, not applied: still served
+    pair.apply()
+    with pytest.raises(LatestSupersededError, match="registry reads v0002"):
+        run_slice(context, slices[1])

@@ -349,15 +349,18 @@ def test_a_forced_publish_of_two_families_validates_both_before_writing_either(t
     assert [catalog.manifest(f).latest_version for f in ("user_embedding", "item_embedding")] == [0, 0]
 
 
-@pytest.mark.parametrize("backend", ["redis"])  # SQLite: not fixed (it overwrites; docs/RELIABILITY.md section 15)
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_a_late_materialization_of_the_previous_latest_never_puts_old_values_back(tmp_path, backend, request):
     """Case 3: a slow materialize (started from the registry of version k-1) overlapping publish +
     apply + a materialize of version k, finishing last: on SQLite both exited 0 and the pins held
-    values derived from the previous latest. Reproduced deterministically: the late run is the
-    engine run with the views as the registry held them before the new apply."""
-    from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
+    values derived from the previous latest (Redis refused, saying "restored from backup").
+    Reproduced deterministically: the late run is the engine run with the views as the registry held
+    them before the new apply. The old latest's view reads a file the catalog no longer names: refused
+    before writing (`feast_bc.latest_guard`) on both stores; the derived view reads the new latest
+    through the current registry and is written as it should be."""
+    from feast.infra.common.materialization_job import MaterializationTask
 
-    from feast_bc.errors import CatalogRollbackError
+    from feast_bc.errors import LatestSupersededError
 
     if backend == "redis":
         request.getfixturevalue("redis_available")
@@ -370,9 +373,7 @@ def test_a_late_materialization_of_the_previous_latest_never_puts_old_values_bac
         _apply_and_materialize(repo)
         old = _store(repo)
         old_views = [old.registry.get_any_feature_view(f"item_embedding_bc{v}", project) for v in (0, 1)]
-        # SQLite's online_read returns whole seconds: the probe tells a newer stored value by its
-        # second, so versions published within one second are told apart by value only (documented)
-        time.sleep(1.1)
+        time.sleep(1.1)  # SQLite's online_read returns whole seconds (the post-pass probe compares by the second)
         _publish_next(fams, catalog, seed=6)
         _apply_and_materialize(repo)
         store = _store(repo)
@@ -382,16 +383,85 @@ def test_a_late_materialization_of_the_previous_latest_never_puts_old_values_bac
             for v in old_views
         ]
         jobs = store._get_provider().batch_engine.materialize(store.registry, tasks)
-        if backend == "sqlite":  # the newer stored values are kept; nothing left to do for the late run
-            assert [j.status() for j in jobs] == [MaterializationJobStatus.SUCCEEDED] * 2, [j.error() for j in jobs]
-        else:  # Redis refuses the old latest's view (the writer's refuse_newer), values kept as well
-            errors = [j.error() for j in jobs]
-            assert isinstance(errors[1], CatalogRollbackError) and errors[0] is None, errors
+        errors = [j.error() for j in jobs]
+        assert errors[0] is None and isinstance(errors[1], LatestSupersededError), errors
+        assert "Nothing was written" in str(errors[1]) and "registry reads v0002" in str(errors[1]), errors[1]
         assert_online_matches(_store(repo), fams)
         assert audit_repo(repo, sample=16).ok
     finally:
         if backend == "redis":
             delete_project_keys(redis_url(), project)
+
+
+def test_a_publish_while_a_sqlite_batch_waits_for_the_write_lock_stores_nothing_of_it(tmp_path):
+    """Case 3, the race itself on SQLite: a materialization's batch waits for the database's write
+    lock (another connection holds it, as a concurrent materialization's batch does); a new version
+    is published and applied meanwhile, then the lock is let go. The batch must not be stored: the
+    SQLite writer checks catalog and registry after taking the lock (`feast_bc.latest_guard`), so a
+    check that passed before the apply cannot let a batch land after a newer run's. In process (a
+    real Feast SQLite store, registry, catalog and publish; the registry half of `feast apply`) so that
+    publish and apply fall between "waiting" and "lock taken"."""
+    import sqlite3
+    import threading
+
+    from feast import BatchFeatureView
+
+    from feast_bc.engine import latest_file, registry_file_reader
+    from feast_bc.errors import LatestSupersededError
+    from feast_bc.feast_objects import feast_objects
+    from feast_bc.latest_guard import LatestGuard
+    from feast_bc.online_writers import SqliteBulkWriter
+
+    project = unique_project("seq3r")
+    repo = init_repo(tmp_path / "repo", project=project)
+    catalog = Catalog.for_repo(repo)
+    fams = publish_users_and_items(catalog, versions=2)
+    apply(repo)  # nothing materialized: any row the batch stores is visible below
+    store = _store(repo)
+    view = store.registry.get_any_feature_view("item_embedding_bc1", project)
+    path = latest_file(store.config, view, store.registry, project)
+    guard = LatestGuard(
+        catalog, "item_embedding", path, registry_file_reader(store.config, store.registry, view, project)
+    )
+    writer = SqliteBulkWriter(
+        store.config, store._get_provider().online_store, view, "item_id", "int64", 10, guard=guard.check
+    )
+    writer.conn.execute("PRAGMA busy_timeout = 60000")  # Feast's connection waits 5 s: room for the apply
+    fam = fams["item_embedding"]
+    outcome: list = []
+
+    def late_batch():
+        try:
+            with writer:
+                writer.write(fam.ids[1], fam.vectors[1], 1, datetime.now(UTC))
+            outcome.append("stored")
+        except Exception as exc:  # noqa: BLE001 - the outcome is the assertion
+            outcome.append(exc)
+
+    db_path = repo / "data" / "online_store.db"
+    lock = sqlite3.connect(db_path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    thread = threading.Thread(target=late_batch)
+    try:
+        thread.start()
+        time.sleep(0.5)  # the batch is waiting for the lock
+        _publish_next(fams, catalog, seed=9)
+        time.sleep(0.2)
+        assert thread.is_alive() and not outcome  # a publish alone does not stop it (the registry serves v1)
+        # the registry half of `feast apply` (its other half creates online tables: the lock is held)
+        for obj in feast_objects(repo).values():
+            if isinstance(obj, BatchFeatureView):
+                store.registry.apply_feature_view(obj, project, commit=True)
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    thread.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], LatestSupersededError), outcome
+    assert "while it ran" in str(outcome[0]) and "registry reads v0002" in str(outcome[0]), outcome[0]
+    with sqlite3.connect(db_path) as check:
+        tables = [t for (t,) in check.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        stored = {t: check.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+    assert tables and not any(stored.values()), stored
 
 
 def test_fit_transform_bad_arguments_are_one_line_errors(tmp_path):

@@ -63,6 +63,7 @@ def writer_for(
     *,
     gate: Gate | None = None,
     refuse_newer: bool = False,
+    guard: Gate | None = None,
 ) -> OnlineWriter:
     """The fastest writer the online store allows; ``gate`` must pass before anything is written.
 
@@ -71,14 +72,18 @@ def writer_for(
     SQLite overwrites unconditionally (the pin then serves the catalog's values), as Feast's own
     SQLite writer does. Redis Cluster (``redis_type: redis_cluster``) gets the cluster bulk writer
     (same bytes, pipelines per master). A store the bulk writers cannot handle (Redis sentinel or the
-    glide client; SQLite with vector columns) gets Feast's own writer, and the log says why."""
+    glide client; SQLite with vector columns) gets Feast's own writer, and the log says why.
+
+    ``guard``: called before each batch; the SQLite writer calls it inside the batch's write
+    transaction (:mod:`feast_bc.latest_guard`). Redis needs no such call (``refuse_newer`` compares
+    timestamps per entity, atomically); the other writers rely on the engine's check per part."""
     args = (repo_config, online_store, feature_view, join_key, id_dtype, dim)
     try:
         if isinstance(online_store, RedisOnlineStore):
             cls = RedisClusterBulkWriter if _is_cluster(repo_config) else RedisBulkWriter
             return cls(*args, gate=gate, refuse_newer=refuse_newer)
         if isinstance(online_store, SqliteOnlineStore):
-            return SqliteBulkWriter(*args, gate=gate)
+            return SqliteBulkWriter(*args, gate=gate, guard=guard)
     except FeastBCError as exc:
         logger.info("%s: writing through Feast's own online_write_batch: %s", feature_view.name, exc)
     return ProtoWriter(*args, gate=gate)
@@ -93,6 +98,7 @@ def family_writer_for(
     *,
     gate: Gate | None = None,
     refuse_newer: bool = False,
+    guard: Gate | None = None,
 ) -> FamilyWriter | None:
     """The writer of a fused pass over several views ((feature view, dim) each) of one family, or
     None (the log says why) when the store has none: the engine then materializes view by view.
@@ -108,7 +114,7 @@ def family_writer_for(
         if isinstance(online_store, SqliteOnlineStore):
             return FanOutWriter(
                 [
-                    SqliteBulkWriter(repo_config, online_store, view, join_key, id_dtype, dim, gate=gate)
+                    SqliteBulkWriter(repo_config, online_store, view, join_key, id_dtype, dim, gate=gate, guard=guard)
                     for view, dim in views
                 ]
             )

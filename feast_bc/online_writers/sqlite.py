@@ -19,6 +19,10 @@ class SqliteBulkWriter(InlineWriter):
     (which runs one ``execute`` per row after building protobufs in Python); the rows are the
     same tuples, built from the vector bytes directly. Stores with ``vector_enabled`` or the
     OpenAI-compatible ``value_num`` column use the protobuf path instead.
+
+    ``guard`` (if given) runs before each batch inside its transaction, after the database's write
+    lock is taken: the engines pass :meth:`feast_bc.latest_guard.LatestGuard.check`, which is what
+    keeps a superseded pass from overwriting a newer one's values on SQLite.
     """
 
     def __init__(
@@ -31,11 +35,13 @@ class SqliteBulkWriter(InlineWriter):
         dim: int,
         *,
         gate: Gate | None = None,
+        guard: Gate | None = None,
     ):
         cfg = repo_config.online_store
         if getattr(cfg, "vector_enabled", False) or getattr(cfg, "enable_openai_compatible_store", False):
             raise FeastBCError("the SQLite bulk writer does not fill vector or value_num columns")
         super().__init__(gate)
+        self.guard = guard
         self.conn = online_store._get_conn(repo_config)
         versioning = getattr(repo_config.registry, "enable_online_feature_view_versioning", False)
         table = _quote_id(_table_id(repo_config.project, feature_view, versioning))
@@ -65,5 +71,10 @@ class SqliteBulkWriter(InlineWriter):
             src_text = str(batch.source_version)
             rows += [(key, SOURCE_VERSION_FEATURE, src_value, src_text, ts, None) for key in keys]
         with self.conn:  # one transaction per batch, like Feast's writer
+            if self.guard is not None and not self.conn.in_transaction:
+                # the write lock first, then the check: no batch of another run lands in between
+                # (feast_bc.latest_guard); a raising guard rolls the empty transaction back
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.guard()
             self.conn.executemany(self.sql, rows)
         return len(keys)
