@@ -3,7 +3,6 @@
 For each online store (SQLite, Redis) and dim (256, 512) the same repo holds
   * item_embedding v0 (derived from v1 through B_1 by `feast materialize`) and v1 (latest),
   * plain_embedding: an ordinary Feast FeatureView with vectors of the same dim,
-  * item_embedding_lazy v0: the same version served on read (ODFV applying B_1 per request),
   * (Redis) the raw floor: one pipelined HMGET of the same fields + protobuf decode with numpy.
 Every call is ``get_online_features(features=<FeatureService>, entity_rows=...).to_dict()``, as a
 consumer makes it, with 1 and 100 entities. Targets are measured interleaved in random order,
@@ -47,10 +46,8 @@ def build_repo(root: Path, backend: str, dim: int, n: int, redis_url: str, proje
     spec = EntitySpec(name="item", join_key="item_id")
     z0, z1 = (rng.normal(size=(n, dim)).astype(np.float32) for _ in range(2))
     b1 = (rng.normal(size=(dim, dim)) / np.sqrt(dim)).astype(np.float32)
-    for family in ("item_embedding", "item_embedding_lazy"):  # same data; the second serves v0 on read
-        cat.publish(family, ids=ids, vectors=z0, entity=spec)
-        cat.publish(family, ids=ids, vectors=z1, transform=b1)
-    cat.set_serving("item_embedding_lazy", 0, "on_read")
+    cat.publish("item_embedding", ids=ids, vectors=z0, entity=spec)
+    cat.publish("item_embedding", ids=ids, vectors=z1, transform=b1)
     yaml = repo / ("feature_store.yaml" if backend == "sqlite" else "feature_store.redis.yaml")
     store = apply(repo, fs_yaml_file=yaml)
     plain_path = repo / "data" / "plain.parquet"
@@ -119,7 +116,6 @@ def main() -> None:
                     "pinned_old (v0, derived)": store.get_feature_service("item_embedding_v0"),
                     "pinned_latest (v1)": store.get_feature_service("item_embedding_v1"),
                     "plain FeatureView": store.get_feature_service("plain_embedding_service"),
-                    "on-read (v0, computed per request)": store.get_feature_service("item_embedding_lazy_v0"),
                 }
                 targets = {
                     name: (

@@ -361,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--undo", action="store_true", help="serve the family again")
     s.set_defaults(func=cmd_drop_family)
 
-    s = sub.add_parser("serving", help="serve one old version from stored values or compute it on read")
+    s = sub.add_parser(
+        "serving", help="serve an old version from stored values again (on-read serving is refused: Feast 0.67)"
+    )
     s.add_argument("--repo", required=True)
     s.add_argument("--family", required=True)
     s.add_argument("--version", required=True, type=int)

@@ -333,9 +333,8 @@ def explain_store_error(exc: Exception, repo_config, what: str) -> Exception:
             f"Redis at {where} ran out of memory while materializing {what} ({exc}): it reached its "
             "maxmemory and its eviction policy frees nothing. Every entity written so far is complete (one "
             "HSET per entity; values read are old or new, never partial), the rest keep their previous "
-            "values. Free memory (raise maxmemory, retire versions nobody reads with `feast-bc retire`, or "
-            "serve rarely read ones on read with `feast-bc serving --mode on-read`), then run `feast "
-            "materialize` again: it writes exactly what is still missing or older and completes"
+            "values. Free memory (raise maxmemory, or retire versions nobody reads with `feast-bc retire`), "
+            "then run `feast materialize` again: it writes exactly what is still missing or older and completes"
         )
     elif isinstance(exc, rex.AuthenticationError) or "WRONGPASS" in str(exc) or "NOAUTH" in str(exc):
         err = OnlineStoreUnavailableError(

@@ -26,11 +26,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import click
-from feast import BatchFeatureView, Entity, FeatureService, Field, FileSource, OnDemandFeatureView
+from feast import BatchFeatureView, Entity, FeatureService, Field, FileSource
 from feast.types import Array, Float32, Int64, String
 from feast.value_type import ValueType
 
 from feast_bc.catalog import Catalog
+from feast_bc.catalog.maintenance import on_read_problem
 from feast_bc.errors import CatalogRollbackError, ConfigurationError, CopiedRepoError, FeastBCError, ManifestError
 from feast_bc.feast_compat import install as install_feast_fixes
 from feast_bc.manifest import MANIFEST_FILENAME, FamilyManifest
@@ -49,12 +50,10 @@ from feast_bc.naming import (
     TAG_TRANSFORM_SHA,
     TAG_VERSION,
     TIMESTAMP_COLUMN,
-    onread_view_name,
     service_name,
     source_name,
     view_name,
 )
-from feast_bc.onread import onread_udf_source
 from feast_bc.registries import (
     copied_from,
     read_profile,
@@ -154,6 +153,10 @@ def guard_apply(repo_path: Path, catalog: Catalog, manifests: dict[str, FamilyMa
         problem = rollback_problem(reg, manifest)
         if problem:
             problems.append(CatalogRollbackError(problem))
+    for family, manifest in manifests.items():
+        on_read = [j for j in manifest.served_versions if manifest.version(j).serving == "on_read"]
+        if on_read:
+            problems.append(ConfigurationError(on_read_problem(family, on_read)))
     if problems:
         first = problems[0]
         if len(problems) > 1:
@@ -255,48 +258,18 @@ def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest,
                 tags=tags,
             )
 
-    def make_onread_view(version: int):
-        name = onread_view_name(family, version)
-        fn_name = f"feast_bc_{name}"
-        matrix = catalog.composed(family, k, version, manifest).weight
-        text = onread_udf_source(fn_name, matrix, aliases=(family, name))
-        namespace: dict = {}
-        exec(text, namespace)  # noqa: S102 -- our own generated, self-contained UDF
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
-            return OnDemandFeatureView(
-                name=name,
-                entities=[entity],
-                sources=[latest_view[[EMBEDDING_FEATURE]]],
-                schema=[Field(name=EMBEDDING_FEATURE, dtype=Array(Float32))],
-                mode="python",
-                udf=namespace[fn_name],
-                udf_string=text,
-                write_to_online_store=False,
-                description=f"{family} version {version} (dim {matrix.shape[0]}), computed from version {k} at read time",
-                tags={
-                    **common_tags,
-                    TAG_VERSION: str(version),
-                    TAG_ROLE: "on_read",
-                    TAG_TRANSFORM_SHA: _chain_digest(manifest, version),
-                    TAG_DERIVED_FROM: latest_view.name,
-                },
-            )
-
     latest_view = make_view(k, None)
     served = manifest.served_versions
     views = {k: latest_view}
     for j in served[:-1]:
-        stored = manifest.version(j).serving == "stored"
-        views[j] = make_view(j, latest_view) if stored else make_onread_view(j)
+        views[j] = make_view(j, latest_view)
 
     objects: dict[str, object] = {f"source_{family}": source}
     for j in served:
         objects[views[j].name] = views[j]
-        projection = views[j][[EMBEDDING_FEATURE]] if manifest.version(j).serving == "stored" else views[j]
         objects[service_name(family, j)] = FeatureService(
             name=service_name(family, j),
-            features=[projection.with_name(family)],
+            features=[views[j][[EMBEDDING_FEATURE]].with_name(family)],
             description=f"Pin to {family} version {j} (dim {manifest.version(j).dim}).",
             tags={TAG_FAMILY: family, TAG_VERSION: str(j), TAG_LATEST: str(k), TAG_MANAGED: MANAGED_BY},
         )

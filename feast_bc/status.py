@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from feast_bc.audit import DEFAULT_SAMPLE, audit_repo
 from feast_bc.catalog import Catalog
+from feast_bc.catalog.maintenance import on_read_problem
 from feast_bc.errors import FeastBCError
 from feast_bc.manifest import MANIFEST_FILENAME
 from feast_bc.naming import TAG_FAMILY, TAG_LATEST, onread_view_name, service_name, view_name
@@ -216,6 +217,9 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
                 vs.materialized_intervals = list(fv.materialization_intervals)
                 status.registry_latest = int(fv.tags.get(TAG_LATEST, -1))
         status.versions.append(vs)
+    on_read = [v.version for v in status.versions if v.role == "on_read"]
+    if on_read:
+        status.problems.append(on_read_problem(family, on_read))
     if registry is not None:
         if status.registry_latest is None:
             status.problems.append(f"{family}: not registered in Feast yet -- run `feast apply`")

@@ -86,6 +86,19 @@ def run_cli(
     return proc
 
 
+def ask_on_read(catalog, family: str, version: int) -> None:
+    """Rewrite ``family``'s manifest as an earlier feast_bc left it after `feast-bc serving --mode
+    on-read` (which is refused now): ``version`` marked ``serving: on_read``, sealed as usual."""
+    from feast_bc.atomic import atomic_write_bytes
+    from feast_bc.manifest import MANIFEST_FILENAME, FamilyManifest
+
+    m = catalog.manifest(family)
+    versions = list(m.versions)
+    versions[version] = versions[version].model_copy(update={"serving": "on_read"})
+    updated = FamilyManifest(family=family, entity=m.entity, versions=versions)
+    atomic_write_bytes(catalog.family_dir(family) / MANIFEST_FILENAME, updated.to_json_bytes())
+
+
 # ----------------------------------------------------------------------------- synthetic data
 @dataclass
 class SyntheticFamily:

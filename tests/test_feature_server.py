@@ -13,7 +13,15 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from conftest import REPO_ROOT, VENV_BIN, publish_users_and_items, unique_project
+from conftest import (
+    REPO_ROOT,
+    VENV_BIN,
+    ask_on_read,
+    assert_online_matches,
+    publish_users_and_items,
+    run_cli,
+    unique_project,
+)
 from feast_bc import Catalog, EntitySpec
 from feast_bc.repo import apply, init_repo
 
@@ -130,44 +138,43 @@ def test_the_readme_curl_example_works_as_written(tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
-def test_an_on_read_pin_over_http_full_names_correct_and_the_duplicate_column_flagged(tmp_path):
-    """Issue 22 case 1: an on-read pin through `feast serve` returned, with full feature names, no
-    embedding at all (fixed: the UDF answers under the pin's full name too); without them Feast
-    returns ``[item_id, embedding, embedding]``, the first being the LATEST version's vector (Feast
-    drops an ODFV's inputs by name) -- not fixable from feast_bc, so the online audit must flag it."""
-    from feast_bc.audit import audit_repo
-
+def test_on_read_is_refused_and_the_pin_served_stored_answers_one_right_column_over_http(tmp_path):
+    """Issue 22 case 1: an on-read pin through `feast serve` returned ``[item_id, embedding,
+    embedding]``, the first being the LATEST version's vector (Feast 0.67 keeps an ODFV's input when
+    its name is requested; not fixable from feast_bc without storing the latest twice). On-read
+    serving is refused now: `feast-bc serving --mode on-read` says why in one line, a manifest an
+    earlier feast_bc left asking for it is refused by `feast apply` and reported by `status` with
+    the repair, and after that repair the pin answers exactly one correct column over HTTP."""
     repo = init_repo(tmp_path / "repo", project=unique_project("fsor"))
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=3)
-    catalog.set_serving("item_embedding", 0, "on_read")
+    before = catalog.manifest("item_embedding")
+    serving = ["feast-bc", "serving", "--repo", str(repo), "--family", "item_embedding", "--version", "0"]
+    refused = run_cli([*serving, "--mode", "on-read"], check=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert "cannot serve an on-read version correctly" in refused.stderr and "feast-bc retire" in refused.stderr
+    assert catalog.manifest("item_embedding") == before
+
+    ask_on_read(catalog, "item_embedding", 0)
+    applied = run_cli(["feast", "apply"], cwd=repo, check=False)
+    said = applied.stdout + applied.stderr
+    assert applied.returncode != 0 and "Traceback" not in said and "ConfigurationError" in said, said
+    assert "--version 0 --mode stored" in said, said
+    status = run_cli(["feast-bc", "status", "--repo", str(repo), "--sample", "0"], check=False)
+    assert status.returncode != 0 and "served on read" in status.stdout, status.stdout
+
+    run_cli([*serving, "--mode", "stored"])
     store = apply(repo)
     store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
     items = fams["item_embedding"]
     ids = [int(i) for i in items.ids[2][:5]]
     with _feast_serve(repo) as port:
-        body = _post(
-            f"http://127.0.0.1:{port}/get-online-features",
-            {"feature_service": "item_embedding_v0", "entities": {"item_id": ids}, "full_feature_names": True},
-        )
-        names = body["metadata"]["feature_names"]
-        assert names == ["item_id", "item_embedding__embedding"], names
-        np.testing.assert_allclose(
-            np.asarray(body["results"][1]["values"], dtype=np.float32), items.expected(0, ids), atol=1e-5, rtol=0
-        )
-        body = _post(
-            f"http://127.0.0.1:{port}/get-online-features",
-            {"feature_service": "item_embedding_v0", "entities": {"item_id": ids}},
-        )
-        assert body["metadata"]["feature_names"] == ["item_id", "embedding", "embedding"]  # Feast 0.67's behaviour
-    sdk = store.get_online_features(
-        features=store.get_feature_service("item_embedding_v0"),
-        entity_rows=[{"item_id": i} for i in ids],
-        full_feature_names=True,
-    ).to_dict()
-    np.testing.assert_allclose(np.asarray(sdk["item_embedding__embedding"]), items.expected(0, ids), atol=1e-5, rtol=0)
-    report = audit_repo(repo, sample=8)
-    flagged = [f for f in report.findings if f.kind == "columns"]
-    assert [(f.family, f.version) for f in flagged] == [("item_embedding", 0)], report.findings
-    assert "['item_id', 'embedding', 'embedding']" in flagged[0].detail and "--mode stored" in flagged[0].repair
-    assert len(report.findings) == 1, report.findings  # every other pin reads right
+        for full, column in ((False, "embedding"), (True, "item_embedding__embedding")):
+            body = _post(
+                f"http://127.0.0.1:{port}/get-online-features",
+                {"feature_service": "item_embedding_v0", "entities": {"item_id": ids}, "full_feature_names": full},
+            )
+            assert body["metadata"]["feature_names"] == ["item_id", column], body["metadata"]
+            got = np.asarray(body["results"][1]["values"], dtype=np.float32)
+            np.testing.assert_allclose(got, items.expected(0, ids), atol=1e-5, rtol=0)
+    assert_online_matches(store, fams)

@@ -27,9 +27,27 @@ from feast_bc.errors import (
 from feast_bc.manifest import MANIFEST_FILENAME, FamilyManifest, VersionRecord
 from feast_bc.registries import PROFILE_GLOB, RepoRegistries, repo_registries, rollback_problem
 
-SERVING_MODES = ("stored", "on_read")
+SERVING_MODES = ("stored",)
+
+#: Why a version cannot be served on read (said by `feast-bc serving --mode on-read`, `feast apply`
+#: and `feast-bc status` for a manifest that still asks for it).
+ON_READ_REFUSED = (
+    "Feast 0.67 cannot serve an on-read version correctly: its get_online_features keeps the latest "
+    "view's `embedding` (the on-read transform's input) beside the pin's own `embedding`, so the feature "
+    "server's JSON and the response proto carry two columns of one name and the first holds the LATEST "
+    "version (docs/RELIABILITY.md section 15, case 1)"
+)
 
 logger = logging.getLogger(__name__)
+
+
+def on_read_problem(family: str, versions: list[int]) -> str:
+    """The one line for a manifest that still asks for on-read versions (refused: :data:`ON_READ_REFUSED`)."""
+    repair = "; ".join(f"`feast-bc serving --repo . --family {family} --version {j} --mode stored`" for j in versions)
+    return (
+        f"family {family!r}: version(s) {versions} are set to be served on read. {ON_READ_REFUSED}. "
+        f"Serve them stored ({repair}), then `feast apply` and `feast materialize`"
+    )
 
 
 class Maintenance:
@@ -56,18 +74,23 @@ class Maintenance:
             return self._replace_version(manifest, rec.model_copy(update={"retired_at": datetime.now(UTC)}))
 
     def set_serving(self, family: str, version: int, mode: str) -> FamilyManifest:
-        """Serve ``version`` from stored values ('stored') or compute it at request time ('on_read').
+        """Serve ``version`` from stored values ('stored'): what a manifest that still asks for
+        'on_read' (computed at request time, offered before Feast's duplicate column was found) is
+        switched back with; the change takes effect at the next `feast apply` + `feast materialize`.
 
-        On-read versions cost no online storage and no materialization, and a bit of latency per
-        read (see docs/BENCHMARKS.md); the change takes effect at the next `feast apply`.
+        'on_read' itself is refused (:data:`ON_READ_REFUSED`); a version nobody reads is retired
+        instead (:meth:`retire`), which frees its online storage.
         """
+        if mode == "on_read":
+            raise InvalidInputError(
+                f"{ON_READ_REFUSED}. Keep version {version} of {family!r} stored, or retire it if nobody reads it "
+                f"(`feast-bc retire --family {family} --version {version}`) to free its online storage"
+            )
         if mode not in SERVING_MODES:
-            raise InvalidInputError(f"serving mode must be 'stored' or 'on_read', not {mode!r}")
+            raise InvalidInputError(f"serving mode must be 'stored', not {mode!r}")
         with self.catalog.lock(family):
             manifest = self.catalog.manifest(family)
             rec = manifest.version(version)
-            if mode == "on_read" and version == manifest.latest_version:
-                raise InvalidInputError(f"family {family!r}: the latest version {version} cannot be served on read")
             if rec.serving == mode:
                 return manifest
             return self._replace_version(manifest, rec.model_copy(update={"serving": mode}))
