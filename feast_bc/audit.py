@@ -28,7 +28,6 @@ from pydantic import BaseModel, Field
 
 from feast_bc.catalog import Catalog
 from feast_bc.errors import FeastBCError
-from feast_bc.export import export_version
 from feast_bc.manifest import FamilyManifest
 from feast_bc.naming import EMBEDDING_FEATURE, TAG_FAMILY, TAG_LATEST, service_name
 from feast_bc.registries import Profile, repo_profiles
@@ -138,9 +137,12 @@ def _expected_values(catalog: Catalog, sample: int, report: AuditReport) -> dict
             older = _older_stored(catalog, manifest)
             absent = np.setdiff1d(np.concatenate([ids_ for _, ids_ in older]) if older else latest_ids[:0], latest_ids)
             absent = _spread(absent, max(1, sample // 4))
+            # what `feast-bc export` computes (export_version's steps), the sampled rows read once
+            found, latest = catalog.latest_embeddings(family, ids=ids, manifest=manifest)
+            ids = np.asarray(found, dtype=ids.dtype)
             values, stale = {}, {}
             for v in manifest.served_versions:
-                values[v] = _column(export_version(catalog, family, v, ids=ids))
+                values[v] = catalog.transform_vectors(family, latest, manifest.latest_version, v, manifest)
                 stale[v] = _stale_candidates(catalog, manifest, older, ids, v)
             out[family] = _FamilySample(manifest, ids, absent, values, stale)
         except (FeastBCError, OSError) as exc:
@@ -195,10 +197,6 @@ def _stale_candidates(catalog, manifest, older, ids, version) -> list[tuple[int,
         except FeastBCError as exc:
             logger.info("%s: stale values of v%s from v%s not computable (%s)", manifest.family, version, m, exc)
     return out
-
-
-def _column(table) -> np.ndarray:
-    return np.asarray(table.column(EMBEDDING_FEATURE).to_pylist(), dtype=np.float32)
 
 
 def materialize_repair(profile: Profile) -> str:

@@ -116,10 +116,7 @@ def cmd_verify(args) -> int:
 def cmd_status(args) -> int:
     _existing_repo(args.repo)
     report = repo_status(args.repo, feast=not args.no_feast, sample=args.sample)
-    if args.json:
-        print(json.dumps(report.model_dump(mode="json"), indent=2))
-    else:
-        print(render_status(report))
+    _emit(report, render_status, args.json)
     return 0 if report.ok else 2
 
 
@@ -128,11 +125,13 @@ def cmd_audit(args) -> int:
 
     _existing_repo(args.repo)
     report = audit_repo(args.repo, sample=args.sample)
-    if args.json:
-        print(json.dumps(report.model_dump(mode="json"), indent=2))
-    else:
-        print(render_audit(report))
+    _emit(report, render_audit, args.json)
     return 0 if report.ok else 1
+
+
+def _emit(report, render, as_json: bool) -> None:
+    """A report (a pydantic model) as JSON, or as its text rendering."""
+    print(json.dumps(report.model_dump(mode="json"), indent=2) if as_json else render(report))
 
 
 def _existing_repo(repo: str) -> None:
@@ -140,14 +139,21 @@ def _existing_repo(repo: str) -> None:
         raise InvalidInputError(f"{repo} is not a directory: pass the feature repo (`feast-bc init` creates one)")
 
 
-def _sample(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of ids, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more ids, got {value}")
-    return value
+def whole_number(minimum: int):
+    """An argparse type: a whole number >= ``minimum`` (a bad value is argparse's one-line usage
+    error). Shared by feast-bc's and the training CLI's options."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
 
 
 def cmd_selfcheck(args) -> int:
@@ -315,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-feast", action="store_true", help="catalog only; skip reading the Feast registry")
     s.add_argument(
         "--sample",
-        type=_sample,
+        type=whole_number(0),
         default=DEFAULT_SAMPLE,
         help=f"ids read per pinned version through Feast and compared with the catalog (0: skip; default {DEFAULT_SAMPLE})",
     )
@@ -328,7 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--repo", required=True)
     s.add_argument(
-        "--sample", type=_sample, default=DEFAULT_SAMPLE, help=f"ids per pinned version (default {DEFAULT_SAMPLE})"
+        "--sample",
+        type=whole_number(0),
+        default=DEFAULT_SAMPLE,
+        help=f"ids per pinned version (default {DEFAULT_SAMPLE})",
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_audit)

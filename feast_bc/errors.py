@@ -130,3 +130,7 @@ class LatestSupersededError(RegistryLagError):
     """A materialization reads a latest file that is no longer the catalog's latest (a version was
     published before its views were applied, or while it ran): it stops instead of writing the older
     latest's values, possibly over newer ones."""
+
+
+class WorkerLostError(FeastBCError):
+    """A distributed worker running a materialization slice died (its retries used up)."""

@@ -51,10 +51,116 @@ def install_cli_error_hook() -> None:
             print(f"feast: error: {type(exc).__name__}: {exc}", file=sys.stderr)
             print(f"(refused by feast_bc; {TRACEBACK_ENV_VAR}=1 shows the traceback)", file=sys.stderr)
             return
+        line = store_error_line(exc)
+        if line is not None:
+            print(f"feast: error: {line}", file=sys.stderr)
+            print(f"(said by feast_bc; {TRACEBACK_ENV_VAR}=1 shows the traceback)", file=sys.stderr)
+            return
         previous(exc_type, exc, tb)
 
     sys.excepthook = hook
     _hook_installed = True
+
+
+def store_error_line(exc: BaseException) -> str | None:
+    """One line for an online store's raw error that escaped Feast itself (e.g. from `feast apply`
+    creating tables), or None. Materializations get theirs, naming the views, from the engine
+    (:func:`feast_bc.engine.explain_store_error`)."""
+    import sqlite3
+
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        if "locked" in text:
+            return (
+                f"the SQLite online store is locked by another process ({text}): a materialization, or a process "
+                "holding a write transaction on it. Run the same command again once that is done"
+            )
+        if "full" in text or "disk I/O error" in text:
+            return (
+                f"SQLite could not write ({text}): the volume is full, a file size limit was reached, or the disk "
+                "failed. Free space (or fix the volume), then run the same command again"
+            )
+        if "no such table" in text:
+            return (
+                f"the SQLite online store lacks a table the registry lists ({text}): it was torn down or replaced. "
+                "Run `feast apply` (it creates the tables again), then `feast materialize`"
+            )
+        return None
+    try:
+        import redis.exceptions as rex
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return None
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError)):
+        return (
+            f"Redis is unreachable ({exc}): check the connection string of the feature_store yaml "
+            "(or $FEAST_BC_REDIS), then run the same command again once Redis is up"
+        )
+    return None
+
+
+def restore_torn_down_sqlite_tables(repo_path: Path, yaml_file: Path | None, views: list) -> list[str]:
+    """Create the online tables of ``views`` (the feature views `feast apply` is applying) that a SQLite
+    profile's registry records as created but the database lacks; return their names.
+
+    Why: `feast teardown` deletes the online database and empties the registry's views but keeps its
+    record of the infrastructure, so the next `feast apply` registers every view again, says "No
+    changes to infrastructure", and every read and materialization then fails with ``no such
+    table``. Called inside `feast apply` of a feast_bc repo (by
+    :func:`feast_bc.feast_objects.feast_objects`, after its refusals), it runs Feast's own
+    ``SqliteOnlineStore.update`` -- the statements apply would have run -- for exactly those views.
+    A first apply (no registry yet) is left to Feast.
+    """
+    import logging
+    import sqlite3
+
+    from feast_bc.registries import DEFAULT_PROFILE_FILENAME, read_profile
+
+    repo_path = Path(repo_path).absolute()
+    yaml = Path(yaml_file) if yaml_file else repo_path / DEFAULT_PROFILE_FILENAME
+    if not views or not yaml.is_file():
+        return []
+    profile = read_profile(yaml, repo_path)
+    store_cfg = profile.online_store or {}
+    registry = profile.registry
+    if profile.problem or store_cfg.get("type", "sqlite") != "sqlite" or registry is None or not registry.is_file():
+        return []
+    db = Path(store_cfg.get("path") or "data/online.db")
+    db = db if db.is_absolute() else repo_path / db
+    tables: set[str] = set()
+    if db.is_file():
+        with sqlite3.connect(db) as conn:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    recorded = _recorded_sqlite_tables(registry)
+    missing = [
+        view for view in views if f"{profile.project}_{view.name}" in recorded - tables
+    ]  # a new view's table is Feast's to create
+    if not missing:
+        return []
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(repo_path), fs_yaml_file=yaml)
+    store._get_provider().online_store.update(store.config, [], missing, [], [], partial=True)
+    names = [view.name for view in missing]
+    logging.getLogger(__name__).warning(
+        "%s: the online tables of %d view(s) were missing although the registry exists (`feast teardown`?): "
+        "created them: %s; run `feast materialize` to fill them",
+        yaml.name,
+        len(names),
+        ", ".join(names),
+    )
+    return names
+
+
+def _recorded_sqlite_tables(registry: Path) -> set[str]:
+    """The SQLite tables a registry file records as created (its ``infra``), by name."""
+    from feast.protos.feast.core.Registry_pb2 import Registry
+
+    proto = Registry()
+    try:
+        proto.ParseFromString(registry.read_bytes())
+    except Exception:  # noqa: BLE001 - protobuf's DecodeError: the apply itself reports it
+        return set()
+    return {o.sqlite_table.name for o in proto.infra.infra_objects if o.WhichOneof("infra_object") == "sqlite_table"}
 
 
 def install() -> None:

@@ -34,6 +34,7 @@ from feast_bc.catalog import Catalog
 from feast_bc.catalog.maintenance import on_read_problem
 from feast_bc.errors import CatalogRollbackError, ConfigurationError, CopiedRepoError, FeastBCError, ManifestError
 from feast_bc.feast_compat import install as install_feast_fixes
+from feast_bc.feast_compat import restore_torn_down_sqlite_tables
 from feast_bc.manifest import MANIFEST_FILENAME, FamilyManifest
 from feast_bc.naming import (
     EMBEDDING_FEATURE,
@@ -84,7 +85,8 @@ def feast_objects(
     objects: dict[str, object] = {}
     entities: dict[str, object] = {}
     manifests = {family: catalog.manifest(family) for family in catalog.families()}
-    guard_apply(repo_path, catalog, manifests, fs_yaml_file or _cli_yaml_file())
+    yaml_file = fs_yaml_file or _cli_yaml_file()
+    guard_apply(repo_path, catalog, manifests, yaml_file)
     for family, manifest in manifests.items():
         entity = _entity(manifest)
         existing = entities.get(entity.name)
@@ -97,6 +99,9 @@ def feast_objects(
         objects.update(_family_objects(repo_path, catalog, manifest, entities[entity.name]))
     for name, entity in entities.items():
         objects[f"entity_{name}"] = entity
+    restore_torn_down_sqlite_tables(
+        repo_path, yaml_file, [o for o in objects.values() if isinstance(o, BatchFeatureView)]
+    )
     return objects
 
 

@@ -70,7 +70,7 @@ from feast_bc.engine import (
     probe_windows,
     registry_file_reader,
 )
-from feast_bc.errors import ChecksumMismatchError, OnlineStoreUnavailableError
+from feast_bc.errors import ChecksumMismatchError, OnlineStoreUnavailableError, WorkerLostError
 from feast_bc.family_pass import DEFAULT_THREADS, PassThreads
 from feast_bc.latest_guard import LatestGuard
 from feast_bc.naming import TAG_FAMILY
@@ -381,6 +381,20 @@ class BCRayEngine(BCEngine):
 
     def _explain(self, exc: Exception, tasks) -> Exception:
         names = ", ".join(t.feature_view.name for t in tasks)
+        from ray import exceptions as ray_errors
+
+        if isinstance(exc, ray_errors.RayError) and not isinstance(exc, ray_errors.RayTaskError):
+            # the worker itself is gone (killed, out of memory, its node died), not an error of the slice
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            err = WorkerLostError(
+                f"the Ray worker running a slice of {names} died ({type(exc).__name__}: {first}), also on each of its "
+                f"{self.config.max_retries} retries (`max_retries`). Every batch stored before is complete (one "
+                "HSET per entity on Redis, one transaction per batch on SQLite); the rest keep their previous "
+                "values. Find why the workers die (memory: `ray memory`, the node's logs; a killed process), then "
+                "run `feast materialize` again"
+            )
+            err.__cause__ = exc
+            return err
         return explain_store_error(exc, self.repo_config, names)
 
     def _ray(self):

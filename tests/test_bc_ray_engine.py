@@ -399,3 +399,27 @@ def test_a_slice_stops_once_the_registry_serves_a_newer_latest(small_row_groups,
     pair.apply()
     with pytest.raises(LatestSupersededError, match="registry reads v0002"):
         run_slice(context, slices[1])
+
+
+def test_a_worker_that_dies_on_every_retry_is_one_clear_error(ray_session, small_row_groups, tmp_path, monkeypatch):
+    """Ray retries exhausted ended in a `WorkerCrashedError` traceback; now `WorkerLostError` names
+    the views, what was kept and what to do, and a rerun with healthy workers completes."""
+    from feast_bc.errors import WorkerLostError
+    from feast_bc.ray_engine import BCRayEngine
+
+    def dying_slice(context, row_groups):  # a closure: Ray ships it by value to the workers
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer or an operator would
+
+    pair = _pair(tmp_path, "sqlite", max_retries=1)
+    fams = publish_users_and_items(pair.catalog, versions=2, seed=3)
+    store = pair.apply()["ray"]
+    with monkeypatch.context() as patch:
+        patch.setattr(BCRayEngine, "slice_function", staticmethod(dying_slice))
+        with pytest.raises(WorkerLostError, match=r"died \(.*also on each of its 1 retries") as caught:
+            store.materialize(START, _end())
+    assert "run `feast materialize` again" in str(caught.value)
+    store.materialize(START, _end())
+    assert_online_matches(store, fams)

@@ -673,3 +673,63 @@ def test_sqlite_locked_full_or_missing_tables_are_one_line_errors_and_a_rerun_co
     proc = run_cli(materialize, cwd=repo, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "has no table for" in proc.stderr and "feast apply" in proc.stderr, proc.stderr
+
+
+def test_teardown_then_apply_creates_the_tables_again_and_a_locked_apply_is_one_line(tmp_path):
+    """`feast teardown` then `feast apply` said "No changes to infrastructure" (teardown keeps the
+    registry's record of the tables it dropped), then every read and materialization failed with
+    `no such table`; an apply while another process held SQLite's write lock ended in a traceback.
+    Now apply creates the missing tables (Feast's own SqliteOnlineStore.update) and the next
+    incremental run fills them; the locked apply is one line, and its rerun completes."""
+    import sqlite3
+
+    repo = init_repo(tmp_path / "repo", project=unique_project("tear"))
+    catalog = Catalog.for_repo(repo)
+    fams = publish_users_and_items(catalog, versions=2)
+    run_cli(["feast", "apply"], cwd=repo)  # the CLI records the tables it creates in the registry
+    _store(repo).materialize_incremental(_end_dt())
+    run_cli(["feast", "teardown"], cwd=repo)
+    applied = run_cli(["feast", "apply"], cwd=repo)
+    assert "were missing although the registry exists" in applied.stderr, applied.stderr
+    run_cli(["feast", "materialize-incremental", _end()], cwd=repo)
+    assert_online_matches(_store(repo), fams)
+    assert audit_repo(repo, sample=16).ok
+
+    _publish_next(fams, catalog, seed=4)  # its apply must create the tables of a new view
+    lock = sqlite3.connect(repo / "data" / "online_store.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        locked = run_cli(["feast", "apply"], cwd=repo, check=False)
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    assert locked.returncode != 0 and "Traceback" not in locked.stderr, locked.stderr
+    assert "is locked by another process" in locked.stderr and "run the same command again" in locked.stderr.lower()
+    run_cli(["feast", "apply"], cwd=repo)
+    run_cli(["feast", "materialize-incremental", _end()], cwd=repo)
+    assert_online_matches(_store(repo), fams)
+    assert audit_repo(repo, sample=16).ok
+
+
+def test_gc_with_an_undeletable_orphan_removes_the_rest_and_says_which_in_one_line(tmp_path):
+    """`gc` with an orphan it cannot remove ended in a traceback (root ignores permissions here, so the
+    file is made immutable with `chattr +i`, which root cannot delete either)."""
+    import subprocess
+
+    repo = init_repo(tmp_path / "repo", project=unique_project("gcx"))
+    catalog = Catalog.for_repo(repo)
+    publish_users_and_items(catalog, versions=1)
+    art = catalog.family_dir("item_embedding") / "artifacts"
+    stuck, loose = art / "v0009-embeddings-0000.parquet", art / "v0009-transform-0000.safetensors"
+    stuck.write_bytes(b"left by a killed publish")
+    loose.write_bytes(b"left by a killed publish")
+    subprocess.run(["chattr", "+i", str(stuck)], check=True)
+    try:
+        gc = run_cli(["feast-bc", "gc", "--repo", str(repo)], check=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    assert gc.returncode == 2 and "Traceback" not in gc.stderr and len(gc.stderr.strip().splitlines()) == 1, gc.stderr
+    assert f"could not remove {stuck}" in gc.stderr and "removed 1 of 2" in gc.stderr, gc.stderr
+    assert stuck.exists() and not loose.exists()
+    assert catalog.verify("item_embedding")
+    assert "removed" in run_cli(["feast-bc", "gc", "--repo", str(repo)]).stdout and not stuck.exists()

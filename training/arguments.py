@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from feast_bc.cli import whole_number
+
 
 def int_list(text: str) -> tuple[int, ...]:
     """``"256,320"`` -> ``(256, 320)``."""
@@ -26,12 +28,5 @@ def name_list(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def positive_int(text: str) -> int:
-    """A whole number >= 1 (argparse turns the ValueError into a one-line usage error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
+#: A whole number >= 1 (argparse turns a bad value into a one-line usage error).
+positive_int = whole_number(1)

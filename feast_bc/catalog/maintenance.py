@@ -8,7 +8,6 @@ registry of the repo is read first (:mod:`feast_bc.registries`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from feast_bc.atomic import atomic_write_bytes, fsync_dir
 from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, CATALOG_DIRNAME, tombstone_path
 from feast_bc.catalog.reader import CatalogReader
 from feast_bc.errors import (
+    ArtifactError,
     CatalogRollbackError,
     FeastBCError,
     InvalidInputError,
@@ -196,9 +196,20 @@ class Maintenance:
                     if not dry_run:
                         atomic_write_bytes(family_dir / MANIFEST_FILENAME, pruned.to_json_bytes())
             if not dry_run:
+                stuck = []
                 for path in doomed:
-                    with contextlib.suppress(FileNotFoundError):
+                    try:
                         path.unlink()
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:  # the rest are still removed: each is unreferenced on its own
+                        stuck.append(f"{path} ({exc.strerror or exc})")
+                if stuck:
+                    raise ArtifactError(
+                        f"family {family!r}: gc removed {len(doomed) - len(stuck)} of {len(doomed)} unused files but "
+                        f"could not remove {', '.join(stuck)}. Nothing references them (the manifest is consistent); "
+                        "fix the permissions or attributes (e.g. `chattr -i`), then run gc again, or delete them by hand"
+                    )
             return doomed
 
     def _pruned(self, manifest: FamilyManifest, deletable, art_dir: Path) -> tuple[FamilyManifest, list[Path]]:
