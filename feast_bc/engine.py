@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +61,7 @@ from feast_bc.errors import (
 )
 from feast_bc.family_pass import DEFAULT_THREADS, PassThreads, ViewWindow, streamed_parts
 from feast_bc.feast_compat import install as install_feast_fixes
+from feast_bc.feast_compat import sqlite_error_kind
 from feast_bc.latest_guard import LatestGuard
 from feast_bc.naming import (
     TAG_CATALOG,
@@ -346,31 +346,28 @@ def explain_store_error(exc: Exception, repo_config, what: str) -> Exception:
             f"Redis at {where} became unreachable while materializing {what} ({exc}). Values "
             "already written are complete per entity; run `feast materialize` again once Redis is back."
         )
-    elif isinstance(exc, sqlite3.OperationalError):
-        text = str(exc)
+    elif sqlite_error_kind(exc) is not None:
+        kind, text = sqlite_error_kind(exc), str(exc)
         where = getattr(repo_config.online_store, "path", None) or where
-        if "locked" in text:
+        if kind == "locked":
             err = OnlineStoreUnavailableError(
                 f"the SQLite online store {where} is locked by another process while materializing {what} ({text}): "
                 "another materialization, or a process holding a write transaction on it. Nothing of this batch was "
                 "written; run `feast materialize` again once it is done"
             )
-        elif "full" in text or "disk I/O error" in text:
+        elif kind == "full":
             err = OnlineStoreFullError(
                 f"the SQLite online store {where} could not write while materializing {what} ({text}): its volume is "
                 "full, a file size limit was reached, or the disk failed. Every batch written so far is complete (one "
                 "transaction per batch), the rest keep their previous values. Free space (or fix the volume), then "
                 "run `feast materialize` again"
             )
-        elif "no such table" in text:
+        else:
             err = OnlineStoreUnavailableError(
                 f"the SQLite online store {where} has no table for {what} ({text}): it was torn down, replaced or "
-                "deleted under the registry. Run `feast apply` to create the tables again (if it reports no changes, "
-                "the registry still lists them: delete that profile's registry file, then `feast apply`), then "
-                "`feast materialize`"
+                "deleted under the registry. Run `feast apply` (it creates the tables the registry records again), "
+                "then `feast materialize`"
             )
-        else:
-            return exc
     else:
         return exc
     err.__cause__ = exc

@@ -62,30 +62,44 @@ def install_cli_error_hook() -> None:
     _hook_installed = True
 
 
+def sqlite_error_kind(exc: BaseException) -> str | None:
+    """'locked', 'full' (volume full, file size limit, disk failure) or 'missing' (no such table) for
+    a SQLite ``OperationalError``; None for anything else. What the one-line messages of the engine
+    (:func:`feast_bc.engine.explain_store_error`) and of the CLI hook (:func:`store_error_line`) tell apart."""
+    import sqlite3
+
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    text = str(exc)
+    if "locked" in text:
+        return "locked"
+    if "full" in text or "disk I/O error" in text:
+        return "full"
+    if "no such table" in text:
+        return "missing"
+    return None
+
+
 def store_error_line(exc: BaseException) -> str | None:
     """One line for an online store's raw error that escaped Feast itself (e.g. from `feast apply`
     creating tables), or None. Materializations get theirs, naming the views, from the engine
     (:func:`feast_bc.engine.explain_store_error`)."""
-    import sqlite3
-
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc)
-        if "locked" in text:
-            return (
-                f"the SQLite online store is locked by another process ({text}): a materialization, or a process "
-                "holding a write transaction on it. Run the same command again once that is done"
-            )
-        if "full" in text or "disk I/O error" in text:
-            return (
-                f"SQLite could not write ({text}): the volume is full, a file size limit was reached, or the disk "
-                "failed. Free space (or fix the volume), then run the same command again"
-            )
-        if "no such table" in text:
-            return (
-                f"the SQLite online store lacks a table the registry lists ({text}): it was torn down or replaced. "
-                "Run `feast apply` (it creates the tables again), then `feast materialize`"
-            )
-        return None
+    kind = sqlite_error_kind(exc)
+    if kind == "locked":
+        return (
+            f"the SQLite online store is locked by another process ({exc}): a materialization, or a process "
+            "holding a write transaction on it. Run the same command again once that is done"
+        )
+    if kind == "full":
+        return (
+            f"SQLite could not write ({exc}): the volume is full, a file size limit was reached, or the disk "
+            "failed. Free space (or fix the volume), then run the same command again"
+        )
+    if kind == "missing":
+        return (
+            f"the SQLite online store lacks a table the registry lists ({exc}): it was torn down or replaced. "
+            "Run `feast apply` (it creates the tables again), then `feast materialize`"
+        )
     try:
         import redis.exceptions as rex
     except ImportError:  # pragma: no cover - redis is a dependency

@@ -99,10 +99,16 @@ def feast_objects(
         objects.update(_family_objects(repo_path, catalog, manifest, entities[entity.name]))
     for name, entity in entities.items():
         objects[f"entity_{name}"] = entity
-    restore_torn_down_sqlite_tables(
-        repo_path, yaml_file, [o for o in objects.values() if isinstance(o, BatchFeatureView)]
-    )
+    if _cli_command() in (None, "apply"):  # not while `feast plan` (a dry run) reads the definitions
+        views = [o for o in objects.values() if isinstance(o, BatchFeatureView)]
+        restore_torn_down_sqlite_tables(repo_path, yaml_file, views)
     return objects
+
+
+def _cli_command() -> str | None:
+    """The `feast` subcommand running (``apply``, ``plan``, ...), None outside the CLI."""
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None else ctx.find_root().invoked_subcommand
 
 
 def _cli_yaml_file() -> Path | None:

@@ -186,7 +186,7 @@ def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
         catalog=Catalog(context.catalog_root),
         manifest=context.manifest,
         gate=still_verified,
-        served_file=registry_file_reader(repo_config, _WorkerRegistry(repo_config), views[0][0], context.project),
+        served_file=registry_file_reader(repo_config, _worker_registry(repo_config), views[0][0], context.project),
         threads=context.threads,
     )
 
@@ -209,6 +209,13 @@ class _WorkerRegistry:
 
 _stores: dict[str, tuple] = {}
 _stores_lock = threading.Lock()
+_registries: dict[int, _WorkerRegistry] = {}
+
+
+def _worker_registry(repo_config) -> _WorkerRegistry:
+    """One lazy registry per repo config in a worker (:func:`_store` keeps one config per profile)."""
+    with _stores_lock:
+        return _registries.setdefault(id(repo_config), _WorkerRegistry(repo_config))
 
 
 def _store(config_bytes: bytes) -> tuple:
