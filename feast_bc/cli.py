@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from feast_bc.audit import DEFAULT_SAMPLE
 from feast_bc.catalog import Catalog
 from feast_bc.errors import FeastBCError, InvalidInputError, UnknownFamilyError
+from feast_bc.feature_server import ServeConfig
 from feast_bc.export import export_version, write_parquet
 from feast_bc.manifest import validation_summary
 from feast_bc.publish_gate import GateFile, gate_path, read_gate_file, write_gate_file
@@ -224,6 +225,25 @@ def cmd_serving(args) -> int:
     return 0
 
 
+_SERVE_DEFAULTS = ServeConfig()
+
+
+def cmd_serve(args) -> int:
+    from feast_bc.feature_server import serve
+
+    _existing_repo(args.repo)
+    if not (Path(args.repo) / "feature_store.yaml").is_file():
+        raise InvalidInputError(f"{args.repo} has no feature_store.yaml: pass the feature repo (`feast-bc init` creates one)")
+    try:
+        config = ServeConfig(
+            host=args.host, port=args.port, registry_ttl_sec=args.registry_ttl_sec, access_log=not args.no_access_log
+        )
+    except ValidationError as exc:
+        raise InvalidInputError(f"invalid server settings: {validation_summary(exc)}") from None
+    serve(args.repo, config)
+    return 0
+
+
 def _pairs(items: list[str] | None, key=str) -> dict:
     out = {}
     for item in items or []:
@@ -378,6 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", required=True, type=int)
     s.add_argument("--mode", required=True, choices=["stored", "on-read"])
     s.set_defaults(func=cmd_serving)
+
+    s = sub.add_parser(
+        "serve", help="Feast's feature server, with the entity values of each read checked (422 in one line)"
+    )
+    s.add_argument("--repo", default=".", help="feature repo (default: the current directory)")
+    s.add_argument("--host", default=_SERVE_DEFAULTS.host)
+    s.add_argument("--port", type=whole_number(1), default=_SERVE_DEFAULTS.port)
+    s.add_argument("--registry-ttl-sec", type=whole_number(0), default=_SERVE_DEFAULTS.registry_ttl_sec)
+    s.add_argument("--no-access-log", action="store_true")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("gate", help="show or set the publish gate's limits (bc_catalog/publish_gate.json)")
     s.add_argument("--repo", required=True, help="feature repo (or catalog directory)")

@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
@@ -38,12 +39,24 @@ def _post(url: str, payload: dict) -> dict:
         return json.loads(resp.read())
 
 
+def _post_raw(url: str, body: bytes) -> tuple[int, dict]:
+    """(HTTP status, JSON answer) of a POST whose body is sent exactly as given."""
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 @contextlib.contextmanager
-def _feast_serve(repo):
-    """`feast serve` on a free loopback port, up and healthy; yields the port."""
+def _feast_serve(repo, command: tuple[str, ...] = ("feast", "serve", "-h", "127.0.0.1", "--no-access-log")):
+    """A feature server (`feast serve` unless ``command`` says otherwise) on a free loopback port,
+    up and healthy; yields the port."""
     port = _free_port()
+    port_flag = "--port" if command[0] == "feast-bc" else "-p"
     server = subprocess.Popen(
-        [str(VENV_BIN / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
+        [str(VENV_BIN / command[0]), *command[1:], port_flag, str(port)],
         cwd=repo,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -178,3 +191,59 @@ def test_on_read_is_refused_and_the_pin_served_stored_answers_one_right_column_o
             got = np.asarray(body["results"][1]["values"], dtype=np.float32)
             np.testing.assert_allclose(got, items.expected(0, ids), atol=1e-5, rtol=0)
     assert_online_matches(store, fams)
+
+
+#: Reads `feast serve` (Feast 0.67) cannot answer (docs/RELIABILITY.md section 15: HTTP 500s, and a
+#: NaN id that closed the connection and left the server answering nothing), the status and a
+#: phrase of the one line `feast-bc serve` answers each with.
+_BAD_READS = [
+    ('{"feature_service": "item_embedding_v0", "entities": {"item_id": [1, null]}}', 422, "is null"),
+    ('{"feature_service": "item_embedding_v0", "entities": {"item_id": [1e30]}}', 422, "outside INT64"),
+    ('{"feature_service": "item_embedding_v0", "entities": {"item_id": [9223372036854775808]}}', 422, "outside INT64"),
+    ('{"feature_service": "item_embedding_v0", "entities": {"item_id": [NaN]}}', 422, "NaN"),
+    ('{"feature_service": "item_embedding_v0", "entities": {"item_id": [Infinity]}}', 422, "Infinity"),
+    ('{"feature_service": "item_embedding_v0", "entities": {"item_id": [[1, 2]]}}', 422, "JSON list"),
+    ('{"feature_service": "item_embedding_v0", "entities": {"item_id": ["7"]}}', 422, "send whole numbers"),
+    ('{"feature_service": "item_embedding_v0", "entities": {"item_id": [1.5]}}', 422, "send whole numbers"),
+    ('{"feature_service": "item_embedding_v0", "entities": {"user_id": [1]}}', 422, "'item_id'"),
+    ('{"feature_service": "item_embedding_v0", "entities": {"item_id": 5}}', 422, "must be a list"),
+    ('{"feature_service": "no_such_service", "entities": {"item_id": [1]}}', 404, "item_embedding_v0"),
+    ('{"features": ["item_embedding_bc0:embedding"], "entities": {"user_id": [3]}}', 422, "'item_id'"),
+    ('{"feature_service": "item_embedding_v0", "entities": {"item_id": [1, 2], "user_id": [1]}}', 422, "lengths"),
+    ('{"feature_service": "item_embedding_v0"', 422, "not JSON"),
+    ("[1, 2]", 422, "JSON object"),
+]
+
+
+def test_feast_bc_serve_answers_every_bad_read_in_one_line_and_keeps_serving(tmp_path):
+    """Issue 22 (the feature server's answers): `feast-bc serve` is Feast's own app behind a check
+    of the entity values. Each read `feast serve` answered with a 500 or a dead connection is one
+    line with a 4xx here; good reads before and after every bad one return the pin's values exactly
+    (an unknown id -> null, as Feast answers it)."""
+    repo = init_repo(tmp_path / "repo", project=unique_project("fsv"))
+    fams = publish_users_and_items(Catalog.for_repo(repo), versions=2)
+    store = apply(repo)
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
+    items = fams["item_embedding"]
+    ids = [int(i) for i in items.ids[1][:4]]
+    good = json.dumps({"feature_service": "item_embedding_v0", "entities": {"item_id": [*ids, 999_999]}}).encode()
+    with _feast_serve(repo, ("feast-bc", "serve", "--repo", ".", "--no-access-log")) as port:
+        url = f"http://127.0.0.1:{port}/get-online-features"
+
+        def read_is_right():
+            status, body = _post_raw(url, good)
+            assert status == 200, body
+            assert body["metadata"]["feature_names"] == ["item_id", "embedding"], body["metadata"]
+            values = body["results"][1]["values"]
+            assert values[-1] is None
+            np.testing.assert_allclose(np.asarray(values[:-1]), items.expected(0, ids), atol=1e-5, rtol=0)
+
+        read_is_right()
+        for raw, want_status, phrase in _BAD_READS:
+            status, body = _post_raw(url, raw.encode())
+            assert status == want_status, (raw, status, body)
+            assert set(body) == {"detail"} and "\n" not in body["detail"] and phrase in body["detail"], (raw, body)
+            read_is_right()
+        # everything else is Feast's app unchanged
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
+            assert resp.status == 200
