@@ -232,11 +232,16 @@ def cmd_serve(args) -> int:
     from feast_bc.feature_server import serve
 
     _existing_repo(args.repo)
-    if not (Path(args.repo) / "feature_store.yaml").is_file():
-        raise InvalidInputError(f"{args.repo} has no feature_store.yaml: pass the feature repo (`feast-bc init` creates one)")
+    yaml = args.feature_store_yaml or "feature_store.yaml"
+    if not (Path(args.repo) / yaml).is_file():
+        raise InvalidInputError(f"{args.repo} has no {yaml}: pass the feature repo (`feast-bc init` creates one)")
     try:
         config = ServeConfig(
-            host=args.host, port=args.port, registry_ttl_sec=args.registry_ttl_sec, access_log=not args.no_access_log
+            host=args.host,
+            port=args.port,
+            registry_ttl_sec=args.registry_ttl_sec,
+            access_log=not args.no_access_log,
+            feature_store_yaml=args.feature_store_yaml,
         )
     except ValidationError as exc:
         raise InvalidInputError(f"invalid server settings: {validation_summary(exc)}") from None
@@ -407,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=whole_number(1), default=_SERVE_DEFAULTS.port)
     s.add_argument("--registry-ttl-sec", type=whole_number(0), default=_SERVE_DEFAULTS.registry_ttl_sec)
     s.add_argument("--no-access-log", action="store_true")
+    s.add_argument(
+        "-f", "--feature-store-yaml", help="the profile's yaml, relative to the repo (as `feast -f`; default feature_store.yaml)"
+    )
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("gate", help="show or set the publish gate's limits (bc_catalog/publish_gate.json)")

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +53,9 @@ class ServeConfig(BaseModel):
     port: int = Field(6566, ge=1, le=65535, description="Feast's default feature server port")
     registry_ttl_sec: int = Field(DEFAULT_REGISTRY_TTL_SEC, ge=0)
     access_log: bool = True
+    feature_store_yaml: str | None = Field(
+        None, description="the profile's yaml inside the repo (Feast's `feast -f`); None: feature_store.yaml"
+    )
 
 
 class BadRequest(ValueError):
@@ -244,7 +248,8 @@ def serve(repo, config: ServeConfig) -> None:
     import uvicorn
     from feast import FeatureStore
 
-    store = FeatureStore(repo_path=str(repo))
+    yaml = Path(repo) / config.feature_store_yaml if config.feature_store_yaml else None
+    store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml)
     uvicorn.run(
         build_app(store, config.registry_ttl_sec),
         host=config.host,

@@ -46,7 +46,12 @@ def test_docker_compose_defines_redis_and_the_feature_server():
     assert services["redis"]["healthcheck"]["test"][-1] == "ping"
     assert any(v.startswith("redis-data:") for v in services["redis"]["volumes"]) and "redis-data" in compose["volumes"]
     server = services["feature-server"]
-    assert server["command"][:4] == ["feast", "-f", "feature_store.redis.yaml", "serve"]
+    # feast-bc serve (Feast's server behind the entity check) on the Redis profile, as its CLI reads it
+    from feast_bc.cli import build_parser, cmd_serve
+
+    assert server["command"][:2] == ["feast-bc", "serve"]
+    args = build_parser().parse_args(server["command"][1:])
+    assert args.func is cmd_serve and args.feature_store_yaml == "feature_store.redis.yaml" and args.port == 6566
     assert server["depends_on"]["redis"]["condition"] == "service_healthy"
     assert server["environment"]["FEAST_BC_REDIS"].startswith("redis:6379")
     assert (REPO_ROOT / server["build"]["dockerfile"]).is_file()
