@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from feast_bc.audit import DEFAULT_SAMPLE
 from feast_bc.catalog import Catalog
 from feast_bc.errors import FeastBCError, InvalidInputError, UnknownFamilyError
-from feast_bc.feature_server import ServeConfig
 from feast_bc.export import export_version, write_parquet
+from feast_bc.feature_server import ServeConfig
 from feast_bc.manifest import validation_summary
 from feast_bc.publish_gate import GateFile, gate_path, read_gate_file, write_gate_file
 from feast_bc.registries import repo_registries
@@ -413,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--registry-ttl-sec", type=whole_number(0), default=_SERVE_DEFAULTS.registry_ttl_sec)
     s.add_argument("--no-access-log", action="store_true")
     s.add_argument(
-        "-f", "--feature-store-yaml", help="the profile's yaml, relative to the repo (as `feast -f`; default feature_store.yaml)"
+        "-f",
+        "--feature-store-yaml",
+        help="the profile's yaml, relative to the repo (as `feast -f`; default feature_store.yaml)",
     )
     s.set_defaults(func=cmd_serve)
 

@@ -77,7 +77,7 @@ def parse_body(body: bytes) -> dict:
     except BadRequest:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not JSON ({exc}): send {{\"entities\": {{...}}, ...}}") from None
+        raise BadRequest(f'the request body is not JSON ({exc}): send {{"entities": {{...}}, ...}}') from None
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object with 'entities' and 'feature_service' or 'features'")
     return payload
@@ -123,7 +123,9 @@ class RegistryView:
         try:
             return self.store.get_feature_service(name, allow_cache=True)
         except FeatureServiceNotFoundException:
-            known = sorted(s.name for s in self.store.registry.list_feature_services(self.store.project, allow_cache=True))
+            known = sorted(
+                s.name for s in self.store.registry.list_feature_services(self.store.project, allow_cache=True)
+            )
             raise BadRequest(
                 f"no feature service {name!r} in project {self.store.project!r} "
                 f"(it has: {', '.join(known) or 'none'}; `feast feature-services list` shows them)",
@@ -162,7 +164,9 @@ def check_read(payload: Mapping[str, Any], registry: RegistryView) -> None:
     types = registry.join_key_types()
     missing = sorted(registry.required_keys(payload) - set(entities))
     if missing:
-        raise BadRequest(f"the requested features need join key(s) {', '.join(map(repr, missing))}: add them to 'entities'")
+        raise BadRequest(
+            f"the requested features need join key(s) {', '.join(map(repr, missing))}: add them to 'entities'"
+        )
     lengths = set()
     for key, values in entities.items():
         if not isinstance(values, list):
@@ -172,7 +176,9 @@ def check_read(payload: Mapping[str, Any], registry: RegistryView) -> None:
         for position, value in enumerate(values):
             _check_value(key, position, value, value_type)
     if len(lengths) > 1:
-        raise BadRequest(f"entity lists have different lengths ({sorted(lengths)}): send one value per row for each key")
+        raise BadRequest(
+            f"entity lists have different lengths ({sorted(lengths)}): send one value per row for each key"
+        )
 
 
 class EntityCheck:
