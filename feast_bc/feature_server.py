@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: The reads the check guards (Feast's path).
 READ_PATH = "/get-online-features"
-#: Feast's default registry cache TTL of its feature server (feast.feature_server).
+#: Feast's ``feast.constants.DEFAULT_FEATURE_SERVER_REGISTRY_TTL`` (5 in 0.67), repeated so that
+#: building the CLI's parser does not import feast (seconds).
 DEFAULT_REGISTRY_TTL_SEC = 5
 
 _INT_RANGES = {
