@@ -133,7 +133,7 @@ def test_every_switch_off_is_the_papers_bc_aligner(dataset):
 
 def test_plus_options_round_trip_and_are_refused_elsewhere():
     plus = make_strategy("bc-aligner-plus", lam=4, refit=False)
-    assert isinstance(plus, BCAlignerPlus) and plus.lam == 4 and not plus.refit and plus.warm_start
+    assert isinstance(plus, BCAlignerPlus) and plus.lam == 4 and not plus.refit and plus.warm_start is None
     again = strategy_from_spec(plus.spec())
     assert again.get_params() == plus.get_params()
     assert make_strategy("bc-aligner").spec().model_dump() == {"name": "bc-aligner", "lam": 16.0}
@@ -143,6 +143,39 @@ def test_plus_options_round_trip_and_are_refused_elsewhere():
         make_strategy("bc-aligner-plus", warmstart=True)
     with pytest.raises(ConfigError, match="align_nodes must be"):
         make_strategy("bc-aligner-plus", align_nodes="some")
+    with pytest.raises(ConfigError, match="warm_start must be"):
+        make_strategy("bc-aligner-plus", warm_start="auto")
+
+
+def test_the_start_and_the_checkpoint_rule_follow_the_model_unless_set():
+    """Unset, the start is warm for PinSAGE only and the checkpoint rule follows the start; an
+    explicit option wins over the model."""
+    plus = make_strategy("bc-aligner-plus")
+    assert plus.starts_warm("pinsage") and not plus.starts_warm("lightgcn") and not plus.starts_warm("mf")
+    assert plus.selection_for(True) == "aligned" and plus.selection_for(False) == "recall"
+    forced = make_strategy("bc-aligner-plus", warm_start=True, selection="aligned")
+    assert forced.starts_warm("lightgcn") and forced.selection_for(False) == "aligned"
+    assert not make_strategy("bc-aligner-plus", warm_start=False).starts_warm("pinsage")
+
+
+def test_by_default_lightgcn_trains_what_the_fresh_variant_trains(dataset, caplog):
+    """On LightGCN the default options train exactly ``warm_start=false,selection=recall`` (the
+    variant measured best on it) and say so in the log; on PinSAGE the default stays warm."""
+    config = profile("tiny", model="lightgcn", time_slices=(0.5, 0.7, 0.9), dims=(8, 12), layers=(2, 2))
+    chain_default = VersionChain(make_strategy("bc-aligner-plus"), dataset, config, seed=0)
+    chain_fresh = VersionChain(
+        make_strategy("bc-aligner-plus", warm_start=False, selection="recall"), dataset, config, seed=0
+    )
+    with caplog.at_level("INFO", logger="training.strategies.plus"):
+        for _ in range(2):
+            a, b = chain_default.train_next(), chain_fresh.train_next()
+    assert a.val_recall == b.val_recall and a.selected_epoch == b.selected_epoch
+    np.testing.assert_array_equal(a.transform, b.transform)
+    np.testing.assert_array_equal(a.item_embeddings, b.item_embeddings)
+    assert "version 1 starts fresh (by model), selection recall" in caplog.text
+    warm = VersionChain(make_strategy("bc-aligner-plus", warm_start=True, selection="aligned"), dataset, config, seed=0)
+    warm.train_next()
+    assert not np.array_equal(warm.train_next().item_embeddings, a.item_embeddings)
 
 
 def test_plus_trains_two_versions_publishes_and_feast_serves_them(dataset, tmp_path):

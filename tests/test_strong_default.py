@@ -87,10 +87,14 @@ def _chain(dataset, strategy, config):
 
 def test_nobc_warm_is_bc_aligner_plus_without_alignment(dataset):
     """The same growth warm start, BPR only, selection by recall, B_k by least squares: exactly
-    what bc-aligner-plus trains with lam=0, recall selection and no intended floor."""
+    what bc-aligner-plus trains with a warm start, lam=0, recall selection and no intended floor."""
     config = profile("tiny", model="lightgcn", time_slices=(0.5, 0.7, 0.9), dims=(8, 12), layers=(2, 2))
     warm = _chain(dataset, NoBCWarm(), config)
-    plus = _chain(dataset, make_strategy("bc-aligner-plus", lam=0.0, selection="recall", intended_floor=0.0), config)
+    plus = _chain(
+        dataset,
+        make_strategy("bc-aligner-plus", lam=0.0, warm_start=True, selection="recall", intended_floor=0.0),
+        config,
+    )
     for a, b in zip(warm, plus, strict=True):
         assert a.val_recall == b.val_recall and a.selected_epoch == b.selected_epoch
         np.testing.assert_allclose(a.item_embeddings, b.item_embeddings, rtol=0, atol=1e-6)

@@ -13,8 +13,9 @@ posthoc-lin-mloss    the No-BC M_k; B_k fit afterwards, multi-step     learned
 joint-notrans        fresh M_k, BPR + λ·MSE(z_k[:, :D_k-1], z_k-1)     truncation [I 0] (trained for)
 joint-lin-sloss      fresh M_k and B_k jointly, single-step            learned
 bc-aligner           fresh M_k and B_k jointly, multi-step             learned
-bc-aligner-plus      ours: M_k grown from M_{k-1}, B_k from [I 0],     learned, refit by least squares
-                     BC-Aligner's loss, aligned selection
+bc-aligner-plus      ours: BC-Aligner's loss; PinSAGE: M_k grown from  learned, refit by least squares
+                     M_{k-1}, B_k from [I 0], aligned selection;
+                     LightGCN/MF: fresh M_k, best-recall checkpoint
 nobc-warm            No-BC with ours' warm start: M_k grown from       least squares on the selected M_k
                      M_{k-1}, BPR only
 ==================== ================================================= ===============================

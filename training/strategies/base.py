@@ -58,11 +58,15 @@ class StrategySpec(BaseModel):
     name: StrategyName
     lam: float | None = Field(None, ge=0, description="alignment weight λ (joint strategies; default 16)")
     # bc-aligner-plus only (None elsewhere): its components, each switchable for ablations.
-    warm_start: bool | None = Field(None, description="grow M_{k-1} into M_k and start B_k at [I 0]")
+    warm_start: bool | None = Field(
+        None, description="grow M_{k-1} into M_k and start B_k at [I 0] (unset: by model, warm for PinSAGE only)"
+    )
     align_nodes: AlignmentNodes | None = Field(None, description="align every node at every step, or the batch's")
     refit: bool | None = Field(None, description="least-squares refit of B_k on the selected M_k")
     selection: Literal["recall", "aligned"] | None = Field(
-        None, description="checkpoint: best recall (paper), or best recall among the well-aligned ones"
+        None,
+        description="checkpoint: best recall (paper), or best recall among the well-aligned ones "
+        "(unset: aligned with a warm start, recall with a fresh one)",
     )
     intended_floor: float | None = Field(
         None,

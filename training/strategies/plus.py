@@ -20,6 +20,14 @@ from training.strategies.paper import _Joint
 
 logger = logging.getLogger(__name__)
 
+Selection = Literal["recall", "aligned"]
+
+#: Model kinds whose M_k starts from M_{k-1} unless ``warm_start`` says otherwise. Why by model
+#: (docs/RESULTS.md): on the paper's PinSAGE at the CPU budget the warm start gave ours the best
+#: total of nine methods; LightGCN and MF train to a good optimum from scratch in minutes, and there
+#: the grown M_{k-1} trains to a worse M_k (ml-100k v0-2: total +1.29 warm, +3.15 fresh).
+WARM_START_MODELS: frozenset[str] = frozenset({"pinsage"})
+
 
 class BCAlignerPlus(_Joint):
     """Ours: BC-Aligner's loss, started aligned and kept aligned (docs/RESULTS.md measures each part).
@@ -30,14 +38,20 @@ class BCAlignerPlus(_Joint):
 
     * ``warm_start`` -- M_k is M_{k-1} grown into version k's architecture
       (:mod:`training.models.growth`) and B_k starts at [I 0], so training starts at zero alignment
-      error instead of rediscovering M_{k-1}; falls back to a fresh model when the model cannot grow;
+      error instead of rediscovering M_{k-1}; falls back to a fresh model when the model cannot grow.
+      ``None`` (the default) decides by the model (:data:`WARM_START_MODELS`): warm for the paper's
+      PinSAGE, fresh for LightGCN and MF, each what measured best on it;
     * ``align_nodes`` -- ``"batch"`` (the default, the paper's: the batch's BPR triples) or ``"all"``
       (every node at every step, users and items weighing the same: a better total but a higher
       alignment error and consumer loss in docs/RESULTS.md, "Ablations"; kept as an option);
     * ``selection="aligned"`` -- the selected checkpoint has the best validation recall among those
       whose alignment is close to the best seen (:data:`training.loop.ALIGN_TOLERANCE`,
       :data:`training.loop.ALIGN_FLOOR`), instead of the best recall outright (``"recall"``, the
-      paper's rule);
+      paper's rule). ``None`` (the default) follows the start: ``"aligned"`` with a warm start (it
+      starts aligned, so the rule keeps it near M_{k-1}), ``"recall"`` with a fresh one (a fresh
+      M_k's alignment keeps improving for its whole run, so the rule would wait for the last
+      checkpoints whatever their recall). The re-alignment of ``intended_floor`` always selects
+      the best-aligned checkpoint above the floor;
     * ``refit`` -- B_k is refit in closed form (least squares) on the selected M_k's embeddings
       (:mod:`training.backward_fit`); kept only if it lowers the alignment objective;
     * ``intended_floor`` -- the intended task's guarantee. Starting from M_{k-1} holds M_k near it;
@@ -63,18 +77,20 @@ class BCAlignerPlus(_Joint):
         self,
         lam: float = DEFAULT_LAMBDA,
         *,
-        warm_start: bool = True,
+        warm_start: bool | None = None,
         align_nodes: AlignmentNodes = "batch",
         refit: bool = True,
-        selection: Literal["recall", "aligned"] = "aligned",
+        selection: Selection | None = None,
         intended_floor: float = DEFAULT_INTENDED_FLOOR,
     ):
         super().__init__(lam)
         if align_nodes not in ("batch", "all"):
             raise ConfigError(f"{self.name}: align_nodes must be 'batch' or 'all', got {align_nodes!r}")
-        if selection not in ("recall", "aligned"):
+        if selection not in (None, "recall", "aligned"):
             raise ConfigError(f"{self.name}: selection must be 'recall' or 'aligned', got {selection!r}")
-        self.warm_start = bool(warm_start)
+        if warm_start is not None and not isinstance(warm_start, bool):
+            raise ConfigError(f"{self.name}: warm_start must be true, false or unset (by model), got {warm_start!r}")
+        self.warm_start = warm_start
         self.align_nodes: AlignmentNodes = align_nodes
         self.refit = bool(refit)
         self.selection = selection
@@ -92,16 +108,44 @@ class BCAlignerPlus(_Joint):
             "intended_floor": self.intended_floor,
         }
 
+    def starts_warm(self, model: str) -> bool:
+        """Whether M_k starts from M_{k-1} for this model kind (``warm_start``, else by model)."""
+        return model in WARM_START_MODELS if self.warm_start is None else self.warm_start
+
+    def selection_for(self, warm: bool) -> Selection:
+        """The checkpoint rule (``selection``, else by start: see the class docstring)."""
+        if self.selection is not None:
+            return self.selection
+        return "aligned" if warm else "recall"
+
     def update(self, ctx: VersionContext) -> StrategyFit:
         spec = ctx.spec(ctx.version)
         previous = ctx.history.models[-1]
         targets = ctx.targets(previous)
         model, initial = ctx.init_model(spec), None
-        if self.warm_start:
+        warm = self.starts_warm(ctx.config.model)
+        selection = self.selection_for(warm)
+        logger.info(
+            "%s: version %d starts %s (%s), selection %s",
+            self.name,
+            ctx.version,
+            "warm" if warm else "fresh",
+            "by model" if self.warm_start is None else "warm_start option",
+            selection,
+        )
+        if warm:
             initial = self._grow(ctx, previous, model)
         c = ctx.config
         fit, alignment = self._fit(
-            ctx, model, targets, initial, config=c, epochs=c.epochs, select_after=c.select_after_epoch, desc=self.name
+            ctx,
+            model,
+            targets,
+            initial,
+            config=c,
+            epochs=c.epochs,
+            select_after=c.select_after_epoch,
+            selection=selection,
+            desc=self.name,
         )
         if self.intended_floor > 0:
             fit, alignment = self._hold_intended_floor(ctx, spec, targets, fit, alignment)
@@ -147,6 +191,7 @@ class BCAlignerPlus(_Joint):
         config: TrainingConfig,
         epochs: int,
         select_after: int,
+        selection: Selection,
         desc: str,
         min_recall: float | None = None,
         include_start: bool = False,
@@ -173,7 +218,7 @@ class BCAlignerPlus(_Joint):
             epochs=epochs,
             select_after=select_after,
             alignment=alignment,
-            aligned_selection=self.selection == "aligned",
+            aligned_selection=selection == "aligned",
             min_recall=min_recall,
             include_start=include_start,
             refit=self.refit,
@@ -189,7 +234,7 @@ class BCAlignerPlus(_Joint):
         floor = self.intended_floor * reference.val_recall[k]
         if fit.val_recall[k] >= floor:
             logger.info(
-                "%s: version %d keeps the warm start (Recall@%d %.4f >= %.2f x fresh %.4f)",
+                "%s: version %d keeps its jointly trained model (Recall@%d %.4f >= %.2f x fresh %.4f)",
                 self.name,
                 ctx.version,
                 k,
@@ -199,7 +244,7 @@ class BCAlignerPlus(_Joint):
             )
             return fit, alignment
         logger.warning(
-            "%s: version %d: the warm-started model's Recall@%d %.4f is below %.2f x the fresh model's %.4f; "
+            "%s: version %d: the jointly trained model's Recall@%d %.4f is below %.2f x the fresh model's %.4f; "
             "re-aligning from the fresh model",
             self.name,
             ctx.version,
@@ -221,6 +266,7 @@ class BCAlignerPlus(_Joint):
             config=ctx.config.model_copy(update={"patience": None}),
             epochs=ctx.config.finetune_epochs,
             select_after=0,
+            selection="aligned",
             min_recall=floor,
             include_start=True,
             desc=f"{self.name} from fresh",
@@ -238,7 +284,7 @@ class NoBCWarm(Strategy):
     intended task alone, selecting by validation recall after ``select_after_epoch`` (the paper's
     rule); its B_k is the least-squares fit of the selected M_k onto M_{k-1} (post-hoc, so its
     consumers get the best linear map there is). It trains exactly what
-    ``bc-aligner-plus:lam=0,selection=recall,intended_floor=0`` trains (a test holds it to that),
+    ``bc-aligner-plus:lam=0,warm_start=true,selection=recall,intended_floor=0`` trains (a test holds it to that),
     without computing an alignment it does not use.
     """
 
