@@ -57,9 +57,9 @@ def main() -> None:
 
     timed(Catalog, "transform_vectors", "main: matmul (transform_vectors)")
     timed(Catalog, "verify", "verify thread: sha256 of the artifacts")
-    timed(writers.RedisBulkWriter, "write", "main: write() incl. waiting for a queue slot")
-    timed(writers.RedisBulkWriter, "_hset_payload", "writer: build HSET payloads")
-    timed(writers.RedisBulkWriter, "_hmget_payload", "writer: build HMGET payloads")
+    timed(writers.RedisFamilyWriter, "write_part", "main: write_part() incl. waiting for a queue slot")
+    timed(writers.RedisFamilyWriter, "_hset_payload", "writer: build HSET payloads")
+    timed(writers.RedisFamilyWriter, "_hmget_payload", "writer: build HMGET payloads")
     timed(resp.Pipeline, "send", "writer: send")
     timed(resp.RawReplies, "integers", "writer: read HSET replies")
     timed(resp.RawReplies, "field_arrays", "writer: read HMGET replies")

@@ -10,7 +10,7 @@ Feast either (that costs seconds); the Feast-facing parts live in ``feast_bc.fea
 ``feast_bc.repo`` and are imported on use.
 """
 
-from feast_bc.catalog import Catalog
+from feast_bc.catalog import Catalog, PublishRequest
 from feast_bc.errors import (
     ArtifactError,
     CatalogRollbackError,
@@ -57,6 +57,7 @@ __all__ = [
     "MissingArtifactError",
     "NonFiniteError",
     "PublishRefusedError",
+    "PublishRequest",
     "RetiredVersionError",
     "UnknownFamilyError",
     "UnknownIdError",

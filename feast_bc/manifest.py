@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from feast_bc.atomic import sha256_bytes
 from feast_bc.errors import InvalidInputError, ManifestError, RetiredVersionError, UnknownVersionError
+from feast_bc.gate_records import GateDecision
 from feast_bc.naming import family_name_problem, identifier_problem
-from feast_bc.publish_gate import GateDecision
 
 SCHEMA_VERSION = 1
 MANIFEST_FILENAME = "manifest.json"

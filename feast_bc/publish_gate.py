@@ -27,136 +27,23 @@ Computed in float64, in chunks of rows. Version 0 has no older version: only met
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from feast_bc.atomic import atomic_write_bytes, sha256_bytes
 from feast_bc.errors import GateConfigError, PublishRefusedError
-from feast_bc.naming import family_name_problem
+from feast_bc.gate_records import GATE_FILENAME, GateCheck, GateDecision, GateFile
 from feast_bc.transforms import BackwardTransform, IdentityTransform, LinearTransform
 
 if TYPE_CHECKING:  # the gate reads through a CatalogReader; it does not import the catalog package
     from feast_bc.catalog.reader import CatalogReader
 
-GATE_FILENAME = "publish_gate.json"
 MAX_GATE_BYTES = 1 << 20
 _CHUNK_ROWS = 8192
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _finite(values: Mapping, what: str) -> None:
-    bad = [k for k, v in values.items() if not math.isfinite(v)]
-    if bad:
-        raise ValueError(f"{what} must be finite numbers; not finite: {bad}")
-
-
-class GateLimits(_Frozen):
-    """What a new version must satisfy (every field optional; an empty object declares nothing)."""
-
-    max_alignment_error: float | None = Field(default=None, ge=0, description="to every live older version")
-    max_alignment_error_per_version: dict[int, float] = Field(default_factory=dict)
-    min_metrics: dict[str, float] = Field(default_factory=dict)
-    max_metrics: dict[str, float] = Field(default_factory=dict)
-
-    @field_validator("max_alignment_error")
-    @classmethod
-    def _finite_error(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
-    @field_validator("max_alignment_error_per_version")
-    @classmethod
-    def _per_version(cls, value: dict[int, float]) -> dict[int, float]:
-        _finite(value, "alignment limits")
-        if any(k < 0 or v < 0 for k, v in value.items()):
-            raise ValueError("versions and limits must be >= 0")
-        return value
-
-    @field_validator("min_metrics", "max_metrics")
-    @classmethod
-    def _metric_limits(cls, value: dict[str, float]) -> dict[str, float]:
-        _finite(value, "metric limits")
-        return value
-
-    def alignment_limit(self, version: int) -> tuple[str, float | None]:
-        """(the limit's name, its value) for the alignment error to ``version``."""
-        if version in self.max_alignment_error_per_version:
-            return f"max_alignment_error_per_version[{version}]", self.max_alignment_error_per_version[version]
-        return "max_alignment_error", self.max_alignment_error
-
-    @property
-    def measures_alignment(self) -> bool:
-        return self.max_alignment_error is not None or bool(self.max_alignment_error_per_version)
-
-
-class GateFile(GateLimits):
-    """The file: limits for every family, plus per-family overrides."""
-
-    families: dict[str, GateLimits] = Field(default_factory=dict)
-
-    @field_validator("families")
-    @classmethod
-    def _family_names(cls, value: dict[str, GateLimits]) -> dict[str, GateLimits]:
-        for name in value:
-            if family_name_problem(name):
-                raise ValueError(family_name_problem(name))
-        return value
-
-    def limits_for(self, family: str) -> GateLimits:
-        base = self.model_dump(exclude={"families"})
-        section = self.families.get(family)
-        if section is not None:
-            base.update({f: getattr(section, f) for f in section.model_fields_set})
-        return GateLimits.model_validate(base)
-
-
-class GateCheck(_Frozen):
-    name: str = Field(description="what was measured, e.g. 'alignment error to v0' or 'val_recall@50'")
-    limit_name: str = Field(description="the limit in the gate file, e.g. 'max_alignment_error'")
-    bound: Literal["max", "min"]
-    limit: float
-    measured: float | None = Field(description="None when it could not be measured (see note)")
-    passed: bool
-    note: str = ""
-
-    def describe(self) -> str:
-        got = "not measured" if self.measured is None else f"{self.measured:.4g}"
-        op = {("max", True): "<=", ("max", False): ">", ("min", True): ">=", ("min", False): "<"}[
-            self.bound, self.passed
-        ]
-        text = f"{self.name} {got} {op} {self.limit_name} = {self.limit:g}"
-        return text + (f" ({self.note})" if self.note else "")
-
-
-class GateDecision(_Frozen):
-    """The gate's verdict on one published version, as recorded in its manifest."""
-
-    passed: bool = Field(description="every check held")
-    forced: bool = Field(default=False, description="published with force=True although a check failed")
-    limits_file: str = GATE_FILENAME
-    limits_sha256: str
-    limits: GateLimits = Field(description="the limits in force for this family")
-    checks: list[GateCheck] = Field(default_factory=list)
-
-    @property
-    def failed(self) -> list[GateCheck]:
-        return [c for c in self.checks if not c.passed]
-
-    def summary(self) -> str:
-        """One line for `feast-bc status`."""
-        verdict = "passed" if self.passed else ("FORCED past" if self.forced else "failed")
-        shown = self.failed or self.checks
-        detail = "; ".join(c.describe() for c in shown) or "no check applied"
-        return f"{verdict}: {detail}"
 
 
 # ----------------------------------------------------------------------------- the limits file
@@ -204,8 +91,14 @@ def write_gate_file(root: Path, limits: GateFile | None) -> Path:
 
 
 # ----------------------------------------------------------------------------- evaluation
+def measures_alignment(gate_file: tuple[GateFile, str] | None, family: str, transform) -> bool:
+    """Whether judging a publish of ``family`` with ``transform`` measures alignment errors (and so
+    needs the current latest's vectors)."""
+    return gate_file is not None and transform is not None and gate_file[0].limits_for(family).measures_alignment
+
+
 def evaluate(
-    catalog: CatalogReader,
+    gate_file: tuple[GateFile, str] | None,
     family: str,
     current,
     *,
@@ -213,18 +106,21 @@ def evaluate(
     vectors: np.ndarray,
     transform: BackwardTransform | None,
     metrics: Mapping[str, float],
+    catalog: CatalogReader,
+    latest: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> GateDecision | None:
     """The gate's decision on publishing (ids, vectors, transform, metrics) as the next version of
-    ``family`` over the manifest ``current`` (None for version 0); None when no limits are declared.
-    Inputs are the publisher's validated ones; nothing is written."""
-    found = read_gate_file(catalog.root)
-    if found is None:
+    ``family`` over the manifest ``current`` (None for version 0), under ``gate_file``
+    (:func:`read_gate_file`; None: no limits declared, no decision). Inputs are the publisher's
+    validated ones; ``latest`` the current latest's (ids, vectors) if already read. Nothing is written."""
+    if gate_file is None:
         return None
-    gate_file, sha = found
-    limits = gate_file.limits_for(family)
+    gate, sha = gate_file
+    limits = gate.limits_for(family)
     checks = []
     if current is not None and transform is not None and limits.measures_alignment:
-        errors = alignment_errors(catalog, family, current, ids, vectors, transform)
+        old = latest if latest is not None and latest[1] is not None else None
+        errors = alignment_errors(catalog, family, current, ids, vectors, transform, latest=old)
         for j, (err, note) in sorted(errors.items()):
             limit_name, limit = limits.alignment_limit(j)
             if limit is not None:
@@ -254,27 +150,39 @@ def evaluate(
     return GateDecision(passed=all(c.passed for c in checks), limits_sha256=sha, limits=limits, checks=checks)
 
 
-def enforce(
-    decision: GateDecision | None, family: str, version: int, root: Path, *, force: bool
-) -> GateDecision | None:
-    """The decision to record; raises :class:`PublishRefusedError` when it failed and ``force`` is off."""
-    if decision is None or decision.passed:
-        return decision
-    if not force:
+def refusal(failed: list[tuple[str, int, GateDecision]], root: Path, families: int) -> PublishRefusedError:
+    """The error of a publish the gate refused: (family, version, failed decision) per refused
+    family, out of ``families`` in the publish (none of them is written)."""
+    if families == 1:
+        family, version, decision = failed[0]
         failures = "; ".join(c.describe() for c in decision.failed)
-        raise PublishRefusedError(
+        return PublishRefusedError(
             f"family {family!r}, version {version} refused by the publish gate ({gate_path(root)}): {failures}. "
             "Nothing was written. Fix the version, relax the limit (`feast-bc gate`), or publish with force=True "
             "(`python -m training publish --force-publish`): the override is recorded in the manifest"
         )
-    return decision.model_copy(update={"forced": True})
+    versions = sorted({version for _, version, _ in failed})
+    detail = " | ".join(f"{family}: " + "; ".join(c.describe() for c in d.failed) for family, _, d in failed)
+    return PublishRefusedError(
+        f"version {'/'.join(map(str, versions))} refused by the publish gate ({gate_path(root)}), no family "
+        f"written: {detail}. Fix the version, relax the limits (`feast-bc gate`), or force it "
+        "(`--force-publish`; recorded)"
+    )
 
 
 def alignment_errors(
-    catalog: CatalogReader, family: str, current, ids: np.ndarray, vectors: np.ndarray, transform: BackwardTransform
+    catalog: CatalogReader,
+    family: str,
+    current,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    transform: BackwardTransform,
+    *,
+    latest: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[int, tuple[float | None, str]]:
-    """Live version j -> (relative alignment error, note) of publishing (ids, vectors, B_k) (module docstring)."""
-    old_ids, old_vectors = catalog.latest_embeddings(family, manifest=current)
+    """Live version j -> (relative alignment error, note) of publishing (ids, vectors, B_k) (module
+    docstring); ``latest``: the current latest's verified (ids, vectors), if the caller read them."""
+    old_ids, old_vectors = latest if latest is not None else catalog.latest_embeddings(family, manifest=current)
     if ids.dtype.kind in "UO" or old_ids.dtype.kind in "UO":
         # Compare strings as Python objects: casting to the other array's fixed width ("<U2")
         # would truncate "aa" to match "a".

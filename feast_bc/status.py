@@ -16,9 +16,10 @@ from feast_bc.audit import DEFAULT_SAMPLE, audit_repo
 from feast_bc.catalog import Catalog
 from feast_bc.catalog.maintenance import on_read_problem
 from feast_bc.errors import FeastBCError
+from feast_bc.gate_records import GateDecision
 from feast_bc.manifest import MANIFEST_FILENAME
 from feast_bc.naming import TAG_FAMILY, TAG_LATEST, onread_view_name, service_name, view_name
-from feast_bc.publish_gate import GateDecision, gate_path, read_gate_file
+from feast_bc.publish_gate import gate_path, read_gate_file
 from feast_bc.registries import DEFAULT_PROFILE_FILENAME, repo_registries, rollback_problem
 
 

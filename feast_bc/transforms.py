@@ -115,7 +115,7 @@ class LinearTransform(BackwardTransform):
     def transform(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``x @ W.T``; with ``out`` (a C-contiguous (n, out_dim) float32 array) written into it --
         the same BLAS call, bit for bit, without a fresh allocation (materialization reuses its
-        output buffers: see :mod:`feast_bc.family_pass`)."""
+        output buffers: see :mod:`feast_bc.materialize.stream`)."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise DimensionMismatchError(f"{self!r} cannot take rows of shape {x.shape}")

@@ -174,7 +174,7 @@ def _failing_slice(family: str, first_row_group: int, exc_type: type[Exception],
     def failing(context, row_groups):
         from pathlib import Path
 
-        import feast_bc.family_pass as family_pass
+        import feast_bc.materialize.stream as stream
         from feast_bc.ray_engine import run_slice
 
         if family not in context.what or row_groups[0] != first_row_group:
@@ -183,7 +183,7 @@ def _failing_slice(family: str, first_row_group: int, exc_type: type[Exception],
             if Path(once_marker).exists():
                 return run_slice(context, row_groups)
             Path(once_marker).write_text("failed once")
-        original = family_pass.family_parts
+        original = stream.family_parts
 
         def parts(*args, **kwargs):
             for i, part in enumerate(original(*args, **kwargs)):
@@ -191,11 +191,11 @@ def _failing_slice(family: str, first_row_group: int, exc_type: type[Exception],
                     raise exc_type("injected slice failure")
                 yield part
 
-        family_pass.family_parts = parts  # this worker process only (streamed_parts calls it), undone below
+        stream.family_parts = parts  # this worker process only (streamed_parts calls it), undone below
         try:
             return run_slice(context, row_groups)
         finally:
-            family_pass.family_parts = original
+            stream.family_parts = original
 
     return failing
 
@@ -312,7 +312,7 @@ def test_a_slice_refuses_a_file_changed_after_the_driver_verified_it(small_row_g
     engine = store._get_provider().batch_engine
     view = store.registry.get_any_feature_view("item_embedding_bc0", pair.projects["ray"])
     task = MaterializationTask(project=pair.projects["ray"], feature_view=view, start_time=START, end_time=_end())
-    from feast_bc.engine import latest_file
+    from feast_bc.materialize import latest_file
     from feast_bc.ray_engine import slice_row_groups
 
     path = latest_file(store.config, view, store.registry, pair.projects["ray"])
@@ -379,8 +379,8 @@ def test_a_slice_stops_once_the_registry_serves_a_newer_latest(small_row_groups,
     the older latest's values over the newer ones."""
     from feast.infra.common.materialization_job import MaterializationTask
 
-    from feast_bc.engine import latest_file
     from feast_bc.errors import LatestSupersededError
+    from feast_bc.materialize import latest_file
     from feast_bc.ray_engine import run_slice, slice_row_groups
 
     pair = _pair(tmp_path, "sqlite")

@@ -1,7 +1,7 @@
 """The fused family pass leaves the online store exactly as materializing view by view does.
 
 Two repos share a copy of one catalog: one runs `BCEngine` with ``fused: true`` (the default), the
-other with ``fused: false`` (every view through `materialize_bc_view`, the reference). Both are
+other with ``fused: false`` (one pass per view, the reference). Both are
 materialized through Feast (``store.materialize`` hands the engine all views at once) and compared
 byte for byte: every field of every Redis hash of the project, every row of every SQLite table.
 Small batches (``batch_rows`` 16) make each family several parts, so chunk boundaries, partial
@@ -120,20 +120,19 @@ def test_fused_pass_writes_the_same_bytes_as_view_by_view(pair, monkeypatch):
     stores = pair.apply()
     assert stores["fused"]._get_provider().batch_engine.supports_batch
     assert not stores["per_view"]._get_provider().batch_engine.supports_batch
-    fused_calls = _count_calls(monkeypatch, engine, "materialize_bc_family")
-    view_calls = _count_calls(monkeypatch, engine, "materialize_bc_view")
+    passes = _count_calls(monkeypatch, engine, "run_pass")
     commands = _count_commands(monkeypatch)
 
     end = _end()
     stores["fused"].materialize(START, end)
-    assert len(fused_calls) == 2 and not view_calls  # one pass per family, no view alone
+    assert [len(unit.views) for _, _, unit, _ in passes] == [3, 3]  # one pass per family, no view alone
     entities = sum(len(f.ids[f.latest]) for f in fams.values())
     if pair.backend == "redis":  # one HSET per entity for all three views; a fresh project: one
         # EXISTS per chunk (here: per batch) finds no hash, so no HMGET is needed
         chunks = sum(-(-len(f.ids[f.latest]) // BATCH_ROWS) for f in fams.values())
         assert commands == {b"HSET": entities, b"HMGET": 0, b"EXISTS": chunks}
     stores["per_view"].materialize(START, end)
-    assert len(fused_calls) == 2 and len(view_calls) == 6
+    assert [len(unit.views) for _, _, unit, _ in passes[2:]] == [1] * 6  # one pass per view
 
     fused, reference = pair.rows("fused"), pair.rows("per_view")
     assert fused == reference
@@ -345,36 +344,46 @@ def test_failure_after_the_first_part_leaves_whole_entities_and_a_rerun_complete
 
 
 # --------------------------------------------------------------------------- fallbacks
-def test_stores_without_a_fused_writer_go_view_by_view(tmp_path, monkeypatch, caplog):
+def test_stores_without_a_family_writer_share_the_pass_through_feasts_own_writer(tmp_path, monkeypatch, caplog):
+    """A store the bulk writers cannot handle still gets one pass per family (one read of the
+    latest file): every view's rows go through Feast's own ``online_write_batch``, and the pins read
+    the chain's values. The writer factory never returns None."""
     import logging
 
     import feast_bc.engine as engine
-    from feast_bc.online_writers import family_writer_for
+    import feast_bc.online_writers as online_writers
+    from feast_bc.errors import FeastBCError
+    from feast_bc.online_writers import FanOutWriter, ProtoWriter, views_writer_for
 
     repo = init_repo(tmp_path / "r", project=unique_project("fb"))
     fams = publish_users_and_items(Catalog.for_repo(repo), versions=2)
     store = apply(repo)
-    with caplog.at_level(logging.INFO, logger="feast_bc.online_writers"):
-        assert family_writer_for(store.config, object(), [], "item_id", "int64") is None
-    assert "no fused family writer for online store object" in caplog.text
+    assert isinstance(views_writer_for(store.config, object(), [], "item_id", "int64"), FanOutWriter)
 
-    monkeypatch.setattr(engine, "family_writer_for", lambda *args, **kwargs: None)
-    fused_calls = _count_calls(monkeypatch, engine, "materialize_bc_family")
-    view_calls = _count_calls(monkeypatch, engine, "materialize_bc_view")
-    store.materialize(START, _end())
-    assert len(fused_calls) == 2 and len(view_calls) == 4
+    def no_bulk_writer(*args, **kwargs):
+        raise FeastBCError("no bulk writer in this test")
+
+    monkeypatch.setattr(online_writers, "SqliteBulkWriter", no_bulk_writer)
+    passes = _count_calls(monkeypatch, engine, "run_pass")
+    proto_batches = _count_calls(monkeypatch, ProtoWriter, "_write")
+    with caplog.at_level(logging.INFO, logger="feast_bc.online_writers"):
+        store.materialize(START, _end())
+    assert "writing through Feast's own online_write_batch: no bulk writer in this test" in caplog.text
+    assert [len(unit.views) for _, _, unit, _ in passes] == [2, 2] and proto_batches
     assert_online_matches(store, fams)
 
 
-def test_redis_sentinel_has_no_fused_writer(caplog):
-    """Redis setups the bulk writers refuse (sentinel, the glide client) keep the per-view path; a
-    Redis Cluster gets RedisClusterFamilyWriter (tests/test_redis_cluster.py)."""
+def test_redis_sentinel_gets_feasts_own_writer_per_view(caplog):
+    """Redis setups the bulk writers refuse (sentinel, the glide client) write each view through
+    Feast's own writer from the shared pass; a Redis Cluster gets RedisClusterFamilyWriter
+    (tests/test_redis_cluster.py)."""
     import logging
+    from types import SimpleNamespace
 
     from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
     from feast.repo_config import RepoConfig
 
-    from feast_bc.online_writers import family_writer_for
+    from feast_bc.online_writers import FanOutWriter, ProtoWriter, views_writer_for
 
     cfg = RepoConfig(
         project="p",
@@ -385,9 +394,11 @@ def test_redis_sentinel_has_no_fused_writer(caplog):
         ),
         entity_key_serialization_version=3,
     )
+    views = [(SimpleNamespace(name=f"item_embedding_bc{v}", features=[]), 4) for v in range(2)]
     with caplog.at_level(logging.INFO, logger="feast_bc.online_writers"):
-        assert family_writer_for(cfg, RedisOnlineStore(), [], "item_id", "int64") is None
-    assert "redis_type redis_sentinel" in caplog.text and "materializing view by view" in caplog.text
+        writer = views_writer_for(cfg, RedisOnlineStore(), views, "item_id", "int64")
+    assert isinstance(writer, FanOutWriter) and [type(w) for w in writer.writers] == [ProtoWriter, ProtoWriter]
+    assert "redis_type redis_sentinel" in caplog.text and "Feast's own online_write_batch" in caplog.text
 
 
 # --------------------------------------------------------------------------- the family writer alone

@@ -61,7 +61,7 @@ def _writers(store_options: dict, chunk_rows: int):
         return RedisBulkWriter(*bulk, "item_id", "int64", DIM, chunk_rows=chunk_rows)
 
     def make_stock():
-        return ProtoWriter(*stock, "item_id", "int64", DIM)
+        return ProtoWriter(*stock, "item_id", "int64")
 
     return (bulk_project, make_bulk), (stock_project, make_stock)
 
@@ -197,12 +197,15 @@ def test_nothing_is_written_until_the_gate_passes(redis_available, kind):
         seen_before_verdict.append(len(_stored(project)))
         raise ChecksumMismatchError("artifact fails its checksum")
 
-    cls = RedisBulkWriter if kind == "bulk" else ProtoWriter
     ids = np.arange(3000, dtype=np.int64)
     vectors = np.ones((3000, DIM), dtype=np.float32)
     try:
         with pytest.raises(ChecksumMismatchError):
-            with cls(*cfg, "item_id", "int64", DIM, gate=slow_failing_check) as writer:
+            if kind == "bulk":
+                writer = RedisBulkWriter(*cfg, "item_id", "int64", DIM, before_write=slow_failing_check)
+            else:
+                writer = ProtoWriter(*cfg, "item_id", "int64", before_write=slow_failing_check)
+            with writer:
                 for start in range(0, 3000, 500):
                     writer.write(ids[start : start + 500], vectors[start : start + 500], 0, T1)
         assert seen_before_verdict == [0]

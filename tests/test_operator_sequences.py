@@ -406,10 +406,10 @@ def test_a_publish_while_a_sqlite_batch_waits_for_the_write_lock_stores_nothing_
 
     from feast import BatchFeatureView
 
-    from feast_bc.engine import latest_file, registry_file_reader
     from feast_bc.errors import LatestSupersededError
     from feast_bc.feast_objects import feast_objects
     from feast_bc.latest_guard import LatestGuard
+    from feast_bc.materialize import latest_file, registry_file_reader
     from feast_bc.online_writers import SqliteBulkWriter
 
     project = unique_project("seq3r")

@@ -210,7 +210,7 @@ def test_publish_output_refuses_both_families_before_writing_either(tmp_path):
     from training.data.splits import VersionSplit
     from training.models.factory import ModelSpec
     from training.publish import ITEM_FAMILY, USER_FAMILY, publish_output
-    from training.record import VersionRecord
+    from training.record import TrainedVersion
 
     rng = np.random.default_rng(3)
     users, items = rng.normal(size=(40, 6)), rng.normal(size=(30, 6))
@@ -220,7 +220,7 @@ def test_publish_output_refuses_both_families_before_writing_either(tmp_path):
     def output(version, u, i, transform):
         empty = np.zeros(0, dtype=np.int64)
         split = VersionSplit(version, 0.5, 0.6, 40, 30, 40, 30, empty, empty, empty, empty, empty, empty)
-        record = VersionRecord(
+        record = TrainedVersion(
             version=version,
             time_train=0.5,
             time_next=0.6,
@@ -262,3 +262,72 @@ def test_publish_output_refuses_both_families_before_writing_either(tmp_path):
     assert items_gate.forced and items_gate.failed[0].limit == 0.2
     again = publish_output(v1, repo, apply=False)  # a retry: both already there, the gate is not asked again
     assert again.published == [] and again.skipped == [USER_FAMILY, ITEM_FAMILY]
+
+
+def test_one_publish_validates_and_judges_each_family_once_reading_its_latest_once(tmp_path, monkeypatch):
+    """Catalog.publish_all (what training's publishes call): two families, alignment limits set --
+    each family's current latest file is read once (it was read up to three times: the check, then
+    the publish's dropped-id check and its gate), the gate judges each family once, and an invalid
+    second family leaves the first unpublished even when forced."""
+    import pyarrow.parquet as pq
+
+    from feast_bc import NonFiniteError, PublishRequest
+    from feast_bc.catalog.reader import CatalogReader
+
+    catalog = Catalog(tmp_path / "repo" / "bc_catalog")
+    rng = np.random.default_rng(5)
+    user = EntitySpec(name="user", join_key="user_id")
+    z0 = {"item_embedding": rng.normal(size=(N, 6)), "user_embedding": rng.normal(size=(N, 6))}
+    for family, entity in (("item_embedding", ITEM), ("user_embedding", user)):
+        catalog.publish(family, ids=np.arange(N), vectors=z0[family], entity=entity)
+    declare(catalog, max_alignment_error=0.5)
+    b = rng.normal(size=(6, 8))
+    z1 = {f: np.linalg.lstsq(b, z.T, rcond=None)[0].T for f, z in z0.items()}
+
+    reads, judged = [], []  # (what, family) per read of a family's current latest file
+    real_latest, real_read_table = CatalogReader.latest_embeddings, pq.read_table
+    monkeypatch.setattr(
+        CatalogReader,
+        "latest_embeddings",
+        lambda self, family, *a, **k: reads.append(("verified", family)) or real_latest(self, family, *a, **k),
+    )
+
+    def read_table(source, *a, **k):
+        if "embeddings" in str(source):
+            reads.append(("parquet", "item_embedding" if "item_embedding" in str(source) else "user_embedding"))
+        return real_read_table(source, *a, **k)
+
+    monkeypatch.setattr(pq, "read_table", read_table)
+    import feast_bc.publish_gate as publish_gate
+
+    real_evaluate = publish_gate.evaluate
+    monkeypatch.setattr(
+        publish_gate,
+        "evaluate",
+        lambda gate, family, *a, **k: judged.append(family) or real_evaluate(gate, family, *a, **k),
+    )
+
+    bad = z1["user_embedding"].copy()
+    bad[3, 2] = np.nan
+    requests = [
+        PublishRequest("item_embedding", np.arange(N), z1["item_embedding"], b, expected_version=1),
+        PublishRequest("user_embedding", np.arange(N), bad, b, expected_version=1),
+    ]
+    before = tree_digest(catalog.root)
+    with pytest.raises(NonFiniteError):
+        catalog.publish_all(requests, force=True)
+    assert tree_digest(catalog.root) == before  # the valid item family was not written either
+
+    reads.clear(), judged.clear()
+    requests[1] = requests[1]._replace(vectors=z1["user_embedding"])
+    records = catalog.publish_all(requests)
+    assert [r.version for r in records] == [1, 1]
+    # each latest file read once (the verified read the gate and the dropped-id check share)
+    assert sorted(reads) == [
+        ("parquet", "item_embedding"),
+        ("parquet", "user_embedding"),
+        ("verified", "item_embedding"),
+        ("verified", "user_embedding"),
+    ]
+    assert judged == ["item_embedding", "user_embedding"]
+    assert all(catalog.manifest(f).latest.gate.passed for f in z0)

@@ -152,7 +152,7 @@ def _bulk(cluster, project, chunk_rows=97, refuse_newer=False, id_dtype="int64",
 def _stock(cluster, project, id_dtype="int64", **store_options):
     from feast_bc.online_writers import ProtoWriter
 
-    return ProtoWriter(*_setup(cluster, project, id_dtype, **store_options), "item_id", id_dtype, DIM)
+    return ProtoWriter(*_setup(cluster, project, id_dtype, **store_options), "item_id", id_dtype)
 
 
 def _write(writer, ids, vectors, source_version, when, batch=700) -> int:
@@ -242,7 +242,7 @@ def test_writer_for_picks_the_cluster_writer(cluster, caplog):
 @pytest.mark.parametrize("fused", [True, False])
 def test_a_repo_materializes_into_the_cluster_and_plain_feast_reads_it(cluster, tmp_path, monkeypatch, fused):
     from feast_bc import Catalog
-    from feast_bc.online_writers import ProtoWriter, RedisClusterBulkWriter, RedisClusterFamilyWriter
+    from feast_bc.online_writers import ProtoWriter, RedisClusterFamilyWriter
     from feast_bc.online_writers.redis_cluster import ClusterHashWriter
     from feast_bc.repo import apply, init_repo
 
@@ -273,8 +273,11 @@ def test_a_repo_materializes_into_the_cluster_and_plain_feast_reads_it(cluster, 
         assert sorted(chosen) == [
             (RedisClusterFamilyWriter, [f"{family}_embedding_bc{k}" for k in range(3)]) for family in ("item", "user")
         ]
-    else:  # 2 families x 3 versions, each view through the cluster bulk writer
-        assert len(chosen) == 6 and {cls for cls, _ in chosen} == {RedisClusterBulkWriter}, chosen
+    else:  # 2 families x 3 versions, each view in a pass of its own through the cluster writer
+        assert len(chosen) == 6 and {cls for cls, _ in chosen} == {RedisClusterFamilyWriter}, chosen
+        assert sorted(views for _, views in chosen) == sorted(
+            [f"{family}_embedding_bc{k}"] for family in ("item", "user") for k in range(3)
+        )
 
     assert assert_online_matches(store, fams, atol=1e-5) > 0  # every pinned version = the numpy chain
     stored = cluster.stored(project)
@@ -508,11 +511,11 @@ def _family_vs_views(cluster, ids, make_family, projects, **store_options) -> tu
 def test_cluster_family_writer_stores_what_the_view_writers_store(cluster, options):
     """Tiny chunks over three masters, a part that skips a view, stored timestamps missing/older/equal
     per view and entity: one HMGET + one HSET per entity leave every hash as view by view does."""
-    from feast_bc.online_writers import RedisClusterFamilyWriter, family_writer_for
+    from feast_bc.online_writers import RedisClusterFamilyWriter, views_writer_for
 
     projects = {"family": unique_project("cfam"), "views": unique_project("cviews")}
     cfg, store, views = _family_setup(cluster, projects["family"], **options)
-    picked = family_writer_for(cfg, store, views, "item_id", "int64")
+    picked = views_writer_for(cfg, store, views, "item_id", "int64")
     assert type(picked) is RedisClusterFamilyWriter
     ids = np.arange(400, dtype=np.int64) * 5 + 2
     written, per_view = _family_vs_views(

@@ -199,3 +199,15 @@ def test_every_model_is_selectable_by_name_on_the_command_line():
     for kind in MODEL_KINDS:
         args = build_parser().parse_args(["train", "--workdir", "w", "--profile", "fast", "--model", kind])
         assert _config_from_args(args).model == kind
+
+
+def test_the_training_cli_module_runs_as_a_script():
+    """`python -m training.cli --help` raised NameError: a helper of the parser was defined below the
+    ``if __name__ == "__main__"`` call, so running the module (not the package) never reached it."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "training.cli", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "train" in done.stdout and "demo" in done.stdout

@@ -223,7 +223,7 @@ class BackwardCompatibility(nn.Module):
         force: bool = False,
     ) -> dict:
         """Publish version k of every family (all its entities' vectors) with this B_k; returns
-        ``{family: VersionRecord}``. ``expected_version`` guards against a concurrent publisher, and
+        ``{family: feast_bc.manifest.VersionRecord}``. ``expected_version`` guards against a concurrent publisher, and
         the repo's publish gate (if declared) judges every family before the first is written;
         ``force`` publishes past it (recorded in the manifest)."""
         catalog = Catalog.locate(catalog)

@@ -24,16 +24,16 @@ from training.data.dataset import InteractionDataset
 from training.data.splits import VersionSplit, split_version
 from training.errors import DeviceError, StateError
 from training.loop import IntendedTask, embed
-from training.record import VersionRecord
+from training.record import TrainedVersion
 from training.strategies import History, Strategy, StrategyFit, VersionContext
 
 
 @dataclass(eq=False)
 class VersionOutput:
-    """One trained version: its :class:`VersionRecord` and its arrays. Row r of the user arrays is the
+    """One trained version: its :class:`TrainedVersion` and its arrays. Row r of the user arrays is the
     user with index r (raw id ``user_ids[r]``)."""
 
-    record: VersionRecord
+    record: TrainedVersion
     strategy: str
     split: VersionSplit
     user_ids: np.ndarray
@@ -120,7 +120,7 @@ def train_version(
         errors[j] = alignment_error(
             chain_to(z_user, transforms, j), chain_to(z_item, transforms, j), old_user, old_item
         )
-    record = VersionRecord(
+    record = TrainedVersion(
         version=k,
         time_train=split.time_train,
         time_next=split.time_next,

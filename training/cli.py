@@ -165,8 +165,7 @@ def _publish_target(run, args) -> Path | None:
     if getattr(args, "no_publish", False):
         return None
     if args.repo is not None:
-        if run.state.repo != str(Path(args.repo).absolute()):
-            run.set_publish_target(args.repo, args.project or run.state.project)
+        run.set_publish_target(args.repo, args.project or run.state.project)
         return Path(args.repo)
     return Path(run.state.repo) if run.state.repo else None
 
@@ -283,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _strategy_text(text: str) -> str:
+    """``--strategy``: refused at parse time with the reason (unknown name or option, bad value)."""
+    try:
+        parse_strategy_spec(text)
+    except (ConfigError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from feast_bc.errors import FeastBCError
@@ -296,12 +304,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-
-def _strategy_text(text: str) -> str:
-    """``--strategy``: refused at parse time with the reason (unknown name or option, bad value)."""
-    try:
-        parse_strategy_spec(text)
-    except (ConfigError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text

@@ -20,8 +20,7 @@ from typing import Literal
 import numpy as np
 
 from feast_bc import Catalog, EntitySpec
-from feast_bc.errors import PublishRefusedError
-from feast_bc.publish_gate import gate_path
+from feast_bc.catalog import PublishRequest
 from training.chain import VersionOutput
 from training.errors import StateError
 
@@ -104,42 +103,16 @@ def publish_together(
     before any is written: a version refused for items leaves the users family unchanged too.
     ``force`` publishes past the gate (recorded in each manifest). Returns the families written.
     """
-    # Every family is validated before any is written, with force too: a forced publish skips the
-    # gate's limits, never the validation (a NaN in the second family must not leave the first published).
-    refusals = []
-    for family, entity, ids, vectors, metrics in entries:
-        decision = catalog.check_publish(
-            family,
-            ids=ids,
-            vectors=vectors,
-            transform=transform,
-            entity=entity,
-            metrics=metrics,
-            expected_version=version,
-        )
-        if decision is not None and not decision.passed and not force:
-            refusals.append(f"{family}: " + "; ".join(c.describe() for c in decision.failed))
-    if refusals:
-        raise PublishRefusedError(
-            f"version {version} refused by the publish gate ({gate_path(catalog.root)}), no family written: "
-            + " | ".join(refusals)
-            + ". Fix the version, relax the limits (`feast-bc gate`), or force it (`--force-publish`; recorded)"
-        )
-    published = []
-    for family, entity, ids, vectors, metrics in entries:
-        catalog.publish(
-            family,
-            ids=ids,
-            vectors=vectors,
-            transform=transform,
-            entity=entity,
-            metrics=metrics,
-            expected_version=version,
-            description=description,
-            force=force,
-        )
-        published.append(family)
-    return published
+    # One publish path (feast_bc's Publisher): every family validated and judged by the gate once,
+    # under all the families' locks, before any is written -- with force too: a forced publish
+    # skips the gate's limits, never the validation (a NaN in the second family must not leave the
+    # first published).
+    requests = [
+        PublishRequest(family, ids, vectors, transform, entity, metrics, version, description)
+        for family, entity, ids, vectors, metrics in entries
+    ]
+    catalog.publish_all(requests, force=force)
+    return [request.family for request in requests]
 
 
 def _dtype(ids: np.ndarray) -> Literal["int64", "string"]:

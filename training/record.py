@@ -19,8 +19,9 @@ from training.models.factory import ModelSpec
 TransformKind = Literal["learned", "truncation", "identity"]
 
 
-class VersionRecord(BaseModel):
-    """The facts of one trained version of a chain (no arrays, no files)."""
+class TrainedVersion(BaseModel):
+    """The facts of one trained version of a chain (no arrays, no files). Not the catalog's
+    :class:`feast_bc.manifest.VersionRecord`, which records a *published* version."""
 
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 

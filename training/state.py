@@ -20,7 +20,7 @@ from feast_bc.atomic import atomic_write, atomic_write_bytes, sha256_file
 from training.config import TrainingConfig
 from training.data.config import DataConfig
 from training.errors import StateError
-from training.record import VersionRecord
+from training.record import TrainedVersion
 from training.strategies import StrategySpec
 
 STATE_FILENAME = "state.json"
@@ -44,7 +44,7 @@ class PublishRecord(_Strict):
     families: list[str]
 
 
-class VersionState(VersionRecord):
+class VersionState(TrainedVersion):
     """A trained version in the work directory: its record plus the files that hold it."""
 
     checkpoint: FileRef = Field(description="M_k state_dict (Fix-M0 points at M_0's file)")

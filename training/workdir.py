@@ -30,7 +30,7 @@ from training.data.splits import split_version, version_splits
 from training.errors import StateError
 from training.models.factory import build_model
 from training.publish import PublishResult
-from training.record import VersionRecord
+from training.record import TrainedVersion
 from training.state import (
     STATE_FILENAME,
     PublishRecord,
@@ -155,7 +155,7 @@ class TrainingRun:
         dataset = self.dataset
         split = split_version(dataset, v.time_train, v.time_next, version=v.version)
         return VersionOutput(
-            record=VersionRecord.model_validate(v.model_dump(include=set(VersionRecord.model_fields))),
+            record=TrainedVersion.model_validate(v.model_dump(include=set(TrainedVersion.model_fields))),
             strategy=self.state.strategy.name,
             split=split,
             user_ids=dataset.user_ids[: v.num_users],
@@ -256,7 +256,7 @@ class TrainingRun:
         target = repo if repo is not None else self.state.repo
         if target is None:
             raise StateError("no repo to publish into: pass one (it is remembered for later versions)")
-        if repo is not None and self.state.repo != str(Path(repo).absolute()):
+        if repo is not None:
             self.set_publish_target(repo, self.state.project)
         k = self.next_version - 1 if version is None else version
         result = publish_output(self.output(k), target, project=self.state.project, apply=apply, force=force)
@@ -274,10 +274,13 @@ class TrainingRun:
             write_state(self.state_dir, self.state)
 
     def set_publish_target(self, repo: str | Path, project: str | None) -> None:
+        """Remember ``repo`` (and its Feast project) for later publishes; nothing is written when
+        the state already names them."""
+        target = str(Path(repo).absolute())
+        if (self.state.repo, self.state.project) == (target, project):
+            return
         with exclusive_lock(self.state_dir / ".lock"):
-            self.state = read_state(self.state_dir).model_copy(
-                update={"repo": str(Path(repo).absolute()), "project": project}
-            )
+            self.state = read_state(self.state_dir).model_copy(update={"repo": target, "project": project})
             write_state(self.state_dir, self.state)
 
 

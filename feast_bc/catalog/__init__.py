@@ -14,21 +14,21 @@ Where the files are: :mod:`~feast_bc.catalog.layout`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, CATALOG_DIRNAME, DROPPED_DIRNAME, LOCKS_DIRNAME
 from feast_bc.catalog.maintenance import Maintenance
-from feast_bc.catalog.publishing import Publisher
+from feast_bc.catalog.publishing import Publisher, PublishRequest
 from feast_bc.catalog.reader import CatalogReader
+from feast_bc.gate_records import GateDecision
 from feast_bc.manifest import EntitySpec, FamilyManifest, VersionRecord
-from feast_bc.publish_gate import GateDecision
 from feast_bc.registries import RepoRegistries
 from feast_bc.transforms import BackwardTransform
 
-__all__ = ["ARTIFACTS_DIRNAME", "CATALOG_DIRNAME", "DROPPED_DIRNAME", "LOCKS_DIRNAME", "Catalog"]
+__all__ = ["ARTIFACTS_DIRNAME", "CATALOG_DIRNAME", "DROPPED_DIRNAME", "LOCKS_DIRNAME", "Catalog", "PublishRequest"]
 
 
 class Catalog(CatalogReader):
@@ -48,20 +48,18 @@ class Catalog(CatalogReader):
         force: bool = False,
     ) -> VersionRecord:
         """Publish the next version of ``family``: its embeddings for all entities and B_{k+1}
-        (:meth:`Publisher.publish <feast_bc.catalog.publishing.Publisher.publish>`). A version that
-        breaks the publish gate's limits (:mod:`feast_bc.publish_gate`) is refused with
+        (:class:`~feast_bc.catalog.publishing.PublishRequest` says what each argument is). A version
+        that breaks the publish gate's limits (:mod:`feast_bc.publish_gate`) is refused with
         :class:`~feast_bc.errors.PublishRefusedError` unless ``force``; the decision is recorded."""
-        return Publisher(self).publish(
-            family,
-            ids=ids,
-            vectors=vectors,
-            transform=transform,
-            entity=entity,
-            metrics=metrics,
-            expected_version=expected_version,
-            description=description,
-            force=force,
-        )
+        request = PublishRequest(family, ids, vectors, transform, entity, metrics, expected_version, description)
+        return Publisher(self).publish([request], force=force)[0]
+
+    def publish_all(self, requests: Sequence[PublishRequest], *, force: bool = False) -> list[VersionRecord]:
+        """Publish the next version of several families together (e.g. users and items sharing one
+        B_k): every family is validated and judged by the gate before any is written, so a refusal
+        or an invalid family leaves all of them unchanged (:meth:`Publisher.publish
+        <feast_bc.catalog.publishing.Publisher.publish>`, the one publish path)."""
+        return Publisher(self).publish(list(requests), force=force)
 
     def check_publish(
         self,
@@ -76,15 +74,8 @@ class Catalog(CatalogReader):
     ) -> GateDecision | None:
         """The publish gate's decision on this publish, without writing (None: no limits declared);
         invalid input raises as :meth:`publish` would (:meth:`~feast_bc.catalog.publishing.Publisher.check`)."""
-        return Publisher(self).check(
-            family,
-            ids=ids,
-            vectors=vectors,
-            transform=transform,
-            entity=entity,
-            metrics=metrics,
-            expected_version=expected_version,
-        )
+        request = PublishRequest(family, ids, vectors, transform, entity, metrics, expected_version)
+        return Publisher(self).check(request)
 
     def retire(self, family: str, version: int) -> FamilyManifest:
         """Stop serving ``version`` (:meth:`Maintenance.retire <feast_bc.catalog.maintenance.Maintenance.retire>`)."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +29,7 @@ from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, artifact_ref_path, artifa
 from feast_bc.catalog.reader import CatalogReader
 from feast_bc.embeddings import embeddings_table, validate_ids, validate_vectors, write_embeddings
 from feast_bc.errors import DimensionMismatchError, FeastBCError, InvalidInputError, VersionConflictError
+from feast_bc.gate_records import GateDecision
 from feast_bc.manifest import (
     MANIFEST_FILENAME,
     EmbeddingsArtifact,
@@ -39,111 +42,125 @@ from feast_bc.manifest import (
 from feast_bc.transforms import BackwardTransform, LinearTransform
 
 
+class PublishRequest(NamedTuple):
+    """One family's next version, as :meth:`feast_bc.catalog.Catalog.publish` takes it: entity
+    vectors for all its entities, B_{k+1} (None for version 0), the entity (first version only),
+    the version's metrics, the version number the caller expects (a guard against a racing
+    publisher) and a description."""
+
+    family: str
+    ids: object
+    vectors: object
+    transform: BackwardTransform | np.ndarray | None = None
+    entity: EntitySpec | Mapping | None = None
+    metrics: Mapping[str, float] | None = None
+    expected_version: int | None = None
+    description: str = ""
+
+
+@dataclass
+class _Prepared:
+    """A request validated in memory, with the gate's decision on it."""
+
+    request: PublishRequest
+    current: FamilyManifest | None
+    entity: EntitySpec
+    draft: VersionRecord
+    ids: np.ndarray
+    vectors: np.ndarray
+    transform: BackwardTransform | None
+    decision: GateDecision | None
+
+
 class Publisher:
-    """Publishes versions into one catalog (what :meth:`feast_bc.catalog.Catalog.publish` runs)."""
+    """Publishes versions into one catalog: the one publish path (:meth:`feast_bc.catalog.Catalog.publish`,
+    ``publish_all`` and every caller in ``training`` run :meth:`publish`)."""
 
     def __init__(self, catalog: CatalogReader):
         self.catalog = catalog
 
-    def publish(
-        self,
-        family: str,
-        *,
-        ids,
-        vectors,
-        transform: BackwardTransform | np.ndarray | None = None,
-        entity: EntitySpec | Mapping | None = None,
-        metrics: Mapping[str, float] | None = None,
-        expected_version: int | None = None,
-        description: str = "",
-        force: bool = False,
-    ) -> VersionRecord:
-        """Publish the next version of ``family``: its embeddings for all entities and B_{k+1}.
+    def publish(self, requests: Sequence[PublishRequest], *, force: bool = False) -> list[VersionRecord]:
+        """Publish the next version of every family in ``requests``, all or none as far as
+        validation and the gate go; return their records in order.
 
-        Everything is validated before the first byte is written (entity, ids, finiteness,
-        B_{k+1} of shape d_k x d_{k+1}, metrics), then the publish gate's limits are checked
-        (:mod:`feast_bc.publish_gate`; ``force`` publishes past them, recorded); on any error the
-        catalog is unchanged. ``expected_version`` guards against two publishers racing for the
-        same version number.
+        Under the locks of all the families (taken in name order), each request is validated once
+        in memory (entity, ids, finiteness, B_{k+1} of shape d_k x d_{k+1}, metrics, no id of the
+        current latest left out) and judged once by the publish gate (:mod:`feast_bc.publish_gate`),
+        reading the family's current latest file once. Any validation error, or any refusal unless
+        ``force`` (which is then recorded), leaves every family unchanged. Only then are the families
+        written, one after the other (each atomically: artifacts first, the manifest last).
         """
-        self.catalog.family_dir(family)  # validates the name
-        expected_version = _version_number(expected_version)
-        with self.catalog.lock(family):
-            current, entity_spec, draft, ids_arr, mat, b = self._prepare(
-                family, ids, vectors, transform, entity, metrics, expected_version, description
-            )
-            decision = publish_gate.evaluate(
-                self.catalog, family, current, ids=ids_arr, vectors=mat, transform=b, metrics=draft.metrics
-            )
-            decision = publish_gate.enforce(decision, family, draft.version, self.catalog.root, force=force)
-            draft = draft.model_copy(update={"gate": decision})
-            return self._write(family, current, entity_spec, draft, ids_arr, mat, b)
+        families = [r.family for r in requests]
+        for family in families:
+            self.catalog.family_dir(family)  # validates the name
+        if len(set(families)) != len(families):
+            raise InvalidInputError(f"one publish names a family twice: {families}; publish one version per family")
+        with contextlib.ExitStack() as locks:
+            for family in sorted(families):
+                locks.enter_context(self.catalog.lock(family))
+            gate_file = publish_gate.read_gate_file(self.catalog.root)
+            prepared = [self._prepare(request, gate_file) for request in requests]
+            refused = [p for p in prepared if p.decision is not None and not p.decision.passed]
+            if refused and not force:
+                raise publish_gate.refusal(
+                    [(p.request.family, p.draft.version, p.decision) for p in refused], self.catalog.root, len(prepared)
+                )
+            return [self._write(p, forced=force) for p in prepared]
 
-    def check(
-        self,
-        family: str,
-        *,
-        ids,
-        vectors,
-        transform: BackwardTransform | np.ndarray | None = None,
-        entity: EntitySpec | Mapping | None = None,
-        metrics: Mapping[str, float] | None = None,
-        expected_version: int | None = None,
-    ) -> publish_gate.GateDecision | None:
+    def check(self, request: PublishRequest) -> GateDecision | None:
         """What :meth:`publish` would decide, without writing or raising on a failed gate: the same
         validation (its errors are raised), then the gate's decision (None: no limits declared)."""
-        self.catalog.family_dir(family)
-        current, _, draft, ids_arr, mat, b = self._prepare(
-            family, ids, vectors, transform, entity, metrics, _version_number(expected_version), ""
-        )
-        return publish_gate.evaluate(
-            self.catalog, family, current, ids=ids_arr, vectors=mat, transform=b, metrics=draft.metrics
-        )
+        self.catalog.family_dir(request.family)
+        return self._prepare(request, publish_gate.read_gate_file(self.catalog.root)).decision
 
-    def _prepare(self, family, ids, vectors, transform, entity, metrics, expected_version, description):
-        """Everything validated in memory: (current manifest, entity, draft record, ids, vectors, B)."""
+    def _prepare(self, request: PublishRequest, gate_file) -> _Prepared:
+        """Everything validated in memory, and the gate's decision (reads the current latest once)."""
+        family = request.family
         current = self._current(family)
         version = 0 if current is None else current.latest_version + 1
-        if expected_version is not None and expected_version != version:
+        expected = _version_number(request.expected_version)
+        if expected is not None and expected != version:
             raise VersionConflictError(
-                f"family {family!r}: expected to publish version {expected_version}, but the next version is {version}"
+                f"family {family!r}: expected to publish version {expected}, but the next version is {version}"
             )
-        entity_spec = _entity_for(family, current, entity)
-        ids_arr = validate_ids(ids, entity_spec.dtype)
-        mat = validate_vectors(vectors, len(ids_arr))
-        b = _transform_for(family, current, version, transform, mat.shape[1])
+        entity_spec = _entity_for(family, current, request.entity)
+        ids_arr = validate_ids(request.ids, entity_spec.dtype)
+        mat = validate_vectors(request.vectors, len(ids_arr))
+        b = _transform_for(family, current, version, request.transform, mat.shape[1])
+        latest = None
         if current is not None:
             _refuse_clock_ahead(family, current)
-            self._refuse_dropped_ids(family, current, ids_arr)
-        draft = _draft_record(family, version, mat.shape[1], _next_timestamp(current), metrics, description)
-        return current, entity_spec, draft, ids_arr, mat, b
+            latest = self._latest(family, current, vectors=publish_gate.measures_alignment(gate_file, family, b))
+            _refuse_dropped_ids(family, current, latest[0], ids_arr)
+        draft = _draft_record(
+            family, version, mat.shape[1], _next_timestamp(current), request.metrics, request.description
+        )
+        decision = publish_gate.evaluate(
+            gate_file,
+            family,
+            current,
+            ids=ids_arr,
+            vectors=mat,
+            transform=b,
+            metrics=draft.metrics,
+            latest=latest,
+            catalog=self.catalog,
+        )
+        return _Prepared(request, current, entity_spec, draft, ids_arr, mat, b, decision)
 
-    def _refuse_dropped_ids(self, family: str, current: FamilyManifest, ids: np.ndarray) -> None:
-        """Every id of the current latest must be in the new version.
-
-        Why: every pinned version is computed from the latest, and a materialization only writes
-        the ids the latest has; Feast's online stores never delete a row nothing rewrites. An id
-        left out would keep serving its old values on every pin while `feast-bc export` has none."""
+    def _latest(self, family: str, current: FamilyManifest, *, vectors: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """(ids, vectors or None) of the current latest file, read once for the checks and the gate."""
+        if vectors:
+            return self.catalog.latest_embeddings(family, manifest=current)
         join_key = current.entity.join_key
         path = self.catalog.artifact_path(family, current.latest.embeddings)
         try:
-            old = pq.read_table(path, columns=[join_key]).column(join_key).to_numpy(zero_copy_only=False)
+            return pq.read_table(path, columns=[join_key]).column(join_key).to_numpy(zero_copy_only=False), None
         except (OSError, KeyError, pa.ArrowInvalid) as exc:
             raise InvalidInputError(
                 f"family {family!r}: the current latest embeddings {path} are unreadable ({exc}); "
                 "`feast-bc verify` says what is wrong"
             ) from None
-        if old.dtype.kind in "UO":
-            old, ids = old.astype(object), ids.astype(object)
-        gone = np.setdiff1d(old, ids)
-        if gone.size:
-            raise InvalidInputError(
-                f"family {family!r}: version {current.latest_version + 1} lacks {gone.size} of the "
-                f"{len(old)} ids of version {current.latest_version} (e.g. {', '.join(map(str, gone[:5]))}). "
-                "Every pinned version is computed from the latest and online stores keep rows nothing rewrites, "
-                "so those entities would keep serving old values while `feast-bc export` has none. Publish "
-                "vectors for them too (embed them with the new model)"
-            )
 
     def _current(self, family: str) -> FamilyManifest | None:
         """The family's manifest, None for a new family; refuses a dropped one."""
@@ -157,17 +174,15 @@ class Publisher:
         # manifest would orphan every version Feast still serves.
         return None if state == "absent" else self.catalog.manifest(family)
 
-    def _write(
-        self,
-        family: str,
-        current: FamilyManifest | None,
-        entity: EntitySpec,
-        draft: VersionRecord,
-        ids: np.ndarray,
-        vectors: np.ndarray,
-        transform: BackwardTransform | None,
-    ) -> VersionRecord:
-        """Write the artifacts of ``draft``, then the manifest holding it; on failure remove what was written."""
+    def _write(self, prepared: _Prepared, *, forced: bool) -> VersionRecord:
+        """Write the artifacts of a prepared version, then the manifest holding it (with the gate's
+        decision, marked forced where it failed); on failure remove what was written."""
+        family, current, entity = prepared.request.family, prepared.current, prepared.entity
+        ids, vectors, transform = prepared.ids, prepared.vectors, prepared.transform
+        decision = prepared.decision
+        if decision is not None and not decision.passed and forced:
+            decision = decision.model_copy(update={"forced": True})
+        draft = prepared.draft.model_copy(update={"gate": decision})
         family_dir = self.catalog.family_dir(family)
         art_dir = family_dir / ARTIFACTS_DIRNAME
         version = draft.version
@@ -210,6 +225,25 @@ class Publisher:
                         d.rmdir()
             raise
         return record
+
+
+def _refuse_dropped_ids(family: str, current: FamilyManifest, old: np.ndarray, ids: np.ndarray) -> None:
+    """Every id of the current latest (``old``) must be in the new version.
+
+    Why: every pinned version is computed from the latest, and a materialization only writes
+    the ids the latest has; Feast's online stores never delete a row nothing rewrites. An id
+    left out would keep serving its old values on every pin while `feast-bc export` has none."""
+    if old.dtype.kind in "UO" or ids.dtype.kind in "UO":
+        old, ids = old.astype(object), ids.astype(object)
+    gone = np.setdiff1d(old, ids)
+    if gone.size:
+        raise InvalidInputError(
+            f"family {family!r}: version {current.latest_version + 1} lacks {gone.size} of the "
+            f"{len(old)} ids of version {current.latest_version} (e.g. {', '.join(map(str, gone[:5]))}). "
+            "Every pinned version is computed from the latest and online stores keep rows nothing rewrites, "
+            "so those entities would keep serving old values while `feast-bc export` has none. Publish "
+            "vectors for them too (embed them with the new model)"
+        )
 
 
 def _version_number(expected_version) -> int | None:

@@ -13,7 +13,8 @@ One module per store, in the way Feast lays out ``feast/infra/online_stores/``:
 and the pieces they share: :mod:`.base` (the writer protocol, the caller-thread writer),
 :mod:`.pipeline` (the threaded pipeline: thread, bounded queue, abort) and :mod:`.encoding`
 (Feast's key and value encodings). :func:`writer_for` picks the fastest writer a store allows;
-:func:`family_writer_for` the writer of a fused family pass, if the store has one.
+:func:`views_writer_for` the writer of a pass over one or more views of a family (what the
+engines use; every store has one).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
 from feast_bc.errors import FeastBCError
-from feast_bc.online_writers.base import FamilyWriter, Gate, OnlineWriter
+from feast_bc.online_writers.base import Check, FamilyWriter, OnlineWriter
 from feast_bc.online_writers.fanout import FanOutWriter
 from feast_bc.online_writers.proto import ProtoWriter
 from feast_bc.online_writers.redis import RedisBulkWriter
@@ -33,6 +34,7 @@ from feast_bc.online_writers.redis_family import RedisFamilyWriter
 from feast_bc.online_writers.sqlite import SqliteBulkWriter
 
 __all__ = [
+    "Check",
     "FamilyWriter",
     "FanOutWriter",
     "OnlineWriter",
@@ -42,7 +44,7 @@ __all__ = [
     "RedisClusterFamilyWriter",
     "RedisFamilyWriter",
     "SqliteBulkWriter",
-    "family_writer_for",
+    "views_writer_for",
     "writer_for",
 ]
 
@@ -61,11 +63,12 @@ def writer_for(
     id_dtype: str,
     dim: int,
     *,
-    gate: Gate | None = None,
+    before_write: Check | None = None,
     refuse_newer: bool = False,
-    guard: Gate | None = None,
+    guard: Check | None = None,
 ) -> OnlineWriter:
-    """The fastest writer the online store allows; ``gate`` must pass before anything is written.
+    """The fastest writer the online store allows for one view; ``before_write`` must pass before
+    anything is written.
 
     ``refuse_newer``: the Redis writer raises :class:`~feast_bc.errors.CatalogRollbackError` instead
     of silently skipping rows whose stored value is stamped later than the row (Feast's dedup rule).
@@ -81,49 +84,56 @@ def writer_for(
     try:
         if isinstance(online_store, RedisOnlineStore):
             cls = RedisClusterBulkWriter if _is_cluster(repo_config) else RedisBulkWriter
-            return cls(*args, gate=gate, refuse_newer=refuse_newer)
+            return cls(*args, before_write=before_write, refuse_newer=refuse_newer)
         if isinstance(online_store, SqliteOnlineStore):
-            return SqliteBulkWriter(*args, gate=gate, guard=guard)
+            return SqliteBulkWriter(*args, before_write=before_write, guard=guard)
     except FeastBCError as exc:
         logger.info("%s: writing through Feast's own online_write_batch: %s", feature_view.name, exc)
-    return ProtoWriter(*args, gate=gate)
+    return ProtoWriter(repo_config, online_store, feature_view, join_key, id_dtype, before_write=before_write)
 
 
-def family_writer_for(
+def views_writer_for(
     repo_config,
     online_store,
     views: list[tuple[object, int]],
     join_key: str,
     id_dtype: str,
     *,
-    gate: Gate | None = None,
+    before_write: Check | None = None,
     refuse_newer: bool = False,
-    guard: Gate | None = None,
-) -> FamilyWriter | None:
-    """The writer of a fused pass over several views ((feature view, dim) each) of one family, or
-    None (the log says why) when the store has none: the engine then materializes view by view.
+    guard: Check | None = None,
+) -> FamilyWriter:
+    """The writer of one pass over ``views`` ((feature view, dim) each, one or more) of one family.
 
     Redis gets :class:`RedisFamilyWriter` (one HMGET and one HSET per entity for all the views), a
-    Redis Cluster :class:`RedisClusterFamilyWriter` (the same commands, routed per master); SQLite a :class:`FanOutWriter` of :class:`SqliteBulkWriter` (its tables are per view). The
-    other stores, and the Redis/SQLite setups the bulk writers refuse, keep the per-view path."""
-    names = ", ".join(view.name for view, _ in views)
-    try:
-        if isinstance(online_store, RedisOnlineStore):
+    Redis Cluster :class:`RedisClusterFamilyWriter` (the same commands, routed per master). Stores
+    that keep each view in its own table (SQLite), the Redis setups the bulk writers refuse
+    (sentinel, the glide client) and every other store get a :class:`FanOutWriter` of each view's
+    :func:`writer_for` -- the pass still reads and transforms the latest file once, and each view's
+    rows are written exactly as a pass of that view alone writes them. Never None: every store has
+    a writer, so the engines have one path."""
+    if isinstance(online_store, RedisOnlineStore):
+        try:
             cls = RedisClusterFamilyWriter if _is_cluster(repo_config) else RedisFamilyWriter
-            return cls(repo_config, online_store, views, join_key, id_dtype, gate=gate, refuse_newer=refuse_newer)
-        if isinstance(online_store, SqliteOnlineStore):
+            return cls(
+                repo_config,
+                online_store,
+                views,
+                join_key,
+                id_dtype,
+                before_write=before_write,
+                refuse_newer=refuse_newer,
+            )
+        except FeastBCError as exc:
+            names = ", ".join(view.name for view, _ in views)
+            logger.info("%s: writing through Feast's own online_write_batch: %s", names, exc)
             return FanOutWriter(
                 [
-                    SqliteBulkWriter(repo_config, online_store, view, join_key, id_dtype, dim, gate=gate, guard=guard)
-                    for view, dim in views
+                    ProtoWriter(repo_config, online_store, view, join_key, id_dtype, before_write=before_write)
+                    for view, _ in views
                 ]
             )
-    except FeastBCError as exc:
-        logger.info("%s: no fused family writer (%s); materializing view by view", names, exc)
-        return None
-    logger.info(
-        "%s: no fused family writer for online store %s; materializing view by view",
-        names,
-        type(online_store).__name__,
+    options = {"before_write": before_write, "refuse_newer": refuse_newer, "guard": guard}
+    return FanOutWriter(
+        [writer_for(repo_config, online_store, view, join_key, id_dtype, dim, **options) for view, dim in views]
     )
-    return None

@@ -2,8 +2,10 @@
 
 A writer is used as a context manager: ``write`` batches inside the block; leaving it without an
 error means everything is stored. ``written`` counts rows actually written (dedup may skip some).
-``gate`` (if given) is called before the first byte reaches the store; if it raises, nothing is
-written and the error propagates (the engine passes the artifacts' checksum check).
+``before_write`` (if given) is called before the first byte reaches the store; if it raises,
+nothing is written and the error propagates (the engine passes the artifacts' checksum check; a
+Ray slice, that the latest file is still the one its driver verified). Not to be confused with the
+publish gate (:mod:`feast_bc.publish_gate`), which decides whether a version may be published.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-Gate = Callable[[], object]
+#: A check a writer runs (before its first write, or before each batch): raises to stop it.
+Check = Callable[[], object]
 
 
 class Batch(NamedTuple):
@@ -54,7 +57,8 @@ class OnlineWriter(Protocol):
 
 
 class FamilyWriter(Protocol):
-    """What the fused pass writes through: one writer for several views of a family.
+    """What every pass writes through: one writer for one or more views of a family (the one
+    protocol the engines know; per-view :class:`OnlineWriter`s are parts of a :class:`~.fanout.FanOutWriter`).
 
     Same contract as :class:`OnlineWriter`; ``written`` counts rows per view (in the order of the
     views the writer was built for)."""
@@ -70,10 +74,10 @@ class FamilyWriter(Protocol):
 
 
 class InlineWriter:
-    """Writes in the caller's thread: the gate is passed before the first batch, nothing to drain."""
+    """Writes in the caller's thread: ``before_write`` runs before the first batch, nothing to drain."""
 
-    def __init__(self, gate: Gate | None):
-        self.gate = gate
+    def __init__(self, before_write: Check | None):
+        self.before_write = before_write
         self.written = 0
 
     def __enter__(self):
@@ -83,9 +87,9 @@ class InlineWriter:
         return None
 
     def write(self, ids: np.ndarray, vectors: np.ndarray, source_version: int, event_time: datetime) -> None:
-        if self.gate is not None:
-            self.gate()
-            self.gate = None
+        if self.before_write is not None:
+            self.before_write()
+            self.before_write = None
         self.written += self._write(Batch(ids, vectors, int(source_version), event_time))
 
     def _write(self, batch: Batch) -> int:

@@ -4,7 +4,7 @@ Reading parquet and the matmul of the next batch (both release the GIL) overlap 
 executing this one. At most ``queue_batches`` batches wait, which bounds memory. Leaving the
 ``with`` block without an error waits for the thread to store everything and raises its error, if
 any; leaving it with an exception stops the thread, interrupting it if it is blocked in I/O. The
-gate is called on the writer thread before the first byte is stored.
+``before_write`` check runs on the writer thread before the first byte is stored.
 
 A store plugs in :meth:`ThreadedWriter._consume` (store every batch of an iterator) and
 :meth:`ThreadedWriter._interrupt` (unblock its I/O); :class:`~feast_bc.online_writers.redis.RedisBulkWriter`
@@ -20,7 +20,7 @@ from datetime import datetime
 
 import numpy as np
 
-from feast_bc.online_writers.base import Batch, Gate
+from feast_bc.online_writers.base import Batch, Check
 
 _DONE = object()
 #: How often a waiting side looks again whether the other one failed (seconds).
@@ -36,8 +36,8 @@ class Aborted(Exception):
 class ThreadedWriter:
     thread_name = "feast-bc-writer"
 
-    def __init__(self, *, queue_batches: int = 1, gate: Gate | None = None):
-        self.gate = gate
+    def __init__(self, *, queue_batches: int = 1, before_write: Check | None = None):
+        self.before_write = before_write
         self.written = 0
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(queue_batches)))
         self._thread: threading.Thread | None = None
@@ -111,8 +111,8 @@ class ThreadedWriter:
 
     def _run(self) -> None:
         try:
-            if self.gate is not None:
-                self.gate()  # e.g. the artifact checksums: raises instead of letting anything through
+            if self.before_write is not None:
+                self.before_write()  # e.g. the artifact checksums: raises instead of letting anything through
             self._consume(self._batches())
         except BaseException as exc:  # handed to the producer thread, which raises it
             self._error = exc

@@ -10,7 +10,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import FloatList, Value
 
 from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
-from feast_bc.online_writers.base import Batch, Gate, InlineWriter
+from feast_bc.online_writers.base import Batch, Check, InlineWriter
 
 
 class ProtoWriter(InlineWriter):
@@ -23,11 +23,10 @@ class ProtoWriter(InlineWriter):
         feature_view,
         join_key: str,
         id_dtype: str,
-        dim: int,
         *,
-        gate: Gate | None = None,
+        before_write: Check | None = None,
     ):
-        super().__init__(gate)
+        super().__init__(before_write)
         self.repo_config = repo_config
         self.online_store = online_store
         self.feature_view = feature_view

@@ -27,7 +27,7 @@ from feast.infra.online_stores.redis import RedisType, _versioned_fv_name
 
 from feast_bc.errors import CatalogRollbackError, FeastBCError
 from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
-from feast_bc.online_writers.base import Batch, Gate
+from feast_bc.online_writers.base import Batch, Check
 from feast_bc.online_writers.encoding import EntityKeys, timestamp_bytes, timestamp_nanos, value_bytes, vector_prefix
 from feast_bc.online_writers.pipeline import ThreadedWriter
 from feast_bc.resp import Pipeline
@@ -143,7 +143,7 @@ class RedisHashWriter(ThreadedWriter):
         *,
         chunk_rows: int,
         queue_batches: int = 1,
-        gate: Gate | None = None,
+        before_write: Check | None = None,
         refuse_newer: bool = False,
     ):
         cfg = repo_config.online_store
@@ -153,7 +153,7 @@ class RedisHashWriter(ThreadedWriter):
                 "the Redis bulk writers handle redis_type redis and redis_cluster with the redis-py client, not "
                 f"redis_type {cfg.redis_type.value} with the {client} client"
             )
-        super().__init__(queue_batches=queue_batches, gate=gate)
+        super().__init__(queue_batches=queue_batches, before_write=before_write)
         self.client = online_store._get_client(cfg)
         self.project = repo_config.project.encode()
         self.skip_dedup = bool(cfg.skip_dedup)
@@ -361,7 +361,7 @@ class RedisBulkWriter(RedisHashWriter):
         *,
         chunk_rows: int = REDIS_CHUNK_ROWS,
         queue_batches: int = 1,
-        gate: Gate | None = None,
+        before_write: Check | None = None,
         refuse_newer: bool = False,
     ):
         super().__init__(
@@ -371,7 +371,7 @@ class RedisBulkWriter(RedisHashWriter):
             id_dtype,
             chunk_rows=chunk_rows,
             queue_batches=queue_batches,
-            gate=gate,
+            before_write=before_write,
             refuse_newer=refuse_newer,
         )
         self.views = [ViewFields(repo_config, feature_view, dim)]

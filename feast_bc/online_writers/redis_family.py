@@ -15,7 +15,7 @@ raises (``refuse_newer``) before any HSET of the chunk is sent. Entities whose v
 
 from __future__ import annotations
 
-from feast_bc.online_writers.base import FamilyPart, Gate
+from feast_bc.online_writers.base import Check, FamilyPart
 from feast_bc.online_writers.redis import REDIS_CHUNK_ROWS, RedisHashWriter, ViewFields
 
 
@@ -39,7 +39,7 @@ class RedisFamilyWriter(RedisHashWriter):
         *,
         chunk_rows: int | None = None,
         queue_batches: int = 1,
-        gate: Gate | None = None,
+        before_write: Check | None = None,
         refuse_newer: bool = False,
     ):
         super().__init__(
@@ -49,7 +49,7 @@ class RedisFamilyWriter(RedisHashWriter):
             id_dtype,
             chunk_rows=chunk_rows if chunk_rows is not None else REDIS_CHUNK_ROWS // max(1, len(views)),
             queue_batches=queue_batches,
-            gate=gate,
+            before_write=before_write,
             refuse_newer=refuse_newer,
         )
         self.views = [ViewFields(repo_config, view, dim) for view, dim in views]

@@ -8,7 +8,7 @@ from feast.utils import to_naive_utc
 
 from feast_bc.errors import FeastBCError
 from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
-from feast_bc.online_writers.base import Batch, Gate, InlineWriter
+from feast_bc.online_writers.base import Batch, Check, InlineWriter
 from feast_bc.online_writers.encoding import EntityKeys, value_bytes, vector_prefix
 
 
@@ -34,13 +34,13 @@ class SqliteBulkWriter(InlineWriter):
         id_dtype: str,
         dim: int,
         *,
-        gate: Gate | None = None,
-        guard: Gate | None = None,
+        before_write: Check | None = None,
+        guard: Check | None = None,
     ):
         cfg = repo_config.online_store
         if getattr(cfg, "vector_enabled", False) or getattr(cfg, "enable_openai_compatible_store", False):
             raise FeastBCError("the SQLite bulk writer does not fill vector or value_num columns")
-        super().__init__(gate)
+        super().__init__(before_write)
         self.guard = guard
         self.conn = online_store._get_conn(repo_config)
         versioning = getattr(repo_config.registry, "enable_online_feature_view_versioning", False)

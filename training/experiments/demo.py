@@ -46,7 +46,7 @@ from training.experiments.consumers.feast_source import FeastCheck, FeastVer0Sou
 from training.experiments.consumers.metrics import roc_auc
 from training.experiments.consumers.mlp import ConsumerSettings, as_tensor, fit_consumer, predict
 from training.experiments.consumers.tasks import PROTOCOLS, TaskLabels
-from training.record import VersionRecord
+from training.record import TrainedVersion
 from training.strategies import make_strategy
 
 #: The recommended method first (its repo is ``feature_repo``), the paper's method, and No-BC.
@@ -82,7 +82,7 @@ class DemoSettings(BaseModel):
     progress: bool = True
 
 
-class StrategyVersion(VersionRecord):
+class StrategyVersion(TrainedVersion):
     """One strategy at one version of the demo: the version's record, and what its consumer saw."""
 
     strategy: str

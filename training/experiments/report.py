@@ -32,7 +32,7 @@ from training.evaluation import PRIMARY_K
 from training.experiments.consumers.feast_source import FeastCheck
 from training.experiments.consumers.protocol import ConsumerSelection
 from training.experiments.consumers.tasks import TASK_NAMES
-from training.record import VersionRecord
+from training.record import TrainedVersion
 
 INTENDED_REFERENCE = "nobc"
 UNINTENDED_REFERENCE = "fix-m0"
@@ -90,7 +90,7 @@ TARGET_TASK_PCT = -6.0
 
 
 # ----------------------------------------------------------------------------- raw results
-class VersionResult(VersionRecord):
+class VersionResult(TrainedVersion):
     """One version of one method's chain: its record, plus how far its version-0 vectors are from
     Fix-M0's and where the consumers read them."""
 

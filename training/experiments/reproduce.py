@@ -60,7 +60,7 @@ from training.experiments.reproduce_config import (
     ReproduceConfig,
     make_config,
 )
-from training.record import VersionRecord
+from training.record import TrainedVersion
 from training.strategies import STRATEGY_NAMES, StrategySpec, parse_strategy_spec, strategy_from_spec
 
 
@@ -104,7 +104,7 @@ class _ChainRun:
 
     name: str
     spec: StrategySpec
-    records: list[tuple[VersionRecord, str]]  # each version's record and where its ver-0 vectors were read
+    records: list[tuple[TrainedVersion, str]]  # each version's record and where its ver-0 vectors were read
     offline: dict[int, tuple[np.ndarray, np.ndarray]]  # B-chain computed in training
     served: dict[int, tuple[np.ndarray, np.ndarray]]  # what the consumers get (read through Feast or offline)
     checks: list  # FeastCheck per version read through Feast

@@ -1,10 +1,10 @@
-"""One pass over a family's latest embeddings that serves several views at once.
+"""The stream of one pass: a family's latest embeddings read once, every requested version computed.
 
 Why: every stored version of a family is computed from the same latest parquet file, so
-materializing k views one by one reads and decodes that file k times. This pass reads it once,
+materializing k views one by one reads and decodes that file k times. This stream reads it once,
 batch by batch (``batch_rows`` bounds memory), and computes each requested version from the same
-decoded rows (``Catalog.transform_vectors``: one matmul per view and batch). The per-view engine
-path is the same pass with a single view.
+decoded rows (``Catalog.transform_vectors``: one matmul per view and batch). One view alone is the
+same stream with a single window (:func:`feast_bc.materialize.run_pass`).
 
 Each view keeps its own time window (Feast's file source: ``start <= event_timestamp <= end``,
 inclusive). All rows of one event timestamp come from one published version
@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from feast_bc.embeddings import list_array_to_matrix
 from feast_bc.errors import RegistryLagError
 from feast_bc.manifest import FamilyManifest
+from feast_bc.materialize.settings import PassThreads
 from feast_bc.naming import EMBEDDING_FEATURE, TIMESTAMP_COLUMN
 from feast_bc.online_writers.base import FamilyPart
 from feast_bc.provenance import timestamp_groups, version_published_at
@@ -52,19 +53,6 @@ class ViewWindow(NamedTuple):
 
     def holds(self, event_time: datetime) -> bool:
         return (self.start is None or self.start <= event_time) and (self.end is None or event_time <= self.end)
-
-
-class PassThreads(NamedTuple):
-    """How a pass computes: ``transform`` threads transform the views of a batch concurrently, each
-    matmul on ``blas`` BLAS threads (None: BLAS's own default). The engines' ``transform_threads`` and
-    ``blas_threads``."""
-
-    blas: int | None = 1
-    transform: int = 2
-
-
-#: The engines' defaults: 2 transform threads, 1 BLAS thread each.
-DEFAULT_THREADS = PassThreads()
 
 
 @contextmanager
@@ -123,8 +111,8 @@ def family_parts(
     manifest: FamilyManifest,
     windows: list[ViewWindow],
     batch_rows: int,
-    row_groups: list[int] | None = None,
-    transform_threads: int = 1,
+    row_groups: list[int] | None,
+    transform_threads: int,
 ) -> Iterator[FamilyPart]:
     """Stream the latest file (only ``row_groups``, if given); per batch and event timestamp, the rows
     with their vectors at the version of every view whose window holds them (keys of
@@ -173,8 +161,8 @@ def streamed_parts(
     manifest: FamilyManifest,
     windows: list[ViewWindow],
     batch_rows: int,
-    row_groups: list[int] | None = None,
-    threads: PassThreads = DEFAULT_THREADS,
+    row_groups: list[int] | None,
+    threads: PassThreads,
 ):
     """:func:`family_parts` under the pass's BLAS limit; leaving the block closes it (its transform
     threads stop), also when the consumer fails half-way."""
