@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -257,14 +257,14 @@ def _read(store, service, join_key: str, ids, *, full_names: bool) -> tuple[list
 
 
 def _audit_pin(store, profile: Profile, fs: _FamilySample, version: int, service, repair: str, report) -> None:
+    """Read the sample of one pin through Feast and report what it serves (checked values, findings)."""
     family = fs.manifest.family
     join_key = fs.manifest.entity.join_key
-    dim = fs.manifest.version(version).dim
     ids = np.concatenate([fs.ids, fs.absent]) if len(fs.absent) else fs.ids
     base = dict(profile=profile.name, family=family, version=version)
     try:
         plain_names, plain = _read(store, service, join_key, ids, full_names=False)
-        full_names, full = _read(store, service, join_key, ids[: min(4, len(ids))], full_names=True)
+        full_names, _ = _read(store, service, join_key, ids[: min(4, len(ids))], full_names=True)
     except Exception as exc:  # noqa: BLE001 - a pin a consumer cannot read is a finding, not a crash
         report.findings.append(
             Finding(
@@ -275,7 +275,27 @@ def _audit_pin(store, profile: Profile, fs: _FamilySample, version: int, service
             )
         )
         return
+    report.findings.extend(_column_findings(base, join_key, plain_names, full_names))
+    values = plain.get(EMBEDDING_FEATURE, [None] * len(ids))
+    verdict = _compare(fs, version, ids, values)
+    report.checked.append(
+        PinCheck(
+            profile=profile.name,
+            family=family,
+            version=version,
+            service=service.name,
+            ids_read=len(ids),
+            max_abs_diff=verdict.worst,
+        )
+    )
+    report.findings.extend(_value_findings(base, profile, fs, version, len(ids), verdict, repair))
+
+
+def _column_findings(base: dict, join_key: str, plain_names: list, full_names: list) -> list[Finding]:
+    """The pin's response columns, with and without full feature names, against what a consumer expects."""
+    family, version = base["family"], base["version"]
     full_key = f"{family}__{EMBEDDING_FEATURE}"
+    findings = []
     for got, want, how in (
         (plain_names, [join_key, EMBEDDING_FEATURE], "full_feature_names=False"),
         (full_names, [join_key, full_key], "full_feature_names=True"),
@@ -287,7 +307,7 @@ def _audit_pin(store, profile: Profile, fs: _FamilySample, version: int, service
                     " (Feast drops an on-demand view's input columns by name, and its input, the latest version, "
                     "is also called 'embedding': the HTTP server and to_df() return both, to_dict() keeps the last)"
                 )
-            report.findings.append(
+            findings.append(
                 Finding(
                     **base,
                     kind="columns",
@@ -296,7 +316,22 @@ def _audit_pin(store, profile: Profile, fs: _FamilySample, version: int, service
                     "`feast apply`, then materialize",
                 )
             )
-    values = plain.get(EMBEDDING_FEATURE, [None] * len(ids))
+    return findings
+
+
+class _Verdict(NamedTuple):
+    """What a pin served for the sample: ids per kind of discrepancy, and the largest |Δ| of the matches."""
+
+    missing: list[str]
+    extra: list[str]
+    wrong: list[str]
+    stale: dict[int, list[str]]
+    worst: float | None
+
+
+def _compare(fs: _FamilySample, version: int, ids: np.ndarray, values: list) -> _Verdict:
+    """Each sampled id's served value against the catalog's (the latest's ids first, then absent ones)."""
+    dim = fs.manifest.version(version).dim
     n = len(fs.ids)
     missing, extra, wrong, stale = [], [], [], {}
     worst = None
@@ -323,18 +358,15 @@ def _audit_pin(store, profile: Profile, fs: _FamilySample, version: int, service
             wrong.append(key)
         else:
             stale.setdefault(source, []).append(key)
-    report.checked.append(
-        PinCheck(
-            profile=profile.name,
-            family=family,
-            version=version,
-            service=service.name,
-            ids_read=len(ids),
-            max_abs_diff=worst,
-        )
-    )
-    k = fs.manifest.latest_version
-    groups = [("missing", missing, f"of {n} sampled ids of the latest version read None", repair)]
+    return _Verdict(missing, extra, wrong, stale, worst)
+
+
+def _value_findings(
+    base: dict, profile: Profile, fs: _FamilySample, version: int, read: int, verdict: _Verdict, repair: str
+) -> list[Finding]:
+    """One finding per kind of discrepancy, with the command that repairs it."""
+    n, k = len(fs.ids), fs.manifest.latest_version
+    groups = [("missing", verdict.missing, f"of {n} sampled ids of the latest version read None", repair)]
     groups += [
         (
             "stale",
@@ -342,12 +374,12 @@ def _audit_pin(store, profile: Profile, fs: _FamilySample, version: int, service
             f"of {n} sampled ids serve values computed from version {source}, not from the latest {k}",
             repair,
         )
-        for source, keys in sorted(stale.items())
+        for source, keys in sorted(verdict.stale.items())
     ]
     groups.append(
         (
             "wrong",
-            wrong,
+            verdict.wrong,
             f"of {n} sampled ids differ from `feast-bc export --version {version}` by more than {TOLERANCE:g}",
             repair,
         )
@@ -355,19 +387,17 @@ def _audit_pin(store, profile: Profile, fs: _FamilySample, version: int, service
     groups.append(
         (
             "extra",
-            extra,
-            f"of {len(ids) - n} sampled ids that the latest version {k} no longer has still serve a value",
+            verdict.extra,
+            f"of {read - n} sampled ids that the latest version {k} no longer has still serve a value",
             "publish a version that includes these ids again (the online store keeps rows nothing rewrites), "
             f"or rebuild this profile's online store: `{profile.feast_args()} teardown`, `apply`, then materialize",
         )
     )
-    for kind, keys, detail, fix in groups:
-        if keys:
-            report.findings.append(
-                Finding(
-                    **base, kind=kind, count=len(keys), examples=keys[:5], detail=f"{len(keys)} {detail}", repair=fix
-                )
-            )
+    return [
+        Finding(**base, kind=kind, count=len(keys), examples=keys[:5], detail=f"{len(keys)} {detail}", repair=fix)
+        for kind, keys, detail, fix in groups
+        if keys
+    ]
 
 
 def _stale_source(candidates, row: int, vec: np.ndarray) -> int | None:

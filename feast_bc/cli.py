@@ -306,9 +306,18 @@ def cmd_gate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `feast-bc` parser: every subcommand with its options (the defaults of shared settings
+    come from where they live: the audit's sample, the server's config)."""
     p = argparse.ArgumentParser(prog="feast-bc", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    _add_repo_commands(sub)
+    _add_maintenance_commands(sub)
+    _add_serving_commands(sub)
+    return p
 
+
+def _add_repo_commands(sub) -> None:
+    """init, export, verify, status, audit: creating a repo and reading what it holds."""
     s = sub.add_parser("init", help="create a feast_bc feature repo")
     s.add_argument("repo")
     s.add_argument("--project", default="feast_bc")
@@ -367,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_audit)
 
+
+def _add_maintenance_commands(sub) -> None:
+    """gc, retire, drop-family, serving, gate: what operators change in a repo."""
     s = sub.add_parser(
         "gc", help="delete orphaned artifacts (e.g. from a killed publish); optionally superseded embeddings"
     )
@@ -404,6 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", required=True, choices=["stored", "on-read"])
     s.set_defaults(func=cmd_serving)
 
+    s = sub.add_parser("gate", help="show or set the publish gate's limits (bc_catalog/publish_gate.json)")
+    s.add_argument("--repo", required=True, help="feature repo (or catalog directory)")
+    s.add_argument("--family", help="set limits for this family only (overriding the repo's, field by field)")
+    s.add_argument("--max-alignment-error", type=float, help="relative alignment error allowed to every live version")
+    s.add_argument("--max-alignment-error-for", nargs="+", metavar="VERSION=LIMIT", help="per target version")
+    s.add_argument("--min-metric", nargs="+", metavar="NAME=VALUE", help="e.g. val_recall@50=0.1")
+    s.add_argument("--max-metric", nargs="+", metavar="NAME=VALUE")
+    s.add_argument("--clear", action="store_true", help="drop the limits of the scope (--family, or all) first")
+    s.set_defaults(func=cmd_gate)
+
+
+def _add_serving_commands(sub) -> None:
+    """serve, selfcheck: running Feast's feature server, checking the whole lifecycle."""
     s = sub.add_parser(
         "serve", help="Feast's feature server, with the entity values of each read checked (422 in one line)"
     )
@@ -419,16 +444,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("gate", help="show or set the publish gate's limits (bc_catalog/publish_gate.json)")
-    s.add_argument("--repo", required=True, help="feature repo (or catalog directory)")
-    s.add_argument("--family", help="set limits for this family only (overriding the repo's, field by field)")
-    s.add_argument("--max-alignment-error", type=float, help="relative alignment error allowed to every live version")
-    s.add_argument("--max-alignment-error-for", nargs="+", metavar="VERSION=LIMIT", help="per target version")
-    s.add_argument("--min-metric", nargs="+", metavar="NAME=VALUE", help="e.g. val_recall@50=0.1")
-    s.add_argument("--max-metric", nargs="+", metavar="NAME=VALUE")
-    s.add_argument("--clear", action="store_true", help="drop the limits of the scope (--family, or all) first")
-    s.set_defaults(func=cmd_gate)
-
     s = sub.add_parser("selfcheck", help="run publish/apply/materialize/read on generated embeddings and check values")
     s.add_argument("--workdir", default="demo")
     s.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
@@ -437,7 +452,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--versions", type=int, default=4)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_selfcheck)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -195,85 +195,15 @@ def _chain_digest(manifest: FamilyManifest, target: int) -> str:
 
 
 def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest, entity) -> dict[str, object]:
-    family = manifest.family
-    latest = manifest.latest
-    k = latest.version
-    emb_path = catalog.artifact_path(family, latest.embeddings)
-    # Relative to the repo when possible, so a moved repo keeps reading the right file.
-    try:
-        source_path = str(emb_path.relative_to(repo_path))
-    except ValueError:
-        source_path = str(emb_path)
-    source = FileSource(
-        name=source_name(family),
-        path=source_path,
-        timestamp_field=TIMESTAMP_COLUMN,
-        description=f"latest embeddings of {family} (version {k})",
-        tags={TAG_FAMILY: family, TAG_VERSION: str(k), TAG_MANAGED: MANAGED_BY},
-    )
-    join_type = Int64 if manifest.entity.dtype == "int64" else String
-    # Only the vector is stored: a pinned version costs exactly what a plain one-feature view costs
-    # to read, and views never change schema when a newer version arrives (a removed feature
-    # would leave its values behind in Redis). Which latest version produced a stored value is
-    # its event timestamp: the publish time of that version.
-    schema = [
-        Field(name=manifest.entity.join_key, dtype=join_type),
-        Field(name=EMBEDDING_FEATURE, dtype=Array(Float32)),
-    ]
-    common_tags = {
-        TAG_FAMILY: family,
-        TAG_LATEST: str(k),
-        TAG_EMBEDDINGS_SHA: latest.embeddings.sha256,
-        TAG_MANIFEST_SHA: manifest.computed_checksum(),
-        TAG_PUBLISHED_AT: latest.created_at.isoformat(),
-        TAG_CATALOG: str(catalog.root),
-        TAG_MANAGED: MANAGED_BY,
-    }
-
-    def make_view(version: int, upstream):
-        name = view_name(family, version)
-        fn_name = f"feast_bc_{name}"
-        text = udf_source(fn_name, str(catalog.root), family, version)
-        namespace: dict = {}
-        exec(text, namespace)  # noqa: S102 -- our own generated two-line shim
-        role = "latest" if upstream is None else "derived"
-        tags = {
-            **common_tags,
-            TAG_VERSION: str(version),
-            TAG_ROLE: role,
-            TAG_TRANSFORM_SHA: _chain_digest(manifest, version),
-        }
-        if upstream is not None:
-            tags[TAG_DERIVED_FROM] = upstream.name
-        rec = manifest.version(version)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Batch feature views are experimental")
-            return BatchFeatureView(
-                name=name,
-                entities=[entity],
-                schema=schema,
-                mode="pandas",
-                source=source if upstream is None else upstream,
-                # A derived view must name a sink; it is never written (offline=False), so point it
-                # at the existing latest file rather than a path that would warn on every apply.
-                sink_source=None if upstream is None else source,
-                udf=namespace[fn_name],
-                udf_string=text,
-                online=True,
-                offline=False,
-                ttl=timedelta(0),
-                description=(
-                    f"{family} version {version} (dim {rec.dim})"
-                    + ("" if upstream is None else f", computed from version {k} by the composed backward transform")
-                ),
-                tags=tags,
-            )
-
-    latest_view = make_view(k, None)
+    """The source, the view of every served version (the latest reads the source, the others are
+    derived from it) and the pin of every served version, by Feast object name."""
+    family, k = manifest.family, manifest.latest.version
+    source = _latest_source(repo_path, catalog, manifest)
+    latest_view = _version_view(catalog, manifest, entity, source, k, None)
     served = manifest.served_versions
     views = {k: latest_view}
     for j in served[:-1]:
-        views[j] = make_view(j, latest_view)
+        views[j] = _version_view(catalog, manifest, entity, source, j, latest_view)
 
     objects: dict[str, object] = {f"source_{family}": source}
     for j in served:
@@ -285,3 +215,78 @@ def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest,
             tags={TAG_FAMILY: family, TAG_VERSION: str(j), TAG_LATEST: str(k), TAG_MANAGED: MANAGED_BY},
         )
     return objects
+
+
+def _latest_source(repo_path: Path, catalog: Catalog, manifest: FamilyManifest) -> FileSource:
+    """The FileSource of the family's latest embeddings file."""
+    family, k = manifest.family, manifest.latest.version
+    emb_path = catalog.artifact_path(family, manifest.latest.embeddings)
+    # Relative to the repo when possible, so a moved repo keeps reading the right file.
+    try:
+        source_path = str(emb_path.relative_to(repo_path))
+    except ValueError:
+        source_path = str(emb_path)
+    return FileSource(
+        name=source_name(family),
+        path=source_path,
+        timestamp_field=TIMESTAMP_COLUMN,
+        description=f"latest embeddings of {family} (version {k})",
+        tags={TAG_FAMILY: family, TAG_VERSION: str(k), TAG_MANAGED: MANAGED_BY},
+    )
+
+
+def _version_view(catalog: Catalog, manifest: FamilyManifest, entity, source: FileSource, version: int, upstream):
+    """The BatchFeatureView of one version: the latest's reads ``source`` (``upstream`` None); an
+    older one is derived from the latest view through its generated UDF shim (:mod:`feast_bc.runtime`)."""
+    family, latest = manifest.family, manifest.latest
+    k = latest.version
+    join_type = Int64 if manifest.entity.dtype == "int64" else String
+    # Only the vector is stored: a pinned version costs exactly what a plain one-feature view costs
+    # to read, and views never change schema when a newer version arrives (a removed feature
+    # would leave its values behind in Redis). Which latest version produced a stored value is
+    # its event timestamp: the publish time of that version.
+    schema = [
+        Field(name=manifest.entity.join_key, dtype=join_type),
+        Field(name=EMBEDDING_FEATURE, dtype=Array(Float32)),
+    ]
+    name = view_name(family, version)
+    fn_name = f"feast_bc_{name}"
+    text = udf_source(fn_name, str(catalog.root), family, version)
+    namespace: dict = {}
+    exec(text, namespace)  # noqa: S102 -- our own generated two-line shim
+    tags = {
+        TAG_FAMILY: family,
+        TAG_LATEST: str(k),
+        TAG_EMBEDDINGS_SHA: latest.embeddings.sha256,
+        TAG_MANIFEST_SHA: manifest.computed_checksum(),
+        TAG_PUBLISHED_AT: latest.created_at.isoformat(),
+        TAG_CATALOG: str(catalog.root),
+        TAG_MANAGED: MANAGED_BY,
+        TAG_VERSION: str(version),
+        TAG_ROLE: "latest" if upstream is None else "derived",
+        TAG_TRANSFORM_SHA: _chain_digest(manifest, version),
+    }
+    if upstream is not None:
+        tags[TAG_DERIVED_FROM] = upstream.name
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Batch feature views are experimental")
+        return BatchFeatureView(
+            name=name,
+            entities=[entity],
+            schema=schema,
+            mode="pandas",
+            source=source if upstream is None else upstream,
+            # A derived view must name a sink; it is never written (offline=False), so point it
+            # at the existing latest file rather than a path that would warn on every apply.
+            sink_source=None if upstream is None else source,
+            udf=namespace[fn_name],
+            udf_string=text,
+            online=True,
+            offline=False,
+            ttl=timedelta(0),
+            description=(
+                f"{family} version {version} (dim {manifest.version(version).dim})"
+                + ("" if upstream is None else f", computed from version {k} by the composed backward transform")
+            ),
+            tags=tags,
+        )

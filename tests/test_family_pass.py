@@ -9,7 +9,8 @@ import pytest
 
 from conftest import publish_users_and_items
 from feast_bc import Catalog
-from feast_bc.materialize.stream import OutputBuffers, ViewWindow, blas_threads, family_parts
+from feast_bc.materialize.stream import OutputBuffers, blas_threads, family_parts
+from feast_bc.materialize.unit import ViewWindow
 
 
 def test_a_buffer_comes_back_only_once_nothing_refers_to_it():

@@ -124,32 +124,9 @@ def fit_model(
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False, unit="epoch")
     epoch = 0
     for epoch in bar:
-        # Fresh (user, positive, negative) triples every epoch, users drawn uniformly.
-        users, positives, negatives = (
-            t.to(task.graph.mean_adjacency.device) for t in sampler.sample_epoch(config.negatives)
-        )
-        model.train()
-        if alignment is not None:
-            alignment.train()
-        loss_sum, steps = 0.0, 0
-        for start in range(0, len(users), config.batch_size):
-            u = users[start : start + config.batch_size]
-            p = positives[start : start + config.batch_size]
-            n = negatives[start : start + config.batch_size]
-            z_user, z_item = model(task.graph)  # full-graph propagation at every step, as the paper
-            # index_select, not z[u]: its backward is deterministic on CPU (indexing's scatter-add is not)
-            zu, zp = z_user.index_select(0, u), z_item.index_select(0, p)
-            zn = z_item.index_select(0, n.reshape(-1)).view(*n.shape, -1)
-            loss = bpr_loss(zu, zp, zn, config.l2_weight)
-            if alignment is not None:  # aligned on the paper's triples: each pair's first negative
-                loss = loss + alignment.loss(z_user, z_item, u, p, n if n.ndim == 1 else n[:, 0])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
-
+        train_loss = _train_epoch(model, alignment, optimizer, task, config, sampler)
         if epoch % config.eval_every == 0 or epoch == epochs:
-            evaluation = evaluate(epoch, loss_sum / steps)
+            evaluation = evaluate(epoch, train_loss)
             recall, aligned = evaluation.recall, evaluation.alignment
             if epoch > select_after and aligned_selection and aligned is not None:
                 candidates.append(
@@ -159,7 +136,7 @@ def fit_model(
                 best_score = recall[k_sel]
                 best = (epoch, recall, _snapshot(model), _snapshot(alignment) if alignment is not None else None)
             bar.set_postfix(
-                loss=f"{loss_sum / steps:.4f}",
+                loss=f"{train_loss:.4f}",
                 recall=f"{recall[k_sel]:.4f}",
                 **({"align": f"{aligned:.4f}"} if aligned is not None else {}),
             )
@@ -179,6 +156,34 @@ def fit_model(
         alignment.load_state_dict(alignment_state)
         alignment.eval()
     return FitResult(model, alignment, recall, best[0], history[-1].epoch, time.perf_counter() - started, history)
+
+
+def _train_epoch(model: nn.Module, alignment, optimizer, task: IntendedTask, config: TrainingConfig, sampler) -> float:
+    """One epoch of BPR (+ the alignment term) over fresh triples; the mean loss of its steps."""
+    # Fresh (user, positive, negative) triples every epoch, users drawn uniformly.
+    users, positives, negatives = (
+        t.to(task.graph.mean_adjacency.device) for t in sampler.sample_epoch(config.negatives)
+    )
+    model.train()
+    if alignment is not None:
+        alignment.train()
+    loss_sum, steps = 0.0, 0
+    for start in range(0, len(users), config.batch_size):
+        u = users[start : start + config.batch_size]
+        p = positives[start : start + config.batch_size]
+        n = negatives[start : start + config.batch_size]
+        z_user, z_item = model(task.graph)  # full-graph propagation at every step, as the paper
+        # index_select, not z[u]: its backward is deterministic on CPU (indexing's scatter-add is not)
+        zu, zp = z_user.index_select(0, u), z_item.index_select(0, p)
+        zn = z_item.index_select(0, n.reshape(-1)).view(*n.shape, -1)
+        loss = bpr_loss(zu, zp, zn, config.l2_weight)
+        if alignment is not None:  # aligned on the paper's triples: each pair's first negative
+            loss = loss + alignment.loss(z_user, z_item, u, p, n if n.ndim == 1 else n[:, 0])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
+    return loss_sum / steps
 
 
 def fit_posthoc_transform(

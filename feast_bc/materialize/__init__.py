@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from feast_bc.materialize.jobs import checked_job, job_of, probe_windows
 from feast_bc.materialize.run import run_pass
-from feast_bc.materialize.settings import DEFAULT_SETTINGS, PassSettings, PassThreads
+from feast_bc.materialize.settings import DEFAULT_SETTINGS, PassSettings
 from feast_bc.materialize.store_errors import check_store_config, explain_store_error
-from feast_bc.materialize.stream import ViewWindow
 from feast_bc.materialize.unit import (
     MaterializationUnit,
+    ViewWindow,
     bc_catalog,
     latest_file,
     plan_units,
@@ -35,7 +35,6 @@ __all__ = [
     "DEFAULT_SETTINGS",
     "MaterializationUnit",
     "PassSettings",
-    "PassThreads",
     "ViewWindow",
     "bc_catalog",
     "check_store_config",

@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-import pyarrow.parquet as pq
-
 from feast_bc.latest_guard import LatestGuard
 from feast_bc.materialize.settings import DEFAULT_SETTINGS, PassSettings
 from feast_bc.materialize.stream import streamed_parts
@@ -42,7 +40,7 @@ def run_pass(
     passes. Without one, the family's checksums are that check: hashing a large latest file
     takes as long as reading it, so it runs beside the first batches and the writer waits for it
     (the hashes are cached per file state). A distributed engine verifies once on its driver and
-    passes a cheaper check to each slice (:func:`feast_bc.ray_engine.run_slice`).
+    passes a cheaper check to each slice (:func:`feast_bc.ray_worker.run_slice`).
 
     The writer is the store's fastest for these views (:func:`~feast_bc.online_writers.views_writer_for`);
     Feast's timestamp rule holds with ``refuse_newer``: a stored value stamped later than the row stops
@@ -63,23 +61,8 @@ def run_pass(
             refuse_newer=True,
             guard=guard.check,
         )
-        # pre_buffer=False: with pyarrow's default, iter_batches buffers every row group's column
-        # chunks up front -- the whole table in memory (measured: 1.2 GiB of arrow memory for a
-        # 1 GiB file, against 0.26 GiB without)
-        parquet = pq.ParquetFile(unit.path, pre_buffer=False)
         try:
-            with (
-                writer,
-                streamed_parts(
-                    parquet,
-                    unit.catalog,
-                    unit.manifest,
-                    list(unit.windows),
-                    settings.batch_rows,
-                    row_groups,
-                    settings.threads,
-                ) as parts,
-            ):
+            with writer, streamed_parts(unit, settings, row_groups) as parts:
                 for part in parts:
                     guard.check()
                     writer.write_part(part)

@@ -8,20 +8,10 @@ default is written twice.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from feast.repo_config import FeastConfigBaseModel
 from pydantic import Field
 
 from feast_bc.embeddings import ROW_GROUP_ROWS
-
-
-class PassThreads(NamedTuple):
-    """How a pass computes: ``transform`` threads transform the views of a batch concurrently, each
-    matmul on ``blas`` BLAS threads (None: BLAS's own default)."""
-
-    blas: int | None
-    transform: int
 
 
 class PassSettings(FeastConfigBaseModel):
@@ -45,10 +35,6 @@ class PassSettings(FeastConfigBaseModel):
     transform_threads: int = Field(default=2, ge=1)
     """Threads that transform the views of a batch concurrently (each matmul on its own thread). 1:
     one view after the other on the reading thread."""
-
-    @property
-    def threads(self) -> PassThreads:
-        return PassThreads(self.blas_threads, self.transform_threads)
 
 
 #: The pass settings when nobody configured any (tests, direct calls).

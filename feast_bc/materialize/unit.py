@@ -15,16 +15,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from feast.infra.offline_stores.file_source import FileSource
 
 from feast_bc.catalog import Catalog
 from feast_bc.errors import CatalogRollbackError
 from feast_bc.manifest import FamilyManifest
-from feast_bc.materialize.stream import ViewWindow
 from feast_bc.naming import TAG_CATALOG, TAG_DERIVED_FROM, TAG_FAMILY, TAG_LATEST, TAG_PUBLISHED_AT, TAG_VERSION
 
 logger = logging.getLogger(__name__)
+
+
+class ViewWindow(NamedTuple):
+    """One view of the pass: the version it serves and its materialization window (None = open)."""
+
+    version: int
+    start: datetime | None
+    end: datetime | None
+
+    def holds(self, event_time: datetime) -> bool:
+        return (self.start is None or self.start <= event_time) and (self.end is None or event_time <= self.end)
+
 
 #: The file the profile's registry serves a view from now (None: unknown, or no longer served).
 ServedFile = Callable[[], Path | None]

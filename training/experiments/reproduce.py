@@ -148,7 +148,7 @@ def _train_chain(
 
 
 def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: str):
-
+    """Train every method's chain (Fix-M0 first: it trains the consumers), judge each, write the report."""
     device = resolve_device(config.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,31 +183,51 @@ def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: 
                 }
                 phases["consumers"] = time.perf_counter() - t
             t = time.perf_counter()
-            unintended = {task: c.evaluate_chain(run.served) for task, c in consumers.items()}
-            versions = [
-                VersionResult(
-                    **record.model_dump(),
-                    ver0_source=source,
-                    fix_m0_alignment_error=alignment_error(*run.offline[record.version], *reference[record.version])[
-                        "all"
-                    ],
-                )
-                for record, source in run.records
-            ]
-            evaluated = time.perf_counter() - t
-            phases["evaluate"] = phases.get("evaluate", 0.0) + evaluated
-            strategies[name] = StrategyResult(
-                name=name,
-                lam=spec.lam,
-                params=spec.model_dump(),
-                versions=versions,
-                unintended=unintended,
-                feast_checks=run.checks,
-                chain_seconds=round(run.seconds, 3),
-                eval_seconds=round(evaluated, 3),
-            )
+            strategies[name] = _evaluated(name, spec, run, consumers, reference)
+            phases["evaluate"] = phases.get("evaluate", 0.0) + (time.perf_counter() - t)
 
     t = time.perf_counter()
+    results = aggregate(
+        _run_meta(config, dataset, command, started_at, load_start),
+        strategies,
+        {task: c.selection for task, c in consumers.items()},
+    )
+    plots = write_plots(results, out)
+    phases["report"] = time.perf_counter() - t
+    results.meta.phase_seconds = {k: round(v, 1) for k, v in phases.items()}
+    results.meta.wall_seconds = round(time.perf_counter() - started, 1)
+    titles = plot_titles()
+    (out / "report.md").write_text(render_markdown(results, plots={titles[k]: p.name for k, p in plots.items()}))
+    (out / "results.json").write_text(results.model_dump_json(indent=2))
+    return results
+
+
+def _evaluated(name: str, spec, run, consumers: dict, reference: dict) -> StrategyResult:
+    """One strategy's chain judged: the version-0 consumers on what it served, its versions against Fix-M0's."""
+    t = time.perf_counter()
+    unintended = {task: c.evaluate_chain(run.served) for task, c in consumers.items()}
+    versions = [
+        VersionResult(
+            **record.model_dump(),
+            ver0_source=source,
+            fix_m0_alignment_error=alignment_error(*run.offline[record.version], *reference[record.version])["all"],
+        )
+        for record, source in run.records
+    ]
+    return StrategyResult(
+        name=name,
+        lam=spec.lam,
+        params=spec.model_dump(),
+        versions=versions,
+        unintended=unintended,
+        feast_checks=run.checks,
+        chain_seconds=round(run.seconds, 3),
+        eval_seconds=round(time.perf_counter() - t, 3),
+    )
+
+
+def _run_meta(config: ReproduceConfig, dataset, command: str, started_at: datetime, load_start: float) -> RunMeta:
+    """What the run was and where it ran (the wall and phase times are filled in at the end)."""
     machine = MachineInfo(
         platform=platform.platform(),
         processor=platform.processor(),
@@ -218,7 +238,7 @@ def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: 
         loadavg_start=load_start,
         loadavg_end=os.getloadavg()[0],
     )
-    meta = RunMeta(
+    return RunMeta(
         command=command,
         profile=config.profile,
         dataset=dataset.name,
@@ -229,15 +249,6 @@ def _run(config: ReproduceConfig, out_dir, *, workdir, progress: bool, command: 
         phase_seconds={},
         machine=machine,
     )
-    results = aggregate(meta, strategies, {task: c.selection for task, c in consumers.items()})
-    plots = write_plots(results, out)
-    phases["report"] = time.perf_counter() - t
-    results.meta.phase_seconds = {k: round(v, 1) for k, v in phases.items()}
-    results.meta.wall_seconds = round(time.perf_counter() - started, 1)
-    titles = plot_titles()
-    (out / "report.md").write_text(render_markdown(results, plots={titles[k]: p.name for k, p in plots.items()}))
-    (out / "results.json").write_text(results.model_dump_json(indent=2))
-    return results
 
 
 # ----------------------------------------------------------------------------- command line
