@@ -197,13 +197,23 @@ def _chain_digest(manifest: FamilyManifest, target: int) -> str:
 def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest, entity) -> dict[str, object]:
     """The source, the view of every served version (the latest reads the source, the others are
     derived from it) and the pin of every served version, by Feast object name."""
-    family, k = manifest.family, manifest.latest.version
+    family, latest = manifest.family, manifest.latest
+    k = latest.version
     source = _latest_source(repo_path, catalog, manifest)
-    latest_view = _version_view(catalog, manifest, entity, source, k, None)
+    family_tags = {  # what every view of the family carries (the manifest's checksum hashed once)
+        TAG_FAMILY: family,
+        TAG_LATEST: str(k),
+        TAG_EMBEDDINGS_SHA: latest.embeddings.sha256,
+        TAG_MANIFEST_SHA: manifest.computed_checksum(),
+        TAG_PUBLISHED_AT: latest.created_at.isoformat(),
+        TAG_CATALOG: str(catalog.root),
+        TAG_MANAGED: MANAGED_BY,
+    }
+    latest_view = _version_view(catalog, manifest, entity, source, family_tags, k, None)
     served = manifest.served_versions
     views = {k: latest_view}
     for j in served[:-1]:
-        views[j] = _version_view(catalog, manifest, entity, source, j, latest_view)
+        views[j] = _version_view(catalog, manifest, entity, source, family_tags, j, latest_view)
 
     objects: dict[str, object] = {f"source_{family}": source}
     for j in served:
@@ -235,11 +245,12 @@ def _latest_source(repo_path: Path, catalog: Catalog, manifest: FamilyManifest) 
     )
 
 
-def _version_view(catalog: Catalog, manifest: FamilyManifest, entity, source: FileSource, version: int, upstream):
+def _version_view(
+    catalog: Catalog, manifest: FamilyManifest, entity, source: FileSource, family_tags: dict, version: int, upstream
+):
     """The BatchFeatureView of one version: the latest's reads ``source`` (``upstream`` None); an
     older one is derived from the latest view through its generated UDF shim (:mod:`feast_bc.runtime`)."""
-    family, latest = manifest.family, manifest.latest
-    k = latest.version
+    family, k = manifest.family, manifest.latest.version
     join_type = Int64 if manifest.entity.dtype == "int64" else String
     # Only the vector is stored: a pinned version costs exactly what a plain one-feature view costs
     # to read, and views never change schema when a newer version arrives (a removed feature
@@ -255,13 +266,7 @@ def _version_view(catalog: Catalog, manifest: FamilyManifest, entity, source: Fi
     namespace: dict = {}
     exec(text, namespace)  # noqa: S102 -- our own generated two-line shim
     tags = {
-        TAG_FAMILY: family,
-        TAG_LATEST: str(k),
-        TAG_EMBEDDINGS_SHA: latest.embeddings.sha256,
-        TAG_MANIFEST_SHA: manifest.computed_checksum(),
-        TAG_PUBLISHED_AT: latest.created_at.isoformat(),
-        TAG_CATALOG: str(catalog.root),
-        TAG_MANAGED: MANAGED_BY,
+        **family_tags,
         TAG_VERSION: str(version),
         TAG_ROLE: "latest" if upstream is None else "derived",
         TAG_TRANSFORM_SHA: _chain_digest(manifest, version),

@@ -118,7 +118,7 @@ def evaluate(
     gate, sha = gate_file
     limits = gate.limits_for(family)
     checks = []
-    if current is not None and transform is not None and limits.measures_alignment:
+    if current is not None and measures_alignment(gate_file, family, transform):
         old = latest if latest is not None and latest[1] is not None else None
         errors = alignment_errors(catalog, family, current, ids, vectors, transform, latest=old)
         for j, (err, note) in sorted(errors.items()):
