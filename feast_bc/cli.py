@@ -60,6 +60,7 @@ def cmd_init(args) -> int:
         online_store=args.online_store,
         redis_url=args.redis_url,
         engine=args.engine,
+        catalog=args.catalog,
         overwrite=args.force,
     )
     print(f"feature repo ready at {repo} (online store: {args.online_store}); publish a family, then `feast apply`")
@@ -328,6 +329,9 @@ def _add_repo_commands(sub) -> None:
         choices=["bc", "local", "ray"],
         default="bc",
         help="bulk feast_bc engine, Feast's stock local engine, or Feast's Ray engine",
+    )
+    s.add_argument(
+        "--catalog", help="where the catalog lives, relative to the repo (default: bc_catalog); written into the yaml"
     )
     s.add_argument("--force", action="store_true", help="overwrite repo files that differ from what init writes")
     s.set_defaults(func=cmd_init)

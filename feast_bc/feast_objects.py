@@ -39,7 +39,6 @@ from feast_bc.manifest import MANIFEST_FILENAME, FamilyManifest
 from feast_bc.naming import (
     EMBEDDING_FEATURE,
     MANAGED_BY,
-    TAG_CATALOG,
     TAG_DERIVED_FROM,
     TAG_EMBEDDINGS_SHA,
     TAG_FAMILY,
@@ -56,12 +55,13 @@ from feast_bc.naming import (
     view_name,
 )
 from feast_bc.registries import (
-    copied_from,
+    DEFAULT_PROFILE_FILENAME,
     read_profile,
     redis_connection_problem,
     repo_registries,
     rollback_problem,
 )
+from feast_bc.repo_copies import copied_from, record_apply
 from feast_bc.runtime import udf_source
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,9 @@ def feast_objects(
     if _cli_command() in (None, "apply"):  # not while `feast plan` (a dry run) reads the definitions
         views = [o for o in objects.values() if isinstance(o, BatchFeatureView)]
         restore_torn_down_sqlite_tables(repo_path, yaml_file, views)
+        applied = Path(yaml_file) if yaml_file is not None else repo_path / DEFAULT_PROFILE_FILENAME
+        if applied.is_file():
+            record_apply(read_profile(applied, repo_path), repo_path)
     return objects
 
 
@@ -134,16 +137,16 @@ def guard_apply(repo_path: Path, catalog: Catalog, manifests: dict[str, FamilyMa
     dropped = catalog.dropped_families()
     problems: list[FeastBCError] = []
     for reg in registries.families:
-        original = copied_from(reg, catalog.root)
+        original = copied_from(reg, repo_path)
         if original is not None:
             problems.append(
                 CopiedRepoError(
-                    f"{reg.profile.registry} was applied from the repo at {original.parent}, which still exists: "
-                    f"this repo is a copy of it (project {reg.profile.project!r}). `feast apply` here would move "
-                    f"Feast's infrastructure to this copy -- dropping the online tables {original.parent} serves "
-                    "from -- and both repos would write the same online keys. Give the copy its own identity: "
-                    f"delete {reg.profile.registry} here and set another `project:` in its feature_store*.yaml, then "
-                    "`feast apply` (a moved repo, whose old directory is gone, applies as it is)"
+                    f"{reg.profile.registry} was applied from {original}, which still exists: this repo is a copy "
+                    f"of it (project {reg.profile.project!r}). `feast apply` here would move Feast's infrastructure "
+                    "to this copy -- dropping the online tables the original serves from -- and both repos would "
+                    f"write the same online keys. Give the copy its own identity: delete {reg.profile.registry} here "
+                    "and set another `project:` in its feature_store*.yaml, then `feast apply` (a moved repo, whose "
+                    "old directory is gone, applies as it is)"
                 )
             )
             continue
@@ -206,7 +209,6 @@ def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest,
         TAG_EMBEDDINGS_SHA: latest.embeddings.sha256,
         TAG_MANIFEST_SHA: manifest.computed_checksum(),
         TAG_PUBLISHED_AT: latest.created_at.isoformat(),
-        TAG_CATALOG: str(catalog.root),
         TAG_MANAGED: MANAGED_BY,
     }
     latest_view = _version_view(catalog, manifest, entity, source, family_tags, k, None)
@@ -262,7 +264,7 @@ def _version_view(
     ]
     name = view_name(family, version)
     fn_name = f"feast_bc_{name}"
-    text = udf_source(fn_name, str(catalog.root), family, version)
+    text = udf_source(fn_name, family, version)
     namespace: dict = {}
     exec(text, namespace)  # noqa: S102 -- our own generated two-line shim
     tags = {

@@ -40,7 +40,6 @@ TAG_DERIVED_FROM = "bc.derived_from"
 TAG_TRANSFORM_SHA = "bc.transform_sha256"
 TAG_EMBEDDINGS_SHA = "bc.embeddings_sha256"
 TAG_MANIFEST_SHA = "bc.manifest_sha256"
-TAG_CATALOG = "bc.catalog"
 #: Publish time (ISO 8601, microseconds, UTC) of the latest version a view was generated from:
 #: the event timestamp of every row it materializes. Lets feast_bc refuse a catalog older than
 #: what the registry (and so the online store) already holds.

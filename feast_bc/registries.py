@@ -29,7 +29,6 @@ import yaml
 
 from feast_bc.naming import (
     MANAGED_BY,
-    TAG_CATALOG,
     TAG_FAMILY,
     TAG_LATEST,
     TAG_MANAGED,
@@ -79,7 +78,7 @@ class RegisteredFamily:
     published_at: datetime | None = None
     sources: set[Path] = field(default_factory=set)  # files its views read, resolved
     materialized: set[int] = field(default_factory=set)
-    catalogs: set[str] = field(default_factory=set)  # the catalog paths its views were generated from
+    sqlite_files: set[Path] = field(default_factory=set)  # SQLite files Feast's infra records for its views
 
     def describe(self) -> str:
         return (
@@ -149,6 +148,12 @@ def registered_families(profile: Profile) -> dict[str, RegisteredFamily]:
         raise ValueError(f"{profile.registry} is not a readable Feast registry: {exc}") from None
     repo = profile.yaml.parent
     out: dict[str, RegisteredFamily] = {}
+    prefix = f"{profile.project}_"  # Feast names a view's SQLite table <project>_<view>
+    sqlite_tables = {
+        o.sqlite_table.name[len(prefix) :]: Path(o.sqlite_table.path).resolve()
+        for o in proto.infra.infra_objects
+        if o.WhichOneof("infra_object") == "sqlite_table" and o.sqlite_table.name.startswith(prefix)
+    }
 
     def managed(objects):
         """(object, its tags, its family's entry) for every feast_bc object of this profile's project."""
@@ -164,8 +169,8 @@ def registered_families(profile: Profile) -> dict[str, RegisteredFamily]:
         version = int(tags.get(TAG_VERSION, -1))
         reg.versions[version] = tags.get(TAG_ROLE, "derived")
         reg.views.append(spec.name)
-        if tags.get(TAG_CATALOG):
-            reg.catalogs.add(tags[TAG_CATALOG])
+        if spec.name in sqlite_tables:
+            reg.sqlite_files.add(sqlite_tables[spec.name])
         if len(fv.meta.materialization_intervals):
             reg.materialized.add(version)
         uri = spec.batch_source.file_options.uri
@@ -262,16 +267,4 @@ def redis_connection_problem(online_store: dict, where: str) -> str | None:
             else "expected host:port[,db=N][,password=...]"
         )
         return f"{where}: the Redis connection string {conn!r} names no host:port -- {hint}"
-    return None
-
-
-def copied_from(reg: RegisteredFamily, catalog_root: Path) -> Path | None:
-    """The catalog of another, still existing repo that ``reg``'s registry was applied from: this
-    repo (registry included) is a copy of that one. None when the registry is this repo's own, or
-    the other repo is gone (the repo was moved, not copied)."""
-    own = Path(catalog_root).resolve()
-    for other in sorted(reg.catalogs):
-        path = Path(other)
-        if path.resolve() != own and path.is_dir():
-            return path
     return None

@@ -14,11 +14,13 @@ store); ``feature_store.redis.yaml`` is the Redis profile, whose connection stri
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlparse
 
 from feast_bc.atomic import atomic_write_bytes
+from feast_bc.catalog.location import CATALOG_KEY, SETTINGS_BLOCK, location_in
 from feast_bc.errors import InvalidInputError
 from feast_bc.naming import MANAGED_BY, TAG_MANAGED
 from feast_bc.registries import DEFAULT_PROFILE_FILENAME, REDIS_ENV_VAR
@@ -66,7 +68,7 @@ batch_engine:
 """
 
 RAY_ENGINE_BLOCK = """# Feast's Ray engine runs every view's UDF on Ray workers (docs/SCALING.md): the workers need
-# feast_bc installed and this repo's bc_catalog at the same absolute path. Without ray_address
+# feast_bc installed and this repo's catalog at the path the driver sees it. Without ray_address
 # (or $RAY_ADDRESS) Feast starts a local Ray. Keep offline_store `file`: the `ray` one rounds
 # event timestamps to whole seconds, which feast_bc rejects.
 batch_engine:
@@ -82,6 +84,7 @@ def feature_store_yaml(
     *,
     redis_connection: str | None = None,
     engine: Literal["bc", "local", "ray"] = "bc",
+    catalog: str | None = None,
 ) -> str:
     """Text of a feature_store.yaml for the embedded default or the Redis profile.
 
@@ -89,6 +92,8 @@ def feature_store_yaml(
     views); ``"local"`` leaves Feast's stock engine, which runs the same views through their UDFs;
     ``"ray"`` configures Feast's Ray engine (needs ``ray``: ``pip install 'feast-bc[ray]'``), which
     runs the same UDFs on Ray workers -- one SQLite writer, or four concurrent Redis writers.
+    ``catalog`` declares where the catalog lives (:mod:`feast_bc.catalog.location`); None keeps
+    the default, ``bc_catalog/`` in the repo, and writes no ``feast_bc:`` block.
     """
     if engine not in ("bc", "local", "ray"):
         raise InvalidInputError(f"unknown engine {engine!r}; choose 'bc', 'local' or 'ray'")
@@ -96,6 +101,9 @@ def feature_store_yaml(
         engine_block = RAY_ENGINE_BLOCK.format(write_concurrency=1 if online_store == "sqlite" else 4)
     else:
         engine_block = ENGINE_BLOCK if engine == "bc" else ""
+    if catalog is not None:
+        location_in({CATALOG_KEY: catalog}, "--catalog")  # refused here, before a file is written
+        engine_block += CATALOG_BLOCK.format(block=SETTINGS_BLOCK, key=CATALOG_KEY, location=json.dumps(catalog))
     if online_store == "sqlite":
         online = "  type: sqlite\n  path: data/online_store.db"
         return _YAML_TEMPLATE.format(
@@ -119,6 +127,12 @@ def feature_store_yaml(
             engine=engine_block,
         )
     raise InvalidInputError(f"unknown online store {online_store!r}; choose 'sqlite' or 'redis'")
+
+
+CATALOG_BLOCK = """# Where this repo's catalog lives, relative to the repo (feast_bc.catalog.location).
+{block}:
+  {key}: {location}
+"""
 
 
 def redis_url_to_connection_string(url: str) -> str:
@@ -150,6 +164,7 @@ def init_repo(
     online_store: Literal["sqlite", "redis"] = "sqlite",
     redis_url: str | None = None,
     engine: Literal["bc", "local", "ray"] = "bc",
+    catalog: str | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a feast_bc feature repo at ``path`` (keeps an existing catalog and data).
@@ -159,14 +174,19 @@ def init_repo(
 
     ``online_store`` picks what ``feature_store.yaml`` points at; the Redis profile file is always
     written too. With ``redis_url`` the connection string is written into the yaml instead of
-    being read from ``$FEAST_BC_REDIS``.
+    being read from ``$FEAST_BC_REDIS``. ``catalog`` declares a catalog location other than
+    ``bc_catalog/`` (relative to the repo).
     """
     repo = Path(path)
     repo.mkdir(parents=True, exist_ok=True)
     conn = redis_url_to_connection_string(redis_url) if redis_url else None
     files = {
-        DEFAULT_PROFILE_FILENAME: feature_store_yaml(project, online_store, redis_connection=conn, engine=engine),
-        REDIS_PROFILE_FILENAME: feature_store_yaml(project, "redis", redis_connection=conn, engine=engine),
+        DEFAULT_PROFILE_FILENAME: feature_store_yaml(
+            project, online_store, redis_connection=conn, engine=engine, catalog=catalog
+        ),
+        REDIS_PROFILE_FILENAME: feature_store_yaml(
+            project, "redis", redis_connection=conn, engine=engine, catalog=catalog
+        ),
         DEFINITIONS_FILENAME: DEFINITIONS_TEXT,
         ".feastignore": FEASTIGNORE_TEXT,
     }

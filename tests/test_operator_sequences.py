@@ -525,7 +525,8 @@ def test_a_copied_repo_is_refused_until_it_has_its_own_identity_and_a_moved_one_
     projects = [project]
     try:
         fams = publish_users_and_items(Catalog.for_repo(original), versions=2)
-        _apply_and_materialize(original)
+        run_cli(["feast", "apply"], cwd=original)  # the CLI records Feast's infra (SQLite paths) in the registry
+        _apply_and_materialize(original, apply_first=False)
         copy = tmp_path / "b" / "repo"
         shutil.copytree(original, copy, symlinks=True)
         proc = run_cli(["feast", "apply"], cwd=copy, check=False)

@@ -296,6 +296,8 @@ class Maintenance:
     def _repo_registries(self) -> RepoRegistries | None:
         """The registries of the Feast repo this catalog belongs to (None if it is not in one)."""
         root = self.catalog.root
+        if self.catalog.repo is not None:
+            return repo_registries(self.catalog.repo)
         if root.name != CATALOG_DIRNAME or not any(root.parent.glob(PROFILE_GLOB)):
             logger.info("%s is not the catalog of a Feast repo: gc reads no registry", root)
             return None

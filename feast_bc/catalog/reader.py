@@ -29,7 +29,6 @@ from feast_bc.artifacts import load_transform, verify_file
 from feast_bc.atomic import exclusive_lock
 from feast_bc.catalog.layout import (
     ARTIFACTS_DIRNAME,
-    CATALOG_DIRNAME,
     family_files,
     family_state,
     ignored_entries,
@@ -37,6 +36,7 @@ from feast_bc.catalog.layout import (
     looks_like_catalog,
     read_tombstones,
 )
+from feast_bc.catalog.location import catalog_root, repo_location
 from feast_bc.embeddings import check_embeddings_file, read_embeddings
 from feast_bc.errors import (
     ArtifactError,
@@ -49,6 +49,7 @@ from feast_bc.errors import (
 )
 from feast_bc.manifest import MANIFEST_FILENAME, MAX_MANIFEST_BYTES, FamilyManifest
 from feast_bc.naming import family_name_problem
+from feast_bc.registries import PROFILE_GLOB
 from feast_bc.transforms import BackwardTransform, LinearTransform, compose
 
 _COMPOSED_CACHE_SIZE = 64
@@ -59,21 +60,27 @@ logger = logging.getLogger(__name__)
 class CatalogReader:
     """Families of versioned embeddings stored under one directory, read and verified."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, repo: str | Path | None = None):
         self.root = Path(root).absolute()
+        #: The feature repo this catalog serves, when known (gc reads its registries).
+        self.repo = None if repo is None else Path(repo).absolute()
 
     @classmethod
-    def for_repo(cls, repo_path: str | Path):
-        return cls(Path(repo_path) / CATALOG_DIRNAME)
+    def for_repo(cls, repo_path: str | Path, location: str | None = None):
+        """The catalog of a feature repo: where its ``feast_bc:`` block says (``bc_catalog/`` by default)."""
+        location = repo_location(repo_path) if location is None else location
+        return cls(catalog_root(repo_path, location), repo=repo_path)
 
     @classmethod
     def locate(cls, where: str | Path | CatalogReader):
-        """A catalog given either a feature repo (uses its ``bc_catalog/``) or a catalog directory."""
+        """A catalog given either a feature repo (uses the catalog it declares) or a catalog directory."""
         if isinstance(where, cls):
             return where
         if isinstance(where, CatalogReader):
-            return cls(where.root)
+            return cls(where.root, repo=where.repo)
         path = Path(where)
+        if any(path.glob(PROFILE_GLOB)):
+            return cls.for_repo(path)
         return cls(path) if looks_like_catalog(path) else cls.for_repo(path)
 
     def __repr__(self) -> str:

@@ -47,7 +47,7 @@ def probe_windows(repo_config, online_store, registry, tasks: list) -> list[tupl
             out.append((task, None))
             continue
         try:
-            catalog = bc_catalog(repo_config, view)
+            catalog = bc_catalog(repo_config)
             manifest = catalog.manifest(view.tags[TAG_FAMILY])
             path = latest_file(repo_config, view, registry, task.project)
             if str(path) not in samples:

@@ -20,9 +20,10 @@ from typing import NamedTuple
 from feast.infra.offline_stores.file_source import FileSource
 
 from feast_bc.catalog import Catalog
+from feast_bc.catalog.location import config_location
 from feast_bc.errors import CatalogRollbackError
 from feast_bc.manifest import FamilyManifest
-from feast_bc.naming import TAG_CATALOG, TAG_DERIVED_FROM, TAG_FAMILY, TAG_LATEST, TAG_PUBLISHED_AT, TAG_VERSION
+from feast_bc.naming import TAG_DERIVED_FROM, TAG_FAMILY, TAG_LATEST, TAG_PUBLISHED_AT, TAG_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class MaterializationUnit:
 
 def plan_units(repo_config, registry, tasks: list, *, fused: bool) -> tuple[list[tuple[list[int], Path]], dict]:
     """Group the feast_bc views among ``tasks`` into units: (task indices, latest file) per unit --
-    views of one project, family, catalog and latest file together when ``fused``, else one each --
+    views of one project, family and latest file together when ``fused``, else one each --
     and {task index: error} for views whose family or latest file cannot be told. Tasks of views
     that are not feast_bc views are in neither (Feast's local engine takes them)."""
     units: dict[tuple, tuple[list[int], Path]] = {}
@@ -86,12 +87,11 @@ def plan_units(repo_config, registry, tasks: list, *, fused: bool) -> tuple[list
         if not view.tags.get(TAG_FAMILY):
             continue
         try:
-            catalog = bc_catalog(repo_config, view)
             path = latest_file(repo_config, view, registry, task.project)
         except Exception as exc:  # noqa: BLE001 - the view's job reports it
             errors[i] = exc
             continue
-        key = (task.project, view.tags[TAG_FAMILY], str(Path(catalog.root).resolve()), str(path.resolve()))
+        key = (task.project, view.tags[TAG_FAMILY], str(path.resolve()))
         if not fused:
             key += (i,)
         units.setdefault(key, ([], path))[0].append(i)
@@ -103,7 +103,7 @@ def prepare_unit(repo_config, registry, tasks: list, path: Path) -> Materializat
     makes before reading: an unknown family or version, a view registered from a newer latest than
     the catalog holds (:class:`CatalogRollbackError`)."""
     first = tasks[0].feature_view
-    catalog = bc_catalog(repo_config, first)
+    catalog = bc_catalog(repo_config)
     manifest = catalog.manifest(first.tags[TAG_FAMILY])
     windows, dims = [], []
     for task in tasks:
@@ -149,9 +149,10 @@ def registry_file_reader(repo_config, registry, view, project) -> ServedFile:
     return served_file
 
 
-def bc_catalog(repo_config, view) -> Catalog:
-    """The catalog a feast_bc view names (its ``bc.catalog`` tag, else the repo's)."""
-    return Catalog(view.tags[TAG_CATALOG]) if view.tags.get(TAG_CATALOG) else Catalog.for_repo(repo_config.repo_path)
+def bc_catalog(repo_config) -> Catalog:
+    """The catalog of the repo being materialized (where its ``feast_bc:`` block says; never a path
+    the registry recorded, so a moved or mounted repo reads its own)."""
+    return Catalog.for_repo(repo_config.repo_path, config_location(repo_config))
 
 
 def refuse_rollback(view, manifest) -> None:
