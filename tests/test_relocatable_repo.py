@@ -56,7 +56,7 @@ def test_a_moved_repo_materializes_and_serves_with_no_path_registered(tmp_path, 
     proc = run_cli(["feast", "apply"], cwd=original)
     assert str(tmp_path) not in proc.stdout  # the apply output names no local path
     registered = _registered_text_of_managed_objects(original)
-    assert str(tmp_path) not in registered, [l for l in registered.splitlines() if str(tmp_path) in l]
+    assert str(tmp_path) not in registered, [line for line in registered.splitlines() if str(tmp_path) in line]
 
     moved = tmp_path / "b"
     shutil.move(str(original), moved)
@@ -72,7 +72,7 @@ def test_a_declared_catalog_location_is_read_everywhere_and_moves_with_the_repo(
     repo = tmp_path / "one" / "repo"
     run_cli(["feast-bc", "init", str(repo), "--project", project, "--catalog", "catalogs/main"])
     for yaml in repo.glob("feature_store*.yaml"):
-        assert "feast_bc:\n  catalog: \"catalogs/main\"" in yaml.read_text()
+        assert 'feast_bc:\n  catalog: "catalogs/main"' in yaml.read_text()
     catalog = Catalog.for_repo(repo)
     assert catalog.root == repo.absolute() / "catalogs" / "main"
     assert Catalog.locate(repo).root == catalog.root
