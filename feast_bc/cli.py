@@ -21,7 +21,7 @@ from feast_bc.errors import FeastBCError, InvalidInputError, UnknownFamilyError
 from feast_bc.export import export_version, write_parquet
 from feast_bc.feature_server import ServeConfig
 from feast_bc.manifest import validation_summary
-from feast_bc.publish_gate import GateFile, gate_path, read_gate_file, write_gate_file
+from feast_bc.publish_gate import GateFile, gate_path, read_gate_file
 from feast_bc.registries import repo_registries
 from feast_bc.repo import init_repo
 from feast_bc.selfcheck import render, run_selfcheck
@@ -92,7 +92,7 @@ def cmd_verify(args) -> int:
     for note in catalog.ignored_entries():
         print(f"note: {note}")
     if not families:
-        print(f"no embedding families in {catalog.root}")
+        print(f"no embedding families in {catalog.location}")
     failed = []
     for family in families:
         manifest, errors = catalog.inspect(family)
@@ -190,7 +190,7 @@ def cmd_drop_family(args) -> int:
     _existing_repo(args.repo)
     catalog = Catalog.locate(args.repo)
     if not args.undo and catalog.family_state(args.family) == "absent":
-        served = {f.family for f in repo_registries(catalog.root.parent).families}
+        served = {f.family for f in repo_registries(catalog.repo or catalog.root.parent).families}
         if args.family not in served:
             known = ", ".join(catalog.families()) or "none"
             raise UnknownFamilyError(
@@ -296,9 +296,10 @@ def cmd_gate(args) -> int:
             raise InvalidInputError(
                 f"invalid publish gate limits: {validation_summary(exc)}; nothing written"
             ) from None
-        path = write_gate_file(root, limits)
+        path = catalog.set_gate_limits(limits)
+        shown = f"{catalog.location}/{path.name}" if catalog.location != str(root) else str(path)
         found = (limits, "") if limits else None
-        print(f"wrote {path}" if limits else f"removed {path}: no publish gate")
+        print(f"wrote {shown}" if limits else f"removed {shown}: no publish gate")
     if found:
         print(json.dumps(found[0].model_dump(mode="json", exclude_unset=True), indent=2, sort_keys=True))
     else:

@@ -134,3 +134,11 @@ class LatestSupersededError(RegistryLagError):
 
 class WorkerLostError(FeastBCError):
     """A distributed worker running a materialization slice died (its retries used up)."""
+
+
+class ObjectStoreError(FeastBCError):
+    """The object store holding a catalog cannot be reached, has no such bucket, or refused the request."""
+
+
+class ConcurrentChangeError(VersionConflictError):
+    """Another writer changed a catalog on object storage while this command ran (a lost conditional write)."""

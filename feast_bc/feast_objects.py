@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +32,9 @@ from feast.types import Array, Float32, Int64, String
 from feast.value_type import ValueType
 
 from feast_bc.catalog import Catalog
+from feast_bc.catalog.location import repo_location
 from feast_bc.catalog.maintenance import on_read_problem
+from feast_bc.catalog.remote import RemoteCatalog
 from feast_bc.errors import CatalogRollbackError, ConfigurationError, CopiedRepoError, FeastBCError, ManifestError
 from feast_bc.feast_compat import install as install_feast_fixes
 from feast_bc.feast_compat import restore_torn_down_sqlite_tables
@@ -233,11 +236,13 @@ def _latest_source(repo_path: Path, catalog: Catalog, manifest: FamilyManifest) 
     """The FileSource of the family's latest embeddings file."""
     family, k = manifest.family, manifest.latest.version
     emb_path = catalog.artifact_path(family, manifest.latest.embeddings)
-    # Relative to the repo when possible, so a moved repo keeps reading the right file.
-    try:
-        source_path = str(emb_path.relative_to(repo_path))
-    except ValueError:
-        source_path = str(emb_path)
+    if isinstance(catalog, RemoteCatalog):
+        source_path = catalog.remote_url(emb_path)  # the object's URL (feast_bc reads its mirror)
+    elif Path(catalog.location).is_relative_to(repo_path):
+        source_path = os.path.relpath(emb_path, repo_path)  # a moved repo keeps reading the right file
+    else:  # declared outside the repo: relative too, unless declared as an absolute mount point
+        declared = repo_location(repo_path)
+        source_path = str(emb_path) if Path(declared).is_absolute() else os.path.relpath(emb_path, repo_path)
     return FileSource(
         name=source_name(family),
         path=source_path,

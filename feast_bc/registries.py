@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from feast_bc.mirror_paths import mirror_file
 from feast_bc.naming import (
     MANAGED_BY,
     TAG_FAMILY,
@@ -174,7 +175,9 @@ def registered_families(profile: Profile) -> dict[str, RegisteredFamily]:
         if len(fv.meta.materialization_intervals):
             reg.materialized.add(version)
         uri = spec.batch_source.file_options.uri
-        if uri:
+        if uri and "://" in uri:
+            reg.sources.add(mirror_file(uri).resolve())  # a catalog on object storage: its mirror file
+        elif uri:
             src = Path(uri)
             reg.sources.add((src if src.is_absolute() else repo / src).resolve())
         if tags.get(TAG_ROLE) == "latest":

@@ -74,7 +74,7 @@ def repo_status(
     ids per pinned version through every applied profile (:func:`feast_bc.audit.audit_repo`)."""
     repo = Path(repo).absolute()
     catalog = Catalog.for_repo(repo)
-    report = RepoStatus(repo=str(repo), catalog=str(catalog.root))
+    report = RepoStatus(repo=str(repo), catalog=catalog.location)
     if not repo.is_dir():
         report.problems.append(f"{repo} does not exist")
         return report

@@ -14,6 +14,7 @@ Where the files are: :mod:`~feast_bc.catalog.layout`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, CATALOG_DIRNAME, DROPPED_
 from feast_bc.catalog.maintenance import Maintenance
 from feast_bc.catalog.publishing import Publisher, PublishRequest
 from feast_bc.catalog.reader import CatalogReader
-from feast_bc.gate_records import GateDecision
+from feast_bc.gate_records import GateDecision, GateFile
 from feast_bc.manifest import EntitySpec, FamilyManifest, VersionRecord
+from feast_bc.publish_gate import write_gate_file
 from feast_bc.registries import RepoRegistries
 from feast_bc.transforms import BackwardTransform
 
@@ -33,6 +35,16 @@ __all__ = ["ARTIFACTS_DIRNAME", "CATALOG_DIRNAME", "DROPPED_DIRNAME", "LOCKS_DIR
 
 class Catalog(CatalogReader):
     """Families of versioned embeddings stored under one directory."""
+
+    def writing(self):
+        """Context around a change that is not one family's (the publish gate's limits): nothing on a
+        local catalog; a remote one pulls before and pushes after (:mod:`feast_bc.catalog.remote`)."""
+        return contextlib.nullcontext()
+
+    def set_gate_limits(self, limits: GateFile | None) -> Path:
+        """Replace the publish gate's limits file (None removes it) (:func:`~feast_bc.publish_gate.write_gate_file`)."""
+        with self.writing():
+            return write_gate_file(self.root, limits)
 
     def publish(
         self,

@@ -6,6 +6,7 @@ repo that declares it must say the same)::
 
     feast_bc:
       catalog: ../catalogs/recsys   # relative to the repo (or an absolute path)
+      # catalog: s3://bucket/prefix   # or on S3-compatible object storage (feast_bc.catalog.remote)
 
 Nothing registered with Feast names the location: a view names only its family and version, and
 whoever runs it -- feast_bc's engines, the UDF inside Feast's own engines, the ``feast-bc`` CLI --
@@ -23,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from feast_bc.catalog.layout import CATALOG_DIRNAME
+from feast_bc.catalog.object_store import is_uri, uri_problem
 from feast_bc.errors import ConfigurationError
 from feast_bc.registries import PROFILE_GLOB
 
@@ -53,12 +55,10 @@ def location_in(settings: object, where: str) -> str:
         raise ConfigurationError(
             f"{where}: `{SETTINGS_BLOCK}.{CATALOG_KEY}` must be a directory (relative to the repo), got {value!r}"
         )
-    if "://" in value:
-        scheme = value.split("://", 1)[0]
-        raise ConfigurationError(
-            f"{where}: `{SETTINGS_BLOCK}.{CATALOG_KEY}: {value}` -- feast_bc reads catalogs on a local or mounted "
-            f"filesystem only, not {scheme}:// URIs; declare a directory (relative to the repo, or a mount point)"
-        )
+    if is_uri(value):
+        problem = uri_problem(value)
+        if problem:
+            raise ConfigurationError(f"{where}: `{SETTINGS_BLOCK}.{CATALOG_KEY}: {value}` -- {problem}")
     return value
 
 
@@ -88,6 +88,6 @@ def config_location(repo_config) -> str:
 
 
 def catalog_root(repo: str | Path, location: str) -> Path:
-    """The catalog directory a location names, relative locations taken from the repo."""
+    """The catalog directory a local location names, relative locations taken from the repo."""
     path = Path(location).expanduser()
     return path if path.is_absolute() else Path(repo).absolute() / path

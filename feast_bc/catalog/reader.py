@@ -37,6 +37,7 @@ from feast_bc.catalog.layout import (
     read_tombstones,
 )
 from feast_bc.catalog.location import catalog_root, repo_location
+from feast_bc.catalog.object_store import is_uri
 from feast_bc.embeddings import check_embeddings_file, read_embeddings
 from feast_bc.errors import (
     ArtifactError,
@@ -69,6 +70,10 @@ class CatalogReader:
     def for_repo(cls, repo_path: str | Path, location: str | None = None):
         """The catalog of a feature repo: where its ``feast_bc:`` block says (``bc_catalog/`` by default)."""
         location = repo_location(repo_path) if location is None else location
+        if is_uri(location):
+            from feast_bc.catalog.remote import RemoteCatalog  # the catalog package imports this module
+
+            return RemoteCatalog(location, repo=repo_path)
         return cls(catalog_root(repo_path, location), repo=repo_path)
 
     @classmethod
@@ -78,6 +83,10 @@ class CatalogReader:
             return where
         if isinstance(where, CatalogReader):
             return cls(where.root, repo=where.repo)
+        if is_uri(str(where)):
+            from feast_bc.catalog.remote import RemoteCatalog
+
+            return RemoteCatalog(str(where))
         path = Path(where)
         if any(path.glob(PROFILE_GLOB)):
             return cls.for_repo(path)
@@ -85,6 +94,15 @@ class CatalogReader:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r})"
+
+    @property
+    def location(self) -> str:
+        """Where the catalog is, as a user names it (a directory here; a URI for a remote one)."""
+        return str(self.root)
+
+    def local_file(self, source: str | Path) -> Path:
+        """The file a registered source path names (a remote catalog maps its object URLs)."""
+        return Path(source)
 
     # ------------------------------------------------------------------------------ families
     def family_dir(self, family: str) -> Path:

@@ -21,8 +21,10 @@ from feast.infra.offline_stores.file_source import FileSource
 
 from feast_bc.catalog import Catalog
 from feast_bc.catalog.location import config_location
+from feast_bc.catalog.object_store import is_uri
 from feast_bc.errors import CatalogRollbackError
 from feast_bc.manifest import FamilyManifest
+from feast_bc.mirror_paths import mirror_file
 from feast_bc.naming import TAG_DERIVED_FROM, TAG_FAMILY, TAG_LATEST, TAG_PUBLISHED_AT, TAG_VERSION
 
 logger = logging.getLogger(__name__)
@@ -131,6 +133,8 @@ def latest_file(repo_config, view, registry, project) -> Path:
     source = source_view.batch_source
     if not isinstance(source, FileSource):
         raise TypeError(f"{source_view.name}: feast_bc views read a FileSource, got {type(source).__name__}")
+    if is_uri(source.path):
+        return mirror_file(source.path)  # a catalog on object storage: its mirror on this machine
     return Path(FileSource.get_uri_for_file_path(repo_config.repo_path, source.path))
 
 
