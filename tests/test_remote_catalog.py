@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from conftest import assert_online_matches, publish_users_and_items, run_cli, unique_project
+from conftest import assert_online_matches, online_vectors, publish_users_and_items, run_cli, unique_project
 from feast_bc import Catalog
 from feast_bc.catalog.remote import RemoteCatalog
 from feast_bc.errors import ConcurrentChangeError, ConfigurationError, ObjectStoreError
@@ -174,7 +174,11 @@ def test_object_store_problems_are_one_line_errors(s3_endpoint, s3_uri, tmp_path
     with pytest.raises(ObjectStoreError, match="bucket 'no-such-bucket' does not exist"):
         RemoteCatalog("s3://no-such-bucket/x", mirror=tmp_path / "m1")
     repo = init_repo(tmp_path / "repo", project=unique_project("bad"), catalog=f"s3://{bucket}/c")
-    proc = run_cli(["feast-bc", "verify", "--repo", str(repo)], env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}, check=False)
+    proc = run_cli(
+        ["feast-bc", "verify", "--repo", str(repo)],
+        env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"},
+        check=False,
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "cannot reach the object store" in proc.stderr and "AWS_ENDPOINT_URL" in proc.stderr, proc.stderr
     with pytest.raises(ConfigurationError, match="not gs://"):
@@ -183,3 +187,43 @@ def test_object_store_problems_are_one_line_errors(s3_endpoint, s3_uri, tmp_path
     with pytest.raises(ConfigurationError, match="names no bucket"):
         RemoteCatalog("s3:///prefix", mirror=tmp_path / "m2")
     assert json.loads(json.dumps(_objects(s3_uri))) == {}  # nothing was written to the real bucket
+
+
+@pytest.mark.usefixtures("s3_uri")
+def test_bcrayengine_and_fit_transform_work_on_a_catalog_on_s3(s3_uri, tmp_path):
+    """The Ray engine materializes from the mirror (one node: driver and workers share it), and
+    `fit-transform` publishes into the bucket through the repo's declared catalog."""
+    import pandas as pd
+    from feast import FeatureStore
+
+    from conftest import local_ray
+
+    repo = init_repo(tmp_path / "repo", project=unique_project("s3ray"), catalog=s3_uri)
+    yaml = repo / "feature_store.yaml"
+    engine = "  type: feast_bc.engine.BCEngine\n  batch_rows: 65536\n"
+    yaml.write_text(yaml.read_text().replace(engine, "  type: feast_bc.ray_engine.BCRayEngine\n  num_workers: 2\n"))
+    assert "BCRayEngine" in yaml.read_text()
+    fams = publish_users_and_items(Catalog.for_repo(repo), versions=2)
+    # fit-transform: a third item version from a parquet file, B_2 fitted by least squares (exact here)
+    fam = fams["item_embedding"]
+    ids, z_old = fam.ids[1], fam.vectors[1]
+    lift = np.random.default_rng(4).normal(size=(fam.dims[1], fam.dims[2])).astype(np.float32)
+    z_new = z_old @ lift  # d_2 > d_1: some B_2 maps it back to z_old exactly
+    new_file = tmp_path / "new.parquet"
+    pd.DataFrame({"item_id": ids, "embedding": list(z_new)}).to_parquet(new_file)
+    run_cli(
+        ["python", "-m", "training", "fit-transform", "--repo", str(repo), "--family", "item_embedding",
+         "--new", str(new_file), "--publish", "--no-apply"]
+    )  # fmt: skip
+    assert RemoteCatalog(s3_uri, mirror=tmp_path / "elsewhere").manifest("item_embedding").latest_version == 2
+    from feast_bc.repo import apply
+
+    apply(repo)
+    with local_ray():
+        FeatureStore(repo_path=str(repo)).materialize(
+            datetime.now(UTC) - timedelta(days=1), datetime.now(UTC) + timedelta(seconds=5)
+        )
+    store = FeatureStore(repo_path=str(repo))
+    assert_online_matches(store, {"user_embedding": fams["user_embedding"]})
+    got = online_vectors(store, "item_embedding", 1, "item_id", ids)
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), z_old, atol=1e-3, rtol=0)
