@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 import redis.exceptions as rex
 from feast.infra.common.materialization_job import MaterializationTask
 
+from feast_bc.catalog.remote import RemoteCatalog
 from feast_bc.engine import BCEngine
 from feast_bc.errors import OnlineStoreUnavailableError, WorkerLostError
 from feast_bc.latest_guard import LatestGuard
@@ -158,14 +159,19 @@ class BCRayEngine(BCEngine):
         st = os.stat(path)
         groups = pq.ParquetFile(path).metadata.num_row_groups  # the footer only
         settings = PassSettings.model_validate(self.config.model_dump(include=set(PassSettings.model_fields)))
+        if isinstance(unit.catalog, RemoteCatalog):  # workers read their own mirror of the bucket
+            catalog_location = unit.catalog.location
+            latest = Path(path).resolve().relative_to(unit.catalog.root.resolve()).as_posix()
+        else:
+            catalog_location, latest = str(Path(unit.catalog.root).resolve()), str(path)
         context = SliceContext(
             what=unit.what,
             repo_config=dill.dumps(self.repo_config),
             views=tuple((t.feature_view.to_proto().SerializeToString(), t.start_time, t.end_time) for t in tasks),
             project=unit.project,
-            catalog_root=str(Path(unit.catalog.root).resolve()),
+            catalog_location=catalog_location,
             manifest=unit.manifest,
-            path=str(path),
+            path=latest,
             file_state=(st.st_size, st.st_mtime_ns),
             settings=settings,
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from feast_bc.catalog import Catalog
+from feast_bc.catalog.object_store import is_uri
 from feast_bc.errors import ChecksumMismatchError
 from feast_bc.materialize import MaterializationUnit, PassSettings, ViewWindow, registry_file_reader, run_pass
 from feast_bc.materialize.unit import utc
@@ -28,15 +29,17 @@ from feast_bc.naming import TAG_VERSION
 class SliceContext:
     """What every slice of one unit needs; put in Ray's object store once per unit. Feast objects
     travel as Feast's own Ray engine ships them: the repo config dill-pickled, each view as its
-    protobuf (with its window); the catalog by its root, the manifest the driver verified."""
+    protobuf (with its window); the catalog by its location, the manifest the driver verified. A
+    catalog on object storage is read from the worker's own mirror (:func:`_slice_catalog`), so a
+    worker node needs neither the repo nor the driver's files."""
 
     what: str
     repo_config: bytes
     views: tuple[tuple[bytes, datetime | None, datetime | None], ...]
-    catalog_root: str
+    catalog_location: str  # a local catalog's root, or a remote catalog's URI
     manifest: Any
-    path: str
-    file_state: tuple[int, int]
+    path: str  # the latest file: the driver's path (local), its key in the catalog (remote)
+    file_state: tuple[int, int]  # (size, mtime_ns) the driver verified (local catalogs)
     settings: PassSettings
     project: str = ""
 
@@ -55,10 +58,10 @@ def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
         view = FeatureView.from_proto(proto, skip_udf=True)
         views.append(view)
         windows.append(ViewWindow(int(view.tags[TAG_VERSION]), utc(start), utc(end)))
-    path = Path(context.path)
+    catalog, path, file_state = _slice_catalog(context)
     unit = MaterializationUnit(
         project=context.project,
-        catalog=Catalog(context.catalog_root),
+        catalog=catalog,
         manifest=context.manifest,
         path=path,
         views=tuple(views),
@@ -69,16 +72,42 @@ def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
 
     def still_verified() -> None:
         st = os.stat(path)
-        if (st.st_size, st.st_mtime_ns) != context.file_state:
+        if (st.st_size, st.st_mtime_ns) != file_state:
             raise ChecksumMismatchError(
-                f"{context.what}: {path} changed after the driver verified its checksum "
-                f"(size, mtime_ns {context.file_state} -> {(st.st_size, st.st_mtime_ns)}); nothing of this "
+                f"{context.what}: {path} changed after its checksum was verified "
+                f"(size, mtime_ns {file_state} -> {(st.st_size, st.st_mtime_ns)}); nothing of this "
                 "slice was written"
             )
 
     return run_pass(
         repo_config, online_store, unit, context.settings, row_groups=list(row_groups), before_write=still_verified
     )
+
+
+_remote_catalogs: dict[str, Catalog] = {}
+
+
+def _slice_catalog(context: SliceContext) -> tuple[Catalog, Path, tuple[int, int]]:
+    """(catalog, latest file, its verified (size, mtime_ns)) for a slice. A local catalog is the
+    driver's, verified by the driver. A remote one is this process's mirror of it: the family is
+    pulled once (the latest file and the transforms downloaded once per node, whose workers share
+    the mirror) and verified against the driver's manifest once per process (hashes are cached)."""
+    if not is_uri(context.catalog_location):
+        return Catalog(context.catalog_location), Path(context.path), context.file_state
+    from feast_bc.catalog.remote import RemoteCatalog
+
+    family = context.manifest.family
+    with _stores_lock:
+        catalog = _remote_catalogs.get(context.catalog_location)
+        if catalog is None:
+            catalog = RemoteCatalog(context.catalog_location, families=[family])
+            _remote_catalogs[context.catalog_location] = catalog
+        path = catalog.root / context.path
+        if not path.is_file():
+            catalog.pull([family])
+    catalog.verify(family, context.manifest)
+    st = os.stat(path)
+    return catalog, path, (st.st_size, st.st_mtime_ns)
 
 
 class _WorkerRegistry:

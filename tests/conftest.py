@@ -231,3 +231,21 @@ def local_ray() -> Iterator:
         import feast.infra.ray_initializer as ray_initializer
 
         ray_initializer._ray_initialized = False  # a later Ray user in this process starts afresh
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """``$FEAST_BC_TEST_S3_ENDPOINT`` (`.ci/run` starts one), else a moto server of this worker."""
+    from local_s3 import ENDPOINT_ENV_VAR, LocalS3
+
+    if os.environ.get(ENDPOINT_ENV_VAR):
+        yield os.environ[ENDPOINT_ENV_VAR]
+        return
+    try:
+        server = LocalS3(tmp_path_factory.mktemp("s3")).start()
+    except (OSError, RuntimeError) as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"no S3-compatible server: {exc} -- under CI=true this is a failure, not a skip")
+        pytest.skip(f"no S3-compatible server: {exc}")
+    yield server.endpoint
+    server.stop()

@@ -6,7 +6,6 @@ errors for what a user can get wrong."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from datetime import UTC, datetime, timedelta
 
@@ -20,23 +19,7 @@ from feast_bc.errors import ConcurrentChangeError, ConfigurationError, ObjectSto
 from feast_bc.export import export_version
 from feast_bc.repo import init_repo
 from local_redis import free_port
-from local_s3 import ENDPOINT_ENV_VAR, LocalS3, client_env, new_bucket
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory):
-    """``$FEAST_BC_TEST_S3_ENDPOINT`` (`.ci/run` starts one), else a moto server of this worker."""
-    if os.environ.get(ENDPOINT_ENV_VAR):
-        yield os.environ[ENDPOINT_ENV_VAR]
-        return
-    try:
-        server = LocalS3(tmp_path_factory.mktemp("s3")).start()
-    except (OSError, RuntimeError) as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"no S3-compatible server: {exc} -- under CI=true this is a failure, not a skip")
-        pytest.skip(f"no S3-compatible server: {exc}")
-    yield server.endpoint
-    server.stop()
+from local_s3 import client_env, new_bucket
 
 
 @pytest.fixture

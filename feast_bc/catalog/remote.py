@@ -61,13 +61,22 @@ def _is_mutable(rel: str) -> bool:
 class RemoteCatalog(Catalog):
     """A :class:`~feast_bc.catalog.Catalog` whose files live on object storage (see the module)."""
 
-    def __init__(self, uri: str, *, repo: str | Path | None = None, mirror: str | Path | None = None):
+    def __init__(
+        self,
+        uri: str,
+        *,
+        repo: str | Path | None = None,
+        mirror: str | Path | None = None,
+        families: list[str] | None = None,
+    ):
+        """Open the catalog at ``uri``: pull every object (only ``families``' and the catalog-wide
+        files when given) into the mirror (``mirror``: default, this machine's cache)."""
         self.store = ObjectStore(uri)
         self.uri = self.store.uri
         super().__init__(Path(mirror) if mirror is not None else mirror_dir(self.uri), repo=repo)
         self.root.mkdir(parents=True, exist_ok=True)
         self.pulled: dict[str, str] = {}
-        self.pull()
+        self.pull(families)
 
     def __repr__(self) -> str:
         return f"RemoteCatalog({self.uri!r})"
@@ -88,11 +97,17 @@ class RemoteCatalog(Catalog):
         return Path(source)
 
     # ------------------------------------------------------------------------------ sync
-    def pull(self) -> None:
-        """Bring the mirror to the remote state (downloads only objects that changed)."""
+    def pull(self, families: list[str] | None = None) -> None:
+        """Bring the mirror to the remote state (downloads only objects that changed); with
+        ``families``, only theirs and the catalog-wide files (the gate's limits, tombstones)."""
+        wanted = None if families is None else tuple(f"{f}/" for f in families)
+
+        def in_scope(rel: str) -> bool:
+            return wanted is None or rel.startswith(wanted) or "/" not in rel or rel.startswith(".")
+
         with exclusive_lock(self.root / LOCKS_DIRNAME / _PULL_LOCK):
             state = self._read_state()
-            remote = self.store.list()
+            remote = {rel: etag for rel, etag in self.store.list().items() if in_scope(rel)}
             for rel, etag in sorted(remote.items()):
                 local = self.root / rel
                 # An artifact's name is its content hash: one already here is never fetched again
@@ -102,7 +117,7 @@ class RemoteCatalog(Catalog):
                     local.parent.mkdir(parents=True, exist_ok=True)
                     atomic_write(local, lambda tmp, rel=rel: self.store.download(rel, tmp))
                 state[rel] = etag
-            for rel in sorted(set(state) - set(remote)):
+            for rel in sorted(r for r in set(state) - set(remote) if in_scope(r)):
                 with contextlib.suppress(FileNotFoundError):
                     (self.root / rel).unlink()
                 del state[rel]
