@@ -59,6 +59,7 @@ def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
         views.append(view)
         windows.append(ViewWindow(int(view.tags[TAG_VERSION]), utc(start), utc(end)))
     catalog, path, file_state = _slice_catalog(context)
+    verifier = "this worker" if is_uri(context.catalog_location) else "the driver"
     unit = MaterializationUnit(
         project=context.project,
         catalog=catalog,
@@ -74,7 +75,7 @@ def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
         st = os.stat(path)
         if (st.st_size, st.st_mtime_ns) != file_state:
             raise ChecksumMismatchError(
-                f"{context.what}: {path} changed after its checksum was verified "
+                f"{context.what}: {path} changed after {verifier} verified its checksum "
                 f"(size, mtime_ns {file_state} -> {(st.st_size, st.st_mtime_ns)}); nothing of this "
                 "slice was written"
             )

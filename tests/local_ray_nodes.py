@@ -32,6 +32,7 @@ class LocalRayNodes:
         self.nodes: list[subprocess.Popen] = []
         self.node_dirs: list[Path] = []
         self.ports: set[int] = set()
+        self.node_manager_ports: list[int] = []  # per worker node: how `ray.nodes()` tells them apart
 
     @property
     def address(self) -> str:
@@ -90,6 +91,8 @@ class LocalRayNodes:
                 port = free_port()
             self.ports.add(port)
             args += [flag, str(port)]
+            if flag == "--node-manager-port":
+                self.node_manager_ports.append(port)
         low = 20000 + 2000 * i  # a worker-port range of its own
         args += ["--min-worker-port", str(low), "--max-worker-port", str(low + 1999)]
         self.nodes.append(self._start(args, node_dir, env, f"node{i}.log"))
@@ -111,6 +114,15 @@ class LocalRayNodes:
             if time.monotonic() > deadline or (self.head is not None and self.head.poll() is not None):
                 raise RuntimeError(f"Ray nodes did not start (logs in {self.workdir})")
             time.sleep(1)
+
+    def node_not_serving_this_driver(self) -> int:
+        """A worker node other than the one this process's Ray driver is attached to (objects the
+        driver puts live in its node's store: killing that node would kill the driver's objects)."""
+        import ray
+
+        mine = ray.get_runtime_context().get_node_id()
+        port = next(n["NodeManagerPort"] for n in ray.nodes() if n["NodeID"] == mine)
+        return next(i for i, p in enumerate(self.node_manager_ports) if p != port)
 
     def kill_node(self, i: int) -> None:
         _stop(self.nodes[i], signal.SIGKILL)  # the node's raylet and workers die at once

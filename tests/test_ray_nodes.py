@@ -116,7 +116,7 @@ def test_worker_nodes_read_the_catalog_from_object_storage_and_survive_a_node_st
         run = threading.Thread(target=materialize)
         run.start()
         time.sleep(4.0)
-        nodes.kill_node(0)
+        nodes.kill_node(nodes.node_not_serving_this_driver())
         deadline = time.monotonic() + 90
         while nodes.alive_nodes() != 2 and time.monotonic() < deadline:  # GCS marks the node dead
             time.sleep(1)
