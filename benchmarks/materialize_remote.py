@@ -12,6 +12,10 @@ configurations, in this order, each from an empty project (keys deleted, ``MEMOR
   includes listing the bucket and downloading every artifact (the latest parquet file included);
 * ``remote-warm``  -- the same with the mirror in place (what every later materialize pays: one LIST).
 
+And the floor of ``remote-cold`` on this server: ``raw-download``, boto3's ``download_file`` of the
+latest embeddings object alone into a temp file (what any client pays to fetch it once), timed in
+each repeat just before ``remote-cold``.
+
 Reported per configuration: median wall time of the one ``store.materialize`` call,
 version-rows/s (entities x versions / wall), the ratio to ``local``, and the object-store requests
 the run made (LIST, GET = artifact downloads, PUT, DELETE), counted by wrapping
@@ -60,6 +64,45 @@ def count_requests(counter: Counter) -> None:
         setattr(ObjectStore, name, wrapped)
 
 
+def raw_download(uri: str, key: str, work: Path) -> float:
+    """Seconds boto3 takes to fetch one object of the catalog into a temp file (then deleted)."""
+    from feast_bc.catalog.object_store import ObjectStore
+
+    store = ObjectStore(uri)
+    target = work / "raw-download.tmp"
+    t = time.perf_counter()
+    store.client.download_file(store.bucket, store.key(key), str(target))
+    wall = time.perf_counter() - t
+    target.unlink()
+    return wall
+
+
+def plot(payload: dict, path: Path) -> None:
+    """Median wall time per configuration (bars), with the raw-download floor marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = payload["summary"]
+    names = [c for c in (*CONFIGS, "raw-download") if c in summary]
+    walls = [summary[c]["median_wall_s"] for c in names]
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    bars = ax.barh(names, walls, color=["#4c72b0", "#dd8452", "#55a868", "#8c8c8c"][: len(names)])
+    for bar, wall in zip(bars, walls, strict=True):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {wall:.1f} s", va="center")
+    ax.invert_yaxis()
+    ax.set_xlabel("median wall time (s): one materialize, or the download alone")
+    ax.set_title(
+        f"{payload['entities']:,} x {payload['dim']} x {payload['versions']} versions into Redis; "
+        "S3 = moto on the same 2 cores",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def purge(redis_url: str, project: str) -> None:
     import redis
 
@@ -75,7 +118,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "materialize_remote.json"))
+    p.add_argument("--replot", action="store_true", help="only redraw the PNG beside --out from its JSON")
     args = p.parse_args()
+    if args.replot:
+        plot(json.loads(Path(args.out).read_text()), Path(args.out).with_suffix(".png"))
+        return
 
     from feast import FeatureStore
 
@@ -114,9 +161,17 @@ def main() -> None:
         start, end = datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(minutes=5)
         purge(args.redis_url, projects["local"])
         FeatureStore(repo_path=str(repos["local"])).materialize(start, end)  # warm-up: page cache, connections
+        latest_key = next(
+            k for k in RemoteCatalog(uri).store.list() if k.endswith(".parquet") and f"v{args.versions - 1:04d}" in k
+        )
         runs = []
         for r in range(args.repeats):
             for config in CONFIGS:
+                if config == "remote-cold":
+                    runs.append({"repeat": r, "config": "raw-download", "wall_s": raw_download(uri, latest_key, work)})
+                    print(
+                        f"raw-download repeat {r}: {runs[-1]['wall_s']:6.2f} s  (boto3 download_file of the latest object)"
+                    )
                 side = "local" if config == "local" else "remote"
                 for project in projects.values():
                     purge(args.redis_url, project)
@@ -140,7 +195,8 @@ def main() -> None:
                     }
                 )
                 print(f"{config:12s} repeat {r}: {wall:6.2f} s  {rows / wall:10,.0f} version-rows/s  {dict(counter)}")
-        summary = {}
+        raw = [x["wall_s"] for x in runs if x["config"] == "raw-download"]
+        summary = {"raw-download": {"median_wall_s": median(raw)}}
         for config in CONFIGS:
             walls = [x["wall_s"] for x in runs if x["config"] == config]
             summary[config] = {
@@ -163,6 +219,7 @@ def main() -> None:
             "loadavg_after": os.getloadavg(),
         }
         write_json(Path(args.out), payload)
+        plot(payload, Path(args.out).with_suffix(".png"))
         print(json.dumps(summary, indent=2))
     finally:
         for project in projects.values():

@@ -279,6 +279,7 @@ def cmd_gate(args) -> int:
     scope = declared.setdefault("families", {}).setdefault(args.family, {}) if args.family else declared
     changes = {
         "max_alignment_error": args.max_alignment_error,
+        "max_drift_since_publish": args.max_drift_since_publish,
         "max_alignment_error_per_version": _pairs(args.max_alignment_error_for, int) or None,
         "min_metrics": _pairs(args.min_metric) or None,
         "max_metrics": _pairs(args.max_metric) or None,
@@ -426,6 +427,11 @@ def _add_maintenance_commands(sub) -> None:
     s.add_argument("--family", help="set limits for this family only (overriding the repo's, field by field)")
     s.add_argument("--max-alignment-error", type=float, help="relative alignment error allowed to every live version")
     s.add_argument("--max-alignment-error-for", nargs="+", metavar="VERSION=LIMIT", help="per target version")
+    s.add_argument(
+        "--max-drift-since-publish",
+        type=float,
+        help="drift allowed of every served version from its values at its own publish (feast_bc.drift)",
+    )
     s.add_argument("--min-metric", nargs="+", metavar="NAME=VALUE", help="e.g. val_recall@50=0.1")
     s.add_argument("--max-metric", nargs="+", metavar="NAME=VALUE")
     s.add_argument("--clear", action="store_true", help="drop the limits of the scope (--family, or all) first")

@@ -34,10 +34,13 @@ class GateLimits(_Frozen):
 
     max_alignment_error: float | None = Field(default=None, ge=0, description="to every live older version")
     max_alignment_error_per_version: dict[int, float] = Field(default_factory=dict)
+    max_drift_since_publish: float | None = Field(
+        default=None, ge=0, description="what every served version would serve vs its values at its own publish"
+    )
     min_metrics: dict[str, float] = Field(default_factory=dict)
     max_metrics: dict[str, float] = Field(default_factory=dict)
 
-    @field_validator("max_alignment_error")
+    @field_validator("max_alignment_error", "max_drift_since_publish")
     @classmethod
     def _finite_error(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):

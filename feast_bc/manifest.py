@@ -66,6 +66,12 @@ class EmbeddingsArtifact(ArtifactRef):
     rows: int = Field(ge=1)
 
 
+class ReferenceArtifact(ArtifactRef):
+    """A fixed sample of a version's own values when it was published (:mod:`feast_bc.drift`)."""
+
+    rows: int = Field(ge=1)
+
+
 class TransformArtifact(ArtifactRef):
     kind: str = Field(description="transform kind, e.g. 'linear'")
     in_dim: int = Field(ge=1, description="dimension of version v")
@@ -118,14 +124,19 @@ class VersionRecord(_Strict):
     gate: GateDecision | None = Field(
         default=None, description="the publish gate's decision and figures; absent when no limits were declared"
     )
+    reference: ReferenceArtifact | None = Field(
+        default=None, description="a sample of this version's values at its publish (drift since publish)"
+    )
 
     @model_serializer(mode="wrap")
     def _omit_absent_gate(self, handler):
-        # Written only when there is one, so a version without a gate serializes (and is sealed)
-        # exactly as before the field existed: older manifests keep their checksums.
+        # Written only when there is one, so a version without a gate (or without a reference
+        # sample) serializes (and is sealed) exactly as before the field existed: older manifests
+        # keep their checksums.
         data = handler(self)
-        if data.get("gate") is None:
-            data.pop("gate", None)
+        for optional in ("gate", "reference"):
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return data
 
     @field_validator("created_at")
@@ -242,8 +253,10 @@ class FamilyManifest(_Strict):
         ]
 
     def artifact_refs(self) -> list[ArtifactRef]:
-        """Every artifact the manifest references (transforms and embeddings of every version)."""
-        return [ref for rec in self.versions for ref in (rec.transform, rec.embeddings) if ref is not None]
+        """Every artifact the manifest references (transforms, embeddings and reference samples)."""
+        return [
+            ref for rec in self.versions for ref in (rec.transform, rec.embeddings, rec.reference) if ref is not None
+        ]
 
     # ----------------------------------------------------------------------- serialization
     def _canonical(self) -> bytes:

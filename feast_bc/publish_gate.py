@@ -131,6 +131,8 @@ def evaluate(
                         name=name, limit_name=limit_name, bound="max", limit=limit, measured=err, passed=ok, note=note
                     )
                 )
+    if current is not None and limits.max_drift_since_publish is not None:
+        checks += _drift_checks(catalog, family, current, (ids, vectors, transform), limits.max_drift_since_publish)
     for bound, table in (("min", limits.min_metrics), ("max", limits.max_metrics)):
         for name, limit in sorted(table.items()):
             got = metrics.get(name)
@@ -148,6 +150,30 @@ def evaluate(
                 )
             )
     return GateDecision(passed=all(c.passed for c in checks), limits_sha256=sha, limits=limits, checks=checks)
+
+
+def _drift_checks(catalog, family: str, current, proposal, limit: float) -> list[GateCheck]:
+    """One check per served version: the drift since its publish the proposed version would cause."""
+    from feast_bc.drift import drift_since_publish  # reads reference samples: only when the limit is set
+
+    ids, vectors, transform = proposal
+    step = transform if transform is not None else IdentityTransform(vectors.shape[1])
+    checks = []
+    for j, drift in sorted(drift_since_publish(catalog, family, current, proposal=(ids, vectors, step)).items()):
+        measured = None if drift is None else drift.mean_relative
+        note = "" if drift is not None else f"v{j} was published without a reference sample (before feast_bc kept one)"
+        checks.append(
+            GateCheck(
+                name=f"drift since publish of v{j}",
+                limit_name="max_drift_since_publish",
+                bound="max",
+                limit=limit,
+                measured=measured,
+                passed=measured is not None and measured <= limit,
+                note=note,
+            )
+        )
+    return checks
 
 
 def refusal(failed: list[tuple[str, int, GateDecision]], root: Path, families: int) -> PublishRefusedError:

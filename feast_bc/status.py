@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from feast_bc.audit import DEFAULT_SAMPLE, audit_repo
 from feast_bc.catalog import Catalog
 from feast_bc.catalog.maintenance import on_read_problem
+from feast_bc.drift import Drift, drift_since_publish
 from feast_bc.errors import FeastBCError
 from feast_bc.gate_records import GateDecision
 from feast_bc.manifest import MANIFEST_FILENAME
@@ -32,6 +33,9 @@ class VersionStatus(BaseModel):
     embeddings_sha256: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     gate: GateDecision | None = Field(default=None, description="the publish gate's decision; None: no limits declared")
+    drift: Drift | None = Field(
+        default=None, description="what it serves now vs at its own publish; None: retired, or no reference sample"
+    )
     feature_view: str
     feature_service: str
     registered: bool | None = None
@@ -218,6 +222,10 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
                 vs.materialized_intervals = list(fv.materialization_intervals)
                 status.registry_latest = int(fv.tags.get(TAG_LATEST, -1))
         status.versions.append(vs)
+    if not errors:
+        drifts = drift_since_publish(catalog, family, manifest)
+        for vs in status.versions:
+            vs.drift = drifts.get(vs.version)
     on_read = [v.version for v in status.versions if v.role == "on_read"]
     if on_read:
         status.problems.append(on_read_problem(family, on_read))
@@ -282,6 +290,8 @@ def render_status(report: RepoStatus) -> str:
             )
             if v.gate is not None:
                 lines.append(f"      publish gate {v.gate.summary()}")
+            if v.drift is not None and v.role != "latest":
+                lines.append(f"      {v.drift.describe()}")
         for orphan in fam.orphans:
             lines.append(f"  orphan artifact (not in the manifest): {orphan}")
         lines += [f"  PROBLEM: {p}" for p in fam.problems]

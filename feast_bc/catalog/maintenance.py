@@ -223,6 +223,9 @@ class Maintenance:
                 if deletable(path):
                     update["embeddings"] = None
                     dropped.append(path)
+            if rec.reference is not None and rec.retired_at is not None:  # nobody reads it: no drift to show
+                update["reference"] = None
+                dropped.append(self.catalog.artifact_path(family, rec.reference))
             if rec.transform is not None and all(r.retired_at is not None for r in manifest.versions[:i]):
                 update["transform"] = None
                 dropped.append(self.catalog.artifact_path(family, rec.transform))

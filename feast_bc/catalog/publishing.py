@@ -27,6 +27,7 @@ from feast_bc.artifacts import write_transform
 from feast_bc.atomic import atomic_write_bytes
 from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, artifact_ref_path, artifact_stem
 from feast_bc.catalog.reader import CatalogReader
+from feast_bc.drift import write_reference
 from feast_bc.embeddings import embeddings_table, validate_ids, validate_vectors, write_embeddings
 from feast_bc.errors import DimensionMismatchError, FeastBCError, InvalidInputError, VersionConflictError
 from feast_bc.gate_records import GateDecision
@@ -206,7 +207,11 @@ class Publisher:
             e_ref = EmbeddingsArtifact(
                 path=artifact_ref_path(emb_path), sha256=emb_sha, size_bytes=emb_size, rows=len(ids)
             )
-            record = VersionRecord.model_validate({**draft.model_dump(), "embeddings": e_ref, "transform": t_ref})
+            r_path, r_ref = write_reference(art_dir, version, entity.join_key, ids, vectors)
+            written.append(r_path)
+            record = VersionRecord.model_validate(
+                {**draft.model_dump(), "embeddings": e_ref, "transform": t_ref, "reference": r_ref}
+            )
             manifest = FamilyManifest(
                 family=family, entity=entity, versions=[*(current.versions if current else []), record]
             )

@@ -348,6 +348,7 @@ def _described_refs(manifest: FamilyManifest):
         for ref, what in (
             (rec.transform, f"B_{rec.version}"),
             (rec.embeddings, f"embeddings of version {rec.version}"),
+            (rec.reference, f"reference sample of version {rec.version}"),
         ):
             if ref is not None:
                 yield ref, what

@@ -41,13 +41,14 @@ def probe_windows(repo_config, online_store, registry, tasks: list) -> list[tupl
     (:mod:`feast_bc.online_probe`). Feast records the interval it asked for, not this one."""
     samples: dict[str, LatestSample] = {}
     out = []
+    catalog = None  # opened once (on a remote catalog, opening is a LIST of the bucket)
     for task in tasks:
         view = task.feature_view
         if not view.tags.get(TAG_FAMILY):
             out.append((task, None))
             continue
         try:
-            catalog = bc_catalog(repo_config)
+            catalog = catalog or bc_catalog(repo_config)
             manifest = catalog.manifest(view.tags[TAG_FAMILY])
             path = latest_file(repo_config, view, registry, task.project)
             if str(path) not in samples:
