@@ -19,17 +19,12 @@ the gate's ``max_drift_since_publish`` limit judges a new version by the drift i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from feast_bc.artifacts import verify_file
-from feast_bc.atomic import write_content_addressed
-from feast_bc.catalog.layout import artifact_ref_path, artifact_stem
-from feast_bc.manifest import FamilyManifest, ReferenceArtifact, VersionRecord
+from feast_bc.manifest import FamilyManifest, VersionRecord
 from feast_bc.naming import EMBEDDING_FEATURE
 
 REFERENCE_ROWS = 2048  # sampled ids per version: the mean's standard error is ~2% of its spread
@@ -60,25 +55,6 @@ def sample_rows(ids: np.ndarray) -> np.ndarray:
     return order[np.linspace(0, len(order) - 1, REFERENCE_ROWS).round().astype(np.int64)]
 
 
-def write_reference(
-    art_dir: Path, version: int, join_key: str, ids: np.ndarray, vectors: np.ndarray
-) -> tuple[Path, ReferenceArtifact]:
-    """Write the reference sample of a version being published (content-addressed, atomic)."""
-    rows = sample_rows(ids)
-    table = pa.table(
-        {
-            join_key: pa.array(ids[rows]),
-            EMBEDDING_FEATURE: pa.FixedSizeListArray.from_arrays(
-                pa.array(np.ascontiguousarray(vectors[rows], dtype=np.float32).ravel()), vectors.shape[1]
-            ),
-        }
-    )
-    path, sha, size = write_content_addressed(
-        art_dir, artifact_stem(version, "reference"), ".parquet", lambda tmp: pq.write_table(table, tmp)
-    )
-    return path, ReferenceArtifact(path=artifact_ref_path(path), sha256=sha, size_bytes=size, rows=len(rows))
-
-
 def read_reference(catalog, family: str, rec: VersionRecord, join_key: str) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of a version's reference sample, verified against the manifest first."""
     path = catalog.artifact_path(family, rec.reference)
@@ -88,9 +64,7 @@ def read_reference(catalog, family: str, rec: VersionRecord, join_key: str) -> t
     return table.column(join_key).to_numpy(zero_copy_only=False), vectors
 
 
-def drift_since_publish(
-    catalog, family: str, manifest: FamilyManifest, *, proposal=None
-) -> dict[int, Drift | None]:
+def drift_since_publish(catalog, family: str, manifest: FamilyManifest, *, proposal=None) -> dict[int, Drift | None]:
     """Served version -> its drift (None: published without a reference sample).
 
     Today's values come from the latest through the composed chain; with ``proposal`` = (ids,

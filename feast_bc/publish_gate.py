@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from feast_bc.atomic import atomic_write_bytes, sha256_bytes
+from feast_bc.drift import drift_since_publish
 from feast_bc.errors import GateConfigError, PublishRefusedError
 from feast_bc.gate_records import GATE_FILENAME, GateCheck, GateDecision, GateFile
 from feast_bc.transforms import BackwardTransform, IdentityTransform, LinearTransform
@@ -154,8 +155,6 @@ def evaluate(
 
 def _drift_checks(catalog, family: str, current, proposal, limit: float) -> list[GateCheck]:
     """One check per served version: the drift since its publish the proposed version would cause."""
-    from feast_bc.drift import drift_since_publish  # reads reference samples: only when the limit is set
-
     ids, vectors, transform = proposal
     step = transform if transform is not None else IdentityTransform(vectors.shape[1])
     checks = []

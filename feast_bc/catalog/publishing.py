@@ -27,7 +27,7 @@ from feast_bc.artifacts import write_transform
 from feast_bc.atomic import atomic_write_bytes
 from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, artifact_ref_path, artifact_stem
 from feast_bc.catalog.reader import CatalogReader
-from feast_bc.drift import write_reference
+from feast_bc.catalog.reference_samples import write_reference
 from feast_bc.embeddings import embeddings_table, validate_ids, validate_vectors, write_embeddings
 from feast_bc.errors import DimensionMismatchError, FeastBCError, InvalidInputError, VersionConflictError
 from feast_bc.gate_records import GateDecision
