@@ -123,7 +123,19 @@ class GateConfigError(FeastBCError):
 
 
 class PublishRefusedError(FeastBCError):
-    """The publish gate refused a version: it breaks a declared limit (nothing was written)."""
+    """The publish gate refused a version: it breaks a declared limit (nothing was written).
+
+    ``override`` names how the caller's path publishes past the gate (``force=True`` from Python;
+    a command line says its own flag, :meth:`for_override`)."""
+
+    def __init__(self, reason: str, override: str = "force=True"):
+        super().__init__(f"{reason} Override: {override} (recorded in the manifest)")
+        self.reason = reason
+        self.override = override
+
+    def for_override(self, override: str) -> PublishRefusedError:
+        """The same refusal, naming another path's override (e.g. ``--force-publish``)."""
+        return PublishRefusedError(self.reason, override)
 
 
 class LatestSupersededError(RegistryLagError):

@@ -183,15 +183,13 @@ def refusal(failed: list[tuple[str, int, GateDecision]], root: Path, families: i
         failures = "; ".join(c.describe() for c in decision.failed)
         return PublishRefusedError(
             f"family {family!r}, version {version} refused by the publish gate ({gate_path(root)}): {failures}. "
-            "Nothing was written. Fix the version, relax the limit (`feast-bc gate`), or publish with force=True "
-            "(`python -m training publish --force-publish`): the override is recorded in the manifest"
+            "Nothing was written. Fix the version, or relax the limit (`feast-bc gate`)."
         )
     versions = sorted({version for _, version, _ in failed})
     detail = " | ".join(f"{family}: " + "; ".join(c.describe() for c in d.failed) for family, _, d in failed)
     return PublishRefusedError(
         f"version {'/'.join(map(str, versions))} refused by the publish gate ({gate_path(root)}), no family "
-        f"written: {detail}. Fix the version, relax the limits (`feast-bc gate`), or force it "
-        "(`--force-publish`; recorded)"
+        f"written: {detail}. Fix the version, or relax the limits (`feast-bc gate`)."
     )
 
 

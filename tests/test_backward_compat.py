@@ -209,6 +209,34 @@ def test_fit_transform_cli_reports_then_publishes(tmp_path, capsys):
     np.testing.assert_allclose(catalog.transform_vectors("item_embedding", v2, 2, 0), v1 @ b1.T, atol=1e-4)
 
 
+def test_fit_transform_metrics_meet_a_min_metric_gate_and_each_refusal_names_its_own_override(tmp_path, capsys):
+    """Issue 25 (4): `fit-transform --metric` reports the version's metrics, so a `--min-metric` limit
+    can pass (it always refused: "not measured"); a refusal names the override of the path used."""
+    rng = _rng(8)
+    catalog = Catalog.for_repo(tmp_path)
+    ids, _, v1, _ = _publish_two_versions(catalog, rng)
+    write_gate_file(catalog.root, GateFile(min_metrics={"val_recall@50": 0.3}))
+    true_b = rng.normal(size=(6, 8)).astype(np.float32)
+    v2 = np.linalg.lstsq(true_b, v1.T, rcond=None)[0].T.astype(np.float32)
+    new_file = _write_new(tmp_path / "v2.parquet", ids, v2)
+    args = ["fit-transform", "--repo", str(tmp_path), "--family", "item_embedding", "--new", str(new_file), "--publish"]
+    capsys.readouterr()
+    assert training_main([*args, "--metric", "val_recall@50=0.25"]) != 0
+    err = capsys.readouterr().err
+    assert "val_recall@50 0.25 < min_metrics" in err, err
+    assert "Override: rerun this `fit-transform` with --force-publish" in err, err
+    with pytest.raises(PublishRefusedError, match=r"not measured.*Override: force=True"):
+        catalog.publish("item_embedding", ids=ids, vectors=v2, transform=true_b)  # the Python path
+    assert catalog.manifest("item_embedding").latest_version == 1
+    assert training_main([*args, "--metric", "val_recall@50=0.31", "hit@10=0.5"]) == 0
+    latest = catalog.manifest("item_embedding").latest
+    assert latest.version == 2 and latest.gate.passed
+    assert latest.metrics["val_recall@50"] == 0.31 and latest.metrics["hit@10"] == 0.5
+    capsys.readouterr()
+    assert training_main([*args, "--metric", "recall=high"]) == 2
+    assert "--metric expects NAME=NUMBER" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [("nan", "NaN"), ("no-overlap", "no id"), ("family", "unknown_family"), ("dims", "equal dimensions")],

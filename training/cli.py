@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
+from feast_bc.errors import PublishRefusedError
 from training import fit_transform
 from training.arguments import int_list
 from training.cache import ModelCache
@@ -174,7 +175,12 @@ def _publish(run, version: int, repo: Path, *, apply: bool, force: bool = False)
     print(
         f"publishing version {version} into {repo}{' (forced past the publish gate)' if force else ''} ...", flush=True
     )
-    result = run.publish(version, repo, apply=apply, force=force)
+    try:
+        result = run.publish(version, repo, apply=apply, force=force)
+    except PublishRefusedError as exc:
+        raise exc.for_override(
+            f"rerun with --force-publish (`python -m training publish --version {version} --force-publish`)"
+        ) from None
     done = ", ".join(result.published) or "nothing new"
     skipped = f" (already there: {', '.join(result.skipped)})" if result.skipped else ""
     applied = "; applied to Feast -- run `feast materialize` to serve it" if apply else ""

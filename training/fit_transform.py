@@ -10,6 +10,7 @@ with ``--publish``, publishes z_k and B_k through the catalog (and ``feast apply
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 
 from feast_bc import Catalog
 from feast_bc.embeddings import list_array_to_matrix
+from feast_bc.errors import InvalidInputError, PublishRefusedError
 from feast_bc.naming import EMBEDDING_FEATURE
 from feast_bc.publish_gate import alignment_errors
 from feast_bc.transforms import LinearTransform
@@ -107,13 +109,18 @@ def publish_fit(
     ids,
     vectors,
     *,
+    metrics: dict[str, float] | None = None,
     description: str = "",
     force: bool = False,
 ):
-    """Publish version k (all of ``ids``/``vectors``) with the fitted B_k; the alignment figures go
-    into the version's metrics (``alignment_rel_v<j>``); the publish gate judges it (``force``: past it)."""
+    """Publish version k (all of ``ids``/``vectors``) with the fitted B_k; the version's own
+    ``metrics`` (e.g. its recall) and the alignment figures (``alignment_rel_v<j>``) go into its
+    metrics; the publish gate judges it (``force``: past it)."""
     catalog = Catalog.locate(catalog)
-    metrics = {f"alignment_rel_v{s.version}": s.relative for s in result.shifts if s.relative is not None}
+    metrics = {
+        **(metrics or {}),
+        **{f"alignment_rel_v{s.version}": s.relative for s in result.shifts if s.relative is not None},
+    }
     return catalog.publish(
         result.family,
         ids=ids,
@@ -124,6 +131,21 @@ def publish_fit(
         force=force,
         description=description or f"B_{result.version} fit post hoc ({result.method}) on {result.matched} entities",
     )
+
+
+def parse_metrics(items: list[str]) -> dict[str, float]:
+    """``NAME=VALUE`` arguments as metrics (a malformed or non-finite one is a one-line error)."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip() or not math.isfinite(number):
+            raise InvalidInputError(f"--metric expects NAME=NUMBER (finite), got {item!r}")
+        out[name.strip()] = number
+    return out
 
 
 def _typed_ids(ids, dtype: str, family: str) -> np.ndarray:
@@ -169,6 +191,13 @@ def add_subcommand(sub) -> None:
     s.add_argument("--publish", action="store_true", help="publish z_k and B_k (default: report only)")
     s.add_argument("--no-apply", action="store_true", help="with --publish: do not run `feast apply`")
     s.add_argument("--force-publish", action="store_true", help="publish past the repo's publish gate (recorded)")
+    s.add_argument(
+        "--metric",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="the version's own metrics, recorded and judged by the gate (e.g. val_recall@50=0.31)",
+    )
     s.set_defaults(func=cmd_fit_transform)
 
 
@@ -179,14 +208,23 @@ def cmd_fit_transform(args) -> int:
     options = {"ridge": args.ridge} if args.method == "least-squares" else {}
     if args.method.startswith("sgd"):
         options["epochs"] = args.epochs
+    metrics = parse_metrics(args.metric)  # refused before any fitting
     result = fit_for_catalog(catalog, args.family, ids, vectors, method=args.method, **options)
     print(format_result(result))
     if not args.publish:
         print("nothing published (add --publish)")
         return 0
-    record = publish_fit(
-        catalog, result, _typed_ids(ids, manifest.entity.dtype, args.family), vectors, force=args.force_publish
-    )
+    try:
+        record = publish_fit(
+            catalog,
+            result,
+            _typed_ids(ids, manifest.entity.dtype, args.family),
+            vectors,
+            metrics=metrics,
+            force=args.force_publish,
+        )
+    except PublishRefusedError as exc:
+        raise exc.for_override("rerun this `fit-transform` with --force-publish") from None
     print(f"published {args.family} version {record.version}")
     repo = Path(args.repo)
     if not args.no_apply and (repo / "feature_store.yaml").is_file():
