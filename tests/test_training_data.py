@@ -190,7 +190,7 @@ def test_movielens_fixture_and_its_errors(tmp_path):
     assert ds.item_attributes["genre"].tokens(0) == ["Comedy"]
     assert ds.user_attributes == {}  # no u.user in the fixture
 
-    with pytest.raises(DatasetError, match=r"MovieLens directory .*absent does not exist"):
+    with pytest.raises(DatasetError, match=r"MovieLens 100K: .*absent does not exist -- pass --data-path .*ML100K_DIR"):
         load_movielens_100k(tmp_path / "absent")
     no_data = _write_movielens(tmp_path / "nodata", [])
     (no_data / "u.data").unlink()

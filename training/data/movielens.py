@@ -43,7 +43,12 @@ _ITEM_FIXED_COLUMNS = ("item", "title", "release_date", "video_release_date", "u
 def load_movielens_100k(path: str | Path) -> InteractionDataset:
     directory = Path(path)
     if not directory.is_dir():
-        raise DatasetError(f"MovieLens directory {directory} does not exist")
+        from training.data.config import ML100K_ENV_VAR, ML100K_URL
+
+        raise DatasetError(
+            f"MovieLens 100K: {directory} does not exist -- pass --data-path DIR (the unpacked ml-100k folder "
+            f"with u.data and u.item) or set ${ML100K_ENV_VAR}; the data is at {ML100K_URL}"
+        )
     ratings = _read_ratings(directory / "u.data")
     dataset = build_dataset(
         "movielens-100k",
