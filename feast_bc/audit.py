@@ -101,8 +101,10 @@ def audit_repo(repo: str | Path, *, sample: int = DEFAULT_SAMPLE, fs_yaml_files:
         if profile.problem:
             report.notes.append(f"{profile.name}: not audited ({profile.problem})")
             continue
-        if profile.registry is None or not profile.registry.is_file():
-            report.notes.append(f"{profile.name}: not audited (never applied: no registry at {profile.registry})")
+        if not profile.applied():
+            report.notes.append(
+                f"{profile.name}: not audited (never applied: no registry at {profile.registry_location})"
+            )
             continue
         _audit_profile(repo, profile, expected, report)
     return report

@@ -144,10 +144,10 @@ def guard_apply(repo_path: Path, catalog: Catalog, manifests: dict[str, FamilyMa
         if original is not None:
             problems.append(
                 CopiedRepoError(
-                    f"{reg.profile.registry} was applied from {original}, which still exists: this repo is a copy "
+                    f"{reg.profile.registry_location} was applied from {original}, which still exists: this repo is a copy "
                     f"of it (project {reg.profile.project!r}). `feast apply` here would move Feast's infrastructure "
                     "to this copy -- dropping the online tables the original serves from -- and both repos would "
-                    f"write the same online keys. Give the copy its own identity: delete {reg.profile.registry} here "
+                    f"write the same online keys. Give the copy its own identity: delete {reg.profile.registry_location} here "
                     "and set another `project:` in its feature_store*.yaml, then `feast apply` (a moved repo, whose "
                     "old directory is gone, applies as it is)"
                 )

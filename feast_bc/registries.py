@@ -41,6 +41,8 @@ from feast_bc.naming import (
 logger = logging.getLogger(__name__)
 
 PROFILE_GLOB = "feature_store*.yaml"
+#: Schemes of file registries on object storage that Feast reads (and so feast_bc, through Feast).
+REMOTE_REGISTRY_SCHEMES = ("s3", "gs")
 #: The profile `feast` reads without ``-f`` (the embedded SQLite one in a feast_bc repo).
 DEFAULT_PROFILE_FILENAME = "feature_store.yaml"
 #: Environment variable holding the Redis connection string of the Redis profile.
@@ -55,7 +57,21 @@ class Profile:
     project: str | None = None
     registry: Path | None = None
     online_store: dict = field(default_factory=dict)
+    registry_uri: str | None = None  # a file registry on object storage (s3://, gs://) instead of ``registry``
     problem: str | None = None  # why its registry cannot be read
+
+    @property
+    def registry_location(self) -> str:
+        return self.registry_uri or str(self.registry)
+
+    def applied(self) -> bool:
+        """Whether the registry exists (a remote one is read to tell)."""
+        if self.registry_uri is not None:
+            try:
+                return _registry_proto(self) is not None
+            except ValueError:
+                return True  # it exists but cannot be read: whoever reads it reports why
+        return self.registry is not None and self.registry.is_file()
 
     @property
     def name(self) -> str:
@@ -118,15 +134,52 @@ def read_profile(yaml_path: Path, repo: Path) -> Profile:
         path = registry.get("path")
     else:
         kind, path = "file", registry
+    if kind in (None, "file") and isinstance(path, str) and path.split("://", 1)[0] in REMOTE_REGISTRY_SCHEMES:
+        profile.registry_uri = path  # a file registry on object storage: read through Feast's own store
+        return profile
     if kind not in (None, "file") or not isinstance(path, str) or "://" in path:
         profile.problem = (
-            f"{yaml_path.name}: the registry ({kind}, {path!r}) is not a local file; feast_bc cannot read it to "
-            "check what it references"
+            f"{yaml_path.name}: the registry ({kind}, {path!r}) is neither a local file nor on object storage "
+            f"({'/'.join(s + '://' for s in REMOTE_REGISTRY_SCHEMES)}); feast_bc cannot read it to check what it references"
         )
         return profile
     p = Path(path)
     profile.registry = p if p.is_absolute() else repo / p
     return profile
+
+
+def _registry_proto(profile: Profile):
+    """The registry's protobuf (None: never applied). Feast is imported only here: the catalog (and
+    with it gc) reads local registries without loading Feast's engines."""
+    if profile.registry_uri is not None:
+        return _remote_registry_proto(profile)
+    if profile.registry is None or not profile.registry.is_file():
+        return None
+    from feast.protos.feast.core.Registry_pb2 import Registry
+
+    proto = Registry()
+    try:
+        proto.ParseFromString(profile.registry.read_bytes())
+    except Exception as exc:  # protobuf's DecodeError
+        raise ValueError(f"{profile.registry} is not a readable Feast registry: {exc}") from None
+    return proto
+
+
+def _remote_registry_proto(profile: Profile):
+    """A registry on object storage, read by Feast's own registry store (its endpoint and credentials
+    come from the environment, as for Feast: ``AWS_ENDPOINT_URL`` / ``FEAST_S3_ENDPOINT_URL``)."""
+    from feast.infra.registry.registry import get_registry_store_class_from_scheme
+    from feast.repo_config import RegistryConfig
+
+    uri = profile.registry_uri
+    try:
+        store_class = get_registry_store_class_from_scheme(uri)
+        store = store_class(RegistryConfig(path=uri), profile.yaml.parent)
+        return store.get_registry_proto()
+    except FileNotFoundError:
+        return None  # never applied
+    except Exception as exc:  # noqa: BLE001 - Feast's store errors (bucket missing, access denied, ...)
+        raise ValueError(f"{profile.name}: the registry {uri} cannot be read: {type(exc).__name__}: {exc}") from None
 
 
 def registered_families(profile: Profile) -> dict[str, RegisteredFamily]:
@@ -137,16 +190,9 @@ def registered_families(profile: Profile) -> dict[str, RegisteredFamily]:
     """
     if profile.problem is not None:
         raise ValueError(profile.problem)
-    if profile.registry is None or not profile.registry.is_file():
+    proto = _registry_proto(profile)
+    if proto is None:
         return {}
-    # Feast is imported only here: the catalog (and with it gc) reads registries without loading Feast.
-    from feast.protos.feast.core.Registry_pb2 import Registry
-
-    proto = Registry()
-    try:
-        proto.ParseFromString(profile.registry.read_bytes())
-    except Exception as exc:  # protobuf's DecodeError
-        raise ValueError(f"{profile.registry} is not a readable Feast registry: {exc}") from None
     repo = profile.yaml.parent
     out: dict[str, RegisteredFamily] = {}
     prefix = f"{profile.project}_"  # Feast names a view's SQLite table <project>_<view>

@@ -210,3 +210,30 @@ def test_bcrayengine_and_fit_transform_work_on_a_catalog_on_s3(s3_uri, tmp_path)
     assert_online_matches(store, {"user_embedding": fams["user_embedding"]})
     got = online_vectors(store, "item_embedding", 1, "item_id", ids)
     np.testing.assert_allclose(np.asarray(got, dtype=np.float64), z_old, atol=1e-3, rtol=0)
+
+
+def test_feasts_own_registry_on_s3_is_read_by_every_check(s3_uri, tmp_path):
+    """`registry: s3://...` (Feast's S3 registry store): apply, materialize and serve; the apply guard,
+    `status` and `gc --prune` read that registry through Feast's own store instead of giving up."""
+    from feast import FeatureStore
+
+    from feast_bc.registries import read_profile, registered_families
+
+    bucket = s3_uri.split("/")[2]
+    repo = init_repo(tmp_path / "repo", project=unique_project("s3reg"), catalog=s3_uri)
+    yaml = repo / "feature_store.yaml"
+    yaml.write_text(yaml.read_text().replace("path: data/registry.db", f"path: s3://{bucket}/feast/registry.db"))
+    fams = publish_users_and_items(Catalog.for_repo(repo), versions=2)
+    profile = read_profile(yaml, repo)
+    assert profile.problem is None and profile.registry_uri == f"s3://{bucket}/feast/registry.db"
+    assert registered_families(profile) == {} and not profile.applied()
+    run_cli(["feast", "apply"], cwd=repo)
+    assert "feast/registry.db" in _objects(f"s3://{bucket}")
+    assert sorted(registered_families(profile)["item_embedding"].versions) == [0, 1]
+    end = (datetime.now(UTC) + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S")
+    run_cli(["feast", "materialize-incremental", end], cwd=repo)
+    assert_online_matches(FeatureStore(repo_path=str(repo)), fams)
+    status = run_cli(["feast-bc", "status", "--repo", str(repo)], check=False)
+    assert status.returncode == 0, status.stdout + status.stderr
+    gc = run_cli(["feast-bc", "gc", "--repo", str(repo), "--prune", "--dry-run"], check=False)
+    assert gc.returncode == 0 and "cannot" not in gc.stderr, gc.stdout + gc.stderr
