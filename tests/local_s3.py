@@ -35,8 +35,9 @@ def _reachable(port: int) -> bool:
 class LocalS3:
     """One moto server process owned by whoever started it."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None):
         self.workdir = Path(workdir)
+        self.env = {**os.environ, **(env or {})}
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
@@ -48,7 +49,9 @@ class LocalS3:
         self.port = free_port()
         exe = Path(sys.executable).parent / "moto_server"
         log = open(self.workdir / f"moto-{self.port}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log, env=self.env
+        )
         log.close()
         deadline = time.monotonic() + 30
         while not _reachable(self.port):

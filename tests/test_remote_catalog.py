@@ -237,3 +237,23 @@ def test_feasts_own_registry_on_s3_is_read_by_every_check(s3_uri, tmp_path):
     assert status.returncode == 0, status.stdout + status.stderr
     gc = run_cli(["feast-bc", "gc", "--repo", str(repo), "--prune", "--dry-run"], check=False)
     assert gc.returncode == 0 and "cannot" not in gc.stderr, gc.stdout + gc.stderr
+
+
+def test_credentials_the_store_refuses_are_one_line_errors(tmp_path, monkeypatch):
+    """A server that checks credentials (moto with IAM auth enforced from the first request): an
+    unknown access key is refused with one line naming the location and the variables to fix."""
+    from local_s3 import LocalS3
+
+    server = LocalS3(tmp_path, env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}).start()
+    try:
+        for name, value in client_env(server.endpoint).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("FEAST_BC_CACHE_DIR", str(tmp_path / "cache"))
+        with pytest.raises(ObjectStoreError, match=r"refused the credentials to list .*AWS_ACCESS_KEY_ID"):
+            RemoteCatalog("s3://some-bucket/catalog")
+        repo = init_repo(tmp_path / "repo", project=unique_project("cred"), catalog="s3://some-bucket/catalog")
+        proc = run_cli(["feast-bc", "status", "--repo", str(repo), "--no-feast"], check=False)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert "refused the credentials" in proc.stderr, proc.stderr
+    finally:
+        server.stop()
