@@ -69,6 +69,9 @@ from feast_bc.runtime import udf_source
 
 logger = logging.getLogger(__name__)
 
+#: The batch engines that read a catalog's files themselves (a remote catalog through its mirror).
+FEAST_BC_ENGINES = ("feast_bc.engine.BCEngine", "feast_bc.ray_engine.BCRayEngine")
+
 
 def feast_objects(
     repo_path: str | Path, catalog: Catalog | None = None, *, fs_yaml_file: str | Path | None = None
@@ -134,6 +137,13 @@ def guard_apply(repo_path: Path, catalog: Catalog, manifests: dict[str, FamilyMa
         problem = redis_connection_problem(profile.online_store, str(yaml_file))
         if problem:
             raise ConfigurationError(problem)
+        if isinstance(catalog, RemoteCatalog) and profile.batch_engine not in FEAST_BC_ENGINES:
+            raise ConfigurationError(
+                f"{Path(yaml_file).name}: the catalog is on object storage ({catalog.location}) but the batch engine "
+                f"is {profile.batch_engine!r}: Feast's own engines read the latest embeddings through fsspec/s3fs, "
+                "which feast_bc does not install. Use feast_bc's engine (`batch_engine: {type: "
+                "feast_bc.engine.BCEngine}`, what `feast-bc init` writes) or feast_bc.ray_engine.BCRayEngine"
+            )
     registries = repo_registries(repo_path, [yaml_file] if yaml_file else [])
     for line in registries.unreadable:
         logger.warning("feast_bc cannot check this registry before apply: %s", line)

@@ -58,6 +58,7 @@ class Profile:
     registry: Path | None = None
     online_store: dict = field(default_factory=dict)
     registry_uri: str | None = None  # a file registry on object storage (s3://, gs://) instead of ``registry``
+    batch_engine: str = "local"  # the ``batch_engine`` type (Feast's default: its local engine)
     problem: str | None = None  # why its registry cannot be read
 
     @property
@@ -128,6 +129,8 @@ def read_profile(yaml_path: Path, repo: Path) -> Profile:
     profile.project = raw.get("project")
     store = raw.get("online_store")
     profile.online_store = store if isinstance(store, dict) else {"type": store}
+    engine = raw.get("batch_engine")
+    profile.batch_engine = str((engine.get("type") if isinstance(engine, dict) else engine) or "local")
     registry = raw.get("registry")
     if isinstance(registry, dict):
         kind = registry.get("registry_type", "file")

@@ -257,3 +257,13 @@ def test_credentials_the_store_refuses_are_one_line_errors(tmp_path, monkeypatch
         assert "refused the credentials" in proc.stderr, proc.stderr
     finally:
         server.stop()
+
+
+def test_feasts_own_engines_are_refused_on_a_catalog_on_s3_at_apply(s3_uri, tmp_path):
+    """Feast's local engine reads the latest file itself (through fsspec/s3fs, not installed): that
+    would be a traceback at materialize; `feast apply` refuses first, naming the engine to use."""
+    repo = init_repo(tmp_path / "repo", project=unique_project("s3local"), engine="local", catalog=s3_uri)
+    publish_users_and_items(Catalog.for_repo(repo), versions=1)
+    proc = run_cli(["feast", "apply"], cwd=repo, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "feast_bc.engine.BCEngine" in proc.stderr and "object storage" in proc.stderr, proc.stderr
