@@ -21,6 +21,10 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Every Ray the tests start (local ones, the multi-node cluster of test_ray_nodes.py) runs without
+# token auth, driver and servers alike: Ray >= 2.5x otherwise lets a token file left in ~/.ray by an
+# earlier Ray decide, and a GCS and its client that disagree fail with "Failed to start GCS".
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -263,7 +263,7 @@ def test_documented_retire_flow_in_any_order_never_crashes(tmp_path):
 
     run_cli(["feast", "apply"], cwd=repo)
     pruned = run_cli([*bc, "gc", *where, "--prune"])
-    assert "removed 3 file(s)" in pruned.stdout  # z0, z1 and B_1
+    assert "removed 4 file(s)" in pruned.stdout  # z0, z1, B_1 and v0's reference sample
     verify = run_cli([*bc, "verify", "--repo", str(repo)])
     assert "retired and pruned, not computable any more: [0]" in verify.stdout
     out = tmp_path / "v0.parquet"
@@ -314,7 +314,7 @@ def test_gc_refuses_a_shared_or_symlinked_artifacts_directory(tmp_path):
         (catalog.family_dir(family) / "artifacts").symlink_to(shared, target_is_directory=True)
     fams = publish_users_and_items(catalog, versions=2)
     before = _snapshot(shared)
-    assert len(before) == 2 * (2 + 1)  # both families' embeddings and transforms in one place
+    assert len(before) == 2 * (2 + 1 + 2)  # both families' embeddings, transforms, reference samples in one place
     proc = run_cli(["feast-bc", "gc", "--repo", str(repo), "--family", "item_embedding"], check=False)
     err = _one_line_error(proc)
     assert "is a symlink" in err and "gc deletes nothing" in err, err

@@ -7,10 +7,9 @@ mid-way, then a rerun, leaves every entity with the new values."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-import threading
 import time
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -24,12 +23,42 @@ from local_s3 import client_env, new_bucket
 pytestmark = pytest.mark.redis
 
 
-def _slow_slice(context, row_groups):
-    """The real slice, two seconds late (shipped to the nodes by value)."""
-    from feast_bc.ray_worker import run_slice
+# A `feast materialize` of the repo as its own process (a fresh Ray driver each run), every slice
+# delayed by argv[2] seconds so that a node can be stopped while slices are in flight.
+DRIVER = """
+import sys
+import time
+from datetime import UTC, datetime, timedelta
 
-    time.sleep(2.0)
+from feast import FeatureStore
+
+from feast_bc.ray_engine import BCRayEngine
+from feast_bc.ray_worker import run_slice
+
+
+DELAY = float(sys.argv[2])  # read here: the function runs on the workers, whose argv is their own
+
+
+def slow_slice(context, row_groups):
+    time.sleep(DELAY)
     return run_slice(context, row_groups)
+
+
+BCRayEngine.slice_function = staticmethod(slow_slice)
+FeatureStore(repo_path=sys.argv[1]).materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(minutes=5))
+"""
+
+
+def _driver(tmp_path, repo, delay: float, env: dict) -> subprocess.Popen:
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(repo), str(delay)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -80,11 +109,13 @@ def test_worker_nodes_read_the_catalog_from_object_storage_and_survive_a_node_st
     monkeypatch.setattr(embeddings, "ROW_GROUP_ROWS", 8)  # 40 rows: 5 row groups, 5 slices per family
     uri = f"s3://{new_bucket(s3_endpoint)}/catalog"
     repo, project = _repo(tmp_path, nodes.address, uri)
+    env = client_env(s3_endpoint)
     try:
         fams = publish_users_and_items(Catalog.for_repo(repo), versions=3)
         apply(repo)
-        start, end = datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(minutes=5)
-        FeatureStore(repo_path=str(repo)).materialize(start, end)
+        first = _driver(tmp_path, repo, 0, env)
+        out = first.communicate(timeout=600)[0]
+        assert first.returncode == 0, out
         assert_online_matches(FeatureStore(repo_path=str(repo)), fams)
         latest = Catalog.for_repo(repo).manifest("item_embedding").latest.embeddings.path
         mirrors = [d / "cache" for d in nodes.node_dirs]
@@ -92,41 +123,24 @@ def test_worker_nodes_read_the_catalog_from_object_storage_and_survive_a_node_st
         # mirror are not where it read it from)
         assert all(list(m.glob(f"catalogs/*/item_embedding/{latest}")) for m in mirrors), mirrors
 
-        # a new version; a worker node stopped while the materialization runs, then a rerun
+        # a new version; a worker node stopped while slices (2 s each, 10 on 2 one-CPU nodes) run
         rng = np.random.default_rng(7)
         for fam in fams.values():
             fam.publish_next(Catalog.for_repo(repo), rng)
         apply(repo)
-        errors: list[BaseException] = []
-
-        def materialize():
-            try:
-                FeatureStore(repo_path=str(repo)).materialize(start, end)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        import ray.cloudpickle
-
-        from feast_bc.ray_engine import BCRayEngine
-
-        # slow slices (2 s each; 10 slices on 2 one-CPU nodes) so the node dies with slices in flight
-        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-        real_slice = BCRayEngine.__dict__["slice_function"]
-        monkeypatch.setattr(BCRayEngine, "slice_function", staticmethod(_slow_slice))
-        run = threading.Thread(target=materialize)
-        run.start()
-        time.sleep(4.0)
-        nodes.kill_node(nodes.node_not_serving_this_driver())
+        run = _driver(tmp_path, repo, 2.0, env)
+        time.sleep(6.0)
+        nodes.kill_node(0)
         deadline = time.monotonic() + 90
         while nodes.alive_nodes() != 2 and time.monotonic() < deadline:  # GCS marks the node dead
             time.sleep(1)
         assert nodes.alive_nodes() == 2  # the head and one worker node
-        run.join(timeout=600)
-        assert not run.is_alive()
-        monkeypatch.setattr(BCRayEngine, "slice_function", real_slice)
-        FeatureStore(repo_path=str(repo)).materialize(start, end)  # the rerun, on the remaining node
+        out = run.communicate(timeout=600)[0]
+        print("the run during which a node stopped:", "completed" if run.returncode == 0 else out[-400:])
+        rerun = _driver(tmp_path, repo, 0, env)  # on the remaining node
+        out = rerun.communicate(timeout=600)[0]
+        assert rerun.returncode == 0, out
         assert_online_matches(FeatureStore(repo_path=str(repo)), fams)
-        print("first run after the node stopped:", errors[0] if errors else "completed (Ray retried its slices)")
     finally:
         delete_project_keys(redis_url(), project)
         os.environ.pop("RAY_ADDRESS", None)

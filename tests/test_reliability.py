@@ -371,5 +371,6 @@ def test_soak_publish_materialize_cycles_leave_no_growth(tmp_path, redis_project
     assert all(h == steady[0] for h in steady), history
     files, nkeys, fields, views = steady[0]
     assert nkeys == n and views == keep and fields == n * keep * 2  # per view: embedding and _ts
-    assert files == 1 + 1 + (keep - 1)  # manifest, latest embeddings, the B's that serve the kept versions
+    # manifest, latest embeddings, the B's that serve the kept versions, the kept versions' reference samples
+    assert files == 1 + 1 + (keep - 1) + keep
     _check_pins(store, catalog, "item_embedding", "item_id", ids[::101])

@@ -44,7 +44,7 @@ def test_publish_verify_and_export_through_a_catalog_on_s3(s3_uri, tmp_path):
     fams = publish_users_and_items(catalog, versions=3)
     keys = _objects(s3_uri)
     assert {"item_embedding/manifest.json", "user_embedding/manifest.json"} <= set(keys)
-    assert sum(k.startswith("item_embedding/artifacts/") for k in keys) == 3 + 2  # 3 embeddings, 2 B's
+    assert sum(k.startswith("item_embedding/artifacts/") for k in keys) == 3 + 2 + 3  # embeddings, B's, references
     other = RemoteCatalog(s3_uri, mirror=tmp_path / "machine-b")
     assert other.families() == catalog.families()
     for family, fam in fams.items():
