@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -250,16 +251,19 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _pairs(items: list[str] | None, key=str) -> dict:
+def parse_pairs(items: list[str] | None, option: str, key=str) -> dict:
+    """``NAME=NUMBER`` command-line values (limits, metrics) as a dict; a malformed or non-finite
+    one is a one-line error naming ``option``. Shared by `feast-bc gate` and `fit-transform --metric`."""
     out = {}
     for item in items or []:
         name, sep, value = item.rpartition("=")
         try:
-            out[key(name.strip())] = float(value)
+            number = float(value)
+            out[key(name.strip())] = number
         except ValueError:
             sep = ""
-        if not sep or not name.strip():
-            raise InvalidInputError(f"expected NAME=NUMBER, got {item!r}")
+        if not sep or not name.strip() or not math.isfinite(number):
+            raise InvalidInputError(f"{option} expects NAME=NUMBER (finite), got {item!r}")
     return out
 
 
@@ -280,9 +284,10 @@ def cmd_gate(args) -> int:
     changes = {
         "max_alignment_error": args.max_alignment_error,
         "max_drift_since_publish": args.max_drift_since_publish,
-        "max_alignment_error_per_version": _pairs(args.max_alignment_error_for, int) or None,
-        "min_metrics": _pairs(args.min_metric) or None,
-        "max_metrics": _pairs(args.max_metric) or None,
+        "max_alignment_error_per_version": parse_pairs(args.max_alignment_error_for, "--max-alignment-error-for", int)
+        or None,
+        "min_metrics": parse_pairs(args.min_metric, "--min-metric") or None,
+        "max_metrics": parse_pairs(args.max_metric, "--max-metric") or None,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.clear:

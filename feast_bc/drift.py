@@ -72,10 +72,10 @@ def drift_since_publish(catalog, family: str, manifest: FamilyManifest, *, propo
     join_key = manifest.entity.join_key
     if proposal is None:
         ids, latest = catalog.latest_embeddings(family, manifest=manifest)
-        top, step = manifest.latest_version, None
+        step = None
     else:
-        ids, latest, step = proposal
-        top = manifest.latest_version + 1
+        ids, latest, step = proposal  # B_{k+1} takes the proposed vectors to version k's space
+    k = manifest.latest_version
     index = {key: row for row, key in enumerate(ids.tolist())}
     out: dict[int, Drift | None] = {}
     for j in manifest.served_versions:
@@ -88,10 +88,8 @@ def drift_since_publish(catalog, family: str, manifest: FamilyManifest, *, propo
         now = np.asarray(latest[rows], dtype=np.float32)
         if step is not None:
             now = step.transform(now)
-        if j < top:
-            start = top - 1 if step is not None else top
-            if j < start:
-                now = catalog.composed(family, start, j, manifest).transform(now)
+        if j < k:
+            now = catalog.composed(family, k, j, manifest).transform(now)
         now = now.astype(np.float64)
         scale = np.linalg.norm(then, axis=1)
         moved = np.linalg.norm(now - then, axis=1)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from feast_bc.mirror_paths import mirror_file
+from feast_bc.machine_dirs import mirror_file
 from feast_bc.naming import (
     MANAGED_BY,
     TAG_FAMILY,

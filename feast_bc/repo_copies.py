@@ -24,24 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 from feast_bc.atomic import atomic_write_bytes
+from feast_bc.machine_dirs import state_root
 from feast_bc.registries import Profile, RegisteredFamily, read_profile, registered_families
 
 logger = logging.getLogger(__name__)
-
-STATE_DIR_ENV_VAR = "FEAST_BC_STATE_DIR"
-
-
-def state_dir() -> Path:
-    """Where this machine keeps feast_bc's claims (``$FEAST_BC_STATE_DIR`` wins)."""
-    explicit = os.environ.get(STATE_DIR_ENV_VAR)
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "feast_bc"
 
 
 def _store_identity(profile: Profile) -> str | None:
@@ -61,7 +50,7 @@ def _claim_file(profile: Profile) -> Path | None:
     if identity is None or not profile.project:
         return None
     key = hashlib.sha256(json.dumps([profile.project, identity]).encode()).hexdigest()[:32]
-    return state_dir() / "applied" / f"{key}.json"
+    return state_root() / "applied" / f"{key}.json"
 
 
 def record_apply(profile: Profile, repo: Path) -> None:

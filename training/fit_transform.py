@@ -10,7 +10,6 @@ with ``--publish``, publishes z_k and B_k through the catalog (and ``feast apply
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feast_bc import Catalog
+from feast_bc.cli import parse_pairs
 from feast_bc.embeddings import list_array_to_matrix
-from feast_bc.errors import InvalidInputError, PublishRefusedError
+from feast_bc.errors import PublishRefusedError
 from feast_bc.naming import EMBEDDING_FEATURE
 from feast_bc.publish_gate import alignment_errors
 from feast_bc.transforms import LinearTransform
@@ -133,21 +133,6 @@ def publish_fit(
     )
 
 
-def parse_metrics(items: list[str]) -> dict[str, float]:
-    """``NAME=VALUE`` arguments as metrics (a malformed or non-finite one is a one-line error)."""
-    out: dict[str, float] = {}
-    for item in items:
-        name, sep, value = item.rpartition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip() or not math.isfinite(number):
-            raise InvalidInputError(f"--metric expects NAME=NUMBER (finite), got {item!r}")
-        out[name.strip()] = number
-    return out
-
-
 def _typed_ids(ids, dtype: str, family: str) -> np.ndarray:
     ids = np.asarray(ids)
     if dtype == "int64":
@@ -208,7 +193,7 @@ def cmd_fit_transform(args) -> int:
     options = {"ridge": args.ridge} if args.method == "least-squares" else {}
     if args.method.startswith("sgd"):
         options["epochs"] = args.epochs
-    metrics = parse_metrics(args.metric)  # refused before any fitting
+    metrics = parse_pairs(args.metric, "--metric")  # refused before any fitting
     result = fit_for_catalog(catalog, args.family, ids, vectors, method=args.method, **options)
     print(format_result(result))
     if not args.publish:

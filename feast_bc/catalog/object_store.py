@@ -13,14 +13,12 @@ and moto implement): a manifest is replaced only if it is still the object this 
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import os
 from pathlib import Path
 from urllib.parse import urlparse
 
 from feast_bc.errors import ConcurrentChangeError, ConfigurationError, ObjectStoreError
-
-logger = logging.getLogger(__name__)
 
 SUPPORTED_SCHEMES = ("s3",)
 
@@ -122,57 +120,46 @@ class ObjectStore:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
 
     # ------------------------------------------------------------------------------ errors
+    @contextlib.contextmanager
     def _errors(self, action: str, *, conditional: bool = False):
-        return _ErrorMapper(self, action, conditional)
+        """Turn botocore's exceptions into one-line feast_bc errors naming the location and the fix."""
+        from botocore import exceptions as bx
 
-
-class _ErrorMapper:
-    """Turns botocore's exceptions into one-line feast_bc errors naming the location and the fix."""
-
-    def __init__(self, store: ObjectStore, action: str, conditional: bool):
-        self.store, self.action, self.conditional = store, action, conditional
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc is None:
-            return False
+        where = f"{self.uri} ({'endpoint ' + endpoint() if endpoint() else 'AWS S3'})"
         try:
-            from botocore import exceptions as bx
-        except ImportError:  # pragma: no cover - boto3 import failed earlier with its own message
-            return False
-        where = f"{self.store.uri} ({'endpoint ' + endpoint() if endpoint() else 'AWS S3'})"
-        if isinstance(exc, bx.NoCredentialsError):
+            yield
+        except bx.NoCredentialsError:
             raise ObjectStoreError(
                 f"{where}: no credentials -- set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
             ) from None
-        if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError)):
+        except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError) as exc:
             raise ObjectStoreError(
-                f"{where}: cannot reach the object store to {self.action} ({exc}); check AWS_ENDPOINT_URL and "
+                f"{where}: cannot reach the object store to {action} ({exc}); check AWS_ENDPOINT_URL and "
                 "that the server is running"
             ) from None
-        if isinstance(exc, bx.ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if self.conditional and code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise ConcurrentChangeError(
-                    f"{where}: {self.action} lost a race -- another writer changed it since this command read it; "
-                    "nothing of this command is served. Run it again"
-                ) from None
-            if code == "NoSuchBucket":
-                raise ObjectStoreError(
-                    f"{where}: bucket {self.store.bucket!r} does not exist -- create it, or fix the catalog URI"
-                ) from None
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"):
-                raise ObjectStoreError(
-                    f"{where}: the object store refused the credentials to {self.action} ({code}) -- check "
-                    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's policy"
-                ) from None
-            if code in ("404", "NoSuchKey"):
-                raise ObjectStoreError(
-                    f"{where}: {self.action}: the object is gone (deleted while this command ran?); run it again"
-                ) from None
-            raise ObjectStoreError(f"{where}: {self.action} failed: {code or exc}") from None
-        if isinstance(exc, bx.BotoCoreError):
-            raise ObjectStoreError(f"{where}: {self.action} failed: {exc}") from None
-        return False
+        except bx.ClientError as exc:
+            raise _client_error(where, action, conditional, self.bucket, exc) from None
+        except bx.BotoCoreError as exc:
+            raise ObjectStoreError(f"{where}: {action} failed: {exc}") from None
+
+
+def _client_error(where: str, action: str, conditional: bool, bucket: str, exc) -> Exception:
+    """The feast_bc error of an S3 error response."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if conditional and code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+        return ConcurrentChangeError(
+            f"{where}: {action} lost a race -- another writer changed it since this command read it; "
+            "nothing of this command is served. Run it again"
+        )
+    if code == "NoSuchBucket":
+        return ObjectStoreError(f"{where}: bucket {bucket!r} does not exist -- create it, or fix the catalog URI")
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"):
+        return ObjectStoreError(
+            f"{where}: the object store refused the credentials to {action} ({code}) -- check "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's policy"
+        )
+    if code in ("404", "NoSuchKey"):
+        return ObjectStoreError(
+            f"{where}: {action}: the object is gone (deleted while this command ran?); run it again"
+        )
+    return ObjectStoreError(f"{where}: {action} failed: {code or exc}")

@@ -35,8 +35,8 @@ from feast_bc.catalog import Catalog
 from feast_bc.catalog.layout import LOCKS_DIRNAME
 from feast_bc.catalog.object_store import ObjectStore
 from feast_bc.errors import ConcurrentChangeError
+from feast_bc.machine_dirs import mirror_dir
 from feast_bc.manifest import MANIFEST_FILENAME
-from feast_bc.mirror_paths import mirror_dir
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from feast_bc.catalog import Catalog
 from feast_bc.catalog.location import config_location
 from feast_bc.catalog.object_store import is_uri
 from feast_bc.errors import CatalogRollbackError
+from feast_bc.machine_dirs import mirror_file
 from feast_bc.manifest import FamilyManifest
-from feast_bc.mirror_paths import mirror_file
 from feast_bc.naming import TAG_DERIVED_FROM, TAG_FAMILY, TAG_LATEST, TAG_PUBLISHED_AT, TAG_VERSION
 
 logger = logging.getLogger(__name__)
