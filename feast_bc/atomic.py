@@ -81,11 +81,20 @@ def write_content_addressed(
     Naming by content means a publish never overwrites a file some reader may be using, and a
     retried publish of the same bytes lands on the same name.
     """
-    with _temp_file(directory, stem) as tmp:
+    return write_named_by_content(directory, stem, write, lambda digest: f"{stem}-{digest[:16]}{suffix}")
+
+
+def write_named_by_content(
+    directory: Path, prefix: str, write: Callable[[Path], None], name: Callable[[str], str]
+) -> tuple[Path, str, int]:
+    """Let ``write`` fill a temporary file in ``directory``, make it durable, then rename it to
+    ``name(its sha256)``; return (path, sha256, size). Killed at any point, it leaves a whole file
+    or none (at most a temporary ``.<prefix>.*.tmp`` file, which gc removes)."""
+    with _temp_file(directory, prefix) as tmp:
         _fill(tmp, write)
         digest = sha256_file(tmp)
         size = tmp.stat().st_size
-        final = directory / f"{stem}-{digest[:16]}{suffix}"
+        final = directory / name(digest)
         _rename_into_place(tmp, final)
         return final, digest, size
 
@@ -105,9 +114,17 @@ def sha256_file(path: Path) -> str:
 @contextlib.contextmanager
 def exclusive_lock(lock_path: Path) -> Iterator[None]:
     """Serialize publishers of one family across processes (released if the holder dies)."""
+    with file_lock(lock_path, shared=False):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path, *, shared: bool) -> Iterator[None]:
+    """A lock between processes of this machine: any number of ``shared`` holders, or one exclusive
+    one (released if the holder dies)."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:

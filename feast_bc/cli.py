@@ -86,6 +86,25 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_push(args) -> int:
+    from feast_bc.push import Pusher, read_push_file
+
+    _existing_repo(args.repo)
+    pusher = Pusher(args.repo, args.family)
+    ids, vectors = read_push_file(args.file, pusher.catalog.manifest(args.family).entity.join_key, args.id_column)
+    result = pusher.push(ids, vectors, version=args.version)
+    pins = (
+        "; ".join(f"{w.profile}: v{', v'.join(map(str, w.versions))}" for w in result.written) or "no applied profile"
+    )
+    print(
+        f"pushed {result.rows} entities of {args.family} version {result.version} at {result.event_time.isoformat()} "
+        f"(recorded as {result.segment}) into {pins}"
+    )
+    for line in result.skipped:
+        print(f"  skipped {line}")
+    return 0
+
+
 def cmd_verify(args) -> int:
     _existing_repo(args.repo)
     catalog = Catalog.locate(args.repo)
@@ -351,6 +370,19 @@ def _add_repo_commands(sub) -> None:
     s.add_argument("--ids", nargs="+", help="entity ids (space or comma separated; ids containing ',' need --ids-file)")
     s.add_argument("--ids-file", help="file with one id per line (UTF-8)")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser(
+        "push",
+        help="new or changed entities' vectors (from the latest version's model) into every pin, recorded in the catalog",
+    )
+    s.add_argument("--repo", required=True)
+    s.add_argument("--family", required=True)
+    s.add_argument(
+        "--version", required=True, type=int, help="the version whose model embedded the vectors (the latest)"
+    )
+    s.add_argument("--file", required=True, help="parquet file: the join key column and `embedding` (list<float>)")
+    s.add_argument("--id-column", help="the id column of the file (default: the family's join key)")
+    s.set_defaults(func=cmd_push)
 
     s = sub.add_parser(
         "verify",

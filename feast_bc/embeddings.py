@@ -257,6 +257,18 @@ def read_embeddings(
     all_ids = table.column(join_key).to_numpy(zero_copy_only=False)
     if ids is None:
         return all_ids, list_array_to_matrix(table.column(EMBEDDING_FEATURE), dim)
+    rows, wanted = _rows_of(all_ids, ids, id_dtype)
+    picked = table.take(pa.array(rows))
+    return wanted, list_array_to_matrix(picked.column(EMBEDDING_FEATURE), dim)
+
+
+def select_rows(all_ids: np.ndarray, vectors: np.ndarray, ids, id_dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, their rows of ``vectors``) -- one row per ``all_ids`` -- in the order of ``ids``; unknown ids refused."""
+    rows, wanted = _rows_of(all_ids, ids, id_dtype)
+    return wanted, vectors[rows]
+
+
+def _rows_of(all_ids: np.ndarray, ids, id_dtype: str) -> tuple[np.ndarray, np.ndarray]:
     wanted = validate_ids(ids, id_dtype)
     order = np.argsort(all_ids, kind="stable")
     pos = np.searchsorted(all_ids, wanted, sorter=order)
@@ -268,5 +280,4 @@ def read_embeddings(
         raise UnknownIdError(
             f"{len(miss)} of {len(wanted)} ids are not in the latest embeddings (e.g. {', '.join(map(str, miss[:5]))})"
         )
-    picked = table.take(pa.array(rows))
-    return wanted, list_array_to_matrix(picked.column(EMBEDDING_FEATURE), dim)
+    return rows, wanted

@@ -40,6 +40,7 @@ from feast_bc.materialize import (
     plan_units,
     prepare_unit,
     probe_windows,
+    pushes_held_off,
     run_pass,
 )
 
@@ -83,7 +84,8 @@ class BCEngine(LocalComputeEngine):
             tasks = [tasks]
         probed = probe_windows(self.repo_config, self.online_store, registry, list(tasks))
         tasks = [task for task, _ in probed]
-        jobs = self._materialize_units(registry, tasks)
+        with pushes_held_off(self.repo_config, tasks):
+            jobs = self._materialize_units(registry, tasks)
         jobs = [
             job if job is not None else self._materialize_one(registry, task, **kwargs)
             for job, task in zip(jobs, tasks, strict=True)

@@ -174,6 +174,7 @@ class BCRayEngine(BCEngine):
             path=latest,
             file_state=(st.st_size, st.st_mtime_ns),
             settings=settings,
+            pushes=unit.pushes,
         )
         return context, groups
 

@@ -42,6 +42,7 @@ class SliceContext:
     file_state: tuple[int, int]  # (size, mtime_ns) the driver verified (local catalogs)
     settings: PassSettings
     project: str = ""
+    pushes: Any = None  # the unit's pushed rows (PushedRows), read on the driver under its push lock
 
 
 def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
@@ -69,6 +70,7 @@ def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
         windows=tuple(windows),
         dims=tuple(context.manifest.version(w.version).dim for w in windows),
         served_file=registry_file_reader(repo_config, _worker_registry(repo_config), views[0], context.project),
+        pushes=context.pushes,
     )
 
     def still_verified() -> None:

@@ -34,6 +34,7 @@ import pandas as pd
 
 from feast_bc.catalog import Catalog
 from feast_bc.catalog.location import config_location
+from feast_bc.catalog.push_log import last_push
 from feast_bc.errors import ConfigurationError, DimensionMismatchError, InvalidInputError, RegistryLagError
 from feast_bc.feast_compat import install_cli_error_hook
 from feast_bc.naming import EMBEDDING_FEATURE, TIMESTAMP_COLUMN, VALUES_VERSION_COLUMN
@@ -86,6 +87,7 @@ def transform_batch(
             f"family {family!r}: view for version {version} received rows of version {int(sources.min())}; the "
             "Feast registry is older than the catalog -- run `feast apply` before materializing"
         )
+    _refuse_pushed(cat, family, np.unique(sources))
     current = _values_versions(df, sources)
     out = df.copy()
     new_values = np.empty(len(df), dtype=object)
@@ -103,6 +105,20 @@ def transform_batch(
     out[EMBEDDING_FEATURE] = new_values
     out[VALUES_VERSION_COLUMN] = np.full(len(df), version, dtype=np.int64)
     return out
+
+
+def _refuse_pushed(catalog: Catalog, family: str, versions) -> None:
+    """Feast's own engines read the published file alone: for a version that has pushes, they would
+    write its older values over what the pushes wrote (:mod:`feast_bc.catalog.push_log`)."""
+    for v in versions:
+        pushed = last_push(catalog.family_dir(family), int(v))
+        if pushed is not None:
+            raise ConfigurationError(
+                f"family {family!r}: version {int(v)} has {pushed.number} push(es) since it was published, and Feast's "
+                "own engines read only the published file -- this materialization would write the pushed entities' "
+                "older values over them. Materialize with feast_bc's engine (`batch_engine: {type: "
+                "feast_bc.engine.BCEngine}`, what `feast-bc init` writes) or publish the next version first"
+            )
 
 
 def running_catalog(defined_in: str | None = None) -> Catalog:

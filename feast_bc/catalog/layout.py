@@ -6,6 +6,8 @@ Layout (inside a Feast repo the catalog is ``<repo>/bc_catalog``)::
     <catalog>/<family>/artifacts/v0003-embeddings-<sha16>.parquet
     <catalog>/<family>/artifacts/v0003-transform-<sha16>.safetensors
     <catalog>/.locks/<family>.lock                          # serializes writers of one family
+    <catalog>/.locks/<family>.online.lock                   # pushes vs. materializations (online writes)
+    <catalog>/<family>/pushes/v0003-000001-<micros>-<sha256>.parquet   # the push log (push_log.py)
     <catalog>/.dropped/<family>.json                        # tombstone: family removed on purpose
 
 The lock lives outside the family directory so that a refused first publish leaves no directory
@@ -41,6 +43,13 @@ def looks_like_catalog(path: Path) -> bool:
 
 def lock_path(root: Path, family: str) -> Path:
     return root / LOCKS_DIRNAME / f"{family}.lock"
+
+
+def online_lock_path(root: Path, family: str) -> Path:
+    """Held shared by every materialization of the family on this machine and exclusively by a push
+    while it writes the online stores (:meth:`CatalogReader.online_lock
+    <feast_bc.catalog.reader.CatalogReader.online_lock>`)."""
+    return root / LOCKS_DIRNAME / f"{family}.online.lock"
 
 
 def tombstone_path(root: Path, family: str) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from feast_bc.atomic import atomic_write_bytes, fsync_dir
 from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, CATALOG_DIRNAME, tombstone_path
+from feast_bc.catalog.push_log import obsolete_segments
 from feast_bc.catalog.reader import CatalogReader
 from feast_bc.errors import (
     ArtifactError,
@@ -189,6 +190,16 @@ class Maintenance:
                 return True
 
             doomed = [p for p in self.catalog.orphans(family, manifest) if deletable(p)]
+            # pushes folded into a later publish, unless a registry still serves their version as its latest
+            served_latest = {manifest.latest_version} | {
+                rec.version
+                for rec in manifest.versions
+                if rec.embeddings is not None
+                and self.catalog.artifact_path(family, rec.embeddings).resolve() in protected
+            }
+            doomed += [
+                p for p in obsolete_segments(family_dir, served_latest) if temp_only is False or p.name.endswith(".tmp")
+            ]
             if prune:
                 pruned, dropped = self._pruned(manifest, deletable, art_dir)
                 if dropped:

@@ -26,6 +26,7 @@ from feast_bc import publish_gate
 from feast_bc.artifacts import write_transform
 from feast_bc.atomic import atomic_write_bytes
 from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, artifact_ref_path, artifact_stem
+from feast_bc.catalog.push_log import last_push
 from feast_bc.catalog.reader import CatalogReader
 from feast_bc.catalog.reference_samples import write_reference
 from feast_bc.embeddings import embeddings_table, validate_ids, validate_vectors, write_embeddings
@@ -134,7 +135,7 @@ class Publisher:
             latest = self._latest(family, current, vectors=publish_gate.measures_alignment(gate_file, family, b))
             _refuse_dropped_ids(family, current, latest[0], ids_arr)
         draft = _draft_record(
-            family, version, mat.shape[1], _next_timestamp(current), request.metrics, request.description
+            family, version, mat.shape[1], self._next_timestamp(family, current), request.metrics, request.description
         )
         decision = publish_gate.evaluate(
             gate_file,
@@ -156,12 +157,30 @@ class Publisher:
         join_key = current.entity.join_key
         path = self.catalog.artifact_path(family, current.latest.embeddings)
         try:
-            return pq.read_table(path, columns=[join_key]).column(join_key).to_numpy(zero_copy_only=False), None
+            ids = pq.read_table(path, columns=[join_key]).column(join_key).to_numpy(zero_copy_only=False)
         except (OSError, KeyError, pa.ArrowInvalid) as exc:
             raise InvalidInputError(
                 f"family {family!r}: the current latest embeddings {path} are unreadable ({exc}); "
                 "`feast-bc verify` says what is wrong"
             ) from None
+        pushed = self.catalog.pushed(family, current)  # pushed new entities must be in the next version too
+        if pushed is None:
+            return ids, None
+        if ids.dtype.kind in "UO" or pushed.ids.dtype.kind in "UO":
+            ids, pushed_ids = ids.astype(object), pushed.ids.astype(object)
+        else:
+            pushed_ids = pushed.ids
+        return np.concatenate([ids, pushed_ids]), None
+
+    def _next_timestamp(self, family: str, current: FamilyManifest | None) -> datetime:
+        """:func:`_next_timestamp`, also strictly after the latest version's last push: a push's rows
+        must never look newer than the version that folds them in."""
+        stamp = _next_timestamp(current)
+        if current is not None:
+            pushed = last_push(self.catalog.family_dir(family), current.latest_version)
+            if pushed is not None and stamp <= pushed.event_time:
+                stamp = pushed.event_time + timedelta(microseconds=1)
+        return stamp
 
     def _current(self, family: str) -> FamilyManifest | None:
         """The family's manifest, None for a new family; refuses a dropped one."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from feast_bc.artifacts import load_transform, verify_file
-from feast_bc.atomic import exclusive_lock
+from feast_bc.atomic import exclusive_lock, file_lock
 from feast_bc.catalog.layout import (
     ARTIFACTS_DIRNAME,
     family_files,
@@ -34,11 +34,13 @@ from feast_bc.catalog.layout import (
     ignored_entries,
     lock_path,
     looks_like_catalog,
+    online_lock_path,
     read_tombstones,
 )
 from feast_bc.catalog.location import catalog_root, repo_location
 from feast_bc.catalog.object_store import is_uri
-from feast_bc.embeddings import check_embeddings_file, read_embeddings
+from feast_bc.catalog.push_log import overlay, read_pushes
+from feast_bc.embeddings import check_embeddings_file, read_embeddings, select_rows
 from feast_bc.errors import (
     ArtifactError,
     FeastBCError,
@@ -113,8 +115,21 @@ class CatalogReader:
 
     def lock(self, family: str):
         """The writers' lock of one family (a context manager; released if the holder dies)."""
+        return self.local_lock(family)
+
+    def local_lock(self, family: str):
+        """The writers' lock of one family on this machine (for a local catalog, :meth:`lock` itself;
+        a remote one adds pulling and pushing the mirror around it)."""
         self.family_dir(family)  # validates the name
         return exclusive_lock(lock_path(self.root, family))
+
+    def online_lock(self, family: str, *, shared: bool):
+        """Pushes vs. materializations of ``family`` on this machine (a context manager): every
+        materialization holds it shared from before it reads the push log until its last write, a
+        push exclusively while it writes the online stores -- so a materialization never writes a
+        pushed entity's older value after the push wrote the new one."""
+        self.family_dir(family)  # validates the name
+        return file_lock(online_lock_path(self.root, family), shared=shared)
 
     def family_state(self, family: str) -> str:
         """'published', 'absent', 'missing_manifest' or 'dropped' (:func:`~feast_bc.catalog.layout.family_state`)."""
@@ -257,6 +272,7 @@ class CatalogReader:
                 if v not in pruned:
                     attempt(self.composed, family, manifest.latest_version, v, manifest)
         latest = manifest.latest
+        attempt(self.pushed, family, manifest)
         attempt(
             check_embeddings_file,
             self.artifact_path(family, latest.embeddings),
@@ -328,18 +344,29 @@ class CatalogReader:
         return composed.transform(vectors)
 
     def latest_embeddings(
-        self, family: str, ids=None, manifest: FamilyManifest | None = None
+        self, family: str, ids=None, manifest: FamilyManifest | None = None, *, pushes: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Verified (ids, vectors) of the latest version; with ``ids``, those rows in that order."""
+        """Verified (ids, vectors) of the latest version -- with what was pushed since it was
+        published applied (:mod:`~feast_bc.catalog.push_log`; ``pushes=False``: the published file
+        alone); with ``ids``, those rows in that order."""
         manifest = self.verify(family, manifest)
         latest = manifest.latest
-        return read_embeddings(
-            self.artifact_path(family, latest.embeddings),
-            manifest.entity.join_key,
-            latest.dim,
-            ids=ids,
-            id_dtype=manifest.entity.dtype,
-        )
+        path = self.artifact_path(family, latest.embeddings)
+        join_key, dtype = manifest.entity.join_key, manifest.entity.dtype
+        pushed = self.pushed(family, manifest) if pushes else None
+        if pushed is None:
+            return read_embeddings(path, join_key, latest.dim, ids=ids, id_dtype=dtype)
+        all_ids, vectors = overlay(*read_embeddings(path, join_key, latest.dim, id_dtype=dtype), pushed)
+        if ids is None:
+            return all_ids, vectors
+        return select_rows(all_ids, vectors, ids, dtype)
+
+    def pushed(self, family: str, manifest: FamilyManifest | None = None, version: int | None = None):
+        """The verified pushes of ``version`` (default: the latest) -- newest vector per entity -- or
+        None when nothing was pushed (:func:`~feast_bc.catalog.push_log.read_pushes`)."""
+        manifest = manifest or self.manifest(family)
+        version = manifest.latest_version if version is None else version
+        return read_pushes(self.family_dir(family), version, manifest.entity.join_key, manifest.version(version).dim)
 
 
 def _described_refs(manifest: FamilyManifest):

@@ -27,6 +27,7 @@ from feast_bc.materialize.unit import (
     latest_file,
     plan_units,
     prepare_unit,
+    pushes_held_off,
     refuse_rollback,
     registry_file_reader,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "plan_units",
     "prepare_unit",
     "probe_windows",
+    "pushes_held_off",
     "refuse_rollback",
     "registry_file_reader",
     "run_pass",

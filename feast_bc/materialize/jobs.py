@@ -19,7 +19,7 @@ from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast_bc.errors import StaleOnlineValuesError
 from feast_bc.materialize.store_errors import explain_store_error
 from feast_bc.materialize.unit import bc_catalog, latest_file, utc
-from feast_bc.naming import TAG_FAMILY
+from feast_bc.naming import TAG_FAMILY, TAG_LATEST
 from feast_bc.online_probe import LatestSample, ViewProbe
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ def probe_windows(repo_config, online_store, registry, tasks: list) -> list[tupl
             manifest = catalog.manifest(view.tags[TAG_FAMILY])
             path = latest_file(repo_config, view, registry, task.project)
             if str(path) not in samples:
-                samples[str(path)] = LatestSample(path, manifest)
+                file_version = int(view.tags.get(TAG_LATEST, manifest.latest_version))
+                pushes = catalog.pushed(manifest.family, manifest, version=file_version)
+                samples[str(path)] = LatestSample(path, manifest, pushes=pushes)
             probe = ViewProbe(view, catalog, manifest, samples[str(path)])
         except Exception as exc:  # noqa: BLE001 - the pass itself reports what is wrong
             logger.debug("%s: not probed (%s)", view.name, exc)

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feast_bc.catalog.push_log import PushedRows
 from feast_bc.embeddings import list_array_to_matrix
 from feast_bc.errors import RegistryLagError
 from feast_bc.manifest import FamilyManifest
@@ -101,6 +102,7 @@ def family_parts(
     batch_rows: int,
     row_groups: list[int] | None,
     transform_threads: int,
+    pushes: PushedRows | None = None,
 ) -> Iterator[FamilyPart]:
     """Stream the latest file (only ``row_groups``, if given); per batch and event timestamp, the rows
     with their vectors at the version of every view whose window holds them (keys of
@@ -108,6 +110,11 @@ def family_parts(
 
     Rows of a version older than a view's version mean the registry's views are newer than the file
     they read: :class:`~feast_bc.errors.RegistryLagError`, as in the per-view path.
+
+    ``pushes`` (:mod:`feast_bc.catalog.push_log`): the file's rows of pushed entities are skipped,
+    and the slice holding row group 0 (the whole-file pass) streams the pushed rows after the file,
+    each push with its own event time -- so a window that ends before a push writes neither the
+    pushed value nor the older published one over it.
 
     ``transform_threads`` > 1 transforms the views of a batch concurrently, each matmul on its own
     thread (numpy releases the GIL; the same floats as one after the other). Why not more BLAS
@@ -136,7 +143,9 @@ def family_parts(
         return {i: future.result() for i, future in futures.items()}
 
     try:
-        yield from _parts(parquet, manifest, windows, batch_rows, row_groups, transform_all)
+        yield from _parts(parquet, manifest, windows, batch_rows, row_groups, transform_all, pushes)
+        if pushes is not None and (row_groups is None or 0 in row_groups):  # one slice writes them
+            yield from _pushed_parts(pushes, manifest, windows, transform_all)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
@@ -152,13 +161,42 @@ def streamed_parts(unit: MaterializationUnit, settings: PassSettings, row_groups
     parquet = pq.ParquetFile(unit.path, pre_buffer=False)
     windows = list(unit.windows)
     parts = family_parts(
-        parquet, unit.catalog, unit.manifest, windows, settings.batch_rows, row_groups, settings.transform_threads
+        parquet,
+        unit.catalog,
+        unit.manifest,
+        windows,
+        settings.batch_rows,
+        row_groups,
+        settings.transform_threads,
+        unit.pushes,
     )
     with blas_threads(settings.blas_threads), closing(parts):
         yield parts
 
 
-def _parts(parquet, manifest, windows, batch_rows, row_groups, transform_all) -> Iterator[FamilyPart]:
+def _pushed_parts(pushes: PushedRows, manifest, windows, transform_all) -> Iterator[FamilyPart]:
+    """The pushed rows, one part per push (event time) that some view's window holds."""
+    source = pushes.version
+    for _, event_time, rows in timestamp_groups(pushes.micros):
+        wanted = [i for i, window in enumerate(windows) if window.holds(event_time)]
+        if not wanted:
+            continue
+        _refuse_lag(manifest.family, windows, wanted, source)
+        ids = pushes.ids if rows is None else pushes.ids[rows]
+        mat = pushes.vectors if rows is None else pushes.vectors[rows]
+        yield FamilyPart(ids, source, event_time, transform_all(np.ascontiguousarray(mat), source, wanted))
+
+
+def _refuse_lag(family, windows, wanted, source) -> None:
+    for i in wanted:
+        if source < windows[i].version:
+            raise RegistryLagError(
+                f"family {family!r}: view for version {windows[i].version} read rows of version {source}; "
+                "run `feast apply`"
+            )
+
+
+def _parts(parquet, manifest, windows, batch_rows, row_groups, transform_all, pushes=None) -> Iterator[FamilyPart]:
     family, join_key = manifest.family, manifest.entity.join_key
     columns = [join_key, TIMESTAMP_COLUMN, EMBEDDING_FEATURE]
     groups = range(parquet.num_row_groups) if row_groups is None else row_groups
@@ -168,21 +206,21 @@ def _parts(parquet, manifest, windows, batch_rows, row_groups, transform_all) ->
         for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
     )
     for batch in batches:
+        ids = None
+        if pushes is not None and batch.num_rows:
+            ids = batch.column(join_key).to_numpy(zero_copy_only=False)
+            kept = ~np.isin(ids, pushes.ids)
+            if not kept.all():  # a pushed entity: its pushed vector follows the file
+                batch, ids = batch.filter(pa.array(kept)), ids[kept]
         if batch.num_rows == 0:
             continue
         micros = batch.column(TIMESTAMP_COLUMN).cast(pa.int64()).to_numpy()
-        ids = None
         for stamp, event_time, rows in timestamp_groups(micros):
             wanted = [i for i, window in enumerate(windows) if window.holds(event_time)]
             if not wanted:
                 continue
             source = version_published_at(manifest, stamp)
-            for i in wanted:
-                if source < windows[i].version:
-                    raise RegistryLagError(
-                        f"family {family!r}: view for version {windows[i].version} read rows of version {source}; "
-                        "run `feast apply`"
-                    )
+            _refuse_lag(family, windows, wanted, source)
             if ids is None:
                 ids = batch.column(join_key).to_numpy(zero_copy_only=False)
             part = batch if rows is None else batch.take(pa.array(rows))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from feast.infra.offline_stores.file_source import FileSource
 from feast_bc.catalog import Catalog
 from feast_bc.catalog.location import config_location
 from feast_bc.catalog.object_store import is_uri
+from feast_bc.catalog.push_log import PushedRows
 from feast_bc.errors import CatalogRollbackError
 from feast_bc.machine_dirs import mirror_file
 from feast_bc.manifest import FamilyManifest
@@ -61,6 +63,9 @@ class MaterializationUnit:
     windows: tuple[ViewWindow, ...]
     dims: tuple[int, ...]
     served_file: ServedFile | None = None
+    pushes: PushedRows | None = None
+    """What was pushed for the version of ``path`` (:mod:`feast_bc.catalog.push_log`): the pass
+    writes these entities' pushed vectors instead of their published ones."""
 
     @property
     def family(self) -> str:
@@ -110,6 +115,11 @@ def prepare_unit(repo_config, registry, tasks: list, path: Path) -> Materializat
     windows, dims = [], []
     for task in tasks:
         refuse_rollback(task.feature_view, manifest)
+    # the pushes of the version the registry's latest view reads (the catalog's latest, or the one
+    # before while `feast apply` has not run since a publish)
+    file_version = int(first.tags.get(TAG_LATEST, manifest.latest_version))
+    pushes = catalog.pushed(manifest.family, manifest, version=file_version)
+    for task in tasks:
         version = int(task.feature_view.tags[TAG_VERSION])
         dims.append(manifest.version(version).dim)
         windows.append(ViewWindow(version, utc(task.start_time), utc(task.end_time)))
@@ -122,7 +132,29 @@ def prepare_unit(repo_config, registry, tasks: list, path: Path) -> Materializat
         windows=tuple(windows),
         dims=tuple(dims),
         served_file=registry_file_reader(repo_config, registry, first, tasks[0].project),
+        pushes=pushes,
     )
+
+
+@contextmanager
+def pushes_held_off(repo_config, tasks: list):
+    """While a materialization runs, no push of its families writes the online store on this
+    machine (:meth:`~feast_bc.catalog.reader.CatalogReader.online_lock`, shared): taken before the
+    pass reads the push log, so every push is either in what the pass writes or written after it."""
+    families = sorted({t.feature_view.tags[TAG_FAMILY] for t in tasks if t.feature_view.tags.get(TAG_FAMILY)})
+    if not families:
+        yield
+        return
+    try:
+        catalog = bc_catalog(repo_config)
+    except Exception as exc:  # noqa: BLE001 - the pass reports why the catalog cannot be opened
+        logger.debug("pushes not held off: %s", exc)
+        yield
+        return
+    with ExitStack() as stack:
+        for family in families:
+            stack.enter_context(catalog.online_lock(family, shared=True))
+        yield
 
 
 def latest_file(repo_config, view, registry, project) -> Path:
