@@ -190,7 +190,9 @@ class Pusher:
                         "what `feast-bc init` writes; or feast_bc.ray_engine.BCRayEngine)"
                     )
             # profiles naming the same project in the same online store are one store to write
-            unique = {(p.project, json.dumps(p.online_store, sort_keys=True, default=str)): p for p in reversed(applied)}
+            unique = {
+                (p.project, json.dumps(p.online_store, sort_keys=True, default=str)): p for p in reversed(applied)
+            }
             self._profiles = sorted(unique.values(), key=lambda p: p.name)
         return self._profiles
 
