@@ -80,6 +80,23 @@ class PushResult(BaseModel):
     skipped: list[str]
 
 
+class _Chains:
+    """The composed transforms of one manifest (verified when it was read), built once per target
+    version -- what materialization applies, without re-checking every artifact on every push."""
+
+    def __init__(self, catalog: Catalog, manifest: FamilyManifest):
+        self.catalog, self.manifest = catalog, manifest
+        self._composed: dict[tuple[int, int], object] = {}
+
+    def apply(self, vectors: np.ndarray, source: int, target: int) -> np.ndarray:
+        if source == target:
+            return vectors
+        key = (source, target)
+        if key not in self._composed:
+            self._composed[key] = self.catalog.composed(self.manifest.family, source, target, self.manifest)
+        return self._composed[key].transform(vectors)
+
+
 class _ProfileTarget:
     """One applied profile's Feast objects, kept between pushes while its registry is unchanged."""
 
@@ -116,12 +133,11 @@ class _ProfileTarget:
                 views[int(view.tags[TAG_VERSION])] = view
         self.views, self.state, self.read_at = views, state, time.monotonic()
 
-    def write(self, catalog: Catalog, manifest: FamilyManifest, version: int, ids, vectors, event_time) -> ProfileWrite:
+    def write(self, chains: _Chains, manifest: FamilyManifest, version: int, ids, vectors, event_time) -> ProfileWrite:
         """Every stored pin of this profile that version ``version`` can compute, in one pass."""
         from feast_bc.online_writers import views_writer_for
 
         self.refresh()
-        family = manifest.family
         targets = []
         for j, view in sorted(self.views.items()):
             registered = int(view.tags.get(TAG_LATEST, version))
@@ -142,9 +158,7 @@ class _ProfileTarget:
             manifest.entity.dtype,
             refuse_newer=True,
         )
-        values = {
-            i: catalog.transform_vectors(family, vectors, version, j, manifest) for i, (j, _) in enumerate(targets)
-        }
+        values = {i: chains.apply(vectors, version, j) for i, (j, _) in enumerate(targets)}
         with writer:
             writer.write_part(FamilyPart(ids, version, event_time, values))
         return ProfileWrite(profile=self.profile.name, versions=[j for j, _ in targets], rows=len(ids))
@@ -162,6 +176,7 @@ class Pusher:
         self._targets: dict[Path, _ProfileTarget] = {}
         self._manifest: tuple[tuple, FamilyManifest] | None = None
         self._profiles: list[Profile] | None = None
+        self._chain_cache: _Chains | None = None
 
     def _manifest_now(self) -> FamilyManifest:
         """The family's manifest, read again only when its file changed (publishes replace it)."""
@@ -210,14 +225,15 @@ class Pusher:
             with self.catalog.writing():  # a catalog on object storage: pulled before, the segment uploaded after
                 manifest = self._manifest_now()
                 self._refuse_other_version(manifest, version)
-                event_time = next_event_time(manifest.latest.created_at, last_push(family_dir, version))
-                segment = append_push(family_dir, version, manifest.entity.join_key, ids, mat, event_time)
+                previous = last_push(family_dir, version)
+                event_time = next_event_time(manifest.latest.created_at, previous)
+                segment = append_push(family_dir, version, manifest.entity.join_key, ids, mat, event_time, previous)
             written, skipped = [], []
             with self.catalog.online_lock(self.family, shared=False):
                 for profile in profiles:
                     try:
                         target = self._target(profile)
-                        result = target.write(self.catalog, manifest, version, ids, mat, event_time)
+                        result = target.write(self._chains(manifest), manifest, version, ids, mat, event_time)
                     except Exception as exc:
                         raise _not_written(profile, segment.path.name, event_time, exc, written) from exc
                     (written if result.versions else skipped).append(
@@ -232,6 +248,11 @@ class Pusher:
             written=written,
             skipped=skipped,
         )
+
+    def _chains(self, manifest: FamilyManifest) -> _Chains:
+        if self._chain_cache is None or self._chain_cache.manifest is not manifest:
+            self._chain_cache = _Chains(self.catalog, manifest)
+        return self._chain_cache
 
     def _target(self, profile: Profile) -> _ProfileTarget:
         target = self._targets.get(profile.yaml)

@@ -120,9 +120,18 @@ def segments(family_dir: Path, version: int | None = None) -> list[PushSegment]:
 
 
 def last_push(family_dir: Path, version: int) -> PushSegment | None:
-    """The newest push of ``version`` (None: none yet)."""
-    found = segments(family_dir, version)
-    return found[-1] if found else None
+    """The newest push of ``version`` (None: none yet). Cheap however long the log: names sort by
+    (version, number) -- both zero-padded -- so the newest is the greatest name of the version."""
+    prefix = f"v{version:04d}-"
+    try:
+        names = [n for n in os.listdir(pushes_dir(family_dir)) if n.startswith(prefix) and n.endswith(".parquet")]
+    except FileNotFoundError:
+        return None
+    for name in sorted(names, reverse=True):
+        m = _NAME.match(name)
+        if m is not None and int(m[1]) == version:
+            return PushSegment(pushes_dir(family_dir) / name, version, int(m[2]), int(m[3]), m[4])
+    return None
 
 
 def foreign_files(family_dir: Path) -> list[Path]:
@@ -134,11 +143,20 @@ def foreign_files(family_dir: Path) -> list[Path]:
 
 
 def append_push(
-    family_dir: Path, version: int, join_key: str, ids: np.ndarray, vectors: np.ndarray, event_time: datetime
+    family_dir: Path,
+    version: int,
+    join_key: str,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    event_time: datetime,
+    previous: PushSegment | None | bool = True,
 ) -> PushSegment:
     """Write one push as the next segment of ``version`` (the caller holds the family's lock and
-    chose ``event_time`` later than the previous push, :func:`next_event_time`)."""
-    previous = last_push(family_dir, version)
+    chose ``event_time`` later than the previous push, :func:`next_event_time`). ``previous``: the
+    newest segment as the caller just read it under that lock (None: there is none); by default it
+    is read here."""
+    if previous is True:
+        previous = last_push(family_dir, version)
     number = 1 if previous is None else previous.number + 1
     table = embeddings_table(join_key, ids, vectors, event_time, version)
     table = table.replace_schema_metadata({_PREVIOUS_KEY: (previous.sha256 if previous else "").encode()})
