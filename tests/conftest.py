@@ -131,6 +131,22 @@ class SyntheticFamily:
             z = z @ self.transforms[v].astype(np.float64).T
         return z
 
+    def push(self, ids, z) -> None:
+        """Record a push into the latest version: changed ids take ``z`` in place, new ids follow."""
+        k = self.latest
+        index = {int(i): r for r, i in enumerate(self.ids[k])}
+        vectors, extra_ids, extra = self.vectors[k].copy(), [], []
+        for i, v in zip(ids, z, strict=True):
+            if int(i) in index:
+                vectors[index[int(i)]] = v
+            else:
+                extra_ids.append(int(i))
+                extra.append(v)
+        if extra:
+            self.ids[k] = np.concatenate([self.ids[k], np.asarray(extra_ids, dtype=np.int64)])
+            vectors = np.concatenate([vectors, np.asarray(extra, dtype=np.float32)])
+        self.vectors[k] = vectors
+
     def publish_next(self, catalog, rng: np.random.Generator, n: int | None = None, dim: int | None = None):
         from feast_bc import EntitySpec
 

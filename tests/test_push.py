@@ -30,24 +30,7 @@ BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 START = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-class PushedFamily(SyntheticFamily):
-    """A synthetic family plus what was pushed into its latest version (numpy reference)."""
-
-    def push(self, ids, z) -> None:
-        k = self.latest
-        index = {int(i): r for r, i in enumerate(self.ids[k])}
-        ids_k, vecs_k = list(self.ids[k]), self.vectors[k].copy()
-        extra_ids, extra = [], []
-        for i, v in zip(ids, z, strict=True):
-            if int(i) in index:
-                vecs_k[index[int(i)]] = v
-            else:
-                extra_ids.append(int(i))
-                extra.append(v)
-        if extra:
-            ids_k = ids_k + extra_ids
-            vecs_k = np.concatenate([vecs_k, np.asarray(extra, dtype=np.float32)])
-        self.ids[k], self.vectors[k] = np.asarray(ids_k, dtype=np.int64), vecs_k
+PushedFamily = SyntheticFamily
 
 
 @pytest.fixture(params=BACKENDS)

@@ -267,3 +267,34 @@ def test_feasts_own_engines_are_refused_on_a_catalog_on_s3_at_apply(s3_uri, tmp_
     proc = run_cli(["feast", "apply"], cwd=repo, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "feast_bc.engine.BCEngine" in proc.stderr and "object storage" in proc.stderr, proc.stderr
+
+
+def test_a_push_into_a_catalog_on_s3_is_uploaded_before_it_is_served(s3_uri, tmp_path):
+    """Issue 25 on object storage: the push's segment is an object of the bucket (another machine's
+    mirror sees it in the latest embeddings) and the pins serve it; a materialization keeps it."""
+    from feast import FeatureStore
+
+    from feast_bc.catalog.push_log import segments
+    from feast_bc.push import push
+
+    project = unique_project("s3push")
+    repo = tmp_path / "repo"
+    run_cli(["feast-bc", "init", str(repo), "--project", project, "--catalog", s3_uri])
+    fams = publish_users_and_items(Catalog.for_repo(repo), versions=2)
+    run_cli(["feast", "apply"], cwd=repo)
+    store = FeatureStore(repo_path=str(repo))
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=1))
+    fam = fams["item_embedding"]
+    k = fam.latest
+    ids = np.array([fam.ids[k][1], 90_001], dtype=np.int64)
+    z = np.random.default_rng(9).normal(size=(2, fam.vectors[k].shape[1])).astype(np.float32)
+    push(repo, fam.name, ids, z, version=k)
+    fam.push(ids, z)
+    assert any(key.startswith("item_embedding/pushes/") for key in _objects(s3_uri))
+    assert_online_matches(store, fams)
+    other = RemoteCatalog(s3_uri, mirror=tmp_path / "machine-b")
+    assert len(segments(other.family_dir(fam.name))) == 1
+    got_ids, got = other.latest_embeddings(fam.name, ids=ids)
+    np.testing.assert_allclose(got, z, atol=0, rtol=0)
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=1))
+    assert_online_matches(store, fams)
