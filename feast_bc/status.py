@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -22,6 +22,8 @@ from feast_bc.manifest import MANIFEST_FILENAME
 from feast_bc.naming import TAG_FAMILY, TAG_LATEST, onread_view_name, service_name, view_name
 from feast_bc.publish_gate import gate_path, read_gate_file
 from feast_bc.registries import DEFAULT_PROFILE_FILENAME, repo_registries, rollback_problem
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class VersionStatus(BaseModel):
@@ -51,6 +53,9 @@ class FamilyStatus(BaseModel):
     manifest_sha256: str | None = None
     registry_latest: int | None = Field(default=None, description="latest version the Feast registry knows")
     versions: list[VersionStatus] = Field(default_factory=list)
+    pushes: int = Field(default=0, description="pushes into the latest version since it was published")
+    pushed_entities: int = Field(default=0, description="distinct entities those pushes carried")
+    last_push: datetime | None = None
     orphans: list[str] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
 
@@ -223,6 +228,10 @@ def _family_status(catalog: Catalog, family: str, registry: dict | None) -> Fami
                 status.registry_latest = int(fv.tags.get(TAG_LATEST, -1))
         status.versions.append(vs)
     if not errors:
+        pushed = catalog.pushed(family, manifest)
+        if pushed is not None:
+            status.pushes, status.pushed_entities = pushed.segments, len(pushed)
+            status.last_push = _EPOCH + timedelta(microseconds=pushed.last_micros)
         drifts = drift_since_publish(catalog, family, manifest)
         for vs in status.versions:
             vs.drift = drifts.get(vs.version)
@@ -269,6 +278,11 @@ def render_status(report: RepoStatus) -> str:
             f"family {fam.family}  entity {fam.entity} ({fam.join_key})  latest v{fam.latest}  rows {fam.rows}  "
             f"registry latest {'-' if fam.registry_latest is None else 'v' + str(fam.registry_latest)}"
         )
+        if fam.pushes:
+            lines.append(
+                f"  pushed since v{fam.latest} was published: {fam.pushed_entities} entities in {fam.pushes} pushes "
+                f"(last {fam.last_push:%Y-%m-%d %H:%M:%S} UTC)"
+            )
         if fam.versions:
             lines.append(
                 f"  {'ver':>3} {'dim':>5} {'role':8} {'created (UTC)':20} {'B sha256':14} {'materialized up to':26} metrics"

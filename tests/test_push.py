@@ -220,6 +220,8 @@ def test_cli_push_from_a_parquet_file(tmp_path):
         ["feast-bc", "push", "--repo", str(repo), "--family", fam.name, "--version", str(k), "--file", str(path)]
     )
     assert "pushed 2 entities" in out.stdout, out.stdout
+    status = run_cli(["feast-bc", "status", "--repo", str(repo), "--no-feast"]).stdout
+    assert f"pushed since v{k} was published: 2 entities in 1 pushes" in status, status
     fam.push(ids, z)
     _assert_pins(store, fam)
     bad = run_cli(
