@@ -244,10 +244,14 @@ async def _answer(send, status: int, content: dict) -> None:
 
 
 def build_app(store, registry_ttl_sec: int = DEFAULT_REGISTRY_TTL_SEC):
-    """Feast's feature-server app for ``store`` behind :class:`EntityCheck`."""
+    """Feast's feature-server app for ``store`` behind :class:`EntityCheck`, with ``/push`` of a
+    feast_bc family written into every pin (:mod:`feast_bc.push_server`)."""
     from feast.feature_server import get_app
 
-    return EntityCheck(get_app(store, registry_ttl_sec=registry_ttl_sec), RegistryView(store))
+    from feast_bc.push_server import PushRoute  # it builds on this module's request helpers
+
+    app = PushRoute(get_app(store, registry_ttl_sec=registry_ttl_sec), store.repo_path)
+    return EntityCheck(app, RegistryView(store))
 
 
 def serve(repo, config: ServeConfig) -> None:

@@ -247,3 +247,44 @@ def test_feast_bc_serve_answers_every_bad_read_in_one_line_and_keeps_serving(tmp
         # everything else is Feast's app unchanged
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
             assert resp.status == 200
+
+
+def test_feast_bc_serve_takes_feasts_push_request_into_every_pin(tmp_path):
+    """Issue 25: Feast's `/push` body naming a feast_bc family reaches every pin through `feast-bc
+    serve` (recorded in the catalog first); a stale version is 409, a bad batch 422, one line each."""
+    from feast_bc.catalog.push_log import segments
+
+    repo = init_repo(tmp_path / "repo", project=unique_project("fpush"))
+    fams = publish_users_and_items(Catalog.for_repo(repo), versions=2)
+    store = apply(repo)
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
+    items = fams["item_embedding"]
+    ids = [int(items.ids[1][0]), 777_001]
+    z = np.random.default_rng(3).normal(size=(2, items.vectors[1].shape[1])).astype(np.float32)
+    push = {
+        "push_source_name": "item_embedding",
+        "df": {"item_id": ids, "embedding": z.tolist(), "source_version": [1, 1]},
+        "to": "online",
+    }
+    with _feast_serve(repo, ("feast-bc", "serve", "--repo", ".", "--no-access-log")) as port:
+        url = f"http://127.0.0.1:{port}"
+        status, body = _post_raw(f"{url}/push", json.dumps(push).encode())
+        assert status == 200 and body["rows"] == 2 and body["written"][0]["versions"] == [0, 1], body
+        items.push(ids, z)
+        for version in (0, 1):
+            read = _post(
+                f"{url}/get-online-features",
+                {"feature_service": f"item_embedding_v{version}", "entities": {"item_id": ids}},
+            )
+            np.testing.assert_allclose(
+                np.asarray(read["results"][1]["values"]), items.expected(version, ids), atol=1e-5, rtol=0
+            )
+        stale = {**push, "df": {**push["df"], "source_version": [0, 0]}}
+        for raw, want_status, phrase in (
+            (stale, 409, "computed for version 0"),
+            ({**push, "df": {**push["df"], "embedding": [[1.0], [2.0]]}}, 422, "dimension"),
+            ({**push, "df": {"item_id": ids, "embedding": z.tolist()}}, 422, "source_version"),
+        ):
+            status, body = _post_raw(f"{url}/push", json.dumps(raw).encode())
+            assert status == want_status and phrase in body["detail"] and "\n" not in body["detail"], (status, body)
+    assert len(segments(Catalog.for_repo(repo).family_dir("item_embedding"))) == 1
