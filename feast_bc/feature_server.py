@@ -30,6 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from feast_bc.asgi_requests import BadRequest, answer, in_thread, parse_body, read_body, replay
+
 logger = logging.getLogger(__name__)
 
 #: The reads the check guards (Feast's path).
@@ -57,31 +59,6 @@ class ServeConfig(BaseModel):
     feature_store_yaml: str | None = Field(
         None, description="the profile's yaml inside the repo (Feast's `feast -f`); None: feature_store.yaml"
     )
-
-
-class BadRequest(ValueError):
-    """A read request the server answers with ``status`` and this one-line message."""
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.status = status
-
-
-def _reject_constant(name: str):
-    raise BadRequest(f"the request body holds {name}, which JSON does not allow: send entity ids as numbers or strings")
-
-
-def parse_body(body: bytes) -> dict:
-    """The request's JSON object (``NaN``/``Infinity`` refused, as strict JSON does)."""
-    try:
-        payload = json.loads(body, parse_constant=_reject_constant)
-    except BadRequest:
-        raise
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f'the request body is not JSON ({exc}): send {{"entities": {{...}}, ...}}') from None
-    if not isinstance(payload, dict):
-        raise BadRequest("the request body must be a JSON object with 'entities' and 'feature_service' or 'features'")
-    return payload
 
 
 class RegistryView:
@@ -194,53 +171,15 @@ class EntityCheck:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != self.path:
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         try:
             payload = parse_body(body)
-            await _in_thread(check_read, payload, self.registry)
+            await in_thread(check_read, payload, self.registry)
         except BadRequest as exc:
             logger.info("refused a read: %s", exc)
-            await _answer(send, exc.status, {"detail": str(exc)})
+            await answer(send, exc.status, {"detail": str(exc)})
             return
-        await self.app(scope, _replay(body, receive), send)
-
-
-async def _in_thread(function, *args):
-    import anyio.to_thread
-
-    return await anyio.to_thread.run_sync(function, *args)
-
-
-async def _read_body(receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive):
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # the disconnect, when it comes
-
-    return replay
-
-
-async def _answer(send, status: int, content: dict) -> None:
-    data = json.dumps(content).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
+        await self.app(scope, replay(body, receive), send)
 
 
 def build_app(store, registry_ttl_sec: int = DEFAULT_REGISTRY_TTL_SEC):

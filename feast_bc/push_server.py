@@ -18,8 +18,8 @@ import logging
 import threading
 from pathlib import Path
 
+from feast_bc.asgi_requests import BadRequest, answer, in_thread, parse_body, read_body, replay
 from feast_bc.errors import FeastBCError, VersionConflictError
-from feast_bc.feature_server import BadRequest, _answer, _in_thread, _read_body, _replay, parse_body
 from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
 
 logger = logging.getLogger(__name__)
@@ -40,19 +40,19 @@ class PushRoute:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != PUSH_PATH:
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         try:
             payload = parse_body(body)
             family = payload.get("push_source_name")
-            if not isinstance(family, str) or not await _in_thread(self._is_family, family):
-                await self.app(scope, _replay(body, receive), send)  # a push source of Feast's own
+            if not isinstance(family, str) or not await in_thread(self._is_family, family):
+                await self.app(scope, replay(body, receive), send)  # a push source of Feast's own
                 return
-            answer = await _in_thread(self._push, family, payload)
+            result = await in_thread(self._push, family, payload)
         except BadRequest as exc:
             logger.info("refused a push: %s", exc)
-            await _answer(send, exc.status, {"detail": str(exc)})
+            await answer(send, exc.status, {"detail": str(exc)})
             return
-        await _answer(send, 200, answer)
+        await answer(send, 200, result)
 
     def _is_family(self, name: str) -> bool:
         from feast_bc.catalog import Catalog

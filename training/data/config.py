@@ -6,23 +6,13 @@ records *how* the data was loaded (this config) plus a fingerprint of what was l
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from training.data.dataset import InteractionDataset
-
-#: Where the MovieLens 100K files are looked for when no path is given: ``$ML100K_DIR``, else an
-#: ``ml-100k`` folder in the working directory (the name the GroupLens zip unpacks to).
-ML100K_ENV_VAR = "ML100K_DIR"
-ML100K_FOLDER = "ml-100k"
-ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
-
-
-def default_movielens_dir() -> Path:
-    return Path(os.environ.get(ML100K_ENV_VAR) or ML100K_FOLDER)
+from training.data.ml100k_location import default_movielens_dir
 
 
 class _DataConfig(BaseModel):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from training.data.dataset import AttributeGroup, InteractionDataset, build_dataset
+from training.data.ml100k_location import ML100K_ENV_VAR, ML100K_URL
 from training.errors import DatasetError
 
 GENRES = (
@@ -43,8 +44,6 @@ _ITEM_FIXED_COLUMNS = ("item", "title", "release_date", "video_release_date", "u
 def load_movielens_100k(path: str | Path) -> InteractionDataset:
     directory = Path(path)
     if not directory.is_dir():
-        from training.data.config import ML100K_ENV_VAR, ML100K_URL
-
         raise DatasetError(
             f"MovieLens 100K: {directory} does not exist -- pass --data-path DIR (the unpacked ml-100k folder "
             f"with u.data and u.item) or set ${ML100K_ENV_VAR}; the data is at {ML100K_URL}"
