@@ -149,7 +149,8 @@ class BackwardCompatibility(nn.Module):
     def from_catalog(
         cls, catalog: Catalog | str | Path, families: str | Sequence[str], *, new_dim: int, **kwargs
     ) -> BackwardCompatibility:
-        """The families' latest published version as targets and their chains B_{k-1}, ..., B_1 (down to
+        """The families' latest published version as targets -- with what was pushed into it since its
+        publish applied (:mod:`feast_bc.push`), i.e. what every pin serves -- and their chains B_{k-1}, ..., B_1 (down to
         the oldest version still holding its B) as the frozen older transforms. The families must be at
         the same version and hold the same older B's, as :func:`training.publish_output` publishes them."""
         catalog = Catalog.locate(catalog)

@@ -139,7 +139,7 @@ def _already_published(catalog: Catalog, family: str, version: int, ids: np.ndar
             f"family {family!r} in {catalog.root} is already at version {manifest.latest_version}; "
             f"cannot publish version {version} again"
         )
-    stored_ids, stored = catalog.latest_embeddings(family)
+    stored_ids, stored = catalog.latest_embeddings(family, pushes=False)  # the published file itself
     same = (
         len(stored_ids) == len(ids)
         and np.array_equal(
