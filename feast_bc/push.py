@@ -29,22 +29,19 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from feast_bc.catalog import Catalog
 from feast_bc.catalog.push_log import append_push, last_push, next_event_time
-from feast_bc.embeddings import list_array_to_matrix, validate_ids, validate_vectors
+from feast_bc.embeddings import validate_ids, validate_vectors
 from feast_bc.errors import (
     ConfigurationError,
     DimensionMismatchError,
     FeastBCError,
-    InvalidInputError,
     VersionConflictError,
 )
 from feast_bc.manifest import MANIFEST_FILENAME, FamilyManifest
-from feast_bc.naming import EMBEDDING_FEATURE, TAG_FAMILY, TAG_LATEST, TAG_VERSION
+from feast_bc.naming import TAG_FAMILY, TAG_LATEST, TAG_VERSION
 from feast_bc.online_writers.base import FamilyPart
 from feast_bc.registries import Profile, repo_profiles
 
@@ -308,22 +305,6 @@ def _not_written(profile: Profile, segment: str, event_time: datetime, exc: Exce
         return err(message)
     except TypeError:
         return FeastBCError(message)
-
-
-def read_push_file(path: str | Path, join_key: str, id_column: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of a parquet file holding the id column and ``embedding`` (list<float>)."""
-    column = id_column or join_key
-    try:
-        table = pq.read_table(path, columns=[column, EMBEDDING_FEATURE])
-    except FileNotFoundError:
-        raise InvalidInputError(f"--file {path}: no such file") from None
-    except (OSError, KeyError, pa.ArrowInvalid) as exc:
-        raise InvalidInputError(
-            f"--file {path}: not a parquet file with columns {column!r} and {EMBEDDING_FEATURE!r} ({exc}); "
-            "name another id column with --id-column"
-        ) from None
-    ids = table.column(column).to_numpy(zero_copy_only=False)
-    return ids, list_array_to_matrix(table.column(EMBEDDING_FEATURE), what=f"--file {path}: {EMBEDDING_FEATURE}")
 
 
 def push(repo: str | Path, family: str, ids, vectors, *, version: int) -> PushResult:
