@@ -37,6 +37,7 @@ from feast_bc.materialize import (
     checked_job,
     explain_store_error,
     job_of,
+    one_catalog,
     plan_units,
     prepare_unit,
     probe_windows,
@@ -82,10 +83,11 @@ class BCEngine(LocalComputeEngine):
         what its sampled ids read afterwards."""
         if isinstance(tasks, MaterializationTask):
             tasks = [tasks]
-        probed = probe_windows(self.repo_config, self.online_store, registry, list(tasks))
-        tasks = [task for task, _ in probed]
-        with pushes_held_off(self.repo_config, tasks):
-            jobs = self._materialize_units(registry, tasks)
+        with one_catalog(self.repo_config):
+            probed = probe_windows(self.repo_config, self.online_store, registry, list(tasks))
+            tasks = [task for task, _ in probed]
+            with pushes_held_off(self.repo_config, tasks):
+                jobs = self._materialize_units(registry, tasks)
         jobs = [
             job if job is not None else self._materialize_one(registry, task, **kwargs)
             for job, task in zip(jobs, tasks, strict=True)

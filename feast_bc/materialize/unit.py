@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,10 +186,36 @@ def registry_file_reader(repo_config, registry, view, project) -> ServedFile:
     return served_file
 
 
+#: The catalog a running materialization opened (:func:`one_catalog`), with the config it is for.
+_OPENED: ContextVar[tuple[object, Catalog] | None] = ContextVar("feast_bc_opened_catalog", default=None)
+
+
 def bc_catalog(repo_config) -> Catalog:
     """The catalog of the repo being materialized (where its ``feast_bc:`` block says; never a path
-    the registry recorded, so a moved or mounted repo reads its own)."""
+    the registry recorded, so a moved or mounted repo reads its own) -- the one :func:`one_catalog`
+    opened for this materialization, if any."""
+    opened = _OPENED.get()
+    if opened is not None and opened[0] is repo_config:
+        return opened[1]
     return Catalog.for_repo(repo_config.repo_path, config_location(repo_config))
+
+
+@contextmanager
+def one_catalog(repo_config):
+    """Inside the block every :func:`bc_catalog` of ``repo_config`` is the same opened catalog: the
+    probe, the push lock and every unit of one ``feast materialize`` share it (a catalog on object
+    storage is listed once per run, not once per step). Opening errors are left to the pass."""
+    try:
+        catalog = Catalog.for_repo(repo_config.repo_path, config_location(repo_config))
+    except Exception as exc:  # noqa: BLE001 - each step reports it where it opens the catalog
+        logger.debug("catalog not opened once for the run: %s", exc)
+        yield
+        return
+    token = _OPENED.set((repo_config, catalog))
+    try:
+        yield
+    finally:
+        _OPENED.reset(token)
 
 
 def refuse_rollback(view, manifest) -> None:
