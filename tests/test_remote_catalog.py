@@ -296,5 +296,14 @@ def test_a_push_into_a_catalog_on_s3_is_uploaded_before_it_is_served(s3_uri, tmp
     assert len(segments(other.family_dir(fam.name))) == 1
     got_ids, got = other.latest_embeddings(fam.name, ids=ids)
     np.testing.assert_allclose(got, z, atol=0, rtol=0)
-    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=1))
+    from feast_bc.catalog.object_store import ObjectStore
+
+    listed = []
+    original = ObjectStore.list
+    ObjectStore.list = lambda self, *a, **kw: listed.append(1) or original(self, *a, **kw)
+    try:
+        store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=1))
+    finally:
+        ObjectStore.list = original
+    assert len(listed) == 1  # the probe, the push lock and the pass share one opened catalog
     assert_online_matches(store, fams)
