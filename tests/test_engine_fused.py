@@ -280,13 +280,13 @@ def _fail_on_second_item_part(monkeypatch, backend: str) -> None:
     if backend == "redis":
         original = RedisFamilyWriter._write_batch
 
-        def failing(self, pipe, pending, part):
+        def failing(self, pending, part):
             if self.views[0].view_name.startswith("item_"):
                 parts.append(part)
                 if len(parts) == 2:  # the first part is stored (its replies read), nothing of the second
-                    pipe.replies.integers(pending)
+                    self.transport.pipe.replies.integers(pending)
                     raise RuntimeError("injected writer failure")
-            return original(self, pipe, pending, part)
+            return original(self, pending, part)
 
         monkeypatch.setattr(RedisFamilyWriter, "_write_batch", failing)
     else:

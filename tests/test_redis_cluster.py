@@ -243,7 +243,7 @@ def test_writer_for_picks_the_cluster_writer(cluster, caplog):
 def test_a_repo_materializes_into_the_cluster_and_plain_feast_reads_it(cluster, tmp_path, monkeypatch, fused):
     from feast_bc import Catalog
     from feast_bc.online_writers import ProtoWriter, RedisClusterFamilyWriter
-    from feast_bc.online_writers.redis_cluster import ClusterHashWriter
+    from feast_bc.online_writers.redis_cluster import ClusterTransport
     from feast_bc.repo import apply, init_repo
 
     project = unique_project("clu")
@@ -256,16 +256,16 @@ def test_a_repo_materializes_into_the_cluster_and_plain_feast_reads_it(cluster, 
     fams = publish_users_and_items(Catalog.for_repo(repo), versions=3, seed=5)
 
     chosen = []
-    real_consume = ClusterHashWriter._consume
+    real_consume = ClusterTransport.consume
 
     def spy(self, batches):
-        chosen.append((type(self), sorted(v.view_name for v in self.views)))
+        chosen.append((type(self.writer), sorted(v.view_name for v in self.writer.views)))
         return real_consume(self, batches)
 
     def no_proto(self, batch):
         raise AssertionError("Feast's own writer was used")
 
-    monkeypatch.setattr(ClusterHashWriter, "_consume", spy)
+    monkeypatch.setattr(ClusterTransport, "consume", spy)
     monkeypatch.setattr(ProtoWriter, "_write", no_proto)
     store = apply(repo)
     store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
@@ -394,7 +394,7 @@ def test_a_migration_that_never_settles_fails_with_the_key_and_node(cluster):
     cluster.begin_migration(slot, source, target, importing=False)
     try:
         others = np.arange(100, dtype=np.int64) * 11 + 2
-        others = others[~np.isin(writer.slots(others), [slot])]
+        others = others[~np.isin(writer.transport.slots(others), [slot])]
         with pytest.raises(OnlineStoreUnavailableError) as err:
             _write(writer, np.concatenate([others, ids]), np.ones((len(others) + 1, DIM), np.float32), 0, T1)
         message = str(err.value)

@@ -8,110 +8,39 @@ straight off the socket (:mod:`feast_bc.resp`), and the I/O runs on the writer t
 :class:`~feast_bc.online_writers.pipeline.ThreadedWriter`, so Redis works while the engine computes.
 
 This module holds Feast's hash layout of a view (:class:`ViewFields`), what every Redis writer
-shares (:class:`RedisHashWriter`), the per-view :class:`RedisBulkWriter` and the timestamp rules
-(:func:`keep_mask`, :func:`refuse_newer_values`); :mod:`.redis_family` writes several views of a
-family with one HSET per entity; :mod:`.redis_cluster` sends either writer's chunks to the masters
-of a Redis Cluster (its own :meth:`RedisHashWriter._write_chunk`).
+shares (:class:`RedisHashWriter`: the commands of a chunk and the timestamp rule), how a chunk
+reaches a single Redis (:class:`NodeTransport`), the per-view :class:`RedisBulkWriter` and the
+timestamp rules (:func:`keep_mask`, :func:`refuse_newer_values`); :mod:`.redis_family` writes
+several views of a family with one HSET per entity. Which Redis a writer talks to is its
+*transport*, composed, not inherited: :class:`NodeTransport` here, and
+:class:`~.redis_cluster.ClusterTransport` (one pipeline per master, keys routed by hash slot) for
+``redis_type: redis_cluster`` -- either writer with either transport.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import NamedTuple
+from datetime import datetime
 
 import numpy as np
-from feast.infra.online_stores.helpers import _mmh3
-from feast.infra.online_stores.redis import RedisType, _versioned_fv_name
 
-from feast_bc.errors import CatalogRollbackError, FeastBCError
-from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
+from feast_bc.errors import FeastBCError
 from feast_bc.online_writers.base import Batch, Check
-from feast_bc.online_writers.encoding import EntityKeys, timestamp_bytes, timestamp_nanos, value_bytes, vector_prefix
+from feast_bc.online_writers.encoding import EntityKeys
 from feast_bc.online_writers.pipeline import ThreadedWriter
-from feast_bc.resp import Pipeline
+from feast_bc.online_writers.redis_rows import (
+    REDIS_CHUNK_ROWS,
+    Rows,
+    Stamp,
+    ViewFields,
+    keep_mask,
+    refuse_newer_values,
+    resp_bulk,
+    rows_by_views,
+)
+from feast_bc.online_writers.redis_transport import NodeTransport, Transport
 
-#: Rows per pipelined round trip to Redis (~2 KB each at 512-d): bounds client and server buffers.
-REDIS_CHUNK_ROWS = 4096
-
-
-def resp_bulk(data: bytes) -> bytes:
-    """One RESP bulk string."""
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-class ViewFields:
-    """One view's fields in Feast's Redis hash of an entity, and their bytes in an HSET.
-
-    Feast 0.67 ``redis.py``: ``mmh3("<view>:<feature>")`` -> serialized Value per feature, and
-    ``_ts:<view>`` -> serialized Timestamp. Every version of a family is a view over the same entity,
-    so all of them live in the same hash (key = serialized entity key + project): the fused family
-    writer puts several views' fields into one HSET.
-    """
-
-    def __init__(self, repo_config, feature_view, dim: int):
-        view = _versioned_fv_name(feature_view, repo_config)
-        self.view_name = feature_view.name
-        self.dim = dim
-        self.ts_field = f"_ts:{view}".encode()
-        self.emb_field = _mmh3(f"{view}:{EMBEDDING_FEATURE}")
-        features = {f.name for f in feature_view.features}
-        self.src_field = _mmh3(f"{view}:{SOURCE_VERSION_FEATURE}") if SOURCE_VERSION_FEATURE in features else None
-        self.vec_prefix = vector_prefix(dim)
-
-    @property
-    def field_count(self) -> int:
-        return 2 if self.src_field is None else 3
-
-    def hset_parts(self, vectors: np.ndarray, src_value: bytes, ts_value: bytes) -> list:
-        """This view's field/value pairs of an HSET, per row: constant bytes and (rows, width) uint8 columns."""
-        value_len = len(self.vec_prefix) + 4 * self.dim
-        tail = resp_bulk(self.ts_field) + resp_bulk(ts_value)
-        if self.src_field is not None:
-            tail = resp_bulk(self.src_field) + resp_bulk(src_value) + tail
-        vec_bytes = np.ascontiguousarray(vectors, dtype="<f4").view(np.uint8).reshape(len(vectors), 4 * self.dim)
-        emb_head = resp_bulk(self.emb_field) + b"$%d\r\n%s" % (value_len, self.vec_prefix)
-        return [emb_head, vec_bytes, b"\r\n" + tail]
-
-
-class Stamp(NamedTuple):
-    """What every row of one batch carries: its timestamp and source version bytes."""
-
-    ts_value: bytes
-    src_value: bytes
-    nanos: int
-    event_time: datetime
-
-    @classmethod
-    def of(cls, source_version: int, event_time: datetime) -> Stamp:
-        ts = timestamp_bytes(event_time)
-        return cls(ts, value_bytes(int64_val=source_version), timestamp_nanos(ts), event_time)
-
-
-@dataclass
-class Rows:
-    """Rows of one chunk on their way to Redis: their ids, the views to write (positions in the
-    writer's ``views``) and each such view's vectors, all sharing one :class:`Stamp`."""
-
-    ids: np.ndarray
-    members: list[int]
-    vectors: list[np.ndarray]
-    stamp: Stamp
-
-    def take(self, index=None, positions: list[int] | None = None) -> Rows:
-        """The rows at ``index`` (None: every row), for the views at ``positions`` of ``members``
-        (None: every view); a subclass's other fields are kept."""
-        positions = range(len(self.members)) if positions is None else positions
-        return replace(
-            self,
-            ids=self.ids if index is None else self.ids[index],
-            members=[self.members[p] for p in positions],
-            vectors=[self.vectors[p] if index is None else self.vectors[p][index] for p in positions],
-        )
-
-    def __len__(self) -> int:
-        return len(self.ids)
+__all__ = ["REDIS_CHUNK_ROWS", "NodeTransport", "RedisBulkWriter", "RedisHashWriter", "Rows", "ViewFields"]
 
 
 class RedisHashWriter(ThreadedWriter):
@@ -130,8 +59,8 @@ class RedisHashWriter(ThreadedWriter):
     """
 
     thread_name = "feast-bc-redis-writer"
-    #: The ``redis_type``s of Feast's Redis store this writer handles (:mod:`.redis_cluster` takes clusters).
-    redis_types: tuple[RedisType, ...] = (RedisType.redis,)
+    #: How chunks reach the store (:class:`NodeTransport`; :class:`~.redis_cluster.ClusterTransport`).
+    transport_class: type[Transport]
     views: list[ViewFields]
 
     def __init__(
@@ -148,27 +77,30 @@ class RedisHashWriter(ThreadedWriter):
     ):
         cfg = repo_config.online_store
         client = getattr(cfg, "client", "redis")
-        if cfg.redis_type not in self.redis_types or client != "redis":
+        if cfg.redis_type not in self.transport_class.redis_types or client != "redis":
             raise FeastBCError(
                 "the Redis bulk writers handle redis_type redis and redis_cluster with the redis-py client, not "
                 f"redis_type {cfg.redis_type.value} with the {client} client"
             )
         super().__init__(queue_batches=queue_batches, before_write=before_write)
-        self.client = online_store._get_client(cfg)
+        self.client = self.transport_class.connect(online_store, cfg)
         self.project = repo_config.project.encode()
         self.skip_dedup = bool(cfg.skip_dedup)
         self.ttl = cfg.key_ttl_seconds
         self.chunk_rows = max(1, int(chunk_rows))
         self.keys = EntityKeys(join_key, id_dtype, repo_config.entity_key_serialization_version)
         self.refuse_newer = refuse_newer
-        self._pipe: Pipeline | None = None
-        #: Ask one EXISTS per chunk before paying an HMGET per entity (see :meth:`_write_chunk`).
-        self.probe_keys = True
+        self.transport = self.transport_class(self)
 
     @property
     def label(self) -> str:
         """The views written, for messages."""
         return ", ".join(v.view_name for v in self.views)
+
+    @property
+    def redirected(self) -> int:
+        """Rows a Redis Cluster redirected (MOVED/ASK) and that were written again (0 on one node)."""
+        return getattr(self.transport, "redirected", 0)
 
     def _count(self, members: list[int], rows: int) -> None:
         """``rows`` more rows written for each view at ``members``."""
@@ -272,25 +204,17 @@ class RedisHashWriter(ThreadedWriter):
 
     # ----------------------------------------------------------------------------- I/O
     def _consume(self, batches: Iterator) -> None:
-        with Pipeline(self.client) as pipe:
-            self._pipe = pipe
-            pending = 0  # integer replies of the chunk still in flight
-            for batch in batches:
-                pending = self._write_batch(pipe, pending, batch)
-            pipe.replies.integers(pending)
-            pipe.clean = True
+        self.transport.consume(batches)
 
     def _interrupt(self) -> None:
-        if self._pipe is not None:  # cut the connection the writer thread waits on
-            self._pipe.conn.disconnect()
+        self.transport.interrupt()
 
-    def _write_batch(self, pipe, pending, batch):
-        """Send one unit of work; return what is still in flight (see :meth:`_write_chunk`)."""
+    def _write_batch(self, pending, batch):
+        """Send one unit of work; return what is still in flight (the transport's :meth:`write_chunk`)."""
         raise NotImplementedError
 
     def _write_views(
         self,
-        pipe,
         pending,
         ids: np.ndarray,
         views: list[tuple[int, np.ndarray]],
@@ -298,57 +222,22 @@ class RedisHashWriter(ThreadedWriter):
         event_time: datetime,
     ):
         """Send rows of one or more views ((position in ``views``, vectors) each) chunk by chunk
-        through :meth:`_write_chunk`; return what is still in flight."""
+        through the transport; return what is still in flight."""
         stamp = Stamp.of(source_version, event_time)
         members = [m for m, _ in views]
         for start in range(0, len(ids), self.chunk_rows):
             self.check_abort()
             stop = start + self.chunk_rows
             chunk = Rows(ids[start:stop], members, [vectors[start:stop] for _, vectors in views], stamp)
-            pending = self._write_chunk(pipe, pending, chunk)
-        return pending
-
-    def _write_chunk(self, pipe: Pipeline, pending: int, chunk: Rows) -> int:
-        """Send one chunk on the one connection: per entity one HMGET of every view's timestamp
-        field, then one HSET of the fields of every view whose stored timestamp is older. ``pending``
-        is the number of integer replies still in flight before, the return value after it.
-
-        Order on the wire per chunk: [HMGET of this chunk] then its HSETs. The HMGET queues behind
-        the previous chunk's HSETs, so Redis never waits for us while we build this chunk's HSETs
-        (for every row and view; rebuilt for fewer only when some stored values are not older).
-        With ``refuse_newer`` a stored value stamped later than the rows raises before any HSET of
-        the chunk is sent.
-
-        Key probe: while ``probe_keys`` holds, a chunk first asks one ``EXISTS`` of all its keys
-        instead of the HMGETs. No hash exists (a family materialized for the first time, new ids):
-        nothing stored can be newer, so the HSETs go without an HMGET -- measured, the HMGETs were
-        about a sixth of Redis's CPU for a fresh 5-view family. Some exist: the chunk's HMGETs follow, and
-        the writer stops probing (the store holds this project's entities; re-materializing after a
-        new version finds every key, and the probe would only add a command).
-        """
-        dedup = not self.skip_dedup
-        probing = dedup and self.probe_keys
-        if dedup:
-            pipe.send(self._exists_payload(chunk) if probing else self._hmget_payload(chunk))
-        payload = self._hset_payload(chunk)
-        pipe.replies.integers(pending)
-        pending = 0
-        if probing and pipe.replies.integer():  # some hashes exist: their timestamps decide
-            self.probe_keys = probing = False
-            pipe.send(self._hmget_payload(chunk))
-        groups = [chunk]
-        if dedup and not probing:
-            groups = self._to_write(chunk, pipe.replies.field_arrays(len(chunk), len(chunk.members)))
-        for rows in groups:
-            pipe.send(payload if rows is chunk else self._hset_payload(rows))
-            pending += self._replies_per_row * len(rows)
-            self._count(rows.members, len(rows))
+            pending = self.transport.write_chunk(pending, chunk)
         return pending
 
 
 class RedisBulkWriter(RedisHashWriter):
     """Writes one feast_bc view into Feast's Redis layout with hand-built RESP pipelines
     (see :class:`RedisHashWriter` for the contract, :class:`ViewFields` for the layout)."""
+
+    transport_class = NodeTransport
 
     def __init__(
         self,
@@ -381,61 +270,5 @@ class RedisBulkWriter(RedisHashWriter):
     def _count(self, members: list[int], rows: int) -> None:
         self.written += rows
 
-    def _write_batch(self, pipe, pending, batch: Batch):
-        return self._write_views(pipe, pending, batch.ids, [(0, batch.vectors)], batch.source_version, batch.event_time)
-
-
-def refuse_newer_values(view_name: str, runs, new_ts: bytes, new_nanos: int, event_time: datetime) -> None:
-    """feast_bc rows carry their version's publish time: a stored value stamped *later* was computed
-    from a newer latest than the one being written -- the catalog (or registry) went back in time,
-    and Feast's dedup rule would silently keep serving the newer values."""
-    for value, _ in runs:
-        if value is None or value == new_ts:
-            continue
-        stored = timestamp_nanos(value)
-        if stored > new_nanos:
-            when = datetime.fromtimestamp(stored / 1e9, tz=UTC).isoformat()
-            raise CatalogRollbackError(
-                f"Redis already holds values of {view_name} computed from a version published at {when}, "
-                f"newer than the rows being written (published {event_time.isoformat()}): the catalog or the "
-                "registry was restored from an older state. Redis would keep the newer values and the pin would "
-                "silently serve another version than the catalog's, so materialization stops here (values "
-                "already in Redis are untouched). Restore the newest manifest (and `feast apply`), or publish a "
-                "new version"
-            )
-
-
-def keep_mask(runs: list[tuple[bytes | None, int]], new_ts: bytes, new_nanos: int) -> np.ndarray | None:
-    """Rows whose stored timestamp is older than the new one (Feast's dedup rule); None = all rows.
-
-    ``runs`` are (stored timestamp, repeat) in row order; stored timestamps are nearly always one
-    of a handful of values (publish times of earlier versions), so each is decoded once.
-    """
-    verdict: dict[bytes | None, bool] = {None: True, new_ts: False}
-    flags = []
-    for value, _ in runs:
-        ok = verdict.get(value)
-        if ok is None:
-            ok = verdict[value] = timestamp_nanos(value) < new_nanos
-        flags.append(ok)
-    if all(flags):
-        return None
-    return np.repeat(np.asarray(flags, dtype=bool), [repeat for _, repeat in runs])
-
-
-def rows_by_views(masks: list[np.ndarray | None], n: int) -> list[tuple[np.ndarray | None, list[int]]]:
-    """Rows grouped by the set of views they need written: (row indices or None for every row, the
-    views' positions). ``masks`` are each view's :func:`keep_mask` (None = every row); rows needing
-    no view are dropped. Nearly always one group: every row, every view."""
-    if all(m is None for m in masks):
-        return [(None, list(range(len(masks))))]
-    keep = np.column_stack([np.ones(n, dtype=bool) if m is None else m for m in masks])
-    patterns, inverse = np.unique(keep, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    groups = []
-    for p, pattern in enumerate(patterns):
-        if not pattern.any():
-            continue
-        rows = np.flatnonzero(inverse == p)
-        groups.append((None if len(rows) == n else rows, np.flatnonzero(pattern).tolist()))
-    return groups
+    def _write_batch(self, pending, batch: Batch):
+        return self._write_views(pending, batch.ids, [(0, batch.vectors)], batch.source_version, batch.event_time)

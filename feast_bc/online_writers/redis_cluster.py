@@ -6,8 +6,8 @@ per reply. :class:`RedisClusterBulkWriter` builds the same commands as :class:`~
 :class:`RedisClusterFamilyWriter` the same as :class:`~.redis_family.RedisFamilyWriter` (one HMGET
 and one HSET per entity for several views of a family: all of an entity's views live in its one
 hash, so on one master); both send each master the rows whose keys it serves, over one raw
-pipelined connection per master (:class:`ClusterHashWriter`, the chunk step of
-:class:`~.redis.RedisHashWriter` routed by slot):
+pipelined connection per master: they are those writers with :class:`ClusterTransport` (the
+chunk step routed by slot) as their transport instead of :class:`~.redis.NodeTransport`:
 
 * **Routing.** Redis gives a key the slot ``CRC16(key) mod 16384``, hashing only the part between
   the first ``{`` and the next ``}`` when that part is not empty (a hash tag). For int64 ids every
@@ -22,125 +22,45 @@ pipelined connection per master (:class:`ClusterHashWriter`, the chunk step of
   refresh its slot map and redo the row (HMGET, timestamp rule, HSET) on the named master;
   ``-ASK slot host:port`` (the slot is being migrated and the key is not on the old master) makes
   it send ``ASKING`` before each of the row's commands to the named master, without changing the
-  map. Redone rows are redirected at most :attr:`ClusterHashWriter.max_redirects` times, then
+  map. Redone rows are redirected at most :attr:`ClusterTransport.max_redirects` times, then
   :class:`~feast_bc.errors.OnlineStoreUnavailableError` names the key, its slot and the node.
   Other error replies are raised as on a single node (``OOM``, ``WRONGTYPE``, ...).
+* **No key probe.** On one node a chunk first asks one ``EXISTS`` of all its keys and skips the
+  HMGETs when none exists (:meth:`~.redis.NodeTransport.write_chunk`). A cluster refuses a
+  multi-key ``EXISTS`` across slots (``CROSSSLOT``), and a chunk of 4,096 keys spans thousands of
+  slots: one ``EXISTS`` per key costs a command per row, what the HMGET it would spare costs. So the
+  cluster transport always reads the timestamps.
 """
 
 from __future__ import annotations
 
 import contextlib
-from binascii import crc_hqx
 from dataclasses import replace
-from typing import NamedTuple
 
 import numpy as np
 from feast.infra.online_stores.redis import RedisType
-from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 
 from feast_bc.errors import OnlineStoreUnavailableError
-from feast_bc.online_writers.encoding import EntityKeys
 from feast_bc.online_writers.redis import RedisBulkWriter, RedisHashWriter, Rows
+from feast_bc.online_writers.redis_cluster_routing import (
+    ASKING,
+    ClusterReplies,
+    Redirect,
+    Redo,
+    key_slots,
+    redirect_codes,
+)
 from feast_bc.online_writers.redis_family import RedisFamilyWriter
-from feast_bc.resp import Pipeline, RawReplies, field_runs
-
-ASKING = b"*1\r\n$6\r\nASKING\r\n"
-
-#: CRC16-XMODEM (Redis Cluster's key hash) of each single byte: the table of the byte-wise update.
-_CRC_TABLE = np.array([crc_hqx(bytes([i]), 0) for i in range(256)], dtype=np.uint32)
+from feast_bc.resp import Pipeline, field_runs
 
 
-def _crc_step(crc: np.ndarray, byte) -> np.ndarray:
-    return ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[((crc >> 8) ^ byte) & 0xFF]
-
-
-def key_slots(keys: EntityKeys, ids: np.ndarray, suffix: bytes) -> np.ndarray:
-    """The cluster slot of every Redis key ``entity key(id) + suffix``, exactly as Redis computes it."""
-    n = len(ids)
-    prefix = keys.int_prefix
-    if prefix is None or b"{" in prefix or b"{" in suffix:
-        return np.fromiter((key_slot(k) for k in keys.many(ids, suffix=suffix)), dtype=np.int64, count=n)
-    raw = np.ascontiguousarray(ids, dtype="<i8").view(np.uint8).reshape(n, 8)
-    crc = np.full(n, crc_hqx(prefix, 0), dtype=np.uint32)
-    for col in range(8):
-        crc = _crc_step(crc, raw[:, col].astype(np.uint32))
-    for byte in suffix:
-        crc = _crc_step(crc, byte)
-    slots = (crc % REDIS_CLUSTER_HASH_SLOTS).astype(np.int64)
-    tagged = np.flatnonzero((raw == ord("{")).any(axis=1))  # a '{' in the id bytes may open a hash tag
-    if len(tagged):
-        slots[tagged] = [key_slot(k) for k in keys.many(ids[tagged], suffix=suffix)]
-    return slots
-
-
-class Redirect(NamedTuple):
-    """A ``-MOVED`` or ``-ASK`` reply: the slot and the master (``host:port``) to ask instead."""
-
-    kind: str
-    slot: int
-    node: str
-
-    @classmethod
-    def parse(cls, reply: bytes, origin: str) -> Redirect:
-        kind, slot, node = reply[1:].strip().decode().split()
-        if node.startswith(":"):  # Redis leaves the host out when it is the one we asked
-            node = origin.rsplit(":", 1)[0] + node
-        return cls(kind, int(slot), node)
-
-
-class ClusterReplies(RawReplies):
-    """:class:`~feast_bc.resp.RawReplies` that also accept ``-MOVED``/``-ASK`` in place of a reply."""
-
-    def tolerant(self, count: int, fields: int | None, asking: bool, origin: str) -> list[tuple[object, int]]:
-        """Consume ``count`` replies (integers when ``fields`` is None, else HMGET replies of
-        ``fields`` fields; each after ASKING's ``+OK`` when ``asking``) as (reply, repeat) runs in
-        order: the raw reply bytes, or a :class:`Redirect` for MOVED/ASK. Other errors raise."""
-
-        def one():
-            if asking:
-                line = self._line()
-                if line != b"+OK":
-                    self._raise(line, "+OK to ASKING")
-            line = self._line()
-            if line.startswith((b"-MOVED ", b"-ASK ")):
-                return
-            if fields is None:
-                self._integer(line)
-            else:
-                self._array(line, fields)
-
-        out: list[tuple[object, int]] = []
-        for reply, repeat in self._runs(count, one):
-            if asking:
-                reply = reply[5:]  # b"+OK\r\n"
-            out.append((Redirect.parse(reply, origin) if reply[:1] == b"-" else reply, repeat))
-        return out
-
-
-def _codes(runs: list[tuple[object, int]]) -> tuple[np.ndarray, list[Redirect]]:
-    """Per reply: -1, or the index of its redirect in the returned list."""
-    redirects: list[Redirect] = []
-    codes = []
-    for value, _ in runs:
-        if isinstance(value, Redirect):
-            redirects.append(value)
-            codes.append(len(redirects) - 1)
-        else:
-            codes.append(-1)
-    return np.repeat(np.asarray(codes, dtype=np.int64), [r for _, r in runs]), redirects
-
-
-#: Rows to write again where a redirect points: (the redirect, the rows, ``expire_only`` -- their
-#: HSET landed, only their EXPIRE was redirected).
-Redo = list[tuple[Redirect, Rows, bool]]
-
-
-class ClusterHashWriter(RedisHashWriter):
-    """The cluster side of a :class:`~.redis.RedisHashWriter` (see the module docstring): its
-    :meth:`_write_chunk` routes each chunk's HMGETs and HSETs to the masters serving the keys; the
-    HSET replies still in flight are ``(master, rows)`` pairs instead of one count.
+class ClusterTransport:
+    """How a :class:`~.redis.RedisHashWriter`'s chunks reach a Redis Cluster (see the module
+    docstring): :meth:`write_chunk` routes each chunk's HMGETs and HSETs to the masters serving the
+    keys; the HSET replies still in flight are ``(master, rows)`` pairs instead of one count.
 
     The slot map is the one Feast's ``RedisCluster`` client holds when the writer is built; keys of
     a slot that moved since then are redirected and redone. One raw connection per master, all on
@@ -151,11 +71,17 @@ class ClusterHashWriter(RedisHashWriter):
     #: How many times one row may be redirected (MOVED/ASK) before the writer gives up.
     max_redirects = 5
 
-    def __init__(self, *args, **kwargs):
+    @staticmethod
+    def connect(online_store, cfg):
+        """Feast's ``RedisCluster`` client (it reads the slot map when it connects)."""
         try:
-            super().__init__(*args, **kwargs)  # Feast's RedisCluster client connects here
+            return online_store._get_client(cfg)
         except RedisClusterException as exc:  # no reachable node, or not a cluster: a connection problem
             raise RedisConnectionError(f"Redis Cluster: {exc}") from exc
+
+    def __init__(self, writer: RedisHashWriter):
+        self.writer = writer
+        self.client = writer.client
         self._pipes: dict[str, Pipeline] = {}
         self._stack: contextlib.ExitStack | None = None
         self.redirected = 0  # rows redone after a MOVED/ASK (for tests and logs)
@@ -178,7 +104,7 @@ class ClusterHashWriter(RedisHashWriter):
         self._read_slot_map()
 
     def slots(self, ids: np.ndarray) -> np.ndarray:
-        return key_slots(self.keys, ids, self.project)
+        return key_slots(self.writer.keys, ids, self.writer.project)
 
     def _route(self, ids: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """(master, row indices) for every master serving some of ``ids``."""
@@ -190,7 +116,7 @@ class ClusterHashWriter(RedisHashWriter):
         if (owner < 0).any():
             slot = int(slots[owner < 0][0])
             raise OnlineStoreUnavailableError(
-                f"no master of the Redis Cluster serves slot {slot} (writing {self.label}): the cluster is "
+                f"no master of the Redis Cluster serves slot {slot} (writing {self.writer.label}): the cluster is "
                 "incomplete (`redis-cli --cluster check` tells which slots); rerun `feast materialize` once it is fixed"
             )
         if len(self._nodes) == 1:
@@ -215,44 +141,46 @@ class ClusterHashWriter(RedisHashWriter):
             self._pipes[name] = pipe
         return pipe
 
-    def _interrupt(self) -> None:
+    def interrupt(self) -> None:
         for pipe in list(self._pipes.values()):
             pipe.conn.disconnect()
 
     # --------------------------------------------------------------- the rows' two steps
     def _send_hmget(self, name: str, rows: Rows, asking: bool = False) -> None:
-        self._node_pipe(name).send(self._hmget_payload(rows, ASKING if asking else b""))
+        self._node_pipe(name).send(self.writer._hmget_payload(rows, ASKING if asking else b""))
 
     def _read_hmget(self, name: str, rows: Rows, asking: bool, redo: Redo) -> list[Rows]:
         """The HMGET replies of ``rows``: the rows to HSET (:meth:`~.redis.RedisHashWriter._to_write`);
         redirected ones go to ``redo``."""
         fields = len(rows.members)
         runs = self._node_pipe(name).replies.tolerant(len(rows), fields, asking, name)
-        codes, redirects = _codes(runs)
+        codes, redirects = redirect_codes(runs)
         if redirects:
             for k, redirect in enumerate(redirects):
                 redo.append((redirect, rows.take(codes == k), False))
             runs = [(v, r) for v, r in runs if not isinstance(v, Redirect)]
             rows = rows.take(codes < 0)
-        return self._to_write(rows, field_runs(runs, fields))
+        return self.writer._to_write(rows, field_runs(runs, fields))
 
     def _send_hset(self, name: str, rows: Rows, asking: bool = False, expire_only: bool = False) -> None:
         prefix = ASKING if asking else b""
-        payload = self._expire_payload(rows.ids, prefix) if expire_only else self._hset_payload(rows, prefix)
+        payload = (
+            self.writer._expire_payload(rows.ids, prefix) if expire_only else self.writer._hset_payload(rows, prefix)
+        )
         self._node_pipe(name).send(payload)
 
     def _read_hset(self, name: str, rows: Rows, asking: bool, expire_only: bool, redo: Redo) -> None:
         """The HSET (and EXPIRE) replies of ``rows``: count the rows written, queue redirected ones in ``redo``."""
         n = len(rows)
-        per_row = 1 if expire_only else self._replies_per_row
+        per_row = 1 if expire_only else self.writer._replies_per_row
         runs = self._node_pipe(name).replies.tolerant(per_row * n, None, asking, name)
-        codes, redirects = _codes(runs)
+        codes, redirects = redirect_codes(runs)
         codes = codes.reshape(per_row, n)
         if expire_only:
             redo.extend((redirect, rows.take(codes[0] == k), True) for k, redirect in enumerate(redirects))
             return
         hset_ok = codes[0] < 0
-        self._count(rows.members, int(hset_ok.sum()))
+        self.writer._count(rows.members, int(hset_ok.sum()))
         for k, redirect in enumerate(redirects):
             whole = codes[0] == k
             if whole.any():
@@ -262,13 +190,13 @@ class ClusterHashWriter(RedisHashWriter):
                 redo.append((redirect, rows.take(expire), True))
 
     # ------------------------------------------------------------------------------ I/O
-    def _consume(self, batches) -> None:
+    def consume(self, batches) -> None:
         try:
             with contextlib.ExitStack() as stack:
                 self._stack = stack
                 in_flight: list[tuple[str, Rows]] = []  # HSETs whose replies are not read yet
                 for batch in batches:
-                    in_flight = self._write_batch(None, in_flight, batch)
+                    in_flight = self.writer._write_batch(in_flight, batch)
                 redo: Redo = []
                 for name, rows in in_flight:
                     self._read_hset(name, rows, False, False, redo)
@@ -279,17 +207,17 @@ class ClusterHashWriter(RedisHashWriter):
             self._pipes = {}
             self._stack = None
 
-    def _write_chunk(self, pipe, pending: list[tuple[str, Rows]], chunk: Rows) -> list[tuple[str, Rows]]:
+    def write_chunk(self, pending: list[tuple[str, Rows]], chunk: Rows) -> list[tuple[str, Rows]]:
         """Send one chunk (HMGETs queue behind the previous chunk's HSETs, ``pending``: their masters
-        and rows); return its HSETs in flight. ``pipe`` is unused: each master has its own."""
+        and rows); return its HSETs in flight."""
         routed = [(name, chunk.take(index)) for name, index in self._route(chunk.ids)]
-        if not self.skip_dedup:
+        if not self.writer.skip_dedup:
             for name, rows in routed:
                 self._send_hmget(name, rows)
         redo: Redo = []
         for name, rows in pending:
             self._read_hset(name, rows, False, False, redo)
-        if not self.skip_dedup:
+        if not self.writer.skip_dedup:
             routed = [(name, group) for name, rows in routed for group in self._read_hmget(name, rows, False, redo)]
         self._redo(redo)  # every connection is idle here: nothing sent is unread
         for name, rows in routed:
@@ -301,7 +229,7 @@ class ClusterHashWriter(RedisHashWriter):
         for _ in range(self.max_redirects):
             if not redo:
                 return
-            self.check_abort()
+            self.writer.check_abort()
             self.redirected += sum(len(rows) for _, rows, _ in redo)
             if any(r.kind == "MOVED" for r, _, _ in redo):
                 self._refresh_slot_map()
@@ -309,7 +237,7 @@ class ClusterHashWriter(RedisHashWriter):
             for redirect, rows, expire_only in self._merge(redo):
                 asking = redirect.kind == "ASK"
                 groups = [rows]
-                if not expire_only and not self.skip_dedup:
+                if not expire_only and not self.writer.skip_dedup:
                     self._send_hmget(redirect.node, rows, asking)
                     groups = self._read_hmget(redirect.node, rows, asking, again)
                 for group in groups:
@@ -318,9 +246,9 @@ class ClusterHashWriter(RedisHashWriter):
             redo = again
         if redo:
             redirect, rows, _ = redo[0]
-            key = self.redis_keys(rows.ids[:1])[0]
+            key = self.writer.redis_keys(rows.ids[:1])[0]
             raise OnlineStoreUnavailableError(
-                f"Redis Cluster kept redirecting {self.label}'s key {key!r} (entity {rows.ids[0]!r}, slot "
+                f"Redis Cluster kept redirecting {self.writer.label}'s key {key!r} (entity {rows.ids[0]!r}, slot "
                 f"{redirect.slot}): still {redirect.kind} to {redirect.node} after {self.max_redirects} attempts "
                 f"({sum(len(r) for _, r, _ in redo)} rows not written). A slot migration is stuck or the nodes "
                 "disagree on the slot map (`redis-cli --cluster check`, then `--cluster fix`). Entities written "
@@ -347,14 +275,16 @@ class ClusterHashWriter(RedisHashWriter):
         return out
 
 
-class RedisClusterBulkWriter(ClusterHashWriter, RedisBulkWriter):
+class RedisClusterBulkWriter(RedisBulkWriter):
     """:class:`~.redis.RedisBulkWriter` for ``redis_type: redis_cluster`` (see the module docstring)."""
 
     thread_name = "feast-bc-redis-cluster-writer"
+    transport_class = ClusterTransport
 
 
-class RedisClusterFamilyWriter(ClusterHashWriter, RedisFamilyWriter):
+class RedisClusterFamilyWriter(RedisFamilyWriter):
     """:class:`~.redis_family.RedisFamilyWriter` for ``redis_type: redis_cluster``: one HMGET and
     one HSET per entity for all the views, sent to the master serving the entity's key."""
 
     thread_name = "feast-bc-redis-cluster-family-writer"
+    transport_class = ClusterTransport

@@ -16,7 +16,7 @@ raises (``refuse_newer``) before any HSET of the chunk is sent. Entities whose v
 from __future__ import annotations
 
 from feast_bc.online_writers.base import Check, FamilyPart
-from feast_bc.online_writers.redis import REDIS_CHUNK_ROWS, RedisHashWriter, ViewFields
+from feast_bc.online_writers.redis import REDIS_CHUNK_ROWS, NodeTransport, RedisHashWriter, ViewFields
 
 
 class RedisFamilyWriter(RedisHashWriter):
@@ -28,6 +28,7 @@ class RedisFamilyWriter(RedisHashWriter):
     """
 
     thread_name = "feast-bc-redis-family-writer"
+    transport_class = NodeTransport
 
     def __init__(
         self,
@@ -64,6 +65,6 @@ class RedisFamilyWriter(RedisHashWriter):
         for m in members:
             self.written[m] += rows
 
-    def _write_batch(self, pipe, pending, part: FamilyPart):
+    def _write_batch(self, pending, part: FamilyPart):
         views = sorted(part.vectors.items())
-        return self._write_views(pipe, pending, part.ids, views, part.source_version, part.event_time)
+        return self._write_views(pending, part.ids, views, part.source_version, part.event_time)
