@@ -101,3 +101,8 @@ def service_name(family: str, version: int) -> str:
 
 def source_name(family: str) -> str:
     return f"{family}_latest_source"
+
+
+#: feast_bc's batch engines: they read a catalog's files themselves (a remote catalog through its
+#: mirror) and apply its push log; Feast's own engines read the published file only.
+FEAST_BC_ENGINES = ("feast_bc.engine.BCEngine", "feast_bc.ray_engine.BCRayEngine")

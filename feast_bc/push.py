@@ -41,14 +41,12 @@ from feast_bc.errors import (
     VersionConflictError,
 )
 from feast_bc.manifest import MANIFEST_FILENAME, FamilyManifest
-from feast_bc.naming import TAG_FAMILY, TAG_LATEST, TAG_VERSION
+from feast_bc.naming import FEAST_BC_ENGINES, TAG_FAMILY, TAG_LATEST, TAG_VERSION
 from feast_bc.online_writers.base import FamilyPart
 from feast_bc.registries import Profile, repo_profiles
 
 logger = logging.getLogger(__name__)
 
-#: The batch engines that materialize what was pushed (Feast's own engines read the published file only).
-PUSH_ENGINES = ("feast_bc.engine.BCEngine", "feast_bc.ray_engine.BCRayEngine")
 #: How long a Pusher trusts the views it read from a registry that is not a local file.
 REMOTE_REGISTRY_TTL_S = 10.0
 
@@ -194,7 +192,7 @@ class Pusher:
         if self._profiles is None:
             applied = [p for p in repo_profiles(self.repo) if p.applied()]
             for p in applied:
-                if p.batch_engine not in PUSH_ENGINES:
+                if p.batch_engine not in FEAST_BC_ENGINES:
                     raise ConfigurationError(
                         f"{p.name}: its batch engine is {p.batch_engine!r}, which reads only the published file, so its "
                         "next `feast materialize` would write pushed entities' older values over them. Push needs "

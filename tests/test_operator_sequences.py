@@ -172,10 +172,10 @@ def test_a_publish_from_a_clock_ahead_is_caught_at_materialize_and_not_inherited
     catalog = Catalog.for_repo(repo)
     fams = publish_users_and_items(catalog, versions=1)
     _apply_and_materialize(repo)
-    real = publishing._next_timestamp
-    monkeypatch.setattr(publishing, "_next_timestamp", lambda current: real(current) + timedelta(hours=1))
+    real = publishing.next_timestamp
+    monkeypatch.setattr(publishing, "next_timestamp", lambda current: real(current) + timedelta(hours=1))
     _publish_next(fams, catalog, seed=4)  # the fast publisher
-    monkeypatch.setattr(publishing, "_next_timestamp", real)
+    monkeypatch.setattr(publishing, "next_timestamp", real)
     apply(repo)
     proc = run_cli(["feast", "materialize-incremental", _end()], cwd=repo, check=False)
     assert proc.returncode != 0 and "in the future" in proc.stderr and "clock" in proc.stderr, proc.stderr
@@ -201,7 +201,7 @@ def test_ids_left_out_of_a_new_version_are_refused_and_the_audit_sees_them(tmp_p
         catalog.publish("item_embedding", ids=np.arange(500, 1500), vectors=rng.normal(size=(1000, 12)), transform=b)
     assert catalog.manifest("item_embedding").latest_version == 0
     # the state it used to leave, built by skipping the check: the audit must see it
-    monkeypatch.setattr(publishing, "_refuse_dropped_ids", lambda *a: None)
+    monkeypatch.setattr(publishing, "refuse_dropped_ids", lambda *a: None)
     catalog.publish("item_embedding", ids=np.arange(500, 1500), vectors=rng.normal(size=(1000, 12)), transform=b)
     _apply_and_materialize(repo)
     report = audit_repo(repo, sample=32)
