@@ -13,7 +13,8 @@ from feast_bc import Catalog, EntitySpec
 from feast_bc.errors import GateConfigError, PublishRefusedError
 from feast_bc.manifest import FamilyManifest
 from feast_bc.publish_gate import GATE_FILENAME, GateFile, read_gate_file
-from feast_bc.status import render_status, repo_status
+from feast_bc.status import repo_status
+from feast_bc.status_render import render_status
 
 ITEM = EntitySpec(name="item", join_key="item_id")
 N = 300

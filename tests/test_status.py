@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 from conftest import publish_users_and_items, run_cli, unique_project
 from feast_bc import Catalog
 from feast_bc.repo import apply, init_repo
-from feast_bc.status import render_status, repo_status
+from feast_bc.status import repo_status
+from feast_bc.status_render import render_status
 
 
 def test_fresh_repo(tmp_path):

@@ -180,8 +180,7 @@ class Publisher:
 
     def _publish_time(self, family: str, current: FamilyManifest | None) -> datetime:
         """:func:`~feast_bc.catalog.publish_checks.next_timestamp`, also strictly after the latest
-        version's last push: a push's rows
-        must never look newer than the version that folds them in."""
+        version's last push: a push's rows must never look newer than the version that folds them in."""
         stamp = next_timestamp(current)
         if current is not None:
             pushed = last_push(self.catalog.family_dir(family), current.latest_version)

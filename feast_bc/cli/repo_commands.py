@@ -11,7 +11,8 @@ from feast_bc.cli.arguments import emit, existing_repo, parse_ids, whole_number
 from feast_bc.errors import InvalidInputError
 from feast_bc.export import export_version, write_parquet
 from feast_bc.repo import init_repo
-from feast_bc.status import render_status, repo_status
+from feast_bc.status import repo_status
+from feast_bc.status_render import render_status
 
 
 def cmd_init(args) -> int:
