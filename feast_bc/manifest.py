@@ -19,90 +19,31 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from feast_bc.atomic import sha256_bytes
-from feast_bc.errors import InvalidInputError, ManifestError, RetiredVersionError, UnknownVersionError
+from feast_bc.errors import ManifestError, RetiredVersionError, UnknownVersionError
 from feast_bc.gate_records import GateDecision
-from feast_bc.naming import family_name_problem, identifier_problem
+from feast_bc.manifest_parts import (
+    ArtifactRef,
+    EmbeddingsArtifact,
+    EntitySpec,
+    ReferenceArtifact,
+    Strict,
+    TransformArtifact,
+    validation_summary,
+)
+from feast_bc.naming import family_name_problem
 
 SCHEMA_VERSION = 1
 MANIFEST_FILENAME = "manifest.json"
 #: A manifest holds a few hundred bytes per version; anything this large is not one.
 MAX_MANIFEST_BYTES = 64 << 20
 
-_SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
-
-def validation_summary(exc: ValidationError) -> str:
-    """One line per problem instead of pydantic's multi-line report."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors())
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ArtifactRef(_Strict):
-    """A file published with the family, pinned by content."""
-
-    path: str = Field(description="POSIX path relative to the family directory")
-    sha256: str = Field(pattern=_SHA256_PATTERN)
-    size_bytes: int = Field(ge=0)
-
-    @field_validator("path")
-    @classmethod
-    def _relative_inside(cls, value: str) -> str:
-        p = PurePosixPath(value)
-        if p.is_absolute() or ".." in p.parts or not p.parts:
-            raise ValueError(f"artifact path {value!r} must be relative and stay inside the family directory")
-        return value
-
-
-class EmbeddingsArtifact(ArtifactRef):
-    rows: int = Field(ge=1)
-
-
-class ReferenceArtifact(ArtifactRef):
-    """A fixed sample of a version's own values when it was published (:mod:`feast_bc.drift`)."""
-
-    rows: int = Field(ge=1)
-
-
-class TransformArtifact(ArtifactRef):
-    kind: str = Field(description="transform kind, e.g. 'linear'")
-    in_dim: int = Field(ge=1, description="dimension of version v")
-    out_dim: int = Field(ge=1, description="dimension of version v-1")
-
-
-class EntitySpec(_Strict):
-    """The Feast entity the family's vectors belong to."""
-
-    name: str
-    join_key: str
-    dtype: Literal["int64", "string"] = "int64"
-    description: str = ""
-
-    def __init__(self, **data):
-        # Constructed by callers (not loaded from a manifest): refuse with feast_bc's own error type.
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise InvalidInputError(f"invalid entity spec: {validation_summary(exc)}") from None
-
-    @field_validator("name", "join_key")
-    @classmethod
-    def _identifier(cls, value: str, info) -> str:
-        problem = identifier_problem(value, "entity name" if info.field_name == "name" else "join key")
-        if problem:
-            raise ValueError(problem)
-        return value
-
-
-class VersionRecord(_Strict):
+class VersionRecord(Strict):
     version: int = Field(ge=0)
     dim: int = Field(ge=1)
     created_at: datetime
@@ -155,7 +96,7 @@ class VersionRecord(_Strict):
         return value
 
 
-class FamilyManifest(_Strict):
+class FamilyManifest(Strict):
     """All versions of one embedding family (one entity)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION

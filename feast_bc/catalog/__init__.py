@@ -7,7 +7,7 @@ job, and the methods below are their entry points:
 * :mod:`~feast_bc.catalog.publishing` -- :meth:`Catalog.publish` (validate everything in memory,
   write content-addressed artifacts, then replace the manifest atomically);
 * :mod:`~feast_bc.catalog.maintenance` -- :meth:`Catalog.retire`, :meth:`Catalog.set_serving`,
-  :meth:`Catalog.drop_family`, :meth:`Catalog.collect_garbage`.
+  :meth:`Catalog.drop_family`; :mod:`~feast_bc.catalog.garbage` -- :meth:`Catalog.collect_garbage`.
 
 Where the files are: :mod:`~feast_bc.catalog.layout`.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from feast_bc.catalog.garbage import GarbageCollector
 from feast_bc.catalog.layout import ARTIFACTS_DIRNAME, CATALOG_DIRNAME, DROPPED_DIRNAME, LOCKS_DIRNAME
 from feast_bc.catalog.maintenance import Maintenance
 from feast_bc.catalog.publishing import Publisher, PublishRequest
@@ -109,5 +110,5 @@ class Catalog(CatalogReader):
         self, family: str, *, prune: bool = False, dry_run: bool = False, registries: RepoRegistries | None = None
     ) -> list[Path]:
         """Delete orphaned artifacts and, with ``prune``, what no served version needs any more
-        (:meth:`~feast_bc.catalog.maintenance.Maintenance.collect_garbage`)."""
-        return Maintenance(self).collect_garbage(family, prune=prune, dry_run=dry_run, registries=registries)
+        (:meth:`~feast_bc.catalog.garbage.GarbageCollector.collect_garbage`)."""
+        return GarbageCollector(self).collect_garbage(family, prune=prune, dry_run=dry_run, registries=registries)
