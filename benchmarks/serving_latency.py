@@ -3,7 +3,8 @@
 For each online store (SQLite, Redis) and dim (256, 512) the same repo holds
   * item_embedding v0 (derived from v1 through B_1 by `feast materialize`) and v1 (latest),
   * plain_embedding: an ordinary Feast FeatureView with vectors of the same dim,
-  * (Redis) the raw floor: one pipelined HMGET of the same fields + protobuf decode with numpy.
+  * (Redis) the raw floor: one pipelined HMGET of the same fields + protobuf decode with numpy;
+  * ``feast_bc.pin_reader.PinReader`` on the v0 pin (the opt-in fast path, issue 26).
 Every call is ``get_online_features(features=<FeatureService>, entity_rows=...).to_dict()``, as a
 consumer makes it, with 1 and 100 entities. Targets are measured interleaved in random order,
 ``--runs`` times; the report gives medians over runs of p50/p99 and of the per-run ratio
@@ -126,6 +127,10 @@ def main() -> None:
                 raw = None
                 if backend == "redis":
                     raw = raw_redis_reader(store, store.config, "item_embedding_bc0", dim)
+                from feast_bc.pin_reader import PinReader
+
+                pin_reader = PinReader(repo, "item_embedding_v0", store=store)
+                targets["feast_bc PinReader (v0)"] = lambda rows, r=pin_reader: r.read([row["item_id"] for row in rows])
                 rng = random.Random(1)
                 for batch in (1, 100):
                     runs: dict[str, list[dict]] = {
