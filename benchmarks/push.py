@@ -4,7 +4,7 @@ One family ``item_embedding`` of ``--versions`` versions at dim ``--dim`` (the l
 ``--entities`` ids, B's random orthogonal: :func:`materialize_family.publish_family`) is published,
 applied and materialized into the local Redis. Then, per repeat and in this order:
 
-* ``push batch``   -- :class:`feast_bc.push.Pusher` pushes ``--batches`` batches of ``--batch`` new
+* ``push batch``   -- :class:`feast_bc.pusher.Pusher` pushes ``--batches`` batches of ``--batch`` new
   entities each (every pin written, the durable record included);
 * ``feast batch``  -- what a user without feast_bc would do to reach every pin: compute each
   version's values with the same precomposed matrices in numpy and hand them to Feast's own
@@ -92,7 +92,7 @@ def main() -> None:
 
     from feast_bc import Catalog
     from feast_bc.catalog.push_log import append_push
-    from feast_bc.push import Pusher
+    from feast_bc.pusher import Pusher
     from feast_bc.repo import apply, init_repo
 
     work = Path(tempfile.mkdtemp(prefix="feast-bc-push-bench-"))

@@ -7,7 +7,8 @@ by its FeatureService and need nothing but Feast.
 
 This package is the serving side: numpy/pyarrow only, never torch. Importing it does not import
 Feast either (that costs seconds); the Feast-facing parts live in ``feast_bc.feast_objects`` and
-``feast_bc.repo`` and are imported on use.
+``feast_bc.repo`` and are imported on use -- as are :func:`push` and :class:`Pusher`
+(:mod:`feast_bc.pusher`: they write through Feast's online stores), loaded on first use.
 """
 
 from feast_bc.catalog import Catalog, PublishRequest
@@ -38,6 +39,20 @@ from feast_bc.transforms import BackwardTransform, LinearTransform, compose
 
 __version__ = "0.1.0"
 
+#: Names loaded on first use (they import Feast): name -> module.
+_LAZY = {"push": "feast_bc.pusher", "Pusher": "feast_bc.pusher", "PushResult": "feast_bc.pusher"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'feast_bc' has no attribute {name!r}")
+
+
 __all__ = [
     "ArtifactError",
     "BackwardTransform",
@@ -58,6 +73,8 @@ __all__ = [
     "NonFiniteError",
     "PublishRefusedError",
     "PublishRequest",
+    "PushResult",
+    "Pusher",
     "RetiredVersionError",
     "UnknownFamilyError",
     "UnknownIdError",
@@ -67,4 +84,5 @@ __all__ = [
     "VersionRecord",
     "compose",
     "export_version",
+    "push",
 ]

@@ -7,7 +7,7 @@ would be at most the latest version, since the older versions are derived views.
 family of the repo itself, through :class:`feast_bc.push.Pusher`: ``df`` holds the join key, ``embedding``
 (one list of floats per row) and ``source_version`` (the version whose model embedded the rows, one
 value for all of them); the vectors are recorded in the catalog and written into every pin
-(:mod:`feast_bc.push`). Answers: 200 with what was written, 409 for a version that is not the latest
+(:mod:`feast_bc.pusher`). Answers: 200 with what was written, 409 for a version that is not the latest
 (embed again with the new model), 422 with one line for anything else wrong; any other push goes to
 Feast unchanged.
 """
@@ -63,7 +63,7 @@ class PushRoute:
             return False
 
     def _pusher(self, family: str):
-        from feast_bc.push import Pusher
+        from feast_bc.pusher import Pusher
 
         with self._guard:
             if family not in self._pushers:

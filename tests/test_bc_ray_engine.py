@@ -429,7 +429,7 @@ def test_a_worker_that_dies_on_every_retry_is_one_clear_error(ray_session, small
 def test_ray_slices_write_pushed_values_as_bcengine(pair):
     """Pushes recorded in the catalog (issue 25): the Ray slices skip the pushed entities' published
     rows and one slice writes the pushed ones -- the same bytes as BCEngine's single pass."""
-    from feast_bc.push import push
+    from feast_bc.pusher import push
 
     fams = publish_users_and_items(pair.catalog, versions=3, seed=5)
     fam = fams["item_embedding"]

@@ -22,7 +22,7 @@ from feast_bc import Catalog
 from feast_bc.catalog.push_log import segments
 from feast_bc.errors import ConfigurationError, DuplicateIdError, NonFiniteError, VersionConflictError
 from feast_bc.export import export_version
-from feast_bc.push import Pusher, push
+from feast_bc.pusher import Pusher, push
 from feast_bc.repo import apply, init_repo
 
 DIMS = [6, 10, 14, 18]
@@ -80,7 +80,10 @@ def test_push_new_and_changed_ids_reaches_every_pin_and_survives_materialize(rep
     new = np.array([100_001, 100_002], dtype=np.int64)
     ids = np.concatenate([changed, new])
     z = rng.normal(size=(len(ids), DIMS[k])).astype(np.float32)
-    result = push(repo, fam.name, ids, z, version=k)
+    import feast_bc
+
+    assert feast_bc.push is push and feast_bc.Pusher is Pusher  # the package's names, loaded on first use
+    result = feast_bc.push(repo, fam.name, ids, z, version=k)
     fam.push(ids, z)
     assert result.rows == 5 and [w.versions for w in result.written] == [[0, 1, 2]]
     _assert_pins(store, fam)  # every pin, pushed and untouched entities alike
@@ -250,7 +253,7 @@ def test_sigkill_during_a_push_leaves_every_entity_old_or_new(tmp_path, redis_av
     script = textwrap.dedent(
         f"""
         import numpy as np
-        from feast_bc.push import Pusher
+        from feast_bc.pusher import Pusher
         p = Pusher({str(repo)!r}, {fam.name!r})
         ids, z = np.load({str(tmp_path / "ids.npy")!r}), np.load({str(tmp_path / "z.npy")!r})
         print("ready", flush=True)

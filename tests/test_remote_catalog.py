@@ -275,7 +275,7 @@ def test_a_push_into_a_catalog_on_s3_is_uploaded_before_it_is_served(s3_uri, tmp
     from feast import FeatureStore
 
     from feast_bc.catalog.push_log import segments
-    from feast_bc.push import push
+    from feast_bc.pusher import push
 
     project = unique_project("s3push")
     repo = tmp_path / "repo"

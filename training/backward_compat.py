@@ -150,7 +150,7 @@ class BackwardCompatibility(nn.Module):
         cls, catalog: Catalog | str | Path, families: str | Sequence[str], *, new_dim: int, **kwargs
     ) -> BackwardCompatibility:
         """The families' latest published version as targets -- with what was pushed into it since its
-        publish applied (:mod:`feast_bc.push`), i.e. what every pin serves -- and their chains B_{k-1}, ..., B_1 (down to
+        publish applied (:mod:`feast_bc.pusher`), i.e. what every pin serves -- and their chains B_{k-1}, ..., B_1 (down to
         the oldest version still holding its B) as the frozen older transforms. The families must be at
         the same version and hold the same older B's, as :func:`training.publish_output` publishes them."""
         catalog = Catalog.locate(catalog)

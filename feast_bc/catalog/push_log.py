@@ -1,6 +1,6 @@
 """The durable record of pushes: new or changed entities' vectors between two published versions.
 
-A push (:mod:`feast_bc.push`) carries z_k of some entities, embedded by the model of the latest
+A push (:mod:`feast_bc.pusher`) carries z_k of some entities, embedded by the model of the latest
 version k. Before anything reaches an online store it is appended here, so that everything that
 computes values from the latest embeddings -- `feast materialize` through feast_bc's engines,
 `feast-bc export`, the audit, the publish gate, drift, the next version's training targets --

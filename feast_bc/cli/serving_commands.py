@@ -42,7 +42,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from feast_bc.push import Pusher
+    from feast_bc.pusher import Pusher
 
     existing_repo(args.repo)
     pusher = Pusher(args.repo, args.family)
