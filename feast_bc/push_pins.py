@@ -36,6 +36,8 @@ class ProfileWrite(BaseModel):
     profile: str
     versions: list[int]
     rows: int
+    skipped: str | None = None
+    """Why nothing was written (no view of the family registered; a registry behind the catalog)."""
 
 
 class Chains:
@@ -96,6 +98,21 @@ class ProfileTarget:
         from feast_bc.online_writers import views_writer_for
 
         self.refresh()
+        if not self.views:
+            return ProfileWrite(
+                profile=self.profile.name, versions=[], rows=0, skipped="no view of the family registered"
+            )
+        registered = max(int(view.tags.get(TAG_LATEST, version)) for view in self.views.values())
+        if registered < version:
+            # Its pins serve an older latest (`feast apply` has not run since the publish): the push
+            # reaches them with the materialization that follows the apply (it reads the push log).
+            return ProfileWrite(
+                profile=self.profile.name,
+                versions=[],
+                rows=0,
+                skipped=f"its registry serves version {registered} as latest; `{self.profile.feast_args()} apply` "
+                "then `materialize` writes the push",
+            )
         targets = []
         for j, view in sorted(self.views.items()):
             registered = int(view.tags.get(TAG_LATEST, version))

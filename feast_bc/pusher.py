@@ -133,9 +133,10 @@ class Pusher:
                         result = target.write(self._chains(manifest), manifest, version, ids, mat, event_time)
                     except Exception as exc:
                         raise _not_written(profile, segment.path.name, event_time, exc, written) from exc
-                    (written if result.versions else skipped).append(
-                        result if result.versions else f"{profile.name}: no view of {self.family!r} registered"
-                    )
+                    if result.versions:
+                        written.append(result)
+                    else:
+                        skipped.append(f"{profile.name}: {result.skipped or 'no pin computable from this version'}")
         return PushResult(
             family=self.family,
             version=version,

@@ -165,14 +165,21 @@ def test_push_then_publish_folds_the_pushes_in(repo):
     # a push computed for version k now is refused: never transformed with the wrong chain
     with pytest.raises(VersionConflictError, match=f"computed for version {k}.*latest is version {k + 1}"):
         push(repo, fam.name, ids[:1], z[:1], version=k)
+    # a push for the new version before `feast apply`: recorded, not written into pins that still
+    # serve version k; the apply and the materialization after it write it
+    late_ids = np.array([fam.ids[k + 1][4], 300_500], dtype=np.int64)
+    late = rng.normal(size=(2, DIMS[k + 1])).astype(np.float32)
+    result = push(repo, fam.name, late_ids, late, version=k + 1)
+    assert result.written == [] and f"serves version {k} as latest" in result.skipped[0], result.skipped
+    fam.push(late_ids, late)
     store = apply(repo)
     _materialize(store)
     _assert_pins(store, fam)
     # the folded-in segments are garbage now; gc removes them
     family_dir = catalog.family_dir(fam.name)
-    assert segments(family_dir)
+    assert {seg.version for seg in segments(family_dir)} == {k, k + 1}
     catalog.collect_garbage(fam.name)
-    assert segments(family_dir) == []
+    assert {seg.version for seg in segments(family_dir)} == {k + 1}
     _assert_pins(store, fam)
 
 
