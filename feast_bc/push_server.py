@@ -4,7 +4,7 @@ Feast's feature server takes pushes as ``POST /push`` with ``{"push_source_name"
 [values]}, "to": "online"}`` and writes the views fed by that PushSource -- for a feast_bc family that
 would be at most the latest version, since the older versions are derived views. :class:`PushRoute`
 (an ASGI middleware in front of Feast's app) answers a push whose ``push_source_name`` is a feast_bc
-family of the repo itself, through :class:`feast_bc.push.Pusher`: ``df`` holds the join key, ``embedding``
+family of the repo itself, through :class:`feast_bc.pusher.Pusher`: ``df`` holds the join key, ``embedding``
 (one list of floats per row) and ``source_version`` (the version whose model embedded the rows, one
 value for all of them); the vectors are recorded in the catalog and written into every pin
 (:mod:`feast_bc.pusher`). Answers: 200 with what was written, 409 for a version that is not the latest
