@@ -7,7 +7,7 @@ longer has. What a consumer reads is the truth, so this module reads it: for eve
 registry exists, every family and every served version, a sample of ids goes through Feast's own
 ``get_online_features`` on the version's FeatureService and each value is compared with
 :func:`feast_bc.export.export_version` (the same formula materialization uses) within
-:data:`TOLERANCE`.
+:data:`~feast_bc.audit_expected.TOLERANCE` (what each pin must read: :mod:`feast_bc.audit_expected`).
 
 The sample holds ids of the latest version (spread evenly over its file) and ids that only older,
 still stored versions have (a consumer must read None for them). A wrong value that equals what an
@@ -20,22 +20,19 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import numpy as np
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from feast_bc.audit_expected import TOLERANCE, FamilySample, Verdict, compare, expected_values
 from feast_bc.catalog import Catalog
 from feast_bc.errors import FeastBCError
-from feast_bc.manifest import FamilyManifest
 from feast_bc.naming import EMBEDDING_FEATURE, TAG_FAMILY, TAG_LATEST, service_name
 from feast_bc.registries import Profile, repo_profiles
 
 logger = logging.getLogger(__name__)
 
-#: Largest absolute difference between an online value and the catalog's that counts as equal.
-TOLERANCE = 1e-5
 #: Ids read per pinned version by `feast-bc status` and `feast-bc audit` unless told otherwise.
 DEFAULT_SAMPLE = 64
 
@@ -94,7 +91,7 @@ def audit_repo(repo: str | Path, *, sample: int = DEFAULT_SAMPLE, fs_yaml_files:
     repo = Path(repo).absolute()
     report = AuditReport(repo=str(repo), sample=int(sample))
     catalog = Catalog.for_repo(repo)
-    expected = _expected_values(catalog, int(sample), report)
+    expected = expected_values(catalog, int(sample), report)
     if not expected:
         return report
     for profile in repo_profiles(repo, list(fs_yaml_files)):
@@ -110,103 +107,12 @@ def audit_repo(repo: str | Path, *, sample: int = DEFAULT_SAMPLE, fs_yaml_files:
     return report
 
 
-class _FamilySample:
-    """The ids sampled for one family and what each served version must read for them."""
-
-    def __init__(self, manifest: FamilyManifest, ids: np.ndarray, absent: np.ndarray, values: dict, stale: dict):
-        self.manifest = manifest
-        self.ids = ids  # ids of the latest: each must read its value
-        self.absent = absent  # ids only older stored versions have: each must read None
-        self.values = values  # version -> (len(ids), dim) float32
-        self.stale = stale  # version -> [(older latest, (len(ids), dim) or None per row)]
-
-
-def _spread(values: np.ndarray, n: int) -> np.ndarray:
-    if len(values) <= n:
-        return values
-    return values[np.linspace(0, len(values) - 1, num=n).round().astype(np.int64)]
-
-
-def _expected_values(catalog: Catalog, sample: int, report: AuditReport) -> dict[str, _FamilySample]:
-    out = {}
-    for family in catalog.families():
-        try:
-            manifest = catalog.verify(family)
-            join_key = manifest.entity.join_key
-            latest_path = catalog.artifact_path(family, manifest.latest.embeddings)
-            latest_ids = pq.read_table(latest_path, columns=[join_key]).column(join_key).to_numpy(zero_copy_only=False)
-            ids = _spread(latest_ids, sample)
-            older = _older_stored(catalog, manifest)
-            absent = np.setdiff1d(np.concatenate([ids_ for _, ids_ in older]) if older else latest_ids[:0], latest_ids)
-            absent = _spread(absent, max(1, sample // 4))
-            # what `feast-bc export` computes (export_version's steps), the sampled rows read once
-            found, latest = catalog.latest_embeddings(family, ids=ids, manifest=manifest)
-            ids = np.asarray(found, dtype=ids.dtype)
-            values, stale = {}, {}
-            for v in manifest.served_versions:
-                values[v] = catalog.transform_vectors(family, latest, manifest.latest_version, v, manifest)
-                stale[v] = _stale_candidates(catalog, manifest, older, ids, v)
-            out[family] = _FamilySample(manifest, ids, absent, values, stale)
-        except (FeastBCError, OSError) as exc:
-            report.notes.append(f"{family}: not audited ({exc}); `feast-bc verify` says what is wrong")
-    return out
-
-
-def _older_stored(catalog: Catalog, manifest: FamilyManifest) -> list[tuple[int, np.ndarray]]:
-    """(version, ids) of every older version whose embeddings file is still in the catalog."""
-    found = []
-    join_key = manifest.entity.join_key
-    for rec in manifest.versions[:-1]:
-        if rec.embeddings is None:
-            continue
-        path = catalog.artifact_path(manifest.family, rec.embeddings)
-        try:
-            found.append(
-                (rec.version, pq.read_table(path, columns=[join_key]).column(join_key).to_numpy(zero_copy_only=False))
-            )
-        except (OSError, KeyError, ValueError) as exc:
-            logger.info(
-                "%s v%s: older embeddings unreadable (%s); not used to tell stale values",
-                manifest.family,
-                rec.version,
-                exc,
-            )
-    return found
-
-
-def _stale_candidates(catalog, manifest, older, ids, version) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """What version ``version`` would read for ``ids`` had it been computed from an older latest:
-    (older latest, row mask of ids it has, their values)."""
-    from feast_bc.embeddings import read_embeddings
-
-    out = []
-    for m, m_ids in older:
-        if m < version:
-            continue
-        has = np.isin(ids, m_ids)
-        if not has.any():
-            continue
-        rec = manifest.version(m)
-        try:
-            _, vecs = read_embeddings(
-                catalog.artifact_path(manifest.family, rec.embeddings),
-                manifest.entity.join_key,
-                rec.dim,
-                ids=ids[has],
-                id_dtype=manifest.entity.dtype,
-            )
-            out.append((m, has, catalog.transform_vectors(manifest.family, vecs, m, version, manifest)))
-        except FeastBCError as exc:
-            logger.info("%s: stale values of v%s from v%s not computable (%s)", manifest.family, version, m, exc)
-    return out
-
-
 def materialize_repair(profile: Profile) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"run `{profile.feast_args()} materialize 2000-01-01T00:00:00 {now}`"
 
 
-def _audit_profile(repo: Path, profile: Profile, expected: dict[str, _FamilySample], report: AuditReport) -> None:
+def _audit_profile(repo: Path, profile: Profile, expected: dict[str, FamilySample], report: AuditReport) -> None:
     try:
         from feast import FeatureStore
 
@@ -258,7 +164,7 @@ def _read(store, service, join_key: str, ids, *, full_names: bool) -> tuple[list
     return list(resp.proto.metadata.feature_names.val), resp.to_dict()
 
 
-def _audit_pin(store, profile: Profile, fs: _FamilySample, version: int, service, repair: str, report) -> None:
+def _audit_pin(store, profile: Profile, fs: FamilySample, version: int, service, repair: str, report) -> None:
     """Read the sample of one pin through Feast and report what it serves (checked values, findings)."""
     family = fs.manifest.family
     join_key = fs.manifest.entity.join_key
@@ -279,7 +185,7 @@ def _audit_pin(store, profile: Profile, fs: _FamilySample, version: int, service
         return
     report.findings.extend(_column_findings(base, join_key, plain_names, full_names))
     values = plain.get(EMBEDDING_FEATURE, [None] * len(ids))
-    verdict = _compare(fs, version, ids, values)
+    verdict = compare(fs, version, ids, values)
     report.checked.append(
         PinCheck(
             profile=profile.name,
@@ -321,50 +227,8 @@ def _column_findings(base: dict, join_key: str, plain_names: list, full_names: l
     return findings
 
 
-class _Verdict(NamedTuple):
-    """What a pin served for the sample: ids per kind of discrepancy, and the largest |Δ| of the matches."""
-
-    missing: list[str]
-    extra: list[str]
-    wrong: list[str]
-    stale: dict[int, list[str]]
-    worst: float | None
-
-
-def _compare(fs: _FamilySample, version: int, ids: np.ndarray, values: list) -> _Verdict:
-    """Each sampled id's served value against the catalog's (the latest's ids first, then absent ones)."""
-    dim = fs.manifest.version(version).dim
-    n = len(fs.ids)
-    missing, extra, wrong, stale = [], [], [], {}
-    worst = None
-    want = fs.values[version]
-    for row, got in enumerate(values):
-        key = str(ids[row])
-        if row >= n:
-            if got is not None:
-                extra.append(key)
-            continue
-        if got is None:
-            missing.append(key)
-            continue
-        vec = np.asarray(got, dtype=np.float32)
-        if vec.shape != (dim,):
-            wrong.append(key)
-            continue
-        diff = float(np.abs(vec - want[row]).max())
-        worst = diff if worst is None else max(worst, diff)
-        if diff <= TOLERANCE:
-            continue
-        source = _stale_source(fs.stale[version], row, vec)
-        if source is None:
-            wrong.append(key)
-        else:
-            stale.setdefault(source, []).append(key)
-    return _Verdict(missing, extra, wrong, stale, worst)
-
-
 def _value_findings(
-    base: dict, profile: Profile, fs: _FamilySample, version: int, read: int, verdict: _Verdict, repair: str
+    base: dict, profile: Profile, fs: FamilySample, version: int, read: int, verdict: Verdict, repair: str
 ) -> list[Finding]:
     """One finding per kind of discrepancy, with the command that repairs it."""
     n, k = len(fs.ids), fs.manifest.latest_version
@@ -400,16 +264,6 @@ def _value_findings(
         for kind, keys, detail, fix in groups
         if keys
     ]
-
-
-def _stale_source(candidates, row: int, vec: np.ndarray) -> int | None:
-    for m, has, values in candidates:
-        if not has[row]:
-            continue
-        pos = int(np.count_nonzero(has[:row]))
-        if values.shape[1] == vec.shape[0] and float(np.abs(values[pos] - vec).max()) <= TOLERANCE:
-            return m
-    return None
 
 
 def render_audit(report: AuditReport) -> str:
