@@ -18,7 +18,8 @@ from feast_bc.catalog.remote import RemoteCatalog
 from feast_bc.errors import CatalogRollbackError, ConfigurationError, CopiedRepoError, FeastBCError, ManifestError
 from feast_bc.manifest import MANIFEST_FILENAME, FamilyManifest
 from feast_bc.naming import FEAST_BC_ENGINES
-from feast_bc.registries import read_profile, redis_connection_problem, repo_registries, rollback_problem
+from feast_bc.redis_profile import redis_connection_problem
+from feast_bc.registries import read_profile, repo_registries, rollback_problem
 from feast_bc.repo_copies import copied_from
 
 logger = logging.getLogger(__name__)

@@ -45,8 +45,6 @@ PROFILE_GLOB = "feature_store*.yaml"
 REMOTE_REGISTRY_SCHEMES = ("s3", "gs")
 #: The profile `feast` reads without ``-f`` (the embedded SQLite one in a feast_bc repo).
 DEFAULT_PROFILE_FILENAME = "feature_store.yaml"
-#: Environment variable holding the Redis connection string of the Redis profile.
-REDIS_ENV_VAR = "FEAST_BC_REDIS"
 
 
 @dataclass
@@ -296,27 +294,3 @@ def rollback_problem(reg: RegisteredFamily, manifest) -> str | None:
         "silently serve the newer version's vectors. Put back the newest manifest (its artifacts are still in "
         f"{manifest.family}/artifacts/ unless gc removed them), or publish a new version on top of it"
     )
-
-
-def redis_connection_problem(online_store: dict, where: str) -> str | None:
-    """Why a Redis online-store configuration cannot work (unset ``$FEAST_BC_REDIS`` etc.), or None."""
-    if (online_store or {}).get("type") != "redis":
-        return None
-    conn = online_store.get("connection_string")
-    if conn is None:
-        return None  # Feast's default (localhost:6379)
-    conn = str(conn)
-    nodes = [c for c in conn.split(",") if "=" not in c]
-    if (
-        "${" in conn
-        or not conn.strip()
-        or not nodes
-        or any(":" not in n or not n.rsplit(":", 1)[1].isdigit() for n in nodes)
-    ):
-        hint = (
-            f"${REDIS_ENV_VAR} is not set: export {REDIS_ENV_VAR}=host:6379,db=0[,password=...]"
-            if "${" + REDIS_ENV_VAR + "}" in conn or f"${REDIS_ENV_VAR}" in conn or not conn.strip()
-            else "expected host:port[,db=N][,password=...]"
-        )
-        return f"{where}: the Redis connection string {conn!r} names no host:port -- {hint}"
-    return None

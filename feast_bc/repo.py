@@ -23,7 +23,8 @@ from feast_bc.atomic import atomic_write_bytes
 from feast_bc.catalog.location import CATALOG_KEY, SETTINGS_BLOCK, location_in
 from feast_bc.errors import InvalidInputError
 from feast_bc.naming import MANAGED_BY, TAG_MANAGED
-from feast_bc.registries import DEFAULT_PROFILE_FILENAME, REDIS_ENV_VAR
+from feast_bc.redis_profile import REDIS_ENV_VAR
+from feast_bc.registries import DEFAULT_PROFILE_FILENAME
 
 DEFINITIONS_FILENAME = "bc_definitions.py"
 REDIS_PROFILE_FILENAME = "feature_store.redis.yaml"

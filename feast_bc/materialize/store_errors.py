@@ -13,7 +13,7 @@ import redis.exceptions as rex
 
 from feast_bc.errors import ConfigurationError, OnlineStoreFullError, OnlineStoreUnavailableError
 from feast_bc.feast_compat import sqlite_error_kind
-from feast_bc.registries import redis_connection_problem
+from feast_bc.redis_profile import redis_connection_problem
 
 
 def check_store_config(repo_config) -> None:

@@ -48,6 +48,7 @@ from training.strategies.base import (
     StrategySpec,
     VersionContext,
 )
+from training.strategies.nobc_warm import NoBCWarm
 from training.strategies.paper import (
     BCAligner,
     FinetuneM0,
@@ -59,7 +60,7 @@ from training.strategies.paper import (
     PosthocLinSLoss,
     _Joint,
 )
-from training.strategies.plus import BCAlignerPlus, NoBCWarm
+from training.strategies.plus import BCAlignerPlus
 
 __all__ = [
     "ALIASES",
