@@ -15,19 +15,23 @@ class BadRequest(ValueError):
 
 
 def _reject_constant(name: str):
-    raise BadRequest(f"the request body holds {name}, which JSON does not allow: send entity ids as numbers or strings")
+    raise BadRequest(f"the request body holds {name}, which JSON does not allow: send finite numbers or strings")
 
 
-def parse_body(body: bytes) -> dict:
-    """The request's JSON object (``NaN``/``Infinity`` refused, as strict JSON does)."""
+READ_EXAMPLE = '{"entities": {...}, ...}'
+
+
+def parse_body(body: bytes, example: str = READ_EXAMPLE) -> dict:
+    """The request's JSON object (``NaN``/``Infinity`` refused, as strict JSON does); ``example`` is
+    the shape the errors name (a read's by default)."""
     try:
         payload = json.loads(body, parse_constant=_reject_constant)
     except BadRequest:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f'the request body is not JSON ({exc}): send {{"entities": {{...}}, ...}}') from None
+        raise BadRequest(f"the request body is not JSON ({exc}): send {example}") from None
     if not isinstance(payload, dict):
-        raise BadRequest("the request body must be a JSON object with 'entities' and 'feature_service' or 'features'")
+        raise BadRequest(f"the request body must be a JSON object: {example}")
     return payload
 
 

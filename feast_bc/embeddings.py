@@ -268,13 +268,20 @@ def select_rows(all_ids: np.ndarray, vectors: np.ndarray, ids, id_dtype: str) ->
     return wanted, vectors[rows]
 
 
+def lookup(all_ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row of each wanted id in ``all_ids``, whether it is there at all); rows of absent ids are arbitrary."""
+    if not len(all_ids):
+        return np.zeros(len(wanted), dtype=np.int64), np.zeros(len(wanted), dtype=bool)
+    order = np.argsort(all_ids, kind="stable")
+    pos = np.clip(np.searchsorted(all_ids, wanted, sorter=order), 0, len(all_ids) - 1)
+    rows = order[pos]
+    return rows, all_ids[rows] == wanted
+
+
 def _rows_of(all_ids: np.ndarray, ids, id_dtype: str) -> tuple[np.ndarray, np.ndarray]:
     wanted = validate_ids(ids, id_dtype)
-    order = np.argsort(all_ids, kind="stable")
-    pos = np.searchsorted(all_ids, wanted, sorter=order)
-    pos = np.clip(pos, 0, len(all_ids) - 1)
-    rows = order[pos]
-    missing = all_ids[rows] != wanted
+    rows, found = lookup(all_ids, wanted)
+    missing = ~found
     if missing.any():
         miss = wanted[missing]
         raise UnknownIdError(

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from feast_bc.asgi_requests import BadRequest, answer, in_thread, parse_body, read_body, replay
+from feast_bc.push_server import PushRoute
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +187,6 @@ def build_app(store, registry_ttl_sec: int = DEFAULT_REGISTRY_TTL_SEC):
     """Feast's feature-server app for ``store`` behind :class:`EntityCheck`, with ``/push`` of a
     feast_bc family written into every pin (:mod:`feast_bc.push_server`)."""
     from feast.feature_server import get_app
-
-    from feast_bc.push_server import PushRoute  # it builds on this module's request helpers
 
     app = PushRoute(get_app(store, registry_ttl_sec=registry_ttl_sec), store.repo_path)
     return EntityCheck(app, RegistryView(store))

@@ -25,6 +25,7 @@ from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
 logger = logging.getLogger(__name__)
 
 PUSH_PATH = "/push"
+PUSH_EXAMPLE = '{"push_source_name": "<family>", "df": {...}, "to": "online"}'
 
 
 class PushRoute:
@@ -42,7 +43,7 @@ class PushRoute:
             return
         body = await read_body(receive)
         try:
-            payload = parse_body(body)
+            payload = parse_body(body, PUSH_EXAMPLE)
             family = payload.get("push_source_name")
             if not isinstance(family, str) or not await in_thread(self._is_family, family):
                 await self.app(scope, replay(body, receive), send)  # a push source of Feast's own
@@ -55,8 +56,12 @@ class PushRoute:
         await answer(send, 200, result)
 
     def _is_family(self, name: str) -> bool:
+        """Whether ``name`` is a family of the repo's catalog; once it is, without opening the catalog
+        again (a catalog on object storage is listed on open)."""
         from feast_bc.catalog import Catalog
 
+        if name in self._pushers:
+            return True
         try:
             return Catalog.for_repo(self.repo).has_family(name)
         except FeastBCError:
@@ -77,7 +82,7 @@ class PushRoute:
                 'a push needs "df": {column: [values]} with the join key, "embedding" and "source_version"'
             )
         lock, pusher = self._pusher(family)
-        join_key = pusher.catalog.manifest(family).entity.join_key
+        join_key = pusher.manifest().entity.join_key
         missing = [c for c in (join_key, EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE) if c not in df]
         if missing:
             raise BadRequest(

@@ -75,8 +75,8 @@ class Pusher:
         self._profiles: list[Profile] | None = None
         self._chain_cache: Chains | None = None
 
-    def _manifest_now(self) -> FamilyManifest:
-        """The family's manifest, read again only when its file changed (publishes replace it)."""
+    def manifest(self) -> FamilyManifest:
+        """The family's verified manifest, read again only when its file changed (publishes replace it)."""
         path = self.catalog.family_dir(self.family) / MANIFEST_FILENAME
         try:
             st = os.stat(path)
@@ -114,13 +114,13 @@ class Pusher:
         Raises (nothing written) on invalid input, on a version that is not the catalog's latest
         (:class:`~feast_bc.errors.VersionConflictError`) and on a profile whose engine would undo
         the push; a store failure after the record is raised naming what to run."""
-        manifest = self._manifest_now()
+        manifest = self.manifest()
         ids, mat = self._validated(manifest, ids, vectors, version)
         profiles = self.profiles()
         family_dir = self.catalog.family_dir(self.family)
         with self.catalog.local_lock(self.family):
             with self.catalog.writing():  # a catalog on object storage: pulled before, the segment uploaded after
-                manifest = self._manifest_now()
+                manifest = self.manifest()
                 self._refuse_other_version(manifest, version)
                 previous = last_push(family_dir, version)
                 event_time = next_event_time(manifest.latest.created_at, previous)

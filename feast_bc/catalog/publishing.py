@@ -170,13 +170,7 @@ class Publisher:
                 "`feast-bc verify` says what is wrong"
             ) from None
         pushed = self.catalog.pushed(family, current)  # pushed new entities must be in the next version too
-        if pushed is None:
-            return ids, None
-        if ids.dtype.kind in "UO" or pushed.ids.dtype.kind in "UO":
-            ids, pushed_ids = ids.astype(object), pushed.ids.astype(object)
-        else:
-            pushed_ids = pushed.ids
-        return np.concatenate([ids, pushed_ids]), None
+        return (ids if pushed is None else np.concatenate([ids, pushed.ids])), None
 
     def _publish_time(self, family: str, current: FamilyManifest | None) -> datetime:
         """:func:`~feast_bc.catalog.publish_checks.next_timestamp`, also strictly after the latest
