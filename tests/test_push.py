@@ -308,3 +308,29 @@ def test_sigkill_during_a_push_leaves_every_entity_old_or_new(tmp_path, redis_av
         from conftest import delete_project_keys
 
         delete_project_keys(redis_url(), project)
+
+
+def test_an_edited_or_missing_segment_is_refused(tmp_path):
+    """The log is a hash chain: a segment whose bytes changed, or a gap in the numbering, is refused
+    on read (and so by verify, materialize and export) instead of being partly applied."""
+    from feast_bc.errors import ChecksumMismatchError, CorruptArtifactError
+
+    repo = init_repo(tmp_path / "repo", project=unique_project("pushlog"))
+    fam = _published(repo, versions=2)
+    catalog = Catalog.for_repo(repo)
+    k = fam.latest
+    for i in range(3):
+        push(repo, fam.name, np.array([900_000 + i]), np.ones((1, DIMS[k]), dtype=np.float32) * i, version=k)
+    family_dir = catalog.family_dir(fam.name)
+    first, second, _ = segments(family_dir)
+    assert catalog.pushed(fam.name).ids.tolist() == [900_000, 900_001, 900_002]
+    data = bytearray(second.path.read_bytes())
+    data[-40] ^= 0xFF
+    second.path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatchError, match="push 2 of version 1"):
+        catalog.pushed(fam.name)
+    with pytest.raises(ChecksumMismatchError):
+        catalog.check(fam.name)
+    second.path.unlink()
+    with pytest.raises(CorruptArtifactError, match="has push 3 but no push 2"):
+        catalog.pushed(fam.name)
