@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -e '.[training,dev,ray,s3]'
+	$(BIN)/python -m pip install --quiet -e '.[training,dev,ray,s3,postgres]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -269,3 +269,18 @@ def s3_endpoint(tmp_path_factory):
         pytest.skip(f"no S3-compatible server: {exc}")
     yield server.endpoint
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL + pgvector server of this worker on a free loopback port (tests/local_postgres.py)."""
+    from local_postgres import LocalPostgres
+
+    try:
+        server = LocalPostgres().start()
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"no PostgreSQL with pgvector: {exc} -- under CI=true this is a failure, not a skip")
+        pytest.skip(f"no PostgreSQL with pgvector: {exc}")
+    yield server
+    server.stop()

@@ -5,6 +5,8 @@ One module per store, in the way Feast lays out ``feast/infra/online_stores/``:
 * :mod:`.redis` -- :class:`RedisBulkWriter`: hand-built RESP pipelines on a background thread;
 * :mod:`.redis_cluster` -- :class:`RedisClusterBulkWriter`: the same pipelines, one per cluster master;
 * :mod:`.sqlite` -- :class:`SqliteBulkWriter`: one ``executemany`` per batch;
+* :mod:`.postgres` -- :class:`PostgresBulkWriter`: one binary ``COPY`` and upsert per batch (fills
+  the pgvector column that ``retrieve_online_documents_v2`` searches);
 * :mod:`.proto` -- :class:`ProtoWriter`: every other store, through its own ``online_write_batch``;
 * :mod:`.redis_family` -- :class:`RedisFamilyWriter`: several views of a family, one HSET per entity
   (:class:`RedisClusterFamilyWriter` in :mod:`.redis_cluster` for clusters);
@@ -73,12 +75,13 @@ def writer_for(
     ``refuse_newer``: the Redis writer raises :class:`~feast_bc.errors.CatalogRollbackError` instead
     of silently skipping rows whose stored value is stamped later than the row (Feast's dedup rule).
     SQLite overwrites unconditionally (the pin then serves the catalog's values), as Feast's own
-    SQLite writer does. Redis Cluster (``redis_type: redis_cluster``) gets the cluster bulk writer
+    SQLite writer does; so does PostgreSQL (one binary COPY per batch, the pgvector column filled
+    where ``vector_enabled``). Redis Cluster (``redis_type: redis_cluster``) gets the cluster bulk writer
     (same bytes, pipelines per master). A store the bulk writers cannot handle (Redis sentinel or the
     glide client; SQLite with vector columns) gets Feast's own writer, and the log says why.
 
-    ``guard``: called before each batch; the SQLite writer calls it inside the batch's write
-    transaction (:mod:`feast_bc.latest_guard`). Redis needs no such call (``refuse_newer`` compares
+    ``guard``: called before each batch; the SQLite and PostgreSQL writers call it inside the batch's
+    write transaction (:mod:`feast_bc.latest_guard`). Redis needs no such call (``refuse_newer`` compares
     timestamps per entity, atomically); the other writers rely on the engine's check per part."""
     args = (repo_config, online_store, feature_view, join_key, id_dtype, dim)
     try:
@@ -87,6 +90,10 @@ def writer_for(
             return cls(*args, before_write=before_write, refuse_newer=refuse_newer)
         if isinstance(online_store, SqliteOnlineStore):
             return SqliteBulkWriter(*args, before_write=before_write, guard=guard)
+        if type(online_store).__name__ == "PostgreSQLOnlineStore":  # its module needs psycopg: not imported here
+            from feast_bc.online_writers.postgres import PostgresBulkWriter
+
+            return PostgresBulkWriter(*args, before_write=before_write, guard=guard)
     except FeastBCError as exc:
         logger.info("%s: writing through Feast's own online_write_batch: %s", feature_view.name, exc)
     return ProtoWriter(repo_config, online_store, feature_view, join_key, id_dtype, before_write=before_write)

@@ -1,0 +1,184 @@
+"""Nearest neighbours in a pinned version's space, for consumers that opt in (numpy only, no torch).
+
+Every feast_bc view declares its ``embedding`` field as Feast's vector field (``vector_index``,
+``vector_length`` = the version's dimension), so a profile whose online store searches vectors
+serves ``store.retrieve_online_documents_v2(features=["<family>_bc<j>:embedding"], query=q,
+top_k=k, distance_metric=...)`` on every pinned version -- items that appeared after version j
+included, since materialize and push write their version-j values. With only Feast installed that
+call is the whole consumer side. Two things of Feast 0.67 make this module worth having:
+
+* **PostgreSQL + pgvector** (``vector_enabled: true``) answers the right ids in distance order, but
+  its ``OnlineResponse`` places the other columns (``distance``, ``embedding``) in *entity-id*
+  order (``feast.utils._get_unique_entities_from_values`` sorts the documents by key before
+  filling them in), so a consumer reading ``to_dict()`` pairs id i with another entity's distance
+  and vector. :class:`PinSearch` keeps Feast's ids and reads their vectors through the pin
+  (:class:`~feast_bc.pin_reader.PinReader`), computing the distances itself.
+* **SQLite** (the embedded default): Feast loads sqlite-vec only on Python 3.10, rebuilds one
+  shared ``vec_table`` for every query (the second query on a store re-inserts the same rowids)
+  and answers only the non-vector features -- a feast_bc view has none. :class:`PinSearch` scans
+  the pin's table exactly instead: all vectors decoded once with numpy, cached until the database
+  changes, top-k by the requested metric.
+
+Redis has no vector search in Feast 0.67; :class:`PinSearch` refuses it and names the stores that
+have one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from feast_bc.errors import InvalidInputError
+from feast_bc.naming import EMBEDDING_FEATURE
+from feast_bc.pin_reader import PinReader, _vector
+
+logger = logging.getLogger(__name__)
+
+#: Metrics of Feast's PostgreSQL store that every pgvector release has (its ``L1`` needs pgvector
+#: 0.7, newer than the one ``pgserver`` bundles), smaller = nearer.
+Metric = Literal["L2", "cosine", "inner_product"]
+METRICS: tuple[str, ...] = ("L2", "cosine", "inner_product")
+
+
+class SearchHits(BaseModel):
+    """The top-k entities of one query, nearest first: ids, distances (pgvector's definitions:
+    the L2 norm, ``1 - cos``, ``-<q, v>``) and the pinned vectors."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    ids: list
+    distances: np.ndarray
+    vectors: np.ndarray
+
+
+def distances(matrix: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:
+    """Distance of each row of ``matrix`` to ``query`` under ``metric`` (float64)."""
+    m, q = np.asarray(matrix, dtype=np.float64), np.asarray(query, dtype=np.float64)
+    if metric == "L2":
+        return np.linalg.norm(m - q, axis=1)
+    if metric == "inner_product":
+        return -(m @ q)
+    norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norms > 0, 1.0 - (m @ q) / norms, np.nan)
+
+
+class PinSearch:
+    """Top-k search in one pinned FeatureService's version space (see the module docstring).
+
+    Resolved once when built, like :class:`~feast_bc.pin_reader.PinReader`; build a new one after
+    `feast apply` registers another latest."""
+
+    def __init__(self, repo: str | Path, service: str, *, fs_yaml_file: str | Path | None = None, store=None):
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+        self.reader = PinReader(repo, service, fs_yaml_file=fs_yaml_file, store=store)
+        self.store, self.view = self.reader.store, self.reader.view
+        field = next(f for f in self.view.features if f.name == EMBEDDING_FEATURE)
+        self.dim = int(getattr(field, "vector_length", 0) or 0)
+        if not getattr(field, "vector_index", False) or self.dim <= 0:
+            raise InvalidInputError(
+                f"{self.view.name} does not declare its embedding as a vector field (applied by an older "
+                "feast_bc); run `feast apply` with this feast_bc, then `feast materialize`"
+            )
+        online = self.store._get_provider().online_store
+        kind = type(online).__name__
+        if isinstance(online, SqliteOnlineStore):
+            self._search = self._sqlite_scan(online)
+        elif kind == "PostgreSQLOnlineStore":
+            if not getattr(self.store.config.online_store, "vector_enabled", False):
+                raise InvalidInputError(
+                    f"{service}: the PostgreSQL profile has no pgvector column; set vector_enabled: true under "
+                    "online_store, CREATE EXTENSION vector in the database, then `feast apply` and `feast materialize`"
+                )
+            self._search = self._feast_search
+        else:
+            raise InvalidInputError(
+                f"{service}: the {kind} online store has no vector search in Feast 0.67; search a PostgreSQL "
+                "(pgvector) or SQLite profile of the repo"
+            )
+
+    def search(self, query, *, top_k: int = 10, distance_metric: Metric = "L2") -> SearchHits:
+        """The ``top_k`` entities nearest to ``query`` (a vector of this version's dimension)."""
+        q = np.asarray(query, dtype=np.float64)
+        if q.shape != (self.dim,) or not np.isfinite(q).all():
+            raise InvalidInputError(
+                f"the query must be {self.dim} finite numbers (version space of {self.view.name}); got shape {q.shape}"
+            )
+        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+            raise InvalidInputError(f"top_k must be a positive integer; got {top_k!r}")
+        if distance_metric not in METRICS:
+            raise InvalidInputError(f"distance_metric must be one of {', '.join(METRICS)}; got {distance_metric!r}")
+        return self._search(q, int(top_k), distance_metric)
+
+    # ------------------------------------------------------------------------------ stores
+    def _feast_search(self, q: np.ndarray, top_k: int, metric: str) -> SearchHits:
+        response = self.store.retrieve_online_documents_v2(
+            features=[f"{self.view.name}:{EMBEDDING_FEATURE}"], query=q.tolist(), top_k=top_k, distance_metric=metric
+        ).to_dict()
+        ids = list(response.get(self.reader.join_key, []))
+        if not ids:
+            return SearchHits(ids=[], distances=np.empty(0), vectors=np.empty((0, self.dim), dtype=np.float32))
+        # Feast's ids are in distance order; its other columns are not (module docstring): re-read them.
+        vectors = np.stack(self.reader.read(ids))
+        return SearchHits(ids=ids, distances=distances(vectors, q, metric), vectors=vectors)
+
+    def _sqlite_scan(self, online):
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+        config = self.store.config
+        versioning = getattr(config.registry, "enable_online_feature_view_versioning", False)
+        table = _quote_id(_table_id(config.project, self.view, versioning))
+        conn = online._get_conn(config)
+        cache: dict = {}
+
+        def load() -> tuple[list, np.ndarray]:
+            # data_version moves when another connection commits; total_changes when this one writes
+            stamp = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+            if cache.get("stamp") != stamp:
+                rows = conn.execute(
+                    f"SELECT entity_key, value FROM {table} WHERE feature_name = ?", (EMBEDDING_FEATURE,)
+                ).fetchall()
+                ids = _decode_ids([key for key, _ in rows], self.reader, config)
+                matrix = _decode_vectors([value for _, value in rows], self.dim)
+                cache.update(stamp=stamp, ids=ids, matrix=matrix)
+            return cache["ids"], cache["matrix"]
+
+        def search(q: np.ndarray, top_k: int, metric: str) -> SearchHits:
+            ids, matrix = load()
+            dist = distances(matrix, q, metric)
+            k = min(top_k, len(ids))
+            top = np.argpartition(dist, k - 1)[:k] if 0 < k < len(ids) else np.arange(k)
+            top = top[np.lexsort((top, dist[top]))]  # nearest first; ties by row, as a scan finds them
+            return SearchHits(ids=[ids[i] for i in top], distances=dist[top], vectors=matrix[top])
+
+        return search
+
+
+def _decode_ids(keys: list[bytes], reader: PinReader, config) -> list:
+    """Entity ids of Feast's serialized keys: an int64 key is a constant prefix and its 8 bytes."""
+    prefix = reader._keys(config).int_prefix
+    if prefix is not None and all(len(k) == len(prefix) + 8 and k.startswith(prefix) for k in keys):
+        return np.frombuffer(b"".join(k[-8:] for k in keys), dtype="<i8").tolist()
+    from feast.infra.key_encoding_utils import deserialize_entity_key
+
+    values = [deserialize_entity_key(k, config.entity_key_serialization_version).entity_values[0] for k in keys]
+    return [v.int64_val if reader.int_ids else v.string_val for v in values]
+
+
+def _decode_vectors(values: list[bytes], dim: int) -> np.ndarray:
+    """One float32 matrix of serialized ``Value(float_list_val=...)``s of ``dim`` floats each."""
+    from feast_bc.online_writers.encoding import vector_prefix
+
+    prefix = vector_prefix(dim)
+    width = len(prefix) + 4 * dim
+    if not values:
+        return np.empty((0, dim), dtype=np.float32)
+    if all(len(v) == width and v.startswith(prefix) for v in values):
+        raw = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(values), width)
+        return np.ascontiguousarray(raw[:, len(prefix) :]).view("<f4")
+    return np.stack([_vector(v) for v in values]).astype(np.float32)
