@@ -11,8 +11,8 @@ call is the whole consumer side. Two things of Feast 0.67 make this module worth
   its ``OnlineResponse`` places the other columns (``distance``, ``embedding``) in *entity-id*
   order (``feast.utils._get_unique_entities_from_values`` sorts the documents by key before
   filling them in), so a consumer reading ``to_dict()`` pairs id i with another entity's distance
-  and vector. :class:`PinSearch` keeps Feast's ids and reads their vectors through the pin
-  (:class:`~feast_bc.pin_reader.PinReader`), computing the distances itself.
+  and vector. :class:`PinSearch` calls the online store's own ``retrieve_online_documents_v2``
+  (documents nearest first, each with its own vector) and computes the distances in float64.
 * **SQLite** (the embedded default): Feast loads sqlite-vec only on Python 3.10, rebuilds one
   shared ``vec_table`` for every query (the second query on a store re-inserts the same rowids)
   and answers only the non-vector features -- a feast_bc view has none. :class:`PinSearch` scans
@@ -67,6 +67,35 @@ def distances(matrix: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:
         return np.where(norms > 0, 1.0 - (m @ q) / norms, np.nan)
 
 
+def nearest_rows(matrix: np.ndarray, norms: np.ndarray, query: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """Rows of the ``k`` nearest vectors, nearest first (ties by row): exactly what float64
+    :func:`distances` over every row gives, at the cost of one float32 matrix-vector product.
+
+    The float32 products rank every row; each differs from the float64 one by at most
+    ``dim * 2**-23 * |row| * |query|`` per row (a loose form of the dot-product error bound), so
+    every row whose float32 distance could still beat the k-th is re-scored in float64, and the
+    top k are taken from those."""
+    n, dim = matrix.shape
+    k = min(k, n)
+    if k == 0:
+        return np.empty(0, dtype=np.int64)
+    q_norm = float(np.linalg.norm(query))
+    dots = (matrix @ query.astype(np.float32)).astype(np.float64)
+    err = 4.0 * dim * 2.0**-23 * norms * q_norm + 1e-12
+    if metric == "L2":  # the squared distance: same order
+        approx, err = norms**2 - 2.0 * dots + q_norm**2, 2.0 * err
+    elif metric == "inner_product":
+        approx = -dots
+    else:
+        scale = np.where(norms > 0, norms * q_norm, np.inf)
+        approx, err = np.where(norms > 0, 1.0 - dots / scale, np.inf), err / scale
+    kth = np.partition(approx, k - 1)[k - 1]
+    candidates = np.flatnonzero(approx - err <= kth + err.max())
+    exact = distances(matrix[candidates], query, metric)
+    exact = np.where(np.isnan(exact), np.inf, exact)
+    return candidates[np.lexsort((candidates, exact))[:k]]
+
+
 class PinSearch:
     """Top-k search in one pinned FeatureService's version space (see the module docstring).
 
@@ -85,7 +114,7 @@ class PinSearch:
                 f"{self.view.name} does not declare its embedding as a vector field (applied by an older "
                 "feast_bc); run `feast apply` with this feast_bc, then `feast materialize`"
             )
-        online = self.store._get_provider().online_store
+        online = self.online = self.store._get_provider().online_store
         kind = type(online).__name__
         if isinstance(online, SqliteOnlineStore):
             self._search = self._sqlite_scan(online)
@@ -117,15 +146,24 @@ class PinSearch:
 
     # ------------------------------------------------------------------------------ stores
     def _feast_search(self, q: np.ndarray, top_k: int, metric: str) -> SearchHits:
-        response = self.store.retrieve_online_documents_v2(
-            features=[f"{self.view.name}:{EMBEDDING_FEATURE}"], query=q.tolist(), top_k=top_k, distance_metric=metric
-        ).to_dict()
-        ids = list(response.get(self.reader.join_key, []))
-        if not ids:
-            return SearchHits(ids=[], distances=np.empty(0), vectors=np.empty((0, self.dim), dtype=np.float32))
-        # Feast's ids are in distance order; its other columns are not (module docstring): re-read them.
-        vectors = np.stack(self.reader.read(ids))
-        return SearchHits(ids=ids, distances=distances(vectors, q, metric), vectors=vectors)
+        # The store's own search (what FeatureStore.retrieve_online_documents_v2 calls): documents
+        # nearest first, each with its own values -- before Feast's response assembly reorders the
+        # columns (module docstring).
+        documents = self.online.retrieve_online_documents_v2(
+            config=self.store.config,
+            table=self.view,
+            requested_features=[EMBEDDING_FEATURE],
+            embedding=q.tolist(),
+            top_k=top_k,
+            distance_metric=metric,
+        )
+        ids, vectors = [], []
+        for _, entity_key, values in documents:
+            value = entity_key.entity_values[0]
+            ids.append(value.int64_val if self.reader.int_ids else value.string_val)
+            vectors.append(np.asarray(values[EMBEDDING_FEATURE].float_list_val.val, dtype=np.float32))
+        matrix = np.stack(vectors) if vectors else np.empty((0, self.dim), dtype=np.float32)
+        return SearchHits(ids=ids, distances=distances(matrix, q, metric), vectors=matrix)
 
     def _sqlite_scan(self, online):
         from feast.infra.online_stores.sqlite import _quote_id, _table_id
@@ -145,16 +183,16 @@ class PinSearch:
                 ).fetchall()
                 ids = _decode_ids([key for key, _ in rows], self.reader, config)
                 matrix = _decode_vectors([value for _, value in rows], self.dim)
-                cache.update(stamp=stamp, ids=ids, matrix=matrix)
-            return cache["ids"], cache["matrix"]
+                norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64))
+                cache.update(stamp=stamp, ids=ids, matrix=matrix, norms=norms)
+            return cache["ids"], cache["matrix"], cache["norms"]
 
         def search(q: np.ndarray, top_k: int, metric: str) -> SearchHits:
-            ids, matrix = load()
-            dist = distances(matrix, q, metric)
-            k = min(top_k, len(ids))
-            top = np.argpartition(dist, k - 1)[:k] if 0 < k < len(ids) else np.arange(k)
-            top = top[np.lexsort((top, dist[top]))]  # nearest first; ties by row, as a scan finds them
-            return SearchHits(ids=[ids[i] for i in top], distances=dist[top], vectors=matrix[top])
+            ids, matrix, norms = load()
+            rows = nearest_rows(matrix, norms, q, top_k, metric)
+            return SearchHits(
+                ids=[ids[i] for i in rows], distances=distances(matrix[rows], q, metric), vectors=matrix[rows]
+            )
 
         return search
 

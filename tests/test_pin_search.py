@@ -18,7 +18,7 @@ from conftest import publish_users_and_items, redis_url, unique_project
 from feast_bc import Catalog
 from feast_bc.errors import InvalidInputError
 from feast_bc.export import export_version
-from feast_bc.pin_search import METRICS, PinSearch, distances
+from feast_bc.pin_search import METRICS, PinSearch, distances, nearest_rows
 from feast_bc.repo import apply, init_repo
 
 T1 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -109,6 +109,23 @@ def test_search_on_every_pin_equals_numpy_over_export_before_and_after_a_push(tm
         hits = search.search(target, top_k=3)
         assert hits.ids[0] == 10_002 and hits.distances[0] < 1e-4, (v, hits.ids, hits.distances)
     assert check_every_pin(queries_per_pin=1) == 2 * 3 * len(METRICS)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_the_float32_scan_ranks_exactly_as_float64_over_every_row(metric):
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(400, 64)).astype(np.float32)
+    # near-ties: copies of a few rows nudged by a float32 ulp or two, a zero row, large and small scales
+    twins = base[:50] + np.float32(1e-7) * rng.integers(-2, 3, size=(50, 64)).astype(np.float32)
+    matrix = np.concatenate([base, twins, np.zeros((1, 64), np.float32), base[:20] * 1e3, base[20:40] * 1e-3])
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64))
+    for _ in range(30):
+        q = matrix[rng.integers(len(matrix))].astype(np.float64) + rng.normal(scale=1e-3, size=64)
+        for k in (1, 10, 200):
+            want = distances(matrix, q, metric)
+            want = np.where(np.isnan(want), np.inf, want)
+            expected = np.lexsort((np.arange(len(matrix)), want))[:k]
+            np.testing.assert_array_equal(nearest_rows(matrix, norms, q, k, metric), expected)
 
 
 def test_a_bad_query_is_one_line(tmp_path, request):
