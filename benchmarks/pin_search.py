@@ -12,7 +12,7 @@ started on a free loopback port: tests/local_postgres.py). Both are applied and 
   batch of 65,536; SQLite: one executemany) vs. Feast's own ``online_write_batch`` with Feast
   protobuf rows (:class:`feast_bc.online_writers.ProtoWriter`, what Feast's engines write with);
 * **search** -- ``--queries`` random queries on each pin (v0: derived through B, v1: the latest),
-  top-10, L2: Feast's own ``retrieve_online_documents_v2`` (PostgreSQL), feast_bc's
+  top-10, L2, every path once per query in random order: Feast's own ``retrieve_online_documents_v2`` (PostgreSQL), feast_bc's
   :class:`~feast_bc.pin_search.PinSearch` (PostgreSQL: Feast's ids + a pin read; SQLite: the exact
   scan, warm; its first load timed apart) and the floor: numpy brute force over the version's
   matrix already in memory (float32 ``||x||^2 - 2 x.q`` with the norms precomputed, ``argpartition``). recall@10 of each against float64 numpy
@@ -134,16 +134,23 @@ def _search_runs(stores: dict, repo: Path, queries: int, k: int) -> dict:
         first_load_s = time.perf_counter() - t
         calls["sqlite_pin_search"] = lambda q, s=sq_search: s.search(q, top_k=k).ids
         result = {"entities": len(ids), "dim": int(matrix.shape[1]), "sqlite_first_load_s": first_load_s}
-        for name, call in calls.items():
+        for call in calls.values():
             call(qs[0])  # warm
-            times, recall = [], []
-            for q, want in zip(qs, exact, strict=True):
+        times = {name: [] for name in calls}
+        hits = {name: [] for name in calls}
+        order = list(calls)
+        for q, want in zip(qs, exact, strict=True):
+            rng.shuffle(order)  # interleaved in random order: no path gets the warmer caches or plans
+            for name in order:
                 t = time.perf_counter()
-                got = call(q)
-                times.append(time.perf_counter() - t)
-                recall.append(len(set(got) & want) / k)
-            result[name] = {**percentiles(times), "recall_at_10": float(np.mean(recall))}
-            print(f"v{version} {name:20s} p50 {result[name]['p50_ms']:8.2f} ms  recall@10 {np.mean(recall):.3f}")
+                got = calls[name](q)
+                times[name].append(time.perf_counter() - t)
+                hits[name].append(len(set(got) & want) / k)
+        for name in calls:
+            result[name] = {**percentiles(times[name]), "recall_at_10": float(np.mean(hits[name]))}
+            print(
+                f"v{version} {name:20s} p50 {result[name]['p50_ms']:8.2f} ms  recall@10 {result[name]['recall_at_10']:.3f}"
+            )
         floor = result["numpy_floor"]["p50_ms"]
         result["p50_vs_floor"] = {n: result[n]["p50_ms"] / floor for n in calls if n != "numpy_floor"}
         out[f"v{version}"] = result
