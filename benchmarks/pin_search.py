@@ -201,10 +201,50 @@ def main() -> None:
             "search": search,
         }
         write_json(Path(args.out), result)
+        plot(result, Path(args.out).with_suffix(".png"))
         print(f"wrote {args.out}")
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def plot(result: dict, path: Path) -> None:
+    """Search p50 per path and pin (log scale); bulk vs Feast write rows/s per store."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    paths = ["numpy_floor", "sqlite_pin_search", "postgres_pin_search", "postgres_feast"]
+    labels = ["numpy floor\n(in memory)", "PinSearch\nSQLite scan", "PinSearch\nPostgreSQL", "Feast\nPostgreSQL"]
+    for offset, pin in ((-0.2, "v0"), (0.2, "v1")):
+        a.bar(
+            [i + offset for i in range(len(paths))],
+            [result["search"][pin][p]["p50_ms"] for p in paths],
+            width=0.4,
+            label=f"pin {pin}",
+        )
+    a.set_xticks(range(len(paths)), labels, fontsize=8)
+    a.set_yscale("log")
+    a.set_ylabel("search p50, ms (top-10, L2)")
+    first = result["search"]["v0"]
+    a.set_title(f"{first['entities']:,} entities x {first['dim']}, recall@10 = 1.0 on every path")
+    a.legend()
+    stores = list(result["writes"])
+    for offset, name in ((-0.2, "bulk"), (0.2, "feast")):
+        b.bar(
+            [i + offset for i in range(len(stores))],
+            [result["writes"][s][name]["rows_per_s"] for s in stores],
+            width=0.4,
+            label="feast_bc bulk writer" if name == "bulk" else "Feast's online_write_batch",
+        )
+    b.set_xticks(range(len(stores)), stores)
+    b.set_ylabel("rows / s")
+    b.set_title(f"writes of {result['args']['write_rows']:,} rows, d={result['args']['dim']}")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":
