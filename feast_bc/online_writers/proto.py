@@ -1,4 +1,4 @@
-"""Any other online store (Postgres, Redis sentinel, ...): Feast protobuf rows through its own writer.
+"""Any other online store (Redis sentinel, DynamoDB, ...): Feast protobuf rows through its own writer.
 
 Still streamed in bounded batches, but every row becomes Feast protobuf objects handed to the
 store's ``online_write_batch`` -- exactly what Feast's local engine would write.
