@@ -208,7 +208,9 @@ def _version_view(
     # its event timestamp: the publish time of that version.
     schema = [
         Field(name=manifest.entity.join_key, dtype=join_type),
-        Field(name=EMBEDDING_FEATURE, dtype=Array(Float32), vector_index=True, vector_length=manifest.version(version).dim),
+        Field(
+            name=EMBEDDING_FEATURE, dtype=Array(Float32), vector_index=True, vector_length=manifest.version(version).dim
+        ),
     ]
     name = view_name(family, version)
     fn_name = f"feast_bc_{name}"
