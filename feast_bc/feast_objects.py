@@ -35,7 +35,7 @@ from feast_bc.apply_guard import guard_apply
 from feast_bc.catalog import Catalog
 from feast_bc.catalog.location import repo_location
 from feast_bc.catalog.remote import RemoteCatalog
-from feast_bc.errors import ManifestError
+from feast_bc.errors import InvalidInputError, ManifestError
 from feast_bc.feast_compat import install as install_feast_fixes
 from feast_bc.feast_compat import restore_torn_down_sqlite_tables
 from feast_bc.manifest import FamilyManifest
@@ -87,6 +87,9 @@ def feast_objects(
     manifests = {family: catalog.manifest(family) for family in catalog.families()}
     yaml_file = fs_yaml_file or _cli_yaml_file()
     guard_apply(repo_path, catalog, manifests, yaml_file)
+    applied = Path(yaml_file) if yaml_file is not None else repo_path / DEFAULT_PROFILE_FILENAME
+    profile = read_profile(applied, repo_path) if applied.is_file() else None
+    vector_field = _vector_search(profile)
     for family, manifest in manifests.items():
         entity = _entity(manifest)
         existing = entities.get(entity.name)
@@ -96,16 +99,32 @@ def feast_objects(
                 "(join key or type differ); one entity name must mean one join key"
             )
         entities[entity.name] = existing or entity
-        objects.update(_family_objects(repo_path, catalog, manifest, entities[entity.name]))
+        objects.update(_family_objects(repo_path, catalog, manifest, entities[entity.name], vector_field))
     for name, entity in entities.items():
         objects[f"entity_{name}"] = entity
     if _cli_command() in (None, "apply"):  # not while `feast plan` (a dry run) reads the definitions
         views = [o for o in objects.values() if isinstance(o, BatchFeatureView)]
         restore_torn_down_sqlite_tables(repo_path, yaml_file, views)
-        applied = Path(yaml_file) if yaml_file is not None else repo_path / DEFAULT_PROFILE_FILENAME
-        if applied.is_file():
-            record_apply(read_profile(applied, repo_path), repo_path)
+        if profile is not None:
+            record_apply(profile, repo_path)
     return objects
+
+
+def _vector_search(profile) -> bool:
+    """Whether the views of this profile declare their ``embedding`` as Feast's vector field: where
+    its online store keeps a searchable vector column (``vector_enabled: true``; PostgreSQL +
+    pgvector, :mod:`feast_bc.pin_search`). Elsewhere the views stay exactly as before: Feast's own
+    Ray engine cannot write a vector field (it hands Feast's check a tensor column, which the check
+    rejects), so that combination is refused here, before anything is applied."""
+    if profile is None or not profile.online_store.get("vector_enabled"):
+        return False
+    if profile.batch_engine == "ray.engine":
+        raise InvalidInputError(
+            f"{profile.name}: vector_enabled with Feast's Ray engine (batch_engine: ray.engine) cannot be materialized "
+            "-- Feast 0.67 rejects the Ray engine's tensor column for a vector field; use batch_engine "
+            "feast_bc.engine.BCEngine or feast_bc.ray_engine.BCRayEngine"
+        )
+    return True
 
 
 def _cli_command() -> str | None:
@@ -143,7 +162,9 @@ def _chain_digest(manifest: FamilyManifest, target: int) -> str:
     return h.hexdigest()
 
 
-def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest, entity) -> dict[str, object]:
+def _family_objects(
+    repo_path: Path, catalog: Catalog, manifest: FamilyManifest, entity, vector_field: bool = False
+) -> dict[str, object]:
     """The source, the view of every served version (the latest reads the source, the others are
     derived from it) and the pin of every served version, by Feast object name."""
     family, latest = manifest.family, manifest.latest
@@ -157,11 +178,11 @@ def _family_objects(repo_path: Path, catalog: Catalog, manifest: FamilyManifest,
         TAG_PUBLISHED_AT: latest.created_at.isoformat(),
         TAG_MANAGED: MANAGED_BY,
     }
-    latest_view = _version_view(catalog, manifest, entity, source, family_tags, k, None)
+    latest_view = _version_view(catalog, manifest, entity, source, family_tags, k, None, vector_field)
     served = manifest.served_versions
     views = {k: latest_view}
     for j in served[:-1]:
-        views[j] = _version_view(catalog, manifest, entity, source, family_tags, j, latest_view)
+        views[j] = _version_view(catalog, manifest, entity, source, family_tags, j, latest_view, vector_field)
 
     objects: dict[str, object] = {f"source_{family}": source}
     for j in served:
@@ -196,10 +217,18 @@ def _latest_source(repo_path: Path, catalog: Catalog, manifest: FamilyManifest) 
 
 
 def _version_view(
-    catalog: Catalog, manifest: FamilyManifest, entity, source: FileSource, family_tags: dict, version: int, upstream
+    catalog: Catalog,
+    manifest: FamilyManifest,
+    entity,
+    source: FileSource,
+    family_tags: dict,
+    version: int,
+    upstream,
+    vector_field: bool = False,
 ):
     """The BatchFeatureView of one version: the latest's reads ``source`` (``upstream`` None); an
-    older one is derived from the latest view through its generated UDF shim (:mod:`feast_bc.runtime`)."""
+    older one is derived from the latest view through its generated UDF shim (:mod:`feast_bc.runtime`).
+    With ``vector_field`` its ``embedding`` is Feast's vector field of the version's dimension."""
     family, k = manifest.family, manifest.latest.version
     join_type = Int64 if manifest.entity.dtype == "int64" else String
     # Only the vector is stored: a pinned version costs exactly what a plain one-feature view costs
@@ -208,7 +237,9 @@ def _version_view(
     # its event timestamp: the publish time of that version.
     schema = [
         Field(name=manifest.entity.join_key, dtype=join_type),
-        Field(
+        Field(name=EMBEDDING_FEATURE, dtype=Array(Float32))
+        if not vector_field
+        else Field(
             name=EMBEDDING_FEATURE, dtype=Array(Float32), vector_index=True, vector_length=manifest.version(version).dim
         ),
     ]

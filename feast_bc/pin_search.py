@@ -1,23 +1,25 @@
 """Nearest neighbours in a pinned version's space, for consumers that opt in (numpy only, no torch).
 
-Every feast_bc view declares its ``embedding`` field as Feast's vector field (``vector_index``,
-``vector_length`` = the version's dimension), so a profile whose online store searches vectors
-serves ``store.retrieve_online_documents_v2(features=["<family>_bc<j>:embedding"], query=q,
-top_k=k, distance_metric=...)`` on every pinned version -- items that appeared after version j
-included, since materialize and push write their version-j values. With only Feast installed that
-call is the whole consumer side. Two things of Feast 0.67 make this module worth having:
+On a profile with ``vector_enabled: true`` (PostgreSQL + pgvector) every feast_bc view declares its
+``embedding`` field as Feast's vector field (``vector_index``, ``vector_length`` = the version's
+dimension), so ``store.retrieve_online_documents_v2(features=["<family>_bc<j>:embedding"],
+query=q, top_k=k, distance_metric=...)`` searches every pinned version -- items that appeared after
+version j included, since materialize and push write their version-j values. With only Feast
+installed that call is the whole consumer side. Two things of Feast 0.67 make this module worth
+having:
 
-* **PostgreSQL + pgvector** (``vector_enabled: true``) answers the right ids in distance order, but
-  its ``OnlineResponse`` places the other columns (``distance``, ``embedding``) in *entity-id*
-  order (``feast.utils._get_unique_entities_from_values`` sorts the documents by key before
-  filling them in), so a consumer reading ``to_dict()`` pairs id i with another entity's distance
-  and vector. :class:`PinSearch` calls the online store's own ``retrieve_online_documents_v2``
-  (documents nearest first, each with its own vector) and computes the distances in float64.
-* **SQLite** (the embedded default): Feast loads sqlite-vec only on Python 3.10, rebuilds one
-  shared ``vec_table`` for every query (the second query on a store re-inserts the same rowids)
-  and answers only the non-vector features -- a feast_bc view has none. :class:`PinSearch` scans
-  the pin's table exactly instead: all vectors decoded once with numpy, cached until the database
-  changes, top-k by the requested metric.
+* **PostgreSQL + pgvector** answers the right ids in distance order, but its ``OnlineResponse``
+  places the other columns (``distance``, ``embedding``) in *entity-id* order
+  (``feast.utils._get_unique_entities_from_values`` sorts the documents by key before filling them
+  in), so a consumer reading ``to_dict()`` pairs id i with another entity's distance and vector.
+  :class:`PinSearch` calls the online store's own ``retrieve_online_documents_v2`` (documents
+  nearest first, each with its own vector) and computes the distances in float64.
+* **SQLite** (the embedded default): Feast's vector search there (read in its source, not run:
+  this machine's Python cannot load extensions) loads sqlite-vec only on Python 3.10, inserts every
+  row into one ``vec_table`` shared by all views on every query and answers only the non-vector
+  features -- a feast_bc view has none. :class:`PinSearch` scans the pin's table exactly instead:
+  all vectors decoded once with numpy, cached until the database changes, top-k by the requested
+  metric. No ``vector_enabled`` needed.
 
 Redis has no vector search in Feast 0.67; :class:`PinSearch` refuses it and names the stores that
 have one.
@@ -108,23 +110,18 @@ class PinSearch:
         self.reader = PinReader(repo, service, fs_yaml_file=fs_yaml_file, store=store)
         self.store, self.view = self.reader.store, self.reader.view
         field = next(f for f in self.view.features if f.name == EMBEDDING_FEATURE)
-        self.dim = int(getattr(field, "vector_length", 0) or 0)
-        if not getattr(field, "vector_index", False) or self.dim <= 0:
-            raise InvalidInputError(
-                f"{self.view.name} does not declare its embedding as a vector field (applied by an older "
-                "feast_bc); run `feast apply` with this feast_bc, then `feast materialize`"
-            )
+        declared = int(getattr(field, "vector_length", 0) or 0) if getattr(field, "vector_index", False) else 0
         online = self.online = self.store._get_provider().online_store
         kind = type(online).__name__
-        if isinstance(online, SqliteOnlineStore):
-            self._search = self._sqlite_scan(online)
+        if isinstance(online, SqliteOnlineStore):  # the stored vectors say their dimension
+            self._search, self._dim = self._sqlite_scan(online, declared)
         elif kind == "PostgreSQLOnlineStore":
-            if not getattr(self.store.config.online_store, "vector_enabled", False):
+            if not getattr(self.store.config.online_store, "vector_enabled", False) or not declared:
                 raise InvalidInputError(
                     f"{service}: the PostgreSQL profile has no pgvector column; set vector_enabled: true under "
                     "online_store, CREATE EXTENSION vector in the database, then `feast apply` and `feast materialize`"
                 )
-            self._search = self._feast_search
+            self._search, self._dim = self._feast_search, lambda: declared
         else:
             raise InvalidInputError(
                 f"{service}: the {kind} online store has no vector search in Feast 0.67; search a PostgreSQL "
@@ -134,9 +131,11 @@ class PinSearch:
     def search(self, query, *, top_k: int = 10, distance_metric: Metric = "L2") -> SearchHits:
         """The ``top_k`` entities nearest to ``query`` (a vector of this version's dimension)."""
         q = np.asarray(query, dtype=np.float64)
-        if q.shape != (self.dim,) or not np.isfinite(q).all():
+        dim = self._dim()  # None: nothing stored yet to tell (an empty SQLite pin), any vector finds nothing
+        if q.ndim != 1 or (dim is not None and q.shape != (dim,)) or not np.isfinite(q).all():
             raise InvalidInputError(
-                f"the query must be {self.dim} finite numbers (version space of {self.view.name}); got shape {q.shape}"
+                f"the query must be {dim or 'a vector of'} finite numbers (version space of {self.view.name}); "
+                f"got shape {q.shape}"
             )
         if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
             raise InvalidInputError(f"top_k must be a positive integer; got {top_k!r}")
@@ -162,10 +161,10 @@ class PinSearch:
             value = entity_key.entity_values[0]
             ids.append(value.int64_val if self.reader.int_ids else value.string_val)
             vectors.append(np.asarray(values[EMBEDDING_FEATURE].float_list_val.val, dtype=np.float32))
-        matrix = np.stack(vectors) if vectors else np.empty((0, self.dim), dtype=np.float32)
+        matrix = np.stack(vectors) if vectors else np.empty((0, len(q)), dtype=np.float32)
         return SearchHits(ids=ids, distances=distances(matrix, q, metric), vectors=matrix)
 
-    def _sqlite_scan(self, online):
+    def _sqlite_scan(self, online, declared: int):
         from feast.infra.online_stores.sqlite import _quote_id, _table_id
 
         config = self.store.config
@@ -182,19 +181,25 @@ class PinSearch:
                     f"SELECT entity_key, value FROM {table} WHERE feature_name = ?", (EMBEDDING_FEATURE,)
                 ).fetchall()
                 ids = _decode_ids([key for key, _ in rows], self.reader, config)
-                matrix = _decode_vectors([value for _, value in rows], self.dim)
+                matrix = _decode_vectors([value for _, value in rows], declared)
                 norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64))
                 cache.update(stamp=stamp, ids=ids, matrix=matrix, norms=norms)
             return cache["ids"], cache["matrix"], cache["norms"]
 
+        def dim() -> int | None:
+            matrix = load()[1]
+            return matrix.shape[1] if len(matrix) else (declared or None)
+
         def search(q: np.ndarray, top_k: int, metric: str) -> SearchHits:
             ids, matrix, norms = load()
+            if not len(ids):
+                return SearchHits(ids=[], distances=np.empty(0), vectors=np.empty((0, len(q)), dtype=np.float32))
             rows = nearest_rows(matrix, norms, q, top_k, metric)
             return SearchHits(
                 ids=[ids[i] for i in rows], distances=distances(matrix[rows], q, metric), vectors=matrix[rows]
             )
 
-        return search
+        return search, dim
 
 
 def _decode_ids(keys: list[bytes], reader: PinReader, config) -> list:
@@ -208,15 +213,22 @@ def _decode_ids(keys: list[bytes], reader: PinReader, config) -> list:
     return [v.int64_val if reader.int_ids else v.string_val for v in values]
 
 
-def _decode_vectors(values: list[bytes], dim: int) -> np.ndarray:
-    """One float32 matrix of serialized ``Value(float_list_val=...)``s of ``dim`` floats each."""
+def _decode_vectors(values: list[bytes], dim: int = 0) -> np.ndarray:
+    """One float32 matrix of serialized ``Value(float_list_val=...)``s, all of one dimension (``dim``,
+    or that of the first value when 0)."""
     from feast_bc.online_writers.encoding import vector_prefix
 
-    prefix = vector_prefix(dim)
-    width = len(prefix) + 4 * dim
     if not values:
         return np.empty((0, dim), dtype=np.float32)
+    dim = dim or len(_vector(values[0]))
+    prefix = vector_prefix(dim)
+    width = len(prefix) + 4 * dim
     if all(len(v) == width and v.startswith(prefix) for v in values):
         raw = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(values), width)
         return np.ascontiguousarray(raw[:, len(prefix) :]).view("<f4")
-    return np.stack([_vector(v) for v in values]).astype(np.float32)
+    vectors = [_vector(v) for v in values]
+    if any(v is None or len(v) != dim for v in vectors):
+        raise InvalidInputError(
+            f"the pin's table holds vectors of several dimensions (expected {dim}); re-materialize it"
+        )
+    return np.stack(vectors).astype(np.float32)

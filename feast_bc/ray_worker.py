@@ -20,9 +20,7 @@ from typing import Any
 from feast_bc.catalog import Catalog
 from feast_bc.catalog.object_store import is_uri
 from feast_bc.errors import ChecksumMismatchError
-from feast_bc.materialize import MaterializationUnit, PassSettings, ViewWindow, registry_file_reader, run_pass
-from feast_bc.materialize.unit import utc
-from feast_bc.naming import TAG_VERSION
+from feast_bc.materialize import MaterializationUnit, PassSettings, registry_file_reader, run_pass
 
 
 @dataclass(frozen=True)
@@ -52,24 +50,21 @@ def run_slice(context: SliceContext, row_groups: tuple[int, ...]) -> list[int]:
     from feast.protos.feast.core.FeatureView_pb2 import FeatureView as FeatureViewProto
 
     repo_config, online_store = _store(context.repo_config)
-    views, windows = [], []
+    spans = []
     for proto_bytes, start, end in context.views:
         proto = FeatureViewProto()
         proto.ParseFromString(proto_bytes)
-        view = FeatureView.from_proto(proto, skip_udf=True)
-        views.append(view)
-        windows.append(ViewWindow(int(view.tags[TAG_VERSION]), utc(start), utc(end)))
+        spans.append((FeatureView.from_proto(proto, skip_udf=True), start, end))
     catalog, path, file_state = _slice_catalog(context)
     verifier = "this worker" if is_uri(context.catalog_location) else "the driver"
-    unit = MaterializationUnit(
+    first = spans[0][0]
+    unit = MaterializationUnit.over(
+        spans,
         project=context.project,
         catalog=catalog,
         manifest=context.manifest,
         path=path,
-        views=tuple(views),
-        windows=tuple(windows),
-        dims=tuple(context.manifest.version(w.version).dim for w in windows),
-        served_file=registry_file_reader(repo_config, _worker_registry(repo_config), views[0], context.project),
+        served_file=registry_file_reader(repo_config, _worker_registry(repo_config), first, context.project),
         pushes=context.pushes,
     )
 

@@ -137,6 +137,7 @@ def test_a_bad_query_is_one_line(tmp_path, request):
     dim = fams["item_embedding"].vectors[0].shape[1]
     for bad, words in [
         (dict(query=np.zeros(dim + 1)), "must be 6 finite numbers"),
+        (dict(query=np.zeros((2, dim))), "finite numbers"),
         (dict(query=[np.nan] * dim), "finite"),
         (dict(query=np.zeros(dim), top_k=0), "top_k"),
         (dict(query=np.zeros(dim), distance_metric="dot"), "distance_metric must be one of"),
@@ -228,3 +229,22 @@ def test_the_postgres_bulk_writer_stores_what_feast_stores(postgres_server, vect
     assert len(got) == 2 * 1500
     assert got == want
     assert all((r[4] is not None) == vector_enabled for r in got if r[1] == "embedding")
+
+
+def test_vector_fields_only_where_the_store_searches_and_never_on_feasts_ray_engine(tmp_path):
+    from feast_bc.feast_objects import feast_objects
+
+    repo = init_repo(tmp_path / "repo", project=unique_project("vf"), engine="ray")
+    publish_users_and_items(Catalog.for_repo(repo), versions=2)
+
+    def vector_fields() -> list[bool]:
+        views = [o for o in feast_objects(repo).values() if hasattr(o, "features") and hasattr(o, "udf_string")]
+        return [f.vector_index for v in views for f in v.features]
+
+    assert vector_fields() and not any(vector_fields())  # the default profile: views as they always were
+    yaml = repo / "feature_store.yaml"
+    yaml.write_text(yaml.read_text().replace("  type: sqlite\n", "  type: sqlite\n  vector_enabled: true\n"))
+    with pytest.raises(InvalidInputError, match="Feast's Ray engine .* cannot be materialized"):
+        feast_objects(repo)
+    yaml.write_text(yaml.read_text().replace("type: ray.engine", "type: feast_bc.engine.BCEngine"))
+    assert all(vector_fields())

@@ -68,6 +68,35 @@ class MaterializationUnit:
     """What was pushed for the version of ``path`` (:mod:`feast_bc.catalog.push_log`): the pass
     writes these entities' pushed vectors instead of their published ones."""
 
+    @classmethod
+    def over(
+        cls,
+        spans,
+        *,
+        project: str,
+        catalog: Catalog,
+        manifest: FamilyManifest,
+        path: Path,
+        served_file: ServedFile | None,
+        pushes: PushedRows | None,
+    ) -> MaterializationUnit:
+        """The unit of ``spans`` -- (feature view, window start, window end) per view -- with each
+        view's version read from its tag and its dim from ``manifest``: how both the driver
+        (:func:`prepare_unit`) and a Ray slice (:mod:`feast_bc.ray_worker`) build one."""
+        views = tuple(view for view, _, _ in spans)
+        windows = tuple(ViewWindow(int(view.tags[TAG_VERSION]), utc(start), utc(end)) for view, start, end in spans)
+        return cls(
+            project=project,
+            catalog=catalog,
+            manifest=manifest,
+            path=path,
+            views=views,
+            windows=windows,
+            dims=tuple(manifest.version(w.version).dim for w in windows),
+            served_file=served_file,
+            pushes=pushes,
+        )
+
     @property
     def family(self) -> str:
         return self.manifest.family
@@ -113,27 +142,19 @@ def prepare_unit(repo_config, registry, tasks: list, path: Path) -> Materializat
     first = tasks[0].feature_view
     catalog = bc_catalog(repo_config)
     manifest = catalog.manifest(first.tags[TAG_FAMILY])
-    windows, dims = [], []
     for task in tasks:
         refuse_rollback(task.feature_view, manifest)
     # the pushes of the version the registry's latest view reads (the catalog's latest, or the one
     # before while `feast apply` has not run since a publish)
     file_version = int(first.tags.get(TAG_LATEST, manifest.latest_version))
-    pushes = catalog.pushed(manifest.family, manifest, version=file_version)
-    for task in tasks:
-        version = int(task.feature_view.tags[TAG_VERSION])
-        dims.append(manifest.version(version).dim)
-        windows.append(ViewWindow(version, utc(task.start_time), utc(task.end_time)))
-    return MaterializationUnit(
+    return MaterializationUnit.over(
+        [(task.feature_view, task.start_time, task.end_time) for task in tasks],
         project=tasks[0].project,
         catalog=catalog,
         manifest=manifest,
         path=path,
-        views=tuple(task.feature_view for task in tasks),
-        windows=tuple(windows),
-        dims=tuple(dims),
         served_file=registry_file_reader(repo_config, registry, first, tasks[0].project),
-        pushes=pushes,
+        pushes=catalog.pushed(manifest.family, manifest, version=file_version),
     )
 
 
