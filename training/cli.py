@@ -23,61 +23,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
 
 from feast_bc.errors import PublishRefusedError
 from training import fit_transform
-from training.arguments import int_list
 from training.cache import ModelCache
 from training.chain import resolve_device
-from training.config import PROFILE_NAMES, profile
+from training.cli_options import (
+    add_publish_options,
+    add_status_options,
+    add_train_options,
+    chain_options_given,
+    config_from_args,
+)
 from training.data.config import SyntheticData
-from training.data.options import add_data_arguments, data_config_from_args, validation_text
-from training.errors import ConfigError, StateError, TrainingError
+from training.data.options import data_config_from_args
+from training.errors import StateError, TrainingError
 from training.evaluation import PRIMARY_K
 from training.experiments import demo, reproduce
-from training.models.factory import MODEL_KINDS
-from training.strategies import DEFAULT_STRATEGY, PLUS_OPTIONS, STRATEGY_NAMES, make_strategy, parse_strategy_spec
+from training.strategies import DEFAULT_STRATEGY, PLUS_OPTIONS, make_strategy, parse_strategy_spec
 from training.workdir import TrainingRun
-
-# ----------------------------------------------------------------------------- option parsing
-_CONFIG_OPTIONS = {
-    "model": "model",
-    "dims": "dims",
-    "layers": "layers",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "learning_rate": "learning_rate",
-    "eval_every": "eval_every",
-    "select_after": "select_after_epoch",
-    "finetune_epochs": "finetune_epochs",
-    "posthoc_epochs": "posthoc_epochs",
-}
-
-
-def _chain_options_given(args) -> list[str]:
-    names = [
-        "strategy",
-        "lam",
-        "profile",
-        "data",
-        "data_config",
-        "data_path",
-        "meta_path",
-        "columns",
-        "attributes",
-        "seed",
-        *_CONFIG_OPTIONS,
-    ]
-    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is not None]
-
-
-def _config_from_args(args):
-    overrides = {field: getattr(args, opt) for opt, field in _CONFIG_OPTIONS.items() if getattr(args, opt) is not None}
-    try:
-        return profile(args.profile or "default", **overrides)
-    except (ValidationError, ValueError) as exc:
-        raise ConfigError(f"invalid training configuration: {validation_text(exc)}") from None
 
 
 # ----------------------------------------------------------------------------- subcommands
@@ -87,7 +51,7 @@ def cmd_train(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if TrainingRun.exists(args.workdir):
-        given = _chain_options_given(args)
+        given = chain_options_given(args)
         if given:
             raise StateError(
                 f"{args.workdir} already defines its chain; drop {', '.join(given)} (they are fixed at version 0) "
@@ -101,7 +65,7 @@ def cmd_train(args) -> int:
         run = TrainingRun.create(
             args.workdir,
             strategy=spec,
-            config=_config_from_args(args),
+            config=config_from_args(args),
             data=data_config_from_args(args) or SyntheticData(),
             seed=42 if args.seed is None else args.seed,
             repo=args.repo,
@@ -207,65 +171,21 @@ def _report(output, seconds: float) -> str:
 
 
 # ----------------------------------------------------------------------------- parser
-_FORCE_HELP = "publish even if the repo's publish gate (bc_catalog/publish_gate.json) refuses it; recorded as forced"
-
-
 def _add_train(sub) -> None:
     s = sub.add_parser("train", help="train the next version and publish it")
-    s.add_argument("--workdir", required=True, help="work directory holding the training state")
-    s.add_argument("--repo", help="feature repo to publish into (created if missing; remembered)")
-    s.add_argument("--project", help="Feast project name when the repo is created (default feast_bc)")
-    s.add_argument("--no-publish", action="store_true", help="train and keep the state only")
-    s.add_argument("--force-publish", action="store_true", help=_FORCE_HELP)
-    s.add_argument("--version", type=int, help="refuse unless this is the next version")
-    s.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    s.add_argument("--model-cache", help="directory caching BPR-only models shared between strategies")
-    s.add_argument(
-        "--threads",
-        type=int,
-        help="torch CPU threads (default: all cores; use 1 when other CPU-heavy processes share the machine)",
-    )
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
-    chain = s.add_argument_group("chain definition (first call only)")
-    chain.add_argument(
-        "--strategy",
-        type=_strategy_text,
-        metavar="NAME[:KEY=VALUE,...]",
-        help=f"{', '.join(STRATEGY_NAMES)} (default {DEFAULT_STRATEGY}; paper-code names accepted); "
-        "bc-aligner-plus takes options, e.g. bc-aligner-plus:intended_floor=0",
-    )
-    chain.add_argument("--lam", type=float, help="alignment weight of joint strategies (default 16)")
-    chain.add_argument("--seed", type=int, help="default 42")
-    chain.add_argument("--profile", choices=PROFILE_NAMES, help="default 'default'")
-    chain.add_argument("--model", choices=MODEL_KINDS, help="default: the profile's (lightgcn for default and demo)")
-    chain.add_argument("--dims", type=int_list, help="per-version dims, e.g. 256,320,384,448,512")
-    chain.add_argument("--layers", type=int_list, help="per-version GNN layers, e.g. 2,2,3,3,3")
-    chain.add_argument("--epochs", type=int)
-    chain.add_argument("--batch-size", type=int)
-    chain.add_argument("--learning-rate", type=float)
-    chain.add_argument("--eval-every", type=int)
-    chain.add_argument("--select-after", type=int, help="joint strategies select only after this epoch")
-    chain.add_argument("--finetune-epochs", type=int)
-    chain.add_argument("--posthoc-epochs", type=int)
-    add_data_arguments(chain, default_help="default synthetic")
+    add_train_options(s)
     s.set_defaults(func=cmd_train)
 
 
 def _add_publish(sub) -> None:
     s = sub.add_parser("publish", help="publish a trained version (default: the latest) and apply the repo")
-    s.add_argument("--workdir", required=True)
-    s.add_argument("--repo", help="default: the repo remembered by train")
-    s.add_argument("--project")
-    s.add_argument("--version", type=int)
-    s.add_argument("--no-apply", action="store_true", help="publish into the catalog without `feast apply`")
-    s.add_argument("--force-publish", action="store_true", help=_FORCE_HELP)
+    add_publish_options(s)
     s.set_defaults(func=cmd_publish)
 
 
 def _add_status(sub) -> None:
     s = sub.add_parser("status", help="versions trained and published in a work directory")
-    s.add_argument("--workdir", required=True)
-    s.add_argument("--json", action="store_true")
+    add_status_options(s)
     s.set_defaults(func=cmd_status)
 
 
@@ -286,15 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
     for add in SUBCOMMANDS.values():
         add(sub)
     return p
-
-
-def _strategy_text(text: str) -> str:
-    """``--strategy``: refused at parse time with the reason (unknown name or option, bad value)."""
-    try:
-        parse_strategy_spec(text)
-    except (ConfigError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def main(argv: list[str] | None = None) -> int:
