@@ -101,3 +101,21 @@ def peak_rss_mib() -> float:
     """Highest resident memory of this process since start or the last :func:`reset_peak_rss` (MiB)."""
     peak = _proc_status_mib("VmHWM")
     return peak if peak is not None else float("nan")
+
+
+def check_pins(store, catalog, manifest, family: str, join_key: str, ids, z) -> int:
+    """Every pin of ``family`` read through Feast for ``ids`` equals the float64 numpy chain of their
+    latest vectors ``z`` (1e-4); the number of values compared. A benchmark's figures are of writes
+    that land."""
+    from conftest import online_vectors
+
+    k = manifest.latest_version
+    checked = 0
+    for v in manifest.served_versions:
+        want = np.asarray(z, dtype=np.float64)
+        for u in range(k, v, -1):
+            want = want @ np.asarray(catalog.transform(family, u, manifest).weight, dtype=np.float64).T
+        got = np.asarray(online_vectors(store, family, v, join_key, ids), dtype=np.float64)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0, err_msg=f"pin v{v}")
+        checked += got.size
+    return checked

@@ -45,18 +45,6 @@ from local_postgres import LocalPostgres  # noqa: E402
 PROFILES = {"sqlite": "feature_store.yaml", "postgres": "feature_store.postgres.yaml"}
 
 
-def _postgres_profile(repo: Path, server: LocalPostgres, project: str) -> None:
-    (repo / PROFILES["postgres"]).write_text(
-        f"project: {project}\n"
-        "provider: local\n"
-        "registry:\n  path: data/registry_postgres.db\n  cache_ttl_seconds: 60\n"
-        + server.online_store_yaml()
-        + "offline_store:\n  type: file\n"
-        "batch_engine:\n  type: feast_bc.engine.BCEngine\n"
-        "entity_key_serialization_version: 3\n"
-    )
-
-
 def _write_speed(store, rows: int, dim: int, repeats: int) -> dict:
     """Rows/s of feast_bc's bulk writer and of Feast's own writer into a scratch project's table."""
     from feast_bc.online_writers import ProtoWriter, writer_for
@@ -174,7 +162,7 @@ def main() -> None:
     project = f"searchbench{os.getpid()}"
     try:
         repo = init_repo(work / "repo", project=project)
-        _postgres_profile(repo, server, project)
+        server.write_profile(repo, project, PROFILES["postgres"])
         publish_family(repo, args.entities, 2, args.dim)
         stores, materialize = {}, {}
         for name, profile in PROFILES.items():

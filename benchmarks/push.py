@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
-from common import delete_project_keys, machine, median, percentiles, write_json  # noqa: E402
+from common import check_pins, delete_project_keys, machine, median, percentiles, write_json  # noqa: E402
 from materialize_family import FAMILY, publish_family  # noqa: E402
 
 
@@ -63,18 +63,7 @@ def _feast_push(catalog, manifest, writers, ids, z, event_time) -> None:
 
 
 def _check_pins(store, catalog, manifest, ids, z) -> int:
-    from conftest import online_vectors
-
-    k = manifest.latest_version
-    checked = 0
-    for v in manifest.served_versions:
-        want = z.astype(np.float64)
-        for u in range(k, v, -1):
-            want = want @ np.asarray(catalog.transform(FAMILY, u, manifest).weight, dtype=np.float64).T
-        got = np.asarray(online_vectors(store, FAMILY, v, "item_id", ids), dtype=np.float64)
-        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0, err_msg=f"pin v{v}")
-        checked += got.size
-    return checked
+    return check_pins(store, catalog, manifest, FAMILY, "item_id", ids, z)
 
 
 def main() -> None:

@@ -37,8 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
-from common import delete_project_keys, machine, median, write_json  # noqa: E402
-from materialize_family import FAMILY, publish_family  # noqa: E402
+from common import check_pins, delete_project_keys, machine, median, write_json  # noqa: E402
+from materialize_family import FAMILY, Target, publish_family  # noqa: E402
 
 
 class HiredisReplies:
@@ -94,37 +94,10 @@ class HiredisReplies:
         return out
 
 
-def _age(url: str, project: str, views: list[str]) -> int:
-    import redis
-
-    from feast_bc.online_writers.encoding import timestamp_bytes
-
-    older = timestamp_bytes(datetime(2001, 1, 1, tzinfo=UTC))
-    mapping = {f"_ts:{v}": older for v in views}
-    client, suffix, changed = redis.Redis.from_url(url), project.encode(), 0
-    pipe = client.pipeline(transaction=False)
-    for key in client.scan_iter(count=5000):
-        if key.endswith(suffix):
-            pipe.hset(key, mapping=mapping)
-            changed += 1
-            if len(pipe) >= 5000:
-                pipe.execute()
-    pipe.execute()
-    return changed
-
-
 def _check(store, catalog, manifest) -> int:
-    from conftest import online_vectors
-
     ids = np.arange(0, manifest.latest.embeddings.rows, max(1, manifest.latest.embeddings.rows // 64))[:64]
     _, z = catalog.latest_embeddings(FAMILY, ids=ids, manifest=manifest)
-    checked = 0
-    for v in manifest.served_versions:
-        want = catalog.transform_vectors(FAMILY, z, manifest.latest_version, v, manifest)
-        got = np.asarray(online_vectors(store, FAMILY, v, "item_id", ids), dtype=np.float64)
-        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0, err_msg=f"pin v{v}")
-        checked += got.size
-    return checked
+    return check_pins(store, catalog, manifest, FAMILY, "item_id", ids, z)
 
 
 def main() -> None:
@@ -153,6 +126,7 @@ def main() -> None:
         views = [f"{FAMILY}_bc{v}" for v in manifest.served_versions]
         rows = args.entities * len(views)
         window = (datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=1))
+        target = Target("redis", [args.redis_url], "", cluster=False)
         store.materialize(*window)  # warm: page cache, connections
         runs: dict[str, dict[str, list[float]]] = {name: {"fresh": [], "rewrite": []} for name in readers}
         checked = 0
@@ -166,7 +140,7 @@ def main() -> None:
                 store.materialize(*window)
                 runs[name]["fresh"].append(time.perf_counter() - t)
                 checked += _check(store, catalog, manifest)
-                _age(args.redis_url, project, views)
+                target.age_timestamps(project, views)
                 t = time.perf_counter()
                 store.materialize(*window)
                 runs[name]["rewrite"].append(time.perf_counter() - t)

@@ -80,6 +80,20 @@ class LocalPostgres:
             "  vector_enabled: true\n"
         )
 
+    def write_profile(self, repo: Path, project: str, name: str = "feature_store.postgres.yaml") -> str:
+        """A feast_bc profile ``name`` in ``repo`` on this server (its own registry, pgvector on,
+        feast_bc's engine); returns its file name."""
+        (Path(repo) / name).write_text(
+            f"project: {project}\n"
+            "provider: local\n"
+            "registry:\n  path: data/registry_postgres.db\n  cache_ttl_seconds: 60\n"
+            + self.online_store_yaml()
+            + "offline_store:\n  type: file\n"
+            "batch_engine:\n  type: feast_bc.engine.BCEngine\n"
+            "entity_key_serialization_version: 3\n"
+        )
+        return name
+
     def start(self) -> LocalPostgres:
         # Not under pytest's tmp dirs: those are private to root, and the server may run as another user.
         self.dir = Path(tempfile.mkdtemp(prefix="feast-bc-pg-"))

@@ -24,21 +24,6 @@ from feast_bc.repo import apply, init_repo
 T1 = datetime(2026, 1, 1, tzinfo=UTC)
 T2 = T1 + timedelta(days=1, microseconds=7)
 DIM = 12
-POSTGRES_PROFILE = "feature_store.postgres.yaml"
-
-
-def _postgres_profile(repo, server, project: str) -> str:
-    """A PostgreSQL profile beside the repo's SQLite default: its own registry, pgvector on."""
-    (repo / POSTGRES_PROFILE).write_text(
-        f"project: {project}\n"
-        "provider: local\n"
-        "registry:\n  path: data/registry_postgres.db\n  cache_ttl_seconds: 60\n"
-        + server.online_store_yaml()
-        + "offline_store:\n  type: file\n"
-        "batch_engine:\n  type: feast_bc.engine.BCEngine\n"
-        "entity_key_serialization_version: 3\n"
-    )
-    return POSTGRES_PROFILE
 
 
 def _brute_force(catalog, family: str, version: int, query, metric: str, k: int):
@@ -55,7 +40,7 @@ def _repo(tmp_path, backend, request):
     repo = init_repo(tmp_path / "repo", project=project)
     profile = None
     if backend == "postgres":
-        profile = _postgres_profile(repo, request.getfixturevalue("postgres_server"), project)
+        profile = request.getfixturevalue("postgres_server").write_profile(repo, project)
     return repo, profile
 
 
