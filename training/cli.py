@@ -39,7 +39,7 @@ from training.data.config import SyntheticData
 from training.data.options import data_config_from_args
 from training.errors import StateError, TrainingError
 from training.evaluation import PRIMARY_K
-from training.experiments import demo, reproduce_cli
+from training.experiments import demo_cli, reproduce_cli
 from training.strategies import DEFAULT_STRATEGY, PLUS_OPTIONS, make_strategy, parse_strategy_spec
 from training.workdir import TrainingRun
 
@@ -196,7 +196,7 @@ SUBCOMMANDS: dict[str, Callable] = {
     "status": _add_status,
     "fit-transform": fit_transform.add_subcommand,
     "reproduce": reproduce_cli.add_subcommand,
-    "demo": demo.add_subcommand,
+    "demo": demo_cli.add_subcommand,
 }
 
 
