@@ -12,8 +12,8 @@ from training.experiments.report import (
     RunMeta,
     StrategyResult,
     VersionResult,
-    aggregate,
 )
+from training.experiments.report_aggregate import aggregate
 from training.experiments.report_markdown import render_markdown
 from training.models.factory import ModelSpec
 

@@ -14,8 +14,8 @@ from training.experiments.report import (
     TARGET_UNINTENDED_PCT,
     ReproduceResults,
     name_of,
-    nan_mean,
 )
+from training.experiments.report_aggregate import nan_mean
 
 
 def _f(value: float | None, digits: int = 2, signed: bool = True) -> str:

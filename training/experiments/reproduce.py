@@ -46,7 +46,8 @@ from training.experiments.consumers.feast_source import FeastVer0Source
 from training.experiments.consumers.protocol import train_task_consumers
 from training.experiments.consumers.tasks import TASK_NAMES, TaskLabels
 from training.experiments.plots import plot_titles, write_plots
-from training.experiments.report import MachineInfo, RunMeta, StrategyResult, VersionResult, aggregate
+from training.experiments.report import MachineInfo, RunMeta, StrategyResult, VersionResult
+from training.experiments.report_aggregate import aggregate
 from training.experiments.report_markdown import render_markdown
 from training.experiments.reproduce_config import (
     ReproduceConfig,
