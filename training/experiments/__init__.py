@@ -7,7 +7,9 @@ Everything here *uses* the embedding team's library (``training.data``, ``traini
   paper's MLP and its protocol, and reading version-0 vectors through Feast;
 * :mod:`training.experiments.reproduce` -- ``python -m training reproduce``: every strategy x version,
   consumers on every task, ``results.json``;
-* :mod:`training.experiments.report`, :mod:`training.experiments.report_aggregate` and :mod:`training.experiments.plots` -- the paper's aggregation,
-  the Markdown report and the PNG plots;
-* :mod:`training.experiments.demo` -- ``python -m training demo``: the main job.
+* :mod:`training.experiments.report` (the results' schema), :mod:`training.experiments.report_aggregate`
+  (the paper's aggregation), :mod:`training.experiments.report_markdown` and
+  :mod:`training.experiments.plots` -- the Markdown report and the PNG plots;
+* :mod:`training.experiments.demo` -- ``python -m training demo``: the main job (its command line:
+  ``demo_cli``; the reproduction's: ``reproduce_cli``).
 """
