@@ -307,3 +307,37 @@ def test_a_push_into_a_catalog_on_s3_is_uploaded_before_it_is_served(s3_uri, tmp
         ObjectStore.list = original
     assert len(listed) == 1  # the probe, the push lock and the pass share one opened catalog
     assert_online_matches(store, fams)
+
+
+def test_a_publish_on_s3_during_a_materialize_leaves_the_pass_on_the_version_it_verified(s3_uri, tmp_path, monkeypatch):
+    """Another machine publishes the next version while `feast materialize` runs here: the pass goes
+    on writing the version the registry serves (its verified mirror), the pins equal that version's
+    chain, and the next `feast apply` + materialize serve the new one."""
+    from feast_bc.online_writers.sqlite import SqliteBulkWriter
+    from feast_bc.repo import apply
+
+    repo = init_repo(tmp_path / "repo", project=unique_project("s3mid"), catalog=s3_uri)
+    fams = publish_users_and_items(Catalog.for_repo(repo), versions=2)
+    before = {name: {v: fam.expected(v) for v in range(2)} for name, fam in fams.items()}
+    store = apply(repo)
+    other = RemoteCatalog(s3_uri, mirror=tmp_path / "other-machine")
+    published = []
+    write = SqliteBulkWriter._write
+
+    def publish_midway(self, batch):
+        if not published:  # before the pass's first batch lands: the manifest on S3 moves on
+            published.append(fams["item_embedding"].publish_next(other, np.random.default_rng(9)))
+        return write(self, batch)
+
+    monkeypatch.setattr(SqliteBulkWriter, "_write", publish_midway)
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
+    assert published == [2] and other.manifest("item_embedding").latest_version == 2
+    for name, fam in fams.items():
+        for v in range(2):
+            got = np.asarray(online_vectors(store, name, v, fam.join_key, fam.ids[1]), dtype=np.float64)
+            np.testing.assert_allclose(got, before[name][v], atol=1e-5, rtol=0, err_msg=f"{name} v{v}")
+    monkeypatch.setattr(SqliteBulkWriter, "_write", write)
+
+    store = apply(repo)
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
+    assert_online_matches(store, fams)
