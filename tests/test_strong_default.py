@@ -192,13 +192,14 @@ def test_the_strategies_work_with_the_table_models(name, model, dataset):
 def test_every_model_is_selectable_by_name_on_the_command_line():
     """`--model` offers every model the config accepts (it offered pinsage and mf only, not the
     default lightgcn), and the name reaches the training config."""
-    from training.cli import _config_from_args, build_parser
+    from training.cli import build_parser
+    from training.cli_options import config_from_args
     from training.models.factory import MODEL_KINDS
 
     assert set(MODEL_KINDS) == {"lightgcn", "pinsage", "mf"}
     for kind in MODEL_KINDS:
         args = build_parser().parse_args(["train", "--workdir", "w", "--profile", "fast", "--model", kind])
-        assert _config_from_args(args).model == kind
+        assert config_from_args(args).model == kind
 
 
 def test_the_training_cli_module_runs_as_a_script():
