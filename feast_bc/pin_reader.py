@@ -4,8 +4,8 @@
 (one pipelined HMGET + decode) for one entity and 4.1x for 100 (docs/BENCHMARKS.md): Feast builds
 protobuf entity keys, parses every value into a protobuf object and converts it back to Python
 lists. :class:`PinReader` reads exactly the fields Feast reads for a feast_bc pin -- on Redis the
-view's ``embedding`` field and its ``_ts:<view>`` stamp from the entity's hash, on SQLite the
-``embedding`` row of the view's table -- and decodes the vectors in bulk with numpy (the float32
+view's ``embedding`` field and its ``_ts:<view>`` stamp from the entity's hash, on SQLite and
+PostgreSQL the ``embedding`` rows of the view's table (one ``SELECT``) -- and decodes the vectors in bulk with numpy (the float32
 payload of Feast's ``Value(float_list_val=...)`` is its tail). Redis goes through redis-py (with
 hiredis, as ``feast[redis]`` installs it): one pipelined round trip per read.
 
@@ -60,6 +60,8 @@ class PinReader:
                 self._read = self._redis(config, online)
         elif isinstance(online, SqliteOnlineStore):
             self._read = self._sqlite(config, online)
+        elif type(online).__name__ == "PostgreSQLOnlineStore":  # its module needs psycopg: not imported here
+            self._read = self._postgres(config, online)
         if self._read is None:
             logger.info("%s: no fast path for this online store; reading through get_online_features", service)
             self._read = self._feast
@@ -110,6 +112,24 @@ class PinReader:
                     [EMBEDDING_FEATURE, *part],
                 ).fetchall()
                 found.update(rows)
+            return [_vector(found.get(key)) for key in wanted]
+
+        return read
+
+    def _postgres(self, config, online):
+        from feast.infra.online_stores.postgres_online_store.postgres import _table_id
+        from psycopg import sql
+
+        versioning = getattr(config.registry, "enable_online_feature_view_versioning", False)
+        query = sql.SQL("SELECT entity_key, value FROM {} WHERE feature_name = %s AND entity_key = ANY(%s)").format(
+            sql.Identifier(_table_id(config.project, self.view, versioning))
+        )
+        keys = self._keys(config)
+
+        def read(ids):
+            wanted = keys.many(ids)
+            with online._get_conn(config, autocommit=True) as conn:
+                found = {bytes(key): value for key, value in conn.execute(query, (EMBEDDING_FEATURE, wanted))}
             return [_vector(found.get(key)) for key in wanted]
 
         return read

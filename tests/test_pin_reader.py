@@ -1,5 +1,5 @@
 """Issue 26, deliverable 3: feast_bc.pin_reader.PinReader reads a pin exactly as get_online_features
-does -- every id, missing ids as None -- on SQLite and Redis."""
+does -- every id, missing ids as None -- on SQLite, Redis and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,16 +15,19 @@ from feast_bc.pin_reader import PinReader
 from feast_bc.repo import apply, init_repo
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis), "postgres"])
 def test_the_fast_read_equals_feasts_for_every_pin_and_id(tmp_path, backend, request):
     if backend == "redis":
         request.getfixturevalue("redis_available")
     project = unique_project("pin")
     url = redis_url() if backend == "redis" else None
-    repo = init_repo(tmp_path / "repo", project=project, online_store=backend, redis_url=url)
+    repo = init_repo(tmp_path / "repo", project=project, online_store="redis" if url else "sqlite", redis_url=url)
+    profile = None
+    if backend == "postgres":
+        profile = repo / request.getfixturevalue("postgres_server").write_profile(repo, project)
     try:
         fams = publish_users_and_items(Catalog.for_repo(repo), versions=3)
-        store = apply(repo)
+        store = apply(repo, fs_yaml_file=profile)
         store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
         for fam in fams.values():
             ids = [*map(int, fam.ids[fam.latest]), 999_999, int(fam.ids[fam.latest][0])]  # a missing id, a repeat

@@ -40,6 +40,7 @@ def probe_windows(repo_config, online_store, registry, tasks: list) -> list[tupl
     their publish time lies before the window's start but the store lacks them
     (:mod:`feast_bc.online_probe`). Feast records the interval it asked for, not this one."""
     samples: dict[str, LatestSample] = {}
+    manifests: dict[str, object] = {}  # read once per family here; the pass reads its own afresh
     out = []
     catalog = None  # opened once (on a remote catalog, opening is a LIST of the bucket)
     for task in tasks:
@@ -49,7 +50,8 @@ def probe_windows(repo_config, online_store, registry, tasks: list) -> list[tupl
             continue
         try:
             catalog = catalog or bc_catalog(repo_config)
-            manifest = catalog.manifest(view.tags[TAG_FAMILY])
+            family = view.tags[TAG_FAMILY]
+            manifest = manifests.get(family) or manifests.setdefault(family, catalog.manifest(family))
             path = latest_file(repo_config, view, registry, task.project)
             if str(path) not in samples:
                 file_version = int(view.tags.get(TAG_LATEST, manifest.latest_version))
