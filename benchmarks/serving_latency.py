@@ -1,6 +1,7 @@
 """Serving latency: a pinned older version vs a plain FeatureView of the same dimension.
 
-For each online store (SQLite, Redis) and dim (256, 512) the same repo holds
+For each online store (SQLite, Redis; PostgreSQL with ``--backends postgres``: a local server of
+pgserver's binaries, tests/local_postgres.py) and dim (256, 512) the same repo holds
   * item_embedding v0 (derived from v1 through B_1 by `feast materialize`) and v1 (latest),
   * plain_embedding: an ordinary Feast FeatureView with vectors of the same dim,
   * (Redis) the raw floor: one pipelined HMGET of the same fields + protobuf decode with numpy;
@@ -16,6 +17,7 @@ pinned-old / plain.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sys
@@ -26,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "tests")]
 from common import delete_project_keys, machine, median, percentiles, write_json  # noqa: E402
 
 
-def build_repo(root: Path, backend: str, dim: int, n: int, redis_url: str, project: str):
+def build_repo(root: Path, backend: str, dim: int, n: int, redis_url: str, project: str, postgres=None):
     import pandas as pd
     from feast import FeatureService, FeatureView, Field, FileSource
     from feast.types import Array, Float32, Int64
@@ -39,7 +41,10 @@ def build_repo(root: Path, backend: str, dim: int, n: int, redis_url: str, proje
     from feast_bc.repo import apply, init_repo
 
     repo = init_repo(
-        root / project, project=project, online_store=backend, redis_url=redis_url if backend == "redis" else None
+        root / project,
+        project=project,
+        online_store="redis" if backend == "redis" else "sqlite",
+        redis_url=redis_url if backend == "redis" else None,
     )
     rng = np.random.default_rng(0)
     ids = np.arange(n, dtype=np.int64)
@@ -49,7 +54,9 @@ def build_repo(root: Path, backend: str, dim: int, n: int, redis_url: str, proje
     b1 = (rng.normal(size=(dim, dim)) / np.sqrt(dim)).astype(np.float32)
     cat.publish("item_embedding", ids=ids, vectors=z0, entity=spec)
     cat.publish("item_embedding", ids=ids, vectors=z1, transform=b1)
-    yaml = repo / ("feature_store.yaml" if backend == "sqlite" else "feature_store.redis.yaml")
+    yaml = repo / {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.yaml"}.get(backend, "")
+    if backend == "postgres":
+        yaml = repo / postgres.write_profile(repo, project)
     store = apply(repo, fs_yaml_file=yaml)
     plain_path = repo / "data" / "plain.parquet"
     pd.DataFrame(
@@ -108,11 +115,16 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bc-serving-"))
     results = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "configs": []}
+    postgres = None
+    if "postgres" in args.backends:
+        from local_postgres import LocalPostgres
+
+        postgres = LocalPostgres().start()
     try:
         for backend in args.backends:
             for dim in args.dims:
                 project = f"bench_serve_{backend}_{dim}"
-                repo, store = build_repo(root, backend, dim, args.entities, args.redis_url, project)
+                repo, store = build_repo(root, backend, dim, args.entities, args.redis_url, project, postgres)
                 fs = {
                     "pinned_old (v0, derived)": store.get_feature_service("item_embedding_v0"),
                     "pinned_latest (v1)": store.get_feature_service("item_embedding_v1"),
@@ -183,6 +195,9 @@ def main() -> None:
                     delete_project_keys(args.redis_url, project)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        if postgres is not None:
+            postgres.stop()
+    results["load_avg"] = os.getloadavg()
     write_json(args.out, results)
     print(f"wrote {args.out}")
 
