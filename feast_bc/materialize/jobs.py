@@ -51,7 +51,9 @@ def probe_windows(repo_config, online_store, registry, tasks: list) -> list[tupl
         try:
             catalog = catalog or bc_catalog(repo_config)
             family = view.tags[TAG_FAMILY]
-            manifest = manifests.get(family) or manifests.setdefault(family, catalog.manifest(family))
+            if family not in manifests:
+                manifests[family] = catalog.manifest(family)
+            manifest = manifests[family]
             path = latest_file(repo_config, view, registry, task.project)
             if str(path) not in samples:
                 file_version = int(view.tags.get(TAG_LATEST, manifest.latest_version))

@@ -26,7 +26,7 @@ from feast_bc.online_writers.encoding import EntityKeys, value_bytes, vector_pre
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _TRAILER = struct.pack("!h", -1)
 _NULL = struct.pack("!i", -1)
-_POSTGRES_EPOCH_MICROS = 946_684_800_000_000  # 2000-01-01 in microseconds since the Unix epoch
+_POSTGRES_EPOCH = datetime(2000, 1, 1)  # binary timestamps count microseconds from here
 _COLUMNS = ("entity_key", "feature_name", "value", "value_text", "vector_value", "event_ts", "created_ts")
 
 
@@ -94,7 +94,8 @@ class PostgresBulkWriter(InlineWriter):
 
     def _write(self, batch: Batch) -> int:
         ts = _to_naive_utc(batch.event_time)
-        micros = _naive_micros(ts) - _POSTGRES_EPOCH_MICROS
+        delta = ts - _POSTGRES_EPOCH
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
         tail = _field(struct.pack("!q", micros)) + _NULL  # event_ts, created_ts NULL
         vectors = np.ascontiguousarray(batch.vectors, dtype="<f4")
         little = vectors.tobytes()
@@ -137,9 +138,3 @@ class PostgresBulkWriter(InlineWriter):
                 conn.rollback()
                 raise
         return len(keys)
-
-
-def _naive_micros(ts: datetime) -> int:
-    """Microseconds since the Unix epoch of a naive UTC datetime."""
-    delta = ts - datetime(1970, 1, 1)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
