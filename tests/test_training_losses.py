@@ -12,7 +12,7 @@ from training.data import build_dataset, split_version
 from training.data.dataset import AttributeGroup
 from training.evaluation import RecallEvaluator
 from training.models import ModelSpec, build_graph, build_model
-from training.objectives import bpr_loss, multi_step_alignment_loss, single_step_alignment_loss
+from training.objectives import bpr_loss, bpr_loss_gathered, multi_step_alignment_loss, single_step_alignment_loss
 from training.sampling import BPRSampler
 
 
@@ -135,6 +135,36 @@ def test_several_negatives_per_pair_are_drawn_like_one_and_averaged_in_bpr():
     assert float(bpr_loss(zu, zp, zn, l2_weight=0.01)) == pytest.approx(sum(sp) / 4 + 0.01 * l2, abs=1e-12)
     one = _t([[0.0, 1.0], [1.0, 1.0]])
     assert float(bpr_loss(zu, zp, one.unsqueeze(1), 0.01)) == pytest.approx(float(bpr_loss(zu, zp, one, 0.01)))
+
+
+@pytest.mark.parametrize("negatives", [1, 8])
+def test_bpr_on_negative_indices_equals_bpr_on_gathered_negatives_in_value_and_gradients(negatives):
+    """The training loop's loss (negatives as indices, no (B, N, D) gradient) is the paper's loss:
+    same value and same gradients for the user rows, the positives and every item row, repeated
+    negatives included (each occurrence counts)."""
+    gen = torch.Generator().manual_seed(0)
+    z_items0 = torch.randn(7, 5, dtype=torch.float64, generator=gen)
+    zu0, zp0 = (
+        torch.randn(6, 5, dtype=torch.float64, generator=gen),
+        torch.randn(6, 5, dtype=torch.float64, generator=gen),
+    )
+    index = torch.randint(0, 5, (6, negatives), generator=gen)  # items 5 and 6 never drawn: zero gradient
+    index[0, 0] = index[1, 0] = 3  # a repeat across pairs
+    results = []
+    for gathered in (False, True):
+        z_items, zu, zp = (t.clone().requires_grad_() for t in (z_items0, zu0, zp0))
+        if gathered:
+            loss = bpr_loss_gathered(zu, zp, z_items, index if negatives > 1 else index[:, 0], 0.05)
+        else:
+            zn = z_items.index_select(0, index.reshape(-1)).view(6, negatives, 5)
+            loss = bpr_loss(zu, zp, zn, 0.05)
+        loss.backward()
+        results.append((float(loss.detach()), zu.grad, zp.grad, z_items.grad))
+    (ref_loss, *ref_grads), (loss, *grads) = results
+    assert loss == pytest.approx(ref_loss, abs=1e-12)
+    for ref, got in zip(ref_grads, grads, strict=True):
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+    assert float(grads[2][5:].abs().max()) == 0.0
 
 
 def _tiny_split():

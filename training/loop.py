@@ -25,7 +25,7 @@ from training.data.dataset import InteractionDataset
 from training.data.splits import VersionSplit
 from training.evaluation import RecallEvaluator
 from training.models.graph import Graph, build_graph
-from training.objectives import bpr_loss, multi_step_alignment_loss, single_step_alignment_loss
+from training.objectives import bpr_loss_gathered, multi_step_alignment_loss, single_step_alignment_loss
 from training.sampling import BPRSampler
 
 
@@ -175,8 +175,7 @@ def _train_epoch(model: nn.Module, alignment, optimizer, task: IntendedTask, con
         z_user, z_item = model(task.graph)  # full-graph propagation at every step, as the paper
         # index_select, not z[u]: its backward is deterministic on CPU (indexing's scatter-add is not)
         zu, zp = z_user.index_select(0, u), z_item.index_select(0, p)
-        zn = z_item.index_select(0, n.reshape(-1)).view(*n.shape, -1)
-        loss = bpr_loss(zu, zp, zn, config.l2_weight)
+        loss = bpr_loss_gathered(zu, zp, z_item, n, config.l2_weight)  # negatives as indices: no (B, N, D) grad
         if alignment is not None:  # aligned on the paper's triples: each pair's first negative
             loss = loss + alignment.loss(z_user, z_item, u, p, n if n.ndim == 1 else n[:, 0])
         optimizer.zero_grad(set_to_none=True)
