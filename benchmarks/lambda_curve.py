@@ -25,7 +25,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,20 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "examples")]
 
 from common import write_json  # noqa: E402
-from own_model import (  # noqa: E402
-    ENTITY,
-    FAMILY,
-    category_accuracy,
-    consumer_accuracy,
-    fit_logistic,
-    make_products,
-    train_version,
-)
+from own_model import ENTITY, FAMILY, category_accuracy, consumer_accuracy, fit_logistic, make_products  # noqa: E402
+from own_model_versions import SIZES, embed, fit_version, publish  # noqa: E402
 
 from feast_bc import Catalog  # noqa: E402
-from training import BackwardCompatibility  # noqa: E402
 
-SIZES, DIMS, TEST = [3000, 4000, 5000], [16, 24, 32], np.arange(5000, 6000)
+TEST = np.arange(5000, 6000)
 
 
 def run(lam: float, seed: int, epochs: int, v0, data) -> list[dict]:
@@ -60,16 +51,10 @@ def run(lam: float, seed: int, epochs: int, v0, data) -> list[dict]:
         catalog = Catalog(Path(tmp) / "bc_catalog")
         catalog.publish(FAMILY, ids=served_ids, vectors=z0_all, entity=ENTITY)
         for k in (1, 2):
-            n, dim = SIZES[k], DIMS[k]
-            ids = np.arange(n, dtype=np.int64)
-            bc = BackwardCompatibility.from_catalog(catalog, FAMILY, new_dim=dim, lam=lam)
-            start = time.perf_counter()
-            model, _ = train_version(features[:n], category[:n], ids, dim, epochs * (k + 1), bc, seed=100 * seed + k)
-            seconds = time.perf_counter() - start
-            served = np.concatenate([ids, TEST])
-            with torch.no_grad():
-                z_all = model(torch.from_numpy(features[served]))[0].numpy()
-            bc.publish(catalog, {FAMILY: (served, z_all)})
+            model, bc, seconds = fit_version(catalog, features, category, k, lam=lam, seed=seed, epochs=epochs)
+            served = np.concatenate([np.arange(SIZES[k], dtype=np.int64), TEST])
+            z_all = embed(model, features, served)
+            publish(catalog, bc, served, z_all)
             v0_now = catalog.transform_vectors(FAMILY, z_all, k, 0)
             then = z0_all[-len(TEST) :]
             now = v0_now[-len(TEST) :]
@@ -101,13 +86,9 @@ def main() -> None:
     features, category, label = data
     rows, v0_rows = [], []
     for seed in args.seeds:
-        ids0 = np.arange(SIZES[0], dtype=np.int64)
-        model0, _ = train_version(
-            features[: SIZES[0]], category[: SIZES[0]], ids0, DIMS[0], args.epochs, None, seed=100 * seed
-        )
-        served0 = np.concatenate([ids0, TEST])
-        with torch.no_grad():
-            z0_all = model0(torch.from_numpy(features[served0]))[0].numpy()
+        model0, _, _ = fit_version(None, features, category, 0, lam=0.0, seed=seed, epochs=args.epochs)
+        served0 = np.concatenate([np.arange(SIZES[0], dtype=np.int64), TEST])
+        z0_all = embed(model0, features, served0)
         clf = fit_logistic(z0_all[: SIZES[0]], label[: SIZES[0]])
         baseline = consumer_accuracy(clf, z0_all[-len(TEST) :], label[TEST])
         v0_rows.append(

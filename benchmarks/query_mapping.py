@@ -32,13 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "examples")]
 
 from common import write_json  # noqa: E402
-from own_model import ENTITY, FAMILY, make_products, train_version  # noqa: E402
+from own_model import FAMILY, make_products  # noqa: E402
+from own_model_versions import SIZES, embed, fit_version, publish  # noqa: E402
 
 from feast_bc import Catalog  # noqa: E402
 from feast_bc.query_mapping import QueryMapper  # noqa: E402
-from training import BackwardCompatibility  # noqa: E402
 
-SIZES, DIMS, QUERIES, K = [3000, 4000, 5000], [16, 24, 32], np.arange(5000, 6000), 10
+QUERIES, K = np.arange(5000, 6000), 10
 
 
 def top_k(queries: np.ndarray, corpus: np.ndarray, k: int = K) -> np.ndarray:
@@ -59,16 +59,10 @@ def run(lam: float, seed: int, epochs: int, features, category) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         catalog = Catalog(Path(tmp) / "bc_catalog")
         models = []
-        for k, (n, dim) in enumerate(zip(SIZES, DIMS, strict=True)):
-            ids = np.arange(n, dtype=np.int64)
-            bc = None if k == 0 else BackwardCompatibility.from_catalog(catalog, FAMILY, new_dim=dim, lam=lam)
-            model, _ = train_version(features[:n], category[:n], ids, dim, epochs * (k + 1), bc, seed=100 * seed + k)
-            with torch.no_grad():
-                z_all = model(torch.from_numpy(features))[0].numpy()
-            if bc is None:
-                catalog.publish(FAMILY, ids=everyone, vectors=z_all, entity=ENTITY)
-            else:
-                bc.publish(catalog, {FAMILY: (everyone, z_all)})
+        for k in range(len(SIZES)):
+            model, bc, _ = fit_version(catalog, features, category, k, lam=lam, seed=seed, epochs=epochs)
+            z_all = embed(model, features, everyone)
+            publish(catalog, bc, everyone, z_all)
             models.append(z_all)
         index_v0 = models[0]  # the stale index: version-0 vectors as they were at version 0
         mapper = QueryMapper(catalog, FAMILY, target=0)
