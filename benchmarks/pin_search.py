@@ -47,7 +47,7 @@ PROFILES = {"sqlite": "feature_store.yaml", "postgres": "feature_store.postgres.
 
 def _write_speed(store, rows: int, dim: int, repeats: int) -> dict:
     """Rows/s of feast_bc's bulk writer and of Feast's own writer into a scratch project's table."""
-    from feast_bc.online_writers import ProtoWriter, writer_for
+    from feast_bc.online_writers import ProtoWriter, StoreTarget, ViewTarget, writer_for
 
     online = store._get_provider().online_store
     view = next(v for v in store.list_batch_feature_views() if v.name == f"{FAMILY}_bc0")
@@ -60,10 +60,11 @@ def _write_speed(store, rows: int, dim: int, repeats: int) -> dict:
             config = store.config.model_copy(update={"project": f"w{name}{r}{os.getpid()}"})
             online.update(config, [], [view], [], [], partial=False)
             vectors = rng.standard_normal((rows, dim), dtype=np.float32)
+            target = StoreTarget(config, online, "item_id", "int64")
             writer = (
-                writer_for(config, online, view, "item_id", "int64", dim)
+                writer_for(target, ViewTarget(view, dim))
                 if name == "bulk"
-                else ProtoWriter(config, online, view, "item_id", "int64")
+                else ProtoWriter(target, ViewTarget(view, dim))
             )
             t = time.perf_counter()
             with writer:

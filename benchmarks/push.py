@@ -44,14 +44,21 @@ from materialize_family import FAMILY, publish_family  # noqa: E402
 def _feast_writers(store, family: str, manifest):
     """(view, dim, ProtoWriter) per pin: Feast's own ``online_write_batch`` with Feast protobuf rows."""
     from feast_bc.naming import TAG_FAMILY, TAG_VERSION
-    from feast_bc.online_writers import ProtoWriter
+    from feast_bc.online_writers import ProtoWriter, StoreTarget, ViewTarget
 
     online = store._get_provider().online_store
     out = []
     for view in store.list_batch_feature_views():
         if view.tags.get(TAG_FAMILY) == family:
             v = int(view.tags[TAG_VERSION])
-            out.append((v, ProtoWriter(store.config, online, view, "item_id", "int64")))
+            out.append(
+                (
+                    v,
+                    ProtoWriter(
+                        StoreTarget(store.config, online, "item_id", "int64"), ViewTarget(view, manifest.version(v).dim)
+                    ),
+                )
+            )
     return sorted(out, key=lambda t: t[0])
 
 

@@ -84,11 +84,14 @@ def raw_redis_reader(store, repo_config, view: str, dim: int):
     """One pipelined HMGET per entity of exactly the fields Feast asks for, decoded to numpy."""
     from feast.infra.online_stores.helpers import _mmh3
 
-    from feast_bc.online_writers import RedisBulkWriter
+    from feast_bc.online_writers import RedisBulkWriter, StoreTarget, ViewTarget
     from feast_bc.online_writers.encoding import vector_prefix
 
     provider = store._get_provider()
-    writer = RedisBulkWriter(repo_config, provider.online_store, store.get_feature_view(view), "item_id", "int64", dim)
+    writer = RedisBulkWriter(
+        StoreTarget(repo_config, provider.online_store, "item_id", "int64"),
+        ViewTarget(store.get_feature_view(view), dim),
+    )
     client = writer.client
     fields = [_mmh3(f"{view}:embedding"), f"_ts:{view}".encode()]
     skip = len(vector_prefix(dim))

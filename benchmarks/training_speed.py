@@ -99,11 +99,14 @@ def chain_timings(args, strategy: str, cache: ModelCache | None) -> list[dict]:
 
 
 def step_times(args) -> list[dict]:
-    """ms per optimizer step (full propagation + backward), BPR only and with the alignment term."""
+    """ms per optimizer step (full propagation + backward + Adam) with the profile's negatives:
+    BPR as the loop computes it (negatives as indices, :func:`training.objectives.bpr_loss_gathered`),
+    BPR on materialized (B, N, D) negatives (the loop's path before it, for the A/B), and the loop's
+    BPR with BC-Aligner's term. The three modes alternate step by step, so load hits them alike."""
     from training.alignment import JointAlignment
     from training.loop import IntendedTask
     from training.models import ModelSpec, build_model
-    from training.objectives import bpr_loss
+    from training.objectives import bpr_loss, bpr_loss_gathered
 
     config = profile(args.profile)
     dataset = load_dataset(MovieLensData(path=args.data_dir))
@@ -111,7 +114,8 @@ def step_times(args) -> list[dict]:
     for k, split in enumerate(version_splits(dataset, config.time_slices)):
         task = IntendedTask.for_split(dataset, split, config, torch.device("cpu"))
         model = build_model(ModelSpec.for_dataset(config.model, config.dims[k], config.layers[k], dataset))
-        u, p, n = (t[: config.batch_size] for t in task.sampler(np.random.default_rng(0)).sample_epoch())
+        sample = task.sampler(np.random.default_rng(0)).sample_epoch(config.negatives)
+        u, p, n = (t[: config.batch_size] for t in sample)
         with torch.no_grad():
             tu, ti = model(task.graph)
         old = config.dims[max(k - 1, 0)]
@@ -126,21 +130,35 @@ def step_times(args) -> list[dict]:
             multi_step=True,
         )
         optimizer = torch.optim.Adam([*model.parameters(), *alignment.parameters()], lr=1e-3)
-        row = {"version": k, "dim": config.dims[k], "layers": config.layers[k], "batch": config.batch_size}
-        for mode in ("bpr", "bc-aligner"):
-            timings = []
-            for step in range(args.steps + 2):
+        row = {
+            "version": k,
+            "dim": config.dims[k],
+            "layers": config.layers[k],
+            "batch": config.batch_size,
+            "negatives": config.negatives,
+        }
+        modes = ("bpr", "bpr_materialized", "bc-aligner")
+        timings: dict[str, list[float]] = {mode: [] for mode in modes}
+        for step in range(args.steps + 2):
+            for mode in modes:
                 t = time.perf_counter()
                 zu, zi = model(task.graph)
-                loss = bpr_loss(zu[u], zi[p], zi[n], config.l2_weight)
+                zu_b, zp_b = zu.index_select(0, u), zi.index_select(0, p)
+                if mode == "bpr_materialized":
+                    zn = zi.index_select(0, n.reshape(-1)).view(*n.shape, -1)
+                    loss = bpr_loss(zu_b, zp_b, zn, config.l2_weight)
+                else:
+                    loss = bpr_loss_gathered(zu_b, zp_b, zi, n, config.l2_weight)
                 if mode == "bc-aligner":
-                    loss = loss + alignment.loss(zu, zi, u, p, n)
+                    loss = loss + alignment.loss(zu, zi, u, p, n if n.ndim == 1 else n[:, 0])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 if step >= 2:  # warm-up steps excluded
-                    timings.append(time.perf_counter() - t)
-            row[f"{mode}_ms_per_step"] = round(1000 * float(np.median(timings)), 1)
+                    timings[mode].append(time.perf_counter() - t)
+        for mode in modes:
+            row[f"{mode}_ms_per_step"] = round(1000 * float(np.median(timings[mode])), 1)
+        row["materialized_over_loop"] = round(row["bpr_materialized_ms_per_step"] / row["bpr_ms_per_step"], 2)
         row["loadavg"] = round(loadavg(), 2)
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -36,6 +36,8 @@ class PinReader:
         from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
+        from feast_bc.online_writers.target import is_postgres
+
         self.store = store or FeatureStore(
             repo_path=str(repo), fs_yaml_file=Path(fs_yaml_file) if fs_yaml_file else None
         )
@@ -60,7 +62,7 @@ class PinReader:
                 self._read = self._redis(config, online)
         elif isinstance(online, SqliteOnlineStore):
             self._read = self._sqlite(config, online)
-        elif type(online).__name__ == "PostgreSQLOnlineStore":  # its module needs psycopg: not imported here
+        elif is_postgres(online):
             self._read = self._postgres(config, online)
         if self._read is None:
             logger.info("%s: no fast path for this online store; reading through get_online_features", service)

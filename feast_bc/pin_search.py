@@ -107,6 +107,8 @@ class PinSearch:
     def __init__(self, repo: str | Path, service: str, *, fs_yaml_file: str | Path | None = None, store=None):
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
+        from feast_bc.online_writers.target import is_postgres
+
         self.reader = PinReader(repo, service, fs_yaml_file=fs_yaml_file, store=store)
         self.store, self.view = self.reader.store, self.reader.view
         field = next(f for f in self.view.features if f.name == EMBEDDING_FEATURE)
@@ -115,7 +117,7 @@ class PinSearch:
         kind = type(online).__name__
         if isinstance(online, SqliteOnlineStore):  # the stored vectors say their dimension
             self._search, self._dim = self._sqlite_scan(online, declared)
-        elif kind == "PostgreSQLOnlineStore":
+        elif is_postgres(online):
             if not getattr(self.store.config.online_store, "vector_enabled", False) or not declared:
                 raise InvalidInputError(
                     f"{service}: the PostgreSQL profile has no pgvector column; set vector_enabled: true under "

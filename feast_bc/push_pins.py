@@ -20,6 +20,7 @@ from feast_bc.catalog import Catalog
 from feast_bc.manifest import FamilyManifest
 from feast_bc.naming import TAG_FAMILY, TAG_LATEST, TAG_VERSION
 from feast_bc.online_writers.base import FamilyPart
+from feast_bc.online_writers.target import StoreTarget, ViewTarget
 from feast_bc.registries import Profile
 
 logger = logging.getLogger(__name__)
@@ -126,11 +127,8 @@ class ProfileTarget:
             return ProfileWrite(profile=self.profile.name, versions=[], rows=0)
         provider = self.store._get_provider()
         writer = views_writer_for(
-            self.store.config,
-            provider.online_store,
-            [(view, manifest.version(j).dim) for j, view in targets],
-            manifest.entity.join_key,
-            manifest.entity.dtype,
+            StoreTarget(self.store.config, provider.online_store, manifest.entity.join_key, manifest.entity.dtype),
+            [ViewTarget(view, manifest.version(j).dim) for j, view in targets],
             refuse_newer=True,
         )
         values = {i: chains.apply(vectors, version, j) for i, (j, _) in enumerate(targets)}

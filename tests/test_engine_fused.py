@@ -353,12 +353,12 @@ def test_stores_without_a_family_writer_share_the_pass_through_feasts_own_writer
     import feast_bc.engine as engine
     import feast_bc.online_writers as online_writers
     from feast_bc.errors import FeastBCError
-    from feast_bc.online_writers import FanOutWriter, ProtoWriter, views_writer_for
+    from feast_bc.online_writers import FanOutWriter, ProtoWriter, StoreTarget, views_writer_for
 
     repo = init_repo(tmp_path / "r", project=unique_project("fb"))
     fams = publish_users_and_items(Catalog.for_repo(repo), versions=2)
     store = apply(repo)
-    assert isinstance(views_writer_for(store.config, object(), [], "item_id", "int64"), FanOutWriter)
+    assert isinstance(views_writer_for(StoreTarget(store.config, object(), "item_id", "int64"), []), FanOutWriter)
 
     def no_bulk_writer(*args, **kwargs):
         raise FeastBCError("no bulk writer in this test")
@@ -383,7 +383,7 @@ def test_redis_sentinel_gets_feasts_own_writer_per_view(caplog):
     from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
     from feast.repo_config import RepoConfig
 
-    from feast_bc.online_writers import FanOutWriter, ProtoWriter, views_writer_for
+    from feast_bc.online_writers import FanOutWriter, ProtoWriter, StoreTarget, views_writer_for
 
     cfg = RepoConfig(
         project="p",
@@ -396,7 +396,7 @@ def test_redis_sentinel_gets_feasts_own_writer_per_view(caplog):
     )
     views = [(SimpleNamespace(name=f"item_embedding_bc{v}", features=[]), 4) for v in range(2)]
     with caplog.at_level(logging.INFO, logger="feast_bc.online_writers"):
-        writer = views_writer_for(cfg, RedisOnlineStore(), views, "item_id", "int64")
+        writer = views_writer_for(StoreTarget(cfg, RedisOnlineStore(), "item_id", "int64"), views)
     assert isinstance(writer, FanOutWriter) and [type(w) for w in writer.writers] == [ProtoWriter, ProtoWriter]
     assert "redis_type redis_sentinel" in caplog.text and "Feast's own online_write_batch" in caplog.text
 
@@ -444,7 +444,7 @@ def test_family_writer_stores_what_the_view_writers_store_across_chunks(redis_av
     entity: the family writer leaves every hash as one RedisBulkWriter per view does."""
     import redis
 
-    from feast_bc.online_writers import RedisBulkWriter, RedisFamilyWriter
+    from feast_bc.online_writers import RedisBulkWriter, RedisFamilyWriter, StoreTarget, ViewTarget
     from feast_bc.online_writers.base import FamilyPart
 
     t1, t2 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, 0, 0, 0, 7, tzinfo=UTC)
@@ -464,16 +464,20 @@ def test_family_writer_stores_what_the_view_writers_store_across_chunks(redis_av
                 old = np.random.default_rng(200 + v).normal(size=(300, dim)).astype(np.float32)
                 for code, when in ((1, t1), (2, t2)):
                     rows = state == code
-                    with RedisBulkWriter(cfg, store, view, "item_id", "int64", dim, chunk_rows=13) as w:
+                    with RedisBulkWriter(
+                        StoreTarget(cfg, store, "item_id", "int64"), ViewTarget(view, dim), chunk_rows=13
+                    ) as w:
                         w.write(ids[rows], old[rows], 0, when)
         cfg, store, views = setups["family"]
-        with RedisFamilyWriter(cfg, store, views, "item_id", "int64", chunk_rows=7) as family:
+        with RedisFamilyWriter(StoreTarget(cfg, store, "item_id", "int64"), views, chunk_rows=7) as family:
             for lo, hi, members in cuts:
                 family.write_part(FamilyPart(ids[lo:hi], 2, t2, {v: new[v][lo:hi] for v in members}))
         cfg, store, views = setups["views"]
         per_view = []
         for v, (view, dim) in enumerate(views):
-            with RedisBulkWriter(cfg, store, view, "item_id", "int64", dim, chunk_rows=11) as w:
+            with RedisBulkWriter(
+                StoreTarget(cfg, store, "item_id", "int64"), ViewTarget(view, dim), chunk_rows=11
+            ) as w:
                 for lo, hi, members in cuts:
                     if v in members:
                         w.write(ids[lo:hi], new[v][lo:hi], 2, t2)

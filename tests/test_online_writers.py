@@ -50,6 +50,14 @@ def _setup(project: str, **store_options):
     return cfg, RedisOnlineStore(), view
 
 
+def _targets(setup):
+    """(StoreTarget, ViewTarget) of a ``_setup`` (config, store, view): int64 item ids, DIM floats."""
+    from feast_bc.online_writers import StoreTarget, ViewTarget
+
+    cfg, store, view = setup
+    return StoreTarget(cfg, store, "item_id", "int64"), ViewTarget(view, DIM)
+
+
 def _writers(store_options: dict, chunk_rows: int):
     from feast_bc.online_writers import ProtoWriter, RedisBulkWriter
 
@@ -58,10 +66,10 @@ def _writers(store_options: dict, chunk_rows: int):
     stock = _setup(stock_project, **store_options)
 
     def make_bulk():
-        return RedisBulkWriter(*bulk, "item_id", "int64", DIM, chunk_rows=chunk_rows)
+        return RedisBulkWriter(*_targets(bulk), chunk_rows=chunk_rows)
 
     def make_stock():
-        return ProtoWriter(*stock, "item_id", "int64")
+        return ProtoWriter(*_targets(stock))
 
     return (bulk_project, make_bulk), (stock_project, make_stock)
 
@@ -202,9 +210,9 @@ def test_nothing_is_written_until_the_gate_passes(redis_available, kind):
     try:
         with pytest.raises(ChecksumMismatchError):
             if kind == "bulk":
-                writer = RedisBulkWriter(*cfg, "item_id", "int64", DIM, before_write=slow_failing_check)
+                writer = RedisBulkWriter(*_targets(cfg), before_write=slow_failing_check)
             else:
-                writer = ProtoWriter(*cfg, "item_id", "int64", before_write=slow_failing_check)
+                writer = ProtoWriter(*_targets(cfg), before_write=slow_failing_check)
             with writer:
                 for start in range(0, 3000, 500):
                     writer.write(ids[start : start + 500], vectors[start : start + 500], 0, T1)
@@ -218,7 +226,7 @@ def test_writer_for_picks_the_bulk_writer_or_logs_why_not(tmp_path, caplog):
     from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
     from feast.repo_config import RepoConfig
 
-    from feast_bc.online_writers import ProtoWriter, SqliteBulkWriter, writer_for
+    from feast_bc.online_writers import ProtoWriter, SqliteBulkWriter, StoreTarget, ViewTarget, writer_for
 
     _, _, view = _setup(unique_project("pick"))
 
@@ -230,7 +238,7 @@ def test_writer_for_picks_the_bulk_writer_or_logs_why_not(tmp_path, caplog):
             online_store=SqliteOnlineStoreConfig(path=str(tmp_path / "online.db"), **store_options),
             entity_key_serialization_version=3,
         )
-        return writer_for(cfg, SqliteOnlineStore(), view, "item_id", "int64", DIM)
+        return writer_for(StoreTarget(cfg, SqliteOnlineStore(), "item_id", "int64"), ViewTarget(view, DIM))
 
     assert isinstance(pick(), SqliteBulkWriter)
     with caplog.at_level(logging.INFO, logger="feast_bc.online_writers"):

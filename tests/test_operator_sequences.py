@@ -410,7 +410,7 @@ def test_a_publish_while_a_sqlite_batch_waits_for_the_write_lock_stores_nothing_
     from feast_bc.feast_objects import feast_objects
     from feast_bc.latest_guard import LatestGuard
     from feast_bc.materialize import latest_file, registry_file_reader
-    from feast_bc.online_writers import SqliteBulkWriter
+    from feast_bc.online_writers import SqliteBulkWriter, StoreTarget, ViewTarget
 
     project = unique_project("seq3r")
     repo = init_repo(tmp_path / "repo", project=project)
@@ -424,7 +424,9 @@ def test_a_publish_while_a_sqlite_batch_waits_for_the_write_lock_stores_nothing_
         catalog, "item_embedding", path, registry_file_reader(store.config, store.registry, view, project)
     )
     writer = SqliteBulkWriter(
-        store.config, store._get_provider().online_store, view, "item_id", "int64", 10, guard=guard.check
+        StoreTarget(store.config, store._get_provider().online_store, "item_id", "int64"),
+        ViewTarget(view, 10),
+        guard=guard.check,
     )
     writer.conn.execute("PRAGMA busy_timeout = 60000")  # Feast's connection waits 5 s: room for the apply
     fam = fams["item_embedding"]

@@ -140,6 +140,14 @@ def test_redis_is_refused_naming_the_stores_that_search(tmp_path, redis_availabl
         PinSearch(repo, "item_embedding_v0", store=store)
 
 
+def _targets(setup):
+    """(StoreTarget, ViewTarget) of a ``_pg_setup`` (config, store, view): int64 item ids, DIM floats."""
+    from feast_bc.online_writers import StoreTarget, ViewTarget
+
+    cfg, store, view = setup
+    return StoreTarget(cfg, store, "item_id", "int64"), ViewTarget(view, DIM)
+
+
 def _pg_setup(server, project: str, vector_enabled: bool):
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.infra.online_stores.postgres_online_store.postgres import (
@@ -187,14 +195,14 @@ def test_the_postgres_bulk_writer_stores_what_feast_stores(postgres_server, vect
     bulk_project, stock_project = unique_project("pgbulk"), unique_project("pgstock")
     bulk = _pg_setup(postgres_server, bulk_project, vector_enabled)
     stock = _pg_setup(postgres_server, stock_project, vector_enabled)
-    chosen = writer_for(*bulk, "item_id", "int64", DIM)
+    chosen = writer_for(*_targets(bulk))
     assert isinstance(chosen, PostgresBulkWriter)
     rng = np.random.default_rng(5)
     ids = np.arange(1500, dtype=np.int64) * 5 - 700  # negative ids too
     first, second = (rng.normal(size=(1500, DIM)).astype(np.float32) for _ in range(2))
     for make in (
-        lambda: PostgresBulkWriter(*bulk, "item_id", "int64", DIM),
-        lambda: ProtoWriter(*stock, "item_id", "int64"),
+        lambda: PostgresBulkWriter(*_targets(bulk)),
+        lambda: ProtoWriter(*_targets(stock)),
     ):
         with make() as writer:
             writer.write(ids[:1000], first[:1000], 1, T1)

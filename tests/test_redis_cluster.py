@@ -137,22 +137,22 @@ def _setup(cluster: LocalCluster, project: str, id_dtype: str = "int64", **store
 
 
 def _bulk(cluster, project, chunk_rows=97, refuse_newer=False, id_dtype="int64", **store_options):
-    from feast_bc.online_writers import RedisClusterBulkWriter
+    from feast_bc.online_writers import RedisClusterBulkWriter, StoreTarget, ViewTarget
 
+    cfg, store, view = _setup(cluster, project, id_dtype, **store_options)
     return RedisClusterBulkWriter(
-        *_setup(cluster, project, id_dtype, **store_options),
-        "item_id",
-        id_dtype,
-        DIM,
+        StoreTarget(cfg, store, "item_id", id_dtype),
+        ViewTarget(view, DIM),
         chunk_rows=chunk_rows,
         refuse_newer=refuse_newer,
     )
 
 
 def _stock(cluster, project, id_dtype="int64", **store_options):
-    from feast_bc.online_writers import ProtoWriter
+    from feast_bc.online_writers import ProtoWriter, StoreTarget, ViewTarget
 
-    return ProtoWriter(*_setup(cluster, project, id_dtype, **store_options), "item_id", id_dtype)
+    cfg, store, view = _setup(cluster, project, id_dtype, **store_options)
+    return ProtoWriter(StoreTarget(cfg, store, "item_id", id_dtype), ViewTarget(view, DIM))
 
 
 def _write(writer, ids, vectors, source_version, when, batch=700) -> int:
@@ -213,10 +213,12 @@ def test_writer_for_picks_the_cluster_writer(cluster, caplog):
     from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
     from feast.repo_config import RepoConfig
 
-    from feast_bc.online_writers import ProtoWriter, RedisClusterBulkWriter, writer_for
+    from feast_bc.online_writers import ProtoWriter, RedisClusterBulkWriter, StoreTarget, ViewTarget, writer_for
 
     cfg, store, view = _setup(cluster, unique_project("pick"))
-    assert type(writer_for(cfg, store, view, "item_id", "int64", DIM)) is RedisClusterBulkWriter
+    assert (
+        type(writer_for(StoreTarget(cfg, store, "item_id", "int64"), ViewTarget(view, DIM))) is RedisClusterBulkWriter
+    )
     sentinel = RepoConfig(
         project="pick",
         provider="local",
@@ -230,9 +232,9 @@ def test_writer_for_picks_the_cluster_writer(cluster, caplog):
     unreachable, store, _ = _setup(cluster, "pick")
     unreachable.online_store.connection_string = f"127.0.0.1:{free_port()}"
     with pytest.raises(redis.exceptions.ConnectionError, match="Redis Cluster cannot be connected"):
-        writer_for(unreachable, store, view, "item_id", "int64", DIM)
+        writer_for(StoreTarget(unreachable, store, "item_id", "int64"), ViewTarget(view, DIM))
     with caplog.at_level(logging.INFO, logger="feast_bc.online_writers"):
-        fallback = writer_for(sentinel, RedisOnlineStore(), view, "item_id", "int64", DIM)
+        fallback = writer_for(StoreTarget(sentinel, RedisOnlineStore(), "item_id", "int64"), ViewTarget(view, DIM))
     assert isinstance(fallback, ProtoWriter)
     assert any(
         "item_embedding_bc0" in r.getMessage() and "redis_type redis_sentinel" in r.getMessage() for r in caplog.records
@@ -459,15 +461,15 @@ def _family_setup(cluster, project: str, **store_options):
 
 
 def _family(cluster, project, chunk_rows=7, **store_options):
-    from feast_bc.online_writers import RedisClusterFamilyWriter
+    from feast_bc.online_writers import RedisClusterFamilyWriter, StoreTarget
 
     cfg, store, views = _family_setup(cluster, project, **store_options)
-    return RedisClusterFamilyWriter(cfg, store, views, "item_id", "int64", chunk_rows=chunk_rows)
+    return RedisClusterFamilyWriter(StoreTarget(cfg, store, "item_id", "int64"), views, chunk_rows=chunk_rows)
 
 
 def _earlier_state(cluster, project, ids, **store_options) -> None:
     """Per view and entity: missing, older (T1) or equal (T2); the last 100 rows need every view but view 1."""
-    from feast_bc.online_writers import RedisClusterBulkWriter
+    from feast_bc.online_writers import RedisClusterBulkWriter, StoreTarget, ViewTarget
 
     cfg, store, views = _family_setup(cluster, project, **store_options)
     for v, (view, dim) in enumerate(views):
@@ -476,14 +478,16 @@ def _earlier_state(cluster, project, ids, **store_options) -> None:
         old = np.random.default_rng(200 + v).normal(size=(len(ids), dim)).astype(np.float32)
         for code, when in ((1, T1), (2, T2)):
             rows = state == code
-            with RedisClusterBulkWriter(cfg, store, view, "item_id", "int64", dim, chunk_rows=13) as w:
+            with RedisClusterBulkWriter(
+                StoreTarget(cfg, store, "item_id", "int64"), ViewTarget(view, dim), chunk_rows=13
+            ) as w:
                 w.write(ids[rows], old[rows], 0, when)
 
 
 def _family_vs_views(cluster, ids, make_family, projects, **store_options) -> tuple[list[int], list[int]]:
     """Write the same parts with a cluster family writer and with one cluster bulk writer per view
     (from the same earlier state); return (family.written, per-view written)."""
-    from feast_bc.online_writers import RedisClusterBulkWriter
+    from feast_bc.online_writers import RedisClusterBulkWriter, StoreTarget, ViewTarget
     from feast_bc.online_writers.base import FamilyPart
 
     n = len(ids)
@@ -499,7 +503,9 @@ def _family_vs_views(cluster, ids, make_family, projects, **store_options) -> tu
     cfg, store, views = _family_setup(cluster, projects["views"], **store_options)
     per_view = []
     for v, (view, dim) in enumerate(views):
-        with RedisClusterBulkWriter(cfg, store, view, "item_id", "int64", dim, chunk_rows=11) as w:
+        with RedisClusterBulkWriter(
+            StoreTarget(cfg, store, "item_id", "int64"), ViewTarget(view, dim), chunk_rows=11
+        ) as w:
             for lo, hi, members in cuts:
                 if v in members:
                     w.write(ids[lo:hi], new[v][lo:hi], 2, T2)
@@ -511,11 +517,11 @@ def _family_vs_views(cluster, ids, make_family, projects, **store_options) -> tu
 def test_cluster_family_writer_stores_what_the_view_writers_store(cluster, options):
     """Tiny chunks over three masters, a part that skips a view, stored timestamps missing/older/equal
     per view and entity: one HMGET + one HSET per entity leave every hash as view by view does."""
-    from feast_bc.online_writers import RedisClusterFamilyWriter, views_writer_for
+    from feast_bc.online_writers import RedisClusterFamilyWriter, StoreTarget, views_writer_for
 
     projects = {"family": unique_project("cfam"), "views": unique_project("cviews")}
     cfg, store, views = _family_setup(cluster, projects["family"], **options)
-    picked = views_writer_for(cfg, store, views, "item_id", "int64")
+    picked = views_writer_for(StoreTarget(cfg, store, "item_id", "int64"), views)
     assert type(picked) is RedisClusterFamilyWriter
     ids = np.arange(400, dtype=np.int64) * 5 + 2
     written, per_view = _family_vs_views(

@@ -341,3 +341,53 @@ def test_a_publish_on_s3_during_a_materialize_leaves_the_pass_on_the_version_it_
     store = apply(repo)
     store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
     assert_online_matches(store, fams)
+
+
+def test_an_older_manifest_put_back_on_s3_during_a_materialize_is_refused_at_the_next_apply(
+    s3_uri, tmp_path, monkeypatch
+):
+    """Another machine puts an older manifest back on S3 (a restore from backup) while `feast
+    materialize` runs here: the pass completes on the version it verified (the pins equal version
+    2's chain, nothing mixed), the next `feast apply` refuses the rolled-back catalog in one line
+    naming the family and the fix (RELIABILITY section 8, as on a local catalog), and with the newest
+    manifest put back apply + materialize serve every pin again."""
+    from feast_bc.catalog.object_store import ObjectStore
+    from feast_bc.errors import CatalogRollbackError
+    from feast_bc.online_writers.sqlite import SqliteBulkWriter
+    from feast_bc.repo import apply
+
+    repo = init_repo(tmp_path / "repo", project=unique_project("s3old"), catalog=s3_uri)
+    catalog = Catalog.for_repo(repo)
+    fams = publish_users_and_items(catalog, versions=2)
+    objects = ObjectStore(s3_uri)
+    manifest_key = "item_embedding/manifest.json"
+    older = tmp_path / "manifest-v1.json"
+    objects.download(manifest_key, older)  # the backup: the manifest as it was at version 1
+    fams["item_embedding"].publish_next(catalog, np.random.default_rng(11))
+    newest = tmp_path / "manifest-v2.json"
+    objects.download(manifest_key, newest)
+    store = apply(repo)
+    restored = []
+    write = SqliteBulkWriter._write
+
+    def restore_midway(self, batch):
+        if not restored:  # before the pass's first batch lands: the manifest on S3 goes back to version 1
+            restored.append(objects.put(manifest_key, older.read_bytes()))
+        return write(self, batch)
+
+    monkeypatch.setattr(SqliteBulkWriter, "_write", restore_midway)
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
+    monkeypatch.setattr(SqliteBulkWriter, "_write", write)
+    assert restored and RemoteCatalog(s3_uri, mirror=tmp_path / "other").manifest("item_embedding").latest_version == 1
+    assert_online_matches(store, fams)  # every pin: version 2's chain, as the registry serves it
+
+    with pytest.raises(CatalogRollbackError) as refused:
+        apply(repo)
+    message = str(refused.value)
+    assert "\n" not in message and "item_embedding" in message and "version 2" in message
+    assert_online_matches(store, fams)  # the refusal changed nothing that is served
+
+    objects.put(manifest_key, newest.read_bytes())  # the newest manifest put back
+    store = apply(repo)
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(seconds=5))
+    assert_online_matches(store, fams)

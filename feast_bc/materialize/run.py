@@ -17,7 +17,7 @@ from feast_bc.latest_guard import LatestGuard
 from feast_bc.materialize.settings import DEFAULT_SETTINGS, PassSettings
 from feast_bc.materialize.stream import streamed_parts
 from feast_bc.materialize.unit import MaterializationUnit
-from feast_bc.online_writers import Check, views_writer_for
+from feast_bc.online_writers import Check, StoreTarget, views_writer_for
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,8 @@ def run_pass(
             verified = pool.submit(unit.catalog.verify, unit.family, unit.manifest)
             before_write = verified.result
         writer = views_writer_for(
-            repo_config,
-            online_store,
-            unit.view_dims,
-            unit.manifest.entity.join_key,
-            unit.manifest.entity.dtype,
+            StoreTarget(repo_config, online_store, unit.manifest.entity.join_key, unit.manifest.entity.dtype),
+            unit.view_targets,
             before_write=before_write,
             refuse_newer=True,
             guard=guard.check,

@@ -29,6 +29,7 @@ from feast_bc.errors import CatalogRollbackError
 from feast_bc.machine_dirs import mirror_file
 from feast_bc.manifest import FamilyManifest
 from feast_bc.naming import TAG_DERIVED_FROM, TAG_FAMILY, TAG_LATEST, TAG_PUBLISHED_AT, TAG_VERSION
+from feast_bc.online_writers.target import ViewTarget
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +108,9 @@ class MaterializationUnit:
         return f"family {self.family!r} ({', '.join(v.name for v in self.views)})"
 
     @property
-    def view_dims(self) -> list[tuple[object, int]]:
+    def view_targets(self) -> list[ViewTarget]:
         """(feature view, dim) per view: what the writers are built for."""
-        return list(zip(self.views, self.dims, strict=True))
+        return [ViewTarget(view, dim) for view, dim in zip(self.views, self.dims, strict=True)]
 
 
 def plan_units(repo_config, registry, tasks: list, *, fused: bool) -> tuple[list[tuple[list[int], Path]], dict]:

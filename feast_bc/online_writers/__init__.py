@@ -22,6 +22,7 @@ engines use; every store has one).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
@@ -34,6 +35,7 @@ from feast_bc.online_writers.redis import RedisBulkWriter
 from feast_bc.online_writers.redis_cluster import RedisClusterBulkWriter, RedisClusterFamilyWriter
 from feast_bc.online_writers.redis_family import RedisFamilyWriter
 from feast_bc.online_writers.sqlite import SqliteBulkWriter
+from feast_bc.online_writers.target import StoreTarget, ViewTarget, is_postgres
 
 __all__ = [
     "Check",
@@ -46,6 +48,8 @@ __all__ = [
     "RedisClusterFamilyWriter",
     "RedisFamilyWriter",
     "SqliteBulkWriter",
+    "StoreTarget",
+    "ViewTarget",
     "views_writer_for",
     "writer_for",
 ]
@@ -53,17 +57,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _is_cluster(repo_config) -> bool:
-    return repo_config.online_store.redis_type == RedisType.redis_cluster
+def _is_cluster(store: StoreTarget) -> bool:
+    return store.store_config.redis_type == RedisType.redis_cluster
 
 
 def writer_for(
-    repo_config,
-    online_store,
-    feature_view,
-    join_key: str,
-    id_dtype: str,
-    dim: int,
+    store: StoreTarget,
+    view: ViewTarget,
     *,
     before_write: Check | None = None,
     refuse_newer: bool = False,
@@ -83,34 +83,31 @@ def writer_for(
     ``guard``: called before each batch; the SQLite and PostgreSQL writers call it inside the batch's
     write transaction (:mod:`feast_bc.latest_guard`). Redis needs no such call (``refuse_newer`` compares
     timestamps per entity, atomically); the other writers rely on the engine's check per part."""
-    args = (repo_config, online_store, feature_view, join_key, id_dtype, dim)
+    view = ViewTarget(*view)
     try:
-        if isinstance(online_store, RedisOnlineStore):
-            cls = RedisClusterBulkWriter if _is_cluster(repo_config) else RedisBulkWriter
-            return cls(*args, before_write=before_write, refuse_newer=refuse_newer)
-        if isinstance(online_store, SqliteOnlineStore):
-            return SqliteBulkWriter(*args, before_write=before_write, guard=guard)
-        if type(online_store).__name__ == "PostgreSQLOnlineStore":  # its module needs psycopg: not imported here
+        if isinstance(store.online_store, RedisOnlineStore):
+            cls = RedisClusterBulkWriter if _is_cluster(store) else RedisBulkWriter
+            return cls(store, view, before_write=before_write, refuse_newer=refuse_newer)
+        if isinstance(store.online_store, SqliteOnlineStore):
+            return SqliteBulkWriter(store, view, before_write=before_write, guard=guard)
+        if is_postgres(store.online_store):  # its module needs psycopg: not imported here
             from feast_bc.online_writers.postgres import PostgresBulkWriter
 
-            return PostgresBulkWriter(*args, before_write=before_write, guard=guard)
+            return PostgresBulkWriter(store, view, before_write=before_write, guard=guard)
     except FeastBCError as exc:
-        logger.info("%s: writing through Feast's own online_write_batch: %s", feature_view.name, exc)
-    return ProtoWriter(repo_config, online_store, feature_view, join_key, id_dtype, before_write=before_write)
+        logger.info("%s: writing through Feast's own online_write_batch: %s", view.name, exc)
+    return ProtoWriter(store, view, before_write=before_write)
 
 
 def views_writer_for(
-    repo_config,
-    online_store,
-    views: list[tuple[object, int]],
-    join_key: str,
-    id_dtype: str,
+    store: StoreTarget,
+    views: Sequence[ViewTarget],
     *,
     before_write: Check | None = None,
     refuse_newer: bool = False,
     guard: Check | None = None,
 ) -> FamilyWriter:
-    """The writer of one pass over ``views`` ((feature view, dim) each, one or more) of one family.
+    """The writer of one pass over ``views`` (:class:`ViewTarget` each, one or more) of one family.
 
     Redis gets :class:`RedisFamilyWriter` (one HMGET and one HSET per entity for all the views), a
     Redis Cluster :class:`RedisClusterFamilyWriter` (the same commands, routed per master). Stores
@@ -119,28 +116,14 @@ def views_writer_for(
     :func:`writer_for` -- the pass still reads and transforms the latest file once, and each view's
     rows are written exactly as a pass of that view alone writes them. Never None: every store has
     a writer, so the engines have one path."""
-    if isinstance(online_store, RedisOnlineStore):
+    views = [ViewTarget(*view) for view in views]
+    if isinstance(store.online_store, RedisOnlineStore):
         try:
-            cls = RedisClusterFamilyWriter if _is_cluster(repo_config) else RedisFamilyWriter
-            return cls(
-                repo_config,
-                online_store,
-                views,
-                join_key,
-                id_dtype,
-                before_write=before_write,
-                refuse_newer=refuse_newer,
-            )
+            cls = RedisClusterFamilyWriter if _is_cluster(store) else RedisFamilyWriter
+            return cls(store, views, before_write=before_write, refuse_newer=refuse_newer)
         except FeastBCError as exc:
-            names = ", ".join(view.name for view, _ in views)
+            names = ", ".join(view.name for view in views)
             logger.info("%s: writing through Feast's own online_write_batch: %s", names, exc)
-            return FanOutWriter(
-                [
-                    ProtoWriter(repo_config, online_store, view, join_key, id_dtype, before_write=before_write)
-                    for view, _ in views
-                ]
-            )
+            return FanOutWriter([ProtoWriter(store, view, before_write=before_write) for view in views])
     options = {"before_write": before_write, "refuse_newer": refuse_newer, "guard": guard}
-    return FanOutWriter(
-        [writer_for(repo_config, online_store, view, join_key, id_dtype, dim, **options) for view, dim in views]
-    )
+    return FanOutWriter([writer_for(store, view, **options) for view in views])

@@ -21,7 +21,8 @@ from psycopg import sql
 from feast_bc.errors import FeastBCError
 from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
 from feast_bc.online_writers.base import Batch, Check, InlineWriter
-from feast_bc.online_writers.encoding import EntityKeys, value_bytes, vector_prefix
+from feast_bc.online_writers.encoding import value_bytes, vector_prefix
+from feast_bc.online_writers.target import StoreTarget, ViewTarget
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _TRAILER = struct.pack("!h", -1)
@@ -47,28 +48,19 @@ class PostgresBulkWriter(InlineWriter):
     """
 
     def __init__(
-        self,
-        repo_config,
-        online_store,
-        feature_view,
-        join_key: str,
-        id_dtype: str,
-        dim: int,
-        *,
-        before_write: Check | None = None,
-        guard: Check | None = None,
+        self, store: StoreTarget, view: ViewTarget, *, before_write: Check | None = None, guard: Check | None = None
     ):
-        cfg = repo_config.online_store
+        repo_config, cfg, dim = store.repo_config, store.store_config, view.dim
         if getattr(cfg, "enable_openai_compatible_store", False):
             raise FeastBCError("the PostgreSQL bulk writer does not fill the value_num column")
         super().__init__(before_write)
         self.guard = guard
         self.repo_config = repo_config
-        self.online_store = online_store
+        self.online_store = store.online_store
         self.dim = dim
         self.vectors = bool(getattr(cfg, "vector_enabled", False))
         versioning = getattr(repo_config.registry, "enable_online_feature_view_versioning", False)
-        table_name = _table_id(repo_config.project, feature_view, versioning)
+        table_name = _table_id(repo_config.project, view.feature_view, versioning)
         table = sql.Identifier(table_name)
         self.lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(sql.Literal(table_name))
         columns = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
@@ -83,8 +75,8 @@ class PostgresBulkWriter(InlineWriter):
             "INSERT INTO {table} ({columns}) SELECT {columns} FROM feast_bc_stage "
             "ON CONFLICT (entity_key, feature_name) DO UPDATE SET {updates}"
         ).format(table=table, columns=columns, updates=updates)
-        self.keys = EntityKeys(join_key, id_dtype, repo_config.entity_key_serialization_version)
-        self.with_source = SOURCE_VERSION_FEATURE in {f.name for f in feature_view.features}
+        self.keys = store.entity_keys()
+        self.with_source = view.with_source
         # the constant parts of an embedding row, around its key and its two copies of the vector
         self.name_field = _field(EMBEDDING_FEATURE.encode())
         self.value_len = struct.pack("!i", len(vector_prefix(dim)) + 4 * dim) + vector_prefix(dim)

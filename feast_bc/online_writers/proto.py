@@ -11,28 +11,20 @@ from feast.protos.feast.types.Value_pb2 import FloatList, Value
 
 from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
 from feast_bc.online_writers.base import Batch, Check, InlineWriter
+from feast_bc.online_writers.target import StoreTarget, ViewTarget
 
 
 class ProtoWriter(InlineWriter):
     """Any online store: Feast protobuf rows through the store's own ``online_write_batch``."""
 
-    def __init__(
-        self,
-        repo_config,
-        online_store,
-        feature_view,
-        join_key: str,
-        id_dtype: str,
-        *,
-        before_write: Check | None = None,
-    ):
+    def __init__(self, store: StoreTarget, view: ViewTarget, *, before_write: Check | None = None):
         super().__init__(before_write)
-        self.repo_config = repo_config
-        self.online_store = online_store
-        self.feature_view = feature_view
-        self.join_key = join_key
-        self.id_dtype = id_dtype
-        self.with_source = SOURCE_VERSION_FEATURE in {f.name for f in feature_view.features}
+        self.repo_config = store.repo_config
+        self.online_store = store.online_store
+        self.feature_view = view.feature_view
+        self.join_key = store.join_key
+        self.id_dtype = store.id_dtype
+        self.with_source = view.with_source
 
     def _write(self, batch: Batch) -> int:
         src = Value(int64_val=batch.source_version)

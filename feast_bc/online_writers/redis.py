@@ -26,7 +26,6 @@ import numpy as np
 
 from feast_bc.errors import FeastBCError
 from feast_bc.online_writers.base import Batch, Check
-from feast_bc.online_writers.encoding import EntityKeys
 from feast_bc.online_writers.pipeline import ThreadedWriter
 from feast_bc.online_writers.redis_rows import (
     REDIS_CHUNK_ROWS,
@@ -39,6 +38,7 @@ from feast_bc.online_writers.redis_rows import (
     rows_by_views,
 )
 from feast_bc.online_writers.redis_transport import NodeTransport, Transport
+from feast_bc.online_writers.target import StoreTarget, ViewTarget
 
 __all__ = ["REDIS_CHUNK_ROWS", "NodeTransport", "RedisBulkWriter", "RedisHashWriter", "Rows", "ViewFields"]
 
@@ -65,17 +65,14 @@ class RedisHashWriter(ThreadedWriter):
 
     def __init__(
         self,
-        repo_config,
-        online_store,
-        join_key: str,
-        id_dtype: str,
+        store: StoreTarget,
         *,
         chunk_rows: int,
         queue_batches: int = 1,
         before_write: Check | None = None,
         refuse_newer: bool = False,
     ):
-        cfg = repo_config.online_store
+        repo_config, cfg = store.repo_config, store.store_config
         client = getattr(cfg, "client", "redis")
         if cfg.redis_type not in self.transport_class.redis_types or client != "redis":
             raise FeastBCError(
@@ -83,12 +80,12 @@ class RedisHashWriter(ThreadedWriter):
                 f"redis_type {cfg.redis_type.value} with the {client} client"
             )
         super().__init__(queue_batches=queue_batches, before_write=before_write)
-        self.client = self.transport_class.connect(online_store, cfg)
+        self.client = self.transport_class.connect(store.online_store, cfg)
         self.project = repo_config.project.encode()
         self.skip_dedup = bool(cfg.skip_dedup)
         self.ttl = cfg.key_ttl_seconds
         self.chunk_rows = max(1, int(chunk_rows))
-        self.keys = EntityKeys(join_key, id_dtype, repo_config.entity_key_serialization_version)
+        self.keys = store.entity_keys()
         self.refuse_newer = refuse_newer
         self.transport = self.transport_class(self)
 
@@ -241,12 +238,8 @@ class RedisBulkWriter(RedisHashWriter):
 
     def __init__(
         self,
-        repo_config,
-        online_store,
-        feature_view,
-        join_key: str,
-        id_dtype: str,
-        dim: int,
+        store: StoreTarget,
+        view: ViewTarget,
         *,
         chunk_rows: int = REDIS_CHUNK_ROWS,
         queue_batches: int = 1,
@@ -254,18 +247,15 @@ class RedisBulkWriter(RedisHashWriter):
         refuse_newer: bool = False,
     ):
         super().__init__(
-            repo_config,
-            online_store,
-            join_key,
-            id_dtype,
+            store,
             chunk_rows=chunk_rows,
             queue_batches=queue_batches,
             before_write=before_write,
             refuse_newer=refuse_newer,
         )
-        self.views = [ViewFields(repo_config, feature_view, dim)]
-        self.dim = dim
-        self.view_name = feature_view.name
+        self.views = [ViewFields(store.repo_config, view)]
+        self.dim = view.dim
+        self.view_name = view.name
 
     def _count(self, members: list[int], rows: int) -> None:
         self.written += rows

@@ -15,14 +15,17 @@ raises (``refuse_newer``) before any HSET of the chunk is sent. Entities whose v
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from feast_bc.online_writers.base import Check, FamilyPart
 from feast_bc.online_writers.redis import REDIS_CHUNK_ROWS, NodeTransport, RedisHashWriter, ViewFields
+from feast_bc.online_writers.target import StoreTarget, ViewTarget
 
 
 class RedisFamilyWriter(RedisHashWriter):
     """Writes several feast_bc views of one family into Feast's Redis layout, one HSET per entity.
 
-    ``views`` are (feature view, dim) in the order :class:`~feast_bc.online_writers.base.FamilyPart`
+    ``views`` are :class:`~.target.ViewTarget` (feature view, dim) in the order :class:`~feast_bc.online_writers.base.FamilyPart`
     indexes them. ``chunk_rows`` defaults to :data:`REDIS_CHUNK_ROWS` divided by the number of
     views, so a chunk carries about as many bytes as the per-view writer's.
     """
@@ -32,11 +35,8 @@ class RedisFamilyWriter(RedisHashWriter):
 
     def __init__(
         self,
-        repo_config,
-        online_store,
-        views: list[tuple[object, int]],
-        join_key: str,
-        id_dtype: str,
+        store: StoreTarget,
+        views: Sequence[ViewTarget],
         *,
         chunk_rows: int | None = None,
         queue_batches: int = 1,
@@ -44,16 +44,13 @@ class RedisFamilyWriter(RedisHashWriter):
         refuse_newer: bool = False,
     ):
         super().__init__(
-            repo_config,
-            online_store,
-            join_key,
-            id_dtype,
+            store,
             chunk_rows=chunk_rows if chunk_rows is not None else REDIS_CHUNK_ROWS // max(1, len(views)),
             queue_batches=queue_batches,
             before_write=before_write,
             refuse_newer=refuse_newer,
         )
-        self.views = [ViewFields(repo_config, view, dim) for view, dim in views]
+        self.views = [ViewFields(store.repo_config, ViewTarget(*view)) for view in views]
         self.written = [0] * len(self.views)
 
     def write_part(self, part: FamilyPart) -> None:

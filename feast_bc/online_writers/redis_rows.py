@@ -14,6 +14,7 @@ from feast.infra.online_stores.redis import _versioned_fv_name
 from feast_bc.errors import CatalogRollbackError
 from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
 from feast_bc.online_writers.encoding import timestamp_bytes, timestamp_nanos, value_bytes, vector_prefix
+from feast_bc.online_writers.target import ViewTarget
 
 REDIS_CHUNK_ROWS = 4096
 
@@ -32,15 +33,14 @@ class ViewFields:
     writer puts several views' fields into one HSET.
     """
 
-    def __init__(self, repo_config, feature_view, dim: int):
-        view = _versioned_fv_name(feature_view, repo_config)
-        self.view_name = feature_view.name
-        self.dim = dim
-        self.ts_field = f"_ts:{view}".encode()
-        self.emb_field = _mmh3(f"{view}:{EMBEDDING_FEATURE}")
-        features = {f.name for f in feature_view.features}
-        self.src_field = _mmh3(f"{view}:{SOURCE_VERSION_FEATURE}") if SOURCE_VERSION_FEATURE in features else None
-        self.vec_prefix = vector_prefix(dim)
+    def __init__(self, repo_config, view: ViewTarget):
+        name = _versioned_fv_name(view.feature_view, repo_config)
+        self.view_name = view.name
+        self.dim = view.dim
+        self.ts_field = f"_ts:{name}".encode()
+        self.emb_field = _mmh3(f"{name}:{EMBEDDING_FEATURE}")
+        self.src_field = _mmh3(f"{name}:{SOURCE_VERSION_FEATURE}") if view.with_source else None
+        self.vec_prefix = vector_prefix(view.dim)
 
     @property
     def field_count(self) -> int:

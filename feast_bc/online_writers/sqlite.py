@@ -9,7 +9,8 @@ from feast.utils import to_naive_utc
 from feast_bc.errors import FeastBCError
 from feast_bc.naming import EMBEDDING_FEATURE, SOURCE_VERSION_FEATURE
 from feast_bc.online_writers.base import Batch, Check, InlineWriter
-from feast_bc.online_writers.encoding import EntityKeys, value_bytes, vector_prefix
+from feast_bc.online_writers.encoding import value_bytes, vector_prefix
+from feast_bc.online_writers.target import StoreTarget, ViewTarget
 
 
 class SqliteBulkWriter(InlineWriter):
@@ -26,35 +27,26 @@ class SqliteBulkWriter(InlineWriter):
     """
 
     def __init__(
-        self,
-        repo_config,
-        online_store,
-        feature_view,
-        join_key: str,
-        id_dtype: str,
-        dim: int,
-        *,
-        before_write: Check | None = None,
-        guard: Check | None = None,
+        self, store: StoreTarget, view: ViewTarget, *, before_write: Check | None = None, guard: Check | None = None
     ):
-        cfg = repo_config.online_store
+        repo_config, cfg = store.repo_config, store.store_config
         if getattr(cfg, "vector_enabled", False) or getattr(cfg, "enable_openai_compatible_store", False):
             raise FeastBCError("the SQLite bulk writer does not fill vector or value_num columns")
         super().__init__(before_write)
         self.guard = guard
-        self.conn = online_store._get_conn(repo_config)
+        self.conn = store.online_store._get_conn(repo_config)
         versioning = getattr(repo_config.registry, "enable_online_feature_view_versioning", False)
-        table = _quote_id(_table_id(repo_config.project, feature_view, versioning))
+        table = _quote_id(_table_id(repo_config.project, view.feature_view, versioning))
         self.sql = (
             f"INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
             "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
             "created_ts = excluded.created_ts;"
         )
-        self.keys = EntityKeys(join_key, id_dtype, repo_config.entity_key_serialization_version)
-        self.dim = dim
-        self.vec_prefix = vector_prefix(dim)
-        self.with_source = SOURCE_VERSION_FEATURE in {f.name for f in feature_view.features}
+        self.keys = store.entity_keys()
+        self.dim = view.dim
+        self.vec_prefix = vector_prefix(view.dim)
+        self.with_source = view.with_source
 
     def _write(self, batch: Batch) -> int:
         ts = to_naive_utc(batch.event_time)

@@ -10,6 +10,6 @@ Everything here *uses* the embedding team's library (``training.data``, ``traini
 * :mod:`training.experiments.report` (the results' schema), :mod:`training.experiments.report_aggregate`
   (the paper's aggregation), :mod:`training.experiments.report_markdown` and
   :mod:`training.experiments.plots` -- the Markdown report and the PNG plots;
-* :mod:`training.experiments.demo` -- ``python -m training demo``: the main job (its command line:
-  ``demo_cli``; the reproduction's: ``reproduce_cli``).
+* :mod:`training.experiments.demo` -- ``python -m training demo``: the main job (its report, bar and
+  plot: ``demo_report``; its command line: ``demo_cli``; the reproduction's: ``reproduce_cli``).
 """

@@ -9,7 +9,8 @@ from training.chain import resolve_device
 from training.data.config import SyntheticData
 from training.data.options import add_data_arguments, data_config_from_args
 from training.errors import ConfigError
-from training.experiments.demo import DISPLAY, MAX_AUC_GAP, MIN_RECALL_RATIO, RECOMMENDED, DemoSettings, run_demo
+from training.experiments.demo import DemoSettings, run_demo
+from training.experiments.demo_report import DISPLAY, MAX_AUC_GAP, MIN_RECALL_RATIO, RECOMMENDED
 
 
 def add_subcommand(sub) -> None:
