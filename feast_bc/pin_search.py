@@ -114,7 +114,6 @@ class PinSearch:
         field = next(f for f in self.view.features if f.name == EMBEDDING_FEATURE)
         declared = int(getattr(field, "vector_length", 0) or 0) if getattr(field, "vector_index", False) else 0
         online = self.online = self.store._get_provider().online_store
-        kind = type(online).__name__
         if isinstance(online, SqliteOnlineStore):  # the stored vectors say their dimension
             self._search, self._dim = self._sqlite_scan(online, declared)
         elif is_postgres(online):
@@ -126,7 +125,7 @@ class PinSearch:
             self._search, self._dim = self._feast_search, lambda: declared
         else:
             raise InvalidInputError(
-                f"{service}: the {kind} online store has no vector search in Feast 0.67; search a PostgreSQL "
+                f"{service}: the {type(online).__name__} online store has no vector search in Feast 0.67; search a PostgreSQL "
                 "(pgvector) or SQLite profile of the repo"
             )
 

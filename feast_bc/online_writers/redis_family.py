@@ -25,8 +25,8 @@ from feast_bc.online_writers.target import StoreTarget, ViewTarget
 class RedisFamilyWriter(RedisHashWriter):
     """Writes several feast_bc views of one family into Feast's Redis layout, one HSET per entity.
 
-    ``views`` are :class:`~.target.ViewTarget` (feature view, dim) in the order :class:`~feast_bc.online_writers.base.FamilyPart`
-    indexes them. ``chunk_rows`` defaults to :data:`REDIS_CHUNK_ROWS` divided by the number of
+    ``views`` are :class:`~.target.ViewTarget` (feature view, dim) in the order
+    :class:`~feast_bc.online_writers.base.FamilyPart` indexes them. ``chunk_rows`` defaults to :data:`REDIS_CHUNK_ROWS` divided by the number of
     views, so a chunk carries about as many bytes as the per-view writer's.
     """
 
