@@ -16,7 +16,7 @@ from training.chain import VersionChain
 from training.config import profile
 from training.data import SyntheticData, load_dataset, split_version
 from training.errors import ConfigError
-from training.loop import Evaluation, IntendedTask, _select_aligned, embed, fit_model
+from training.loop import FLOOR_PATIENCE, Evaluation, IntendedTask, _select_aligned, embed, fit_model
 from training.models.factory import ModelSpec, build_model
 from training.models.graph import build_graph
 from training.models.growth import grow
@@ -220,6 +220,29 @@ def test_patience_makes_the_budget_follow_the_data(dataset):
     assert fit.val_recall[50] == best and fit.selected_epoch == fit.history[recalls.index(best)].epoch
     # It stopped exactly 3 evaluations after the first time it reached its best recall.
     assert recalls.index(best) == len(recalls) - 4 and max(recalls[-3:]) <= best
+
+
+def test_a_run_stalled_below_its_recall_floor_stops_after_floor_patience_evaluations(dataset):
+    """A run whose recall sits below ``min_recall`` without improving stops after FLOOR_PATIENCE
+    evaluations (its later checkpoints could not be used); above the floor, or with no floor, the
+    same run goes on to its epoch cap. A learning rate far below float32's resolution keeps the
+    model, and so its recall, exactly where it started."""
+    config = profile("tiny", epochs=12, eval_every=1, select_after_epoch=0, learning_rate=1e-12)
+    split = split_version(dataset, 0.5, 0.6, version=0)
+    task = IntendedTask.for_split(dataset, split, config, torch.device("cpu"))
+
+    def run(min_recall):
+        torch.manual_seed(0)
+        model = build_model(ModelSpec.for_dataset("lightgcn", 8, 1, dataset))
+        return fit_model(model, task, config, np.random.default_rng(0), epochs=12, min_recall=min_recall)
+
+    unbounded = run(None)
+    recall = unbounded.val_recall[50]
+    assert unbounded.epochs_run == 12 and {e.recall[50] for e in unbounded.history} == {recall}
+    assert run(recall).epochs_run == 12  # at the floor is not below it
+    stalled = run(recall + 1e-3)
+    assert stalled.epochs_run == 1 + FLOOR_PATIENCE  # the first evaluation sets the best, then 2 stale ones
+    assert stalled.val_recall[50] == recall  # still the best checkpoint it saw
 
 
 def _candidate(epoch: int, recall: float, alignment: float):

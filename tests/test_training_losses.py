@@ -12,7 +12,14 @@ from training.data import build_dataset, split_version
 from training.data.dataset import AttributeGroup
 from training.evaluation import RecallEvaluator
 from training.models import ModelSpec, build_graph, build_model
-from training.objectives import bpr_loss, bpr_loss_gathered, multi_step_alignment_loss, single_step_alignment_loss
+from training.objectives import (
+    alignment_metric,
+    bpr_loss,
+    bpr_loss_gathered,
+    metric_alignment_loss,
+    multi_step_alignment_loss,
+    single_step_alignment_loss,
+)
 from training.sampling import BPRSampler
 
 
@@ -84,6 +91,43 @@ def test_multi_step_loss_equals_hand_computation():
     assert float(single) == pytest.approx(float(by_torch), rel=1e-12)
     # with no older transform the multi-step loss is the single-step loss (k = 1)
     assert float(multi_step_alignment_loss(mapped, (_t(t_user), _t(t_item)), u, p, n, [])) == pytest.approx(term_1)
+
+
+def test_the_alignment_metric_is_the_chain_pushed_residual_in_one_quadratic_form():
+    """metric_alignment_loss with a precomputed G equals the residual pushed through every frozen
+    chain, space by space (the definition), in value and in gradient: float64, k = 4 spaces of
+    different dimensions, repeated and never-drawn nodes."""
+    gen = torch.Generator().manual_seed(3)
+    dims = [3, 4, 6, 5]  # D_0..D_3: the chain B_1 (3x4), B_2 (4x6), B_3 (6x5) -> version 3's residual of dim 5
+    older = [torch.randn(dims[j - 1], dims[j], generator=gen, dtype=torch.float64) for j in range(1, 4)]
+    z_user, z_item = (torch.randn(n, 7, generator=gen, dtype=torch.float64) for n in (4, 6))
+    t_user, t_item = (torch.randn(n, 5, generator=gen, dtype=torch.float64) for n in (4, 6))
+    users, positives, negatives = torch.tensor([0, 2, 2, 1]), torch.tensor([5, 0, 1, 1]), torch.tensor([3, 3, 0, 5])
+
+    def by_definition(weight):
+        d_user, d_item = t_user - z_user @ weight.T, t_item - z_item @ weight.T
+        total = 0.0
+        for chain in [None, *range(len(older) - 1, -1, -1)]:
+            if chain is not None:
+                d_user, d_item = d_user @ older[chain].T, d_item @ older[chain].T
+            rows = torch.cat([d_user[users], d_item[positives], d_item[negatives]])
+            total = total + rows.pow(2).sum() / (len(users) * d_user.shape[1])
+        return total / (len(older) + 1)
+
+    weight = torch.randn(5, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    expected = by_definition(weight)
+    (grad_expected,) = torch.autograd.grad(expected, weight)
+    metric = alignment_metric(older, 5)
+    got = metric_alignment_loss(
+        (z_user @ weight.T, z_item @ weight.T), (t_user, t_item), users, positives, negatives, metric
+    )
+    (grad_got,) = torch.autograd.grad(got, weight)
+    assert float(got) == pytest.approx(float(expected), rel=1e-12)
+    torch.testing.assert_close(grad_got, grad_expected, rtol=1e-12, atol=1e-12)
+    chained = multi_step_alignment_loss(
+        (z_user @ weight.T, z_item @ weight.T), (t_user, t_item), users, positives, negatives, older
+    )
+    assert float(chained) == pytest.approx(float(expected), rel=1e-12)
 
 
 def test_multi_step_gradient_reaches_only_the_new_transform():

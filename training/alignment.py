@@ -21,7 +21,12 @@ import torch
 from torch import nn
 
 from training.backward_fit import least_squares_transform, relative_residual
-from training.objectives import all_nodes_alignment_loss, multi_step_alignment_loss, single_step_alignment_loss
+from training.objectives import (
+    alignment_metric,
+    all_nodes_alignment_loss,
+    metric_alignment_loss,
+    single_step_alignment_loss,
+)
 
 #: Which nodes the alignment term covers at each step: the batch's BPR triples (the paper) or all.
 AlignmentNodes = Literal["batch", "all"]
@@ -89,6 +94,8 @@ class JointAlignment(nn.Module):
         self.register_buffer("target_item", target_item.detach())
         device = target_user.device
         self.older = [torch.from_numpy(np.asarray(w, dtype=np.float32)).to(device) for w in older_transforms]
+        # The multi-step loss as one quadratic form, fixed while the older transforms are frozen.
+        self.metric = alignment_metric(self.older, old_dim).to(device) if multi_step else None
 
     def map(self, z: torch.Tensor) -> torch.Tensor:
         return self.transform(z) if self.transform is not None else z[:, : self.old_dim]
@@ -106,8 +113,8 @@ class JointAlignment(nn.Module):
         targets = (self.target_user, self.target_item)
         if self.nodes == "all":
             return self.lam * all_nodes_alignment_loss(mapped, targets, self.older if self.multi_step else ())
-        if self.multi_step:
-            return self.lam * multi_step_alignment_loss(mapped, targets, users, positives, negatives, self.older)
+        if self.metric is not None:
+            return self.lam * metric_alignment_loss(mapped, targets, users, positives, negatives, self.metric)
         return self.lam * single_step_alignment_loss(mapped, targets, users, positives, negatives)
 
     @torch.no_grad()

@@ -6,6 +6,8 @@ for joint strategies), Adam; every ``eval_every`` epochs validation Recall@K, ke
 checkpoint by Recall@``selection_k`` among epochs after ``select_after`` (the paper's rule), or, with
 ``aligned_selection``, the best recall among the checkpoints whose alignment is close to the best
 one seen (:func:`_select_aligned`), so that a lucky recall cannot select an under-aligned checkpoint.
+A run given a recall floor (``min_recall``) stops as soon as it sits below the floor without
+improving for :data:`FLOOR_PATIENCE` evaluations: what it would train after that cannot be used.
 """
 
 from __future__ import annotations
@@ -96,10 +98,14 @@ def fit_model(
 ) -> FitResult:
     """Train ``model`` (and ``alignment``'s B_k) for at most ``epochs``; return the selected checkpoint.
 
-    ``min_recall`` (aligned selection only): checkpoints whose validation Recall@``selection_k`` is
-    below it are not eligible, unless none reaches it. ``include_start``: the state before the first
-    step is a candidate too (epoch 0), so a run that starts from an acceptable model can only end
-    with one at least as aligned."""
+    ``min_recall``: the recall the caller can accept. With aligned selection, checkpoints whose
+    validation Recall@``selection_k`` is below it are not eligible, unless none reaches it; with
+    either selection the run stops once its last :data:`FLOOR_PATIENCE` evaluations are below it
+    and none of them improved on the best recall so far (:func:`_below_floor`): a jointly trained
+    model that has stalled under the floor will be replaced, and a re-alignment that has pulled
+    recall under it only trains ineligible checkpoints from there. ``include_start``: the state
+    before the first step is a candidate too (epoch 0), so a run that starts from an acceptable
+    model can only end with one at least as aligned."""
     started = time.perf_counter()
     sampler = task.sampler(rng)
     params = list(model.parameters()) + (list(alignment.parameters()) if alignment is not None else [])
@@ -144,6 +150,8 @@ def fit_model(
                 top_recall, stale = (recall[k_sel], 0) if recall[k_sel] > top_recall else (top_recall, stale + 1)
                 if config.patience is not None and stale >= config.patience:
                     break  # converged: the budget follows the data instead of a fixed epoch count
+                if _below_floor(history, stale, k_sel, min_recall):
+                    break  # stalled under the caller's floor: nothing it trains from here is usable
 
     if candidates:
         best = _select_aligned(candidates, k_sel, min_recall)
@@ -156,6 +164,20 @@ def fit_model(
         alignment.load_state_dict(alignment_state)
         alignment.eval()
     return FitResult(model, alignment, recall, best[0], history[-1].epoch, time.perf_counter() - started, history)
+
+
+#: Evaluations a run may sit below its recall floor without improving before it stops
+#: (``fit_model``'s ``min_recall``). Short on purpose: the floor's caller has a fallback that
+#: always reaches the floor (bc-aligner-plus re-aligns the fresh model), so a stalled run only
+#: costs time; 2, not 1, so that one noisy evaluation does not end a run that is still climbing.
+FLOOR_PATIENCE = 2
+
+
+def _below_floor(history: list[Evaluation], stale: int, k_sel: int, floor: float | None) -> bool:
+    """Whether the last FLOOR_PATIENCE evaluations are all below ``floor`` and none improved."""
+    if floor is None or stale < FLOOR_PATIENCE:
+        return False
+    return all(e.recall[k_sel] < floor for e in history[-FLOOR_PATIENCE:])
 
 
 def _train_epoch(model: nn.Module, alignment, optimizer, task: IntendedTask, config: TrainingConfig, sampler) -> float:
