@@ -60,14 +60,13 @@ class BCAlignerPlus(_Joint):
       fresh 3-layer M_k learns the clusters: docs/RESULTS.md, "A larger catalogue"), and a fresh
       start under the alignment term trades recall for alignment (ml-100k v3-v4 with LightGCN:
       92-95% of No-BC). So the fresh BPR-only M_k (the No-BC model, shared through the model cache)
-      is trained first as a reference; the joint run stops early once it stalls below
-      ``intended_floor`` x the reference's validation recall (:data:`training.loop.FLOOR_PATIENCE`),
-      and if it ends below, the version is trained again *from the reference*: B_k starts at the
-      least-squares fit, joint training pulls M_k towards the targets, evaluated every epoch and
-      stopped once recall stays under the floor, and the selected checkpoint is the best-aligned
-      one whose recall still reaches the floor (the starting point, i.e. post-hoc least squares,
-      always does). The reference's training time counts in the update's. 0 turns the check off
-      (no reference model is trained).
+      is trained first as a reference, and if the joint run ends below ``intended_floor`` x the
+      reference's validation recall, the version is trained again *from the reference*: B_k starts
+      at the least-squares fit, joint training pulls M_k towards the targets, evaluated every epoch
+      and stopped once recall stays under the floor (:data:`training.loop.FLOOR_PATIENCE`), and the
+      selected checkpoint is the best-aligned one whose recall still reaches the floor (the
+      starting point, i.e. post-hoc least squares, always does). The reference's training time
+      counts in the update's. 0 turns the check off (no reference model is trained).
 
     With ``warm_start``, ``refit`` and ``intended_floor`` off and ``selection="recall"`` it trains
     exactly what :class:`BCAligner` trains.
@@ -139,9 +138,8 @@ class BCAlignerPlus(_Joint):
         )
         if warm:
             initial = self._grow(ctx, previous, model)
-        # The floor's reference first, so that the joint run knows it and stops once it stalls below it.
+        # The floor's reference first: its time counts in the update's, whatever the joint run gives.
         reference = ctx.train_fresh(spec) if self.intended_floor > 0 else None
-        floor = self.intended_floor * reference.val_recall[ctx.config.selection_k] if reference else None
         c = ctx.config
         fit, alignment = self._fit(
             ctx,
@@ -153,7 +151,6 @@ class BCAlignerPlus(_Joint):
             select_after=c.select_after_epoch,
             selection=selection,
             desc=self.name,
-            min_recall=floor,
         )
         if reference is not None:
             fit.seconds += 0.0 if reference.from_cache else reference.seconds  # the update's cost, honestly
