@@ -23,6 +23,12 @@ the run made (LIST, GET = artifact downloads, PUT, DELETE), counted by wrapping
 feast_bc and Redis (a real object store would not), so ``remote-cold`` is a pessimistic figure.
 
     python benchmarks/materialize_remote.py --entities 1000000 --dim 256 --versions 5 --repeats 3
+
+``--endpoint URL`` measures another S3-compatible server already running instead of moto (the
+same credentials as the tests, ``tests/local_s3.py``), e.g. s3rver from the npm registry:
+
+    npx s3rver -d /tmp/s3rver-data -p 4569 --allow-mismatched-signatures --silent &
+    python benchmarks/materialize_remote.py --endpoint http://127.0.0.1:4569 --server s3rver ...
 """
 
 from __future__ import annotations
@@ -95,7 +101,7 @@ def plot(payload: dict, path: Path) -> None:
     ax.set_xlabel("median wall time (s): one materialize, or the download alone")
     ax.set_title(
         f"{payload['entities']:,} x {payload['dim']} x {payload['versions']} versions into Redis; "
-        "S3 = moto on the same 2 cores",
+        f"S3 = {payload.get('server', 'moto')} on the same 2 cores",
         fontsize=9,
     )
     fig.tight_layout()
@@ -119,6 +125,8 @@ def main() -> None:
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "materialize_remote.json"))
     p.add_argument("--replot", action="store_true", help="only redraw the PNG beside --out from its JSON")
+    p.add_argument("--endpoint", help="an S3-compatible server already running (default: moto, started here)")
+    p.add_argument("--server", default=None, help="the server's name in the results (default: moto, or the endpoint)")
     args = p.parse_args()
     if args.replot:
         plot(json.loads(Path(args.out).read_text()), Path(args.out).with_suffix(".png"))
@@ -130,10 +138,12 @@ def main() -> None:
     from feast_bc.repo import apply, init_repo
 
     work = Path(tempfile.mkdtemp(prefix="bc-remote-bench-"))
-    server = LocalS3(work).start()
-    os.environ.update(client_env(server.endpoint))
+    server = None if args.endpoint else LocalS3(work).start()
+    endpoint = args.endpoint or server.endpoint
+    server_name = args.server or ("moto" if server else endpoint)
+    os.environ.update(client_env(endpoint))
     os.environ["FEAST_BC_CACHE_DIR"] = str(work / "cache")
-    uri = f"s3://{new_bucket(server.endpoint)}/catalog"
+    uri = f"s3://{new_bucket(endpoint)}/catalog"
     stamp = datetime.now(UTC).strftime("%H%M%S")
     repos = {
         "local": init_repo(
@@ -208,6 +218,7 @@ def main() -> None:
             summary[config]["requests"] = next(x["requests"] for x in runs if x["config"] == config)
         payload = {
             "machine": machine(),
+            "server": server_name,
             "entities": args.entities,
             "dim": args.dim,
             "versions": args.versions,
@@ -224,7 +235,8 @@ def main() -> None:
     finally:
         for project in projects.values():
             delete_project_keys(args.redis_url, project)
-        server.stop()
+        if server is not None:
+            server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -28,6 +28,7 @@ class LocalRayNodes:
         # Ray >= 2.5x may find a token file from an earlier local Ray: these nodes run without auth.
         self.env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "disabled"}
         self.port = 0
+        self.client_port = 0  # the head's Ray client server (ray://), on a free port, not Ray's fixed 10001
         self.head: subprocess.Popen | None = None
         self.nodes: list[subprocess.Popen] = []
         self.node_dirs: list[Path] = []
@@ -37,6 +38,11 @@ class LocalRayNodes:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_address(self) -> str:
+        """The ``ray://`` address of a driver that does not join the cluster (Ray client mode)."""
+        return f"ray://127.0.0.1:{self.client_port}"
 
     def _ray(self) -> str:
         return str(Path(sys.executable).parent / "ray")
@@ -59,10 +65,14 @@ class LocalRayNodes:
             raise
 
     def _start_all(self) -> LocalRayNodes:
-        self.port = free_port()
+        self.port, self.client_port = free_port(), free_port()
+        while self.client_port == self.port:
+            self.client_port = free_port()
+        self.ports.update((self.port, self.client_port))
         common = ["--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
+        head = ["--head", "--port", str(self.port), "--ray-client-server-port", str(self.client_port)]
         self.head = self._start(
-            ["--head", "--port", str(self.port), "--num-cpus", "0", "--include-dashboard", "false", *common],
+            [*head, "--num-cpus", "0", "--include-dashboard", "false", *common],
             self.workdir / "head",
             self.env,
             "head.log",

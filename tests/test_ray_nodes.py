@@ -46,6 +46,10 @@ def slow_slice(context, row_groups):
 
 BCRayEngine.slice_function = staticmethod(slow_slice)
 FeatureStore(repo_path=sys.argv[1]).materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(minutes=5))
+
+import ray.util.client
+
+print("ray client mode:", ray.util.client.ray.is_connected())
 """
 
 
@@ -144,3 +148,29 @@ def test_worker_nodes_read_the_catalog_from_object_storage_and_survive_a_node_st
     finally:
         delete_project_keys(redis_url(), project)
         os.environ.pop("RAY_ADDRESS", None)
+
+
+@pytest.mark.usefixtures("redis_available")
+def test_a_ray_client_driver_materializes_through_ray_url(nodes, s3_endpoint, tmp_path):
+    """``ray_address: ray://head:port``: the `feast materialize` process is a Ray *client* (it does
+    not join the cluster: no raylet, no object store of its own), as a scheduled job container
+    outside the cluster would be. The tasks run on the worker nodes, which read the catalog from
+    object storage; every pin == the numpy chain."""
+    from feast import FeatureStore
+
+    uri = f"s3://{new_bucket(s3_endpoint)}/catalog"
+    repo, project = _repo(tmp_path, nodes.client_address, uri)
+    env = client_env(s3_endpoint)
+    try:
+        fams = publish_users_and_items(Catalog.for_repo(repo), versions=3)
+        apply(repo)
+        run = _driver(tmp_path, repo, 0, env)
+        out = run.communicate(timeout=600)[0]
+        assert run.returncode == 0, out
+        assert "ray client mode: True" in out, out[-400:]  # the driver was a client, not a cluster node
+        assert_online_matches(FeatureStore(repo_path=str(repo)), fams)
+        latest = Catalog.for_repo(repo).manifest("item_embedding").latest.embeddings.path
+        pulled = [d for d in nodes.node_dirs if list((d / "cache").glob(f"catalogs/*/item_embedding/{latest}"))]
+        assert pulled, "no worker node read the latest file from object storage"
+    finally:
+        delete_project_keys(redis_url(), project)
