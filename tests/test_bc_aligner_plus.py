@@ -11,6 +11,7 @@ import torch
 
 from conftest import online_vectors, unique_project
 from training.backward_fit import alignment_objective, least_squares_transform, refit_transform
+from training.blend import BLEND_WEIGHTS, best_blend
 from training.cache import ModelCache
 from training.chain import VersionChain
 from training.config import profile
@@ -243,6 +244,35 @@ def test_a_run_stalled_below_its_recall_floor_stops_after_floor_patience_evaluat
     stalled = run(recall + 1e-3)
     assert stalled.epochs_run == 1 + FLOOR_PATIENCE  # the first evaluation sets the best, then 2 stale ones
     assert stalled.val_recall[50] == recall  # still the best checkpoint it saw
+
+
+def test_the_blend_of_joint_and_fresh_models_is_an_exact_model_and_the_most_aligned_above_the_floor(dataset):
+    """training.blend: a LightGCN with weights a·joint + (1-a)·fresh outputs a·z_joint + (1-a)·z_fresh
+    exactly; best_blend keeps the lowest residual among the blends whose recall reaches the floor,
+    None when no blend does or the model is not linear in its parameters (PinSAGE)."""
+    config = profile("tiny", epochs=6, eval_every=2, select_after_epoch=0)
+    split = split_version(dataset, 0.5, 0.6, version=1)
+    task = IntendedTask.for_split(dataset, split, config, torch.device("cpu"))
+    torch.manual_seed(0)
+    joint = build_model(ModelSpec.for_dataset("lightgcn", 8, 2, dataset))  # untrained: the "aligned" one
+    targets = embed(_trained_like(build_model(ModelSpec.for_dataset("lightgcn", 6, 2, dataset)), 1), task.graph)
+    fresh = fit_model(
+        build_model(ModelSpec.for_dataset("lightgcn", 8, 2, dataset)), task, config, np.random.default_rng(0), epochs=6
+    ).model
+    each = {w: best_blend(joint, fresh, task, targets, floor=0.0, k=50, weights=(w,)) for w in BLEND_WEIGHTS}
+    model = build_model(ModelSpec.for_dataset("lightgcn", 8, 2, dataset))
+    model.load_state_dict(each[0.3].state)
+    (bu, bi), (ju, ji), (fu, fi) = (embed(m, task.graph) for m in (model, joint, fresh))
+    torch.testing.assert_close(bu, 0.3 * ju + 0.7 * fu, rtol=0, atol=1e-6)
+    torch.testing.assert_close(bi, 0.3 * ji + 0.7 * fi, rtol=0, atol=1e-6)
+    recalls = sorted({b.recall for b in each.values()})
+    floor = recalls[len(recalls) // 2]
+    chosen = best_blend(joint, fresh, task, targets, floor=floor, k=50)
+    expected = min((b for b in each.values() if b.recall >= floor), key=lambda b: b.residual)
+    assert chosen is not None and chosen.weight == expected.weight and chosen.recall >= floor
+    assert best_blend(joint, fresh, task, targets, floor=recalls[-1] + 1e-6, k=50) is None
+    pinsage = build_model(ModelSpec.for_dataset("pinsage", 8, 1, dataset))
+    assert best_blend(pinsage, pinsage, task, targets, floor=0.0, k=50) is None
 
 
 def _candidate(epoch: int, recall: float, alignment: float):

@@ -10,6 +10,7 @@ import torch
 
 from training.alignment import AlignmentNodes, JointAlignment, truncation_matrix
 from training.backward_fit import least_squares_transform, refit_transform
+from training.blend import best_blend
 from training.config import TrainingConfig
 from training.errors import ConfigError
 from training.loop import embed, fit_model
@@ -61,8 +62,10 @@ class BCAlignerPlus(_Joint):
       start under the alignment term trades recall for alignment (ml-100k v3-v4 with LightGCN:
       92-95% of No-BC). So the fresh BPR-only M_k (the No-BC model, shared through the model cache)
       is trained first as a reference, and if the joint run ends below ``intended_floor`` x the
-      reference's validation recall, the version is trained again *from the reference*: B_k starts
-      at the least-squares fit, joint training pulls M_k towards the targets, evaluated every epoch
+      reference's validation recall, the version is trained again *from the reference* -- or, for
+      models linear in their parameters (LightGCN, MF), from the most aligned blend of the joint
+      and the fresh model that still reaches the floor (:mod:`training.blend`): B_k starts at the
+      least-squares fit, joint training pulls M_k towards the targets, evaluated every epoch
       and stopped once recall stays under the floor (:data:`training.loop.FLOOR_PATIENCE`), and the
       selected checkpoint is the best-aligned one whose recall still reaches the floor (the
       starting point, i.e. post-hoc least squares, always does). The reference's training time
@@ -261,6 +264,19 @@ class BCAlignerPlus(_Joint):
         )
         model = build_model(spec).to(ctx.device)
         model.load_state_dict(reference.model.state_dict())
+        blend = best_blend(fit.model, model, ctx.task, targets, floor=floor, k=k)
+        if blend is not None:  # a start closer to M_{k-1} than the fresh model, still above the floor
+            logger.info(
+                "%s: version %d re-aligns from %.1f x joint + %.1f x fresh (Recall@%d %.4f, residual %.4f)",
+                self.name,
+                ctx.version,
+                blend.weight,
+                1 - blend.weight,
+                k,
+                blend.recall,
+                blend.residual,
+            )
+            model.load_state_dict(blend.state)
         new = tuple(z.cpu().numpy() for z in embed(model, ctx.task.graph))
         start = least_squares_transform(*new, *(z.cpu().numpy() for z in targets))
         floor_fit, floor_alignment = self._fit(
@@ -277,7 +293,7 @@ class BCAlignerPlus(_Joint):
             selection="aligned",
             min_recall=floor,
             include_start=True,
-            desc=f"{self.name} from fresh",
+            desc=f"{self.name} re-align",
         )
         floor_fit.seconds += fit.seconds
         return floor_fit, floor_alignment
