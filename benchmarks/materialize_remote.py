@@ -24,11 +24,14 @@ feast_bc and Redis (a real object store would not), so ``remote-cold`` is a pess
 
     python benchmarks/materialize_remote.py --entities 1000000 --dim 256 --versions 5 --repeats 3
 
-``--endpoint URL`` measures another S3-compatible server already running instead of moto (the
-same credentials as the tests, ``tests/local_s3.py``), e.g. s3rver from the npm registry:
+``--endpoint URL`` measures another S3-compatible server already running instead of moto, with the
+credentials of the environment (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``; the tests' when
+unset), e.g. s3rver from the npm registry (its keys are S3RVER / S3RVER; it ignores conditional
+writes, so it is fit for this single-writer read benchmark, not for concurrent publishers):
 
-    npx s3rver -d /tmp/s3rver-data -p 4569 --allow-mismatched-signatures --silent &
-    python benchmarks/materialize_remote.py --endpoint http://127.0.0.1:4569 --server s3rver ...
+    npx s3rver -d /tmp/s3rver-data -a 127.0.0.1 -p 4569 --silent &
+    AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER \
+        python benchmarks/materialize_remote.py --endpoint http://127.0.0.1:4569 --server s3rver ...
 """
 
 from __future__ import annotations
@@ -68,6 +71,19 @@ def count_requests(counter: Counter) -> None:
             return _original(self, *a, **kw)
 
         setattr(ObjectStore, name, wrapped)
+
+
+def external_bucket(endpoint: str) -> str:
+    """A fresh bucket on a server not started here, with the environment's credentials."""
+    import uuid
+
+    import boto3
+
+    name = f"bc-bench-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name=os.environ.get("AWS_REGION", "us-east-1")).create_bucket(
+        Bucket=name
+    )
+    return name
 
 
 def raw_download(uri: str, key: str, work: Path) -> float:
@@ -141,9 +157,11 @@ def main() -> None:
     server = None if args.endpoint else LocalS3(work).start()
     endpoint = args.endpoint or server.endpoint
     server_name = args.server or ("moto" if server else endpoint)
-    os.environ.update(client_env(endpoint))
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    own_keys = {k: os.environ[k] for k in keys if args.endpoint and k in os.environ}
+    os.environ.update({**client_env(endpoint), **own_keys})
     os.environ["FEAST_BC_CACHE_DIR"] = str(work / "cache")
-    uri = f"s3://{new_bucket(endpoint)}/catalog"
+    uri = f"s3://{new_bucket(endpoint) if server else external_bucket(endpoint)}/catalog"
     stamp = datetime.now(UTC).strftime("%H%M%S")
     repos = {
         "local": init_repo(
