@@ -102,9 +102,9 @@ def fit_model(
     validation Recall@``selection_k`` is below it are not eligible, unless none reaches it; with
     either selection the run stops once its last :data:`FLOOR_PATIENCE` evaluations are below it
     and none of them improved on the best recall so far (:func:`_below_floor`): a re-alignment that
-    has pulled recall under it and keeps it there only trains ineligible checkpoints from there. ``include_start``: the state
-    before the first step is a candidate too (epoch 0), so a run that starts from an acceptable
-    model can only end with one at least as aligned."""
+    has pulled recall under it and keeps it there only trains ineligible checkpoints from there.
+    ``include_start``: the state before the first step is a candidate too (epoch 0), so a run that
+    starts from an acceptable model can only end with one at least as aligned."""
     started = time.perf_counter()
     sampler = task.sampler(rng)
     params = list(model.parameters()) + (list(alignment.parameters()) if alignment is not None else [])
