@@ -298,4 +298,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from training.errors import TrainingError
+
+    try:
+        raise SystemExit(main())
+    except TrainingError as exc:  # bad input (a missing data set, a bad --set): one line, no traceback
+        raise SystemExit(f"intended.py: {exc}") from None
