@@ -99,6 +99,26 @@ def _repo(tmp_path, address: str, uri: str):
     return repo, project
 
 
+def _first_materialize(tmp_path, repo, env: dict) -> tuple[dict, str]:
+    """Publish three versions of both families, apply, and materialize from a driver process; every
+    pin == the numpy chain. Returns the families and the driver's output."""
+    from feast import FeatureStore
+
+    fams = publish_users_and_items(Catalog.for_repo(repo), versions=3)
+    apply(repo)
+    driver = _driver(tmp_path, repo, 0, env)
+    out = driver.communicate(timeout=600)[0]
+    assert driver.returncode == 0, out
+    assert_online_matches(FeatureStore(repo_path=str(repo)), fams)
+    return fams, out
+
+
+def _mirrors_with_latest(repo, nodes: LocalRayNodes) -> list:
+    """The worker nodes whose own feast_bc mirror holds the item family's latest file."""
+    latest = Catalog.for_repo(repo).manifest("item_embedding").latest.embeddings.path
+    return [d for d in nodes.node_dirs if list((d / "cache").glob(f"catalogs/*/item_embedding/{latest}"))]
+
+
 @pytest.mark.usefixtures("redis_available")
 def test_worker_nodes_read_the_catalog_from_object_storage_and_survive_a_node_stopped_midway(
     nodes,
@@ -115,17 +135,10 @@ def test_worker_nodes_read_the_catalog_from_object_storage_and_survive_a_node_st
     repo, project = _repo(tmp_path, nodes.address, uri)
     env = client_env(s3_endpoint)
     try:
-        fams = publish_users_and_items(Catalog.for_repo(repo), versions=3)
-        apply(repo)
-        first = _driver(tmp_path, repo, 0, env)
-        out = first.communicate(timeout=600)[0]
-        assert first.returncode == 0, out
-        assert_online_matches(FeatureStore(repo_path=str(repo)), fams)
-        latest = Catalog.for_repo(repo).manifest("item_embedding").latest.embeddings.path
-        mirrors = [d / "cache" for d in nodes.node_dirs]
+        fams, _ = _first_materialize(tmp_path, repo, env)
         # every worker node pulled the latest file into its own mirror (the repo and the driver's
         # mirror are not where it read it from)
-        assert all(list(m.glob(f"catalogs/*/item_embedding/{latest}")) for m in mirrors), mirrors
+        assert len(_mirrors_with_latest(repo, nodes)) == 2, nodes.node_dirs
 
         # a new version; a worker node stopped while slices (2 s each, 10 on 2 one-CPU nodes) run
         rng = np.random.default_rng(7)
@@ -156,21 +169,13 @@ def test_a_ray_client_driver_materializes_through_ray_url(nodes, s3_endpoint, tm
     not join the cluster: no raylet, no object store of its own), as a scheduled job container
     outside the cluster would be. The tasks run on the worker nodes, which read the catalog from
     object storage; every pin == the numpy chain."""
-    from feast import FeatureStore
 
     uri = f"s3://{new_bucket(s3_endpoint)}/catalog"
     repo, project = _repo(tmp_path, nodes.client_address, uri)
     env = client_env(s3_endpoint)
     try:
-        fams = publish_users_and_items(Catalog.for_repo(repo), versions=3)
-        apply(repo)
-        run = _driver(tmp_path, repo, 0, env)
-        out = run.communicate(timeout=600)[0]
-        assert run.returncode == 0, out
+        _, out = _first_materialize(tmp_path, repo, env)
         assert "ray client mode: True" in out, out[-400:]  # the driver was a client, not a cluster node
-        assert_online_matches(FeatureStore(repo_path=str(repo)), fams)
-        latest = Catalog.for_repo(repo).manifest("item_embedding").latest.embeddings.path
-        pulled = [d for d in nodes.node_dirs if list((d / "cache").glob(f"catalogs/*/item_embedding/{latest}"))]
-        assert pulled, "no worker node read the latest file from object storage"
+        assert _mirrors_with_latest(repo, nodes), "no worker node read the latest file from object storage"
     finally:
         delete_project_keys(redis_url(), project)

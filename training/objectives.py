@@ -79,7 +79,7 @@ def bpr_loss_gathered(
     The same number and gradients as ``bpr_loss(z_user, z_pos, z_items[negatives], l2_weight)``
     (tests/test_training_losses.py), computed without a (B, N, D) gradient: the ranking term
     through :class:`_GatheredScores`, the negatives' L2 term as a count-weighted sum over items (an
-    item drawn c times counts c times), like the alignment losses' :func:`_batch_mse`.
+    item drawn c times counts c times), like the alignment losses' :func:`_batch_row_sum`.
     """
     negatives = negatives if negatives.ndim == 2 else negatives.unsqueeze(1)
     pos = (z_user * z_pos).sum(dim=1)
@@ -98,17 +98,29 @@ def _batch_mse(
     positives: torch.Tensor,
     negatives: torch.Tensor,
 ) -> torch.Tensor:
-    """mean(d_u²) + mean(d_i²) + mean(d_j²), each mean over the batch rows and all dimensions.
+    """mean(d_u²) + mean(d_i²) + mean(d_j²), each mean over the batch rows and all dimensions."""
+    squares = (residual_user.pow(2).sum(dim=1), residual_item.pow(2).sum(dim=1))
+    return _batch_row_sum(*squares, users, positives, negatives) / residual_user.shape[1]
+
+
+def _batch_row_sum(
+    user_values: torch.Tensor,
+    item_values: torch.Tensor,
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+) -> torch.Tensor:
+    """Σ over the batch's (u, i, j) rows of value(u) + value(i) + value(j), divided by the batch size,
+    from one value per node.
 
     Computed as a count-weighted sum over nodes (a node drawn c times in the batch counts c
     times), which is the same number without gathering 3 x batch rows and scattering their
     gradients back.
     """
-    rows = len(users) * residual_user.shape[1]
-    user_counts = torch.bincount(users, minlength=residual_user.shape[0]).to(residual_user.dtype)
-    item_counts = torch.bincount(positives, minlength=residual_item.shape[0]).to(residual_item.dtype)
-    item_counts = item_counts + torch.bincount(negatives, minlength=residual_item.shape[0]).to(residual_item.dtype)
-    return (user_counts @ residual_user.pow(2).sum(dim=1) + item_counts @ residual_item.pow(2).sum(dim=1)) / rows
+    user_counts = torch.bincount(users, minlength=len(user_values)).to(user_values.dtype)
+    item_counts = torch.bincount(positives, minlength=len(item_values)).to(item_values.dtype)
+    item_counts = item_counts + torch.bincount(negatives, minlength=len(item_values)).to(item_values.dtype)
+    return (user_counts @ user_values + item_counts @ item_values) / len(users)
 
 
 def single_step_alignment_loss(
@@ -174,14 +186,11 @@ def metric_alignment_loss(
     metric: torch.Tensor,
 ) -> torch.Tensor:
     """:func:`multi_step_alignment_loss` with its :func:`alignment_metric` ``metric`` given: the
-    count-weighted (as :func:`_batch_mse`) mean over the batch rows of d^T G d."""
+    sum of d^T G d over the batch's (u, i, j) rows, divided by the batch size."""
     residual_user, residual_item = targets[0] - mapped[0], targets[1] - mapped[1]
     user_form = ((residual_user @ metric) * residual_user).sum(dim=1)
     item_form = ((residual_item @ metric) * residual_item).sum(dim=1)
-    user_counts = torch.bincount(users, minlength=residual_user.shape[0]).to(residual_user.dtype)
-    item_counts = torch.bincount(positives, minlength=residual_item.shape[0]).to(residual_item.dtype)
-    item_counts = item_counts + torch.bincount(negatives, minlength=residual_item.shape[0]).to(residual_item.dtype)
-    return (user_counts @ user_form + item_counts @ item_form) / len(users)
+    return _batch_row_sum(user_form, item_form, users, positives, negatives)
 
 
 def _node_mse(residual_user: torch.Tensor, residual_item: torch.Tensor) -> torch.Tensor:
