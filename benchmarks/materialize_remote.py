@@ -73,19 +73,6 @@ def count_requests(counter: Counter) -> None:
         setattr(ObjectStore, name, wrapped)
 
 
-def external_bucket(endpoint: str) -> str:
-    """A fresh bucket on a server not started here, with the environment's credentials."""
-    import uuid
-
-    import boto3
-
-    name = f"bc-bench-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name=os.environ.get("AWS_REGION", "us-east-1")).create_bucket(
-        Bucket=name
-    )
-    return name
-
-
 def raw_download(uri: str, key: str, work: Path) -> float:
     """Seconds boto3 takes to fetch one object of the catalog into a temp file (then deleted)."""
     from feast_bc.catalog.object_store import ObjectStore
@@ -161,7 +148,7 @@ def main() -> None:
     own_keys = {k: os.environ[k] for k in keys if args.endpoint and k in os.environ}
     os.environ.update({**client_env(endpoint), **own_keys})
     os.environ["FEAST_BC_CACHE_DIR"] = str(work / "cache")
-    uri = f"s3://{new_bucket(endpoint) if server else external_bucket(endpoint)}/catalog"
+    uri = f"s3://{new_bucket(endpoint, own_keys)}/catalog"
     stamp = datetime.now(UTC).strftime("%H%M%S")
     repos = {
         "local": init_repo(

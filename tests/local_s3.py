@@ -77,17 +77,19 @@ def client_env(endpoint: str) -> dict[str, str]:
     return {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
 
 
-def new_bucket(endpoint: str) -> str:
-    """A fresh bucket on ``endpoint`` (unique per test, like a Feast project)."""
+def new_bucket(endpoint: str, credentials: dict[str, str] | None = None) -> str:
+    """A fresh bucket on ``endpoint`` (unique per test, like a Feast project); ``credentials``
+    default to the tests' (a server not started here may have its own)."""
     import boto3
 
+    keys = {**CREDENTIALS, **(credentials or {})}
     name = f"bc-{uuid.uuid4().hex[:12]}"
     client = boto3.client(
         "s3",
         endpoint_url=endpoint,
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        region_name=CREDENTIALS["AWS_REGION"],
+        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+        region_name=keys["AWS_REGION"],
     )
     client.create_bucket(Bucket=name)
     return name

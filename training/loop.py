@@ -27,7 +27,12 @@ from training.data.dataset import InteractionDataset
 from training.data.splits import VersionSplit
 from training.evaluation import RecallEvaluator
 from training.models.graph import Graph, build_graph
-from training.objectives import bpr_loss_gathered, multi_step_alignment_loss, single_step_alignment_loss
+from training.objectives import (
+    alignment_metric,
+    bpr_loss_gathered,
+    metric_alignment_loss,
+    single_step_alignment_loss,
+)
 from training.sampling import BPRSampler
 
 
@@ -232,6 +237,7 @@ def fit_posthoc_transform(
     device = new_user.device
     transform = nn.Linear(new_user.shape[1], old_user.shape[1], bias=False).to(device)
     older = [torch.from_numpy(np.asarray(w, dtype=np.float32)).to(device) for w in older_transforms]
+    metric = alignment_metric(older, old_user.shape[1]).to(old_user) if multi_step else None  # once, not per step
     optimizer = torch.optim.Adam(transform.parameters(), lr=config.learning_rate)
     sampler = task.sampler(rng)
     best_mse, best_weight = math.inf, None
@@ -245,7 +251,7 @@ def fit_posthoc_transform(
             n = negatives[start : start + config.batch_size]
             mapped = (transform(new_user), transform(new_item))
             if multi_step:
-                loss = multi_step_alignment_loss(mapped, (old_user, old_item), u, p, n, older)
+                loss = metric_alignment_loss(mapped, (old_user, old_item), u, p, n, metric)
             else:
                 loss = single_step_alignment_loss(mapped, (old_user, old_item), u, p, n)
             optimizer.zero_grad(set_to_none=True)
