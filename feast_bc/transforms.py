@@ -6,8 +6,10 @@ are multiplied in float64 (the product of float32 weights is exact-ish there) an
 float32 matrix, after which every row costs a single ``(n, d_k) @ (d_k, d_j)`` regardless of k.
 
 The transform types are scikit-learn-like objects with explicit parameters and a ``transform``
-method. A new kind (say, a small MLP) subclasses :class:`BackwardTransform`, registers itself with
-:func:`register_kind`, and :func:`compose` keeps fusing the linear runs around it.
+method. A new kind subclasses :class:`BackwardTransform`, registers itself with
+:func:`register_kind`, and :func:`compose` keeps fusing the linear runs around it;
+:class:`ResidualMLPTransform` (linear map plus a one-hidden-layer correction) absorbs the linear
+runs next to it, so a chain holding one of them still costs one map per row.
 
 Serialization is safetensors (never pickle): see :mod:`feast_bc.artifacts` for the verified
 reader that refuses tampered, truncated or absurd files before any array is allocated.
@@ -146,6 +148,117 @@ class LinearTransform(BackwardTransform):
         return cls(w_t.T)
 
 
+@register_kind
+class ResidualMLPTransform(BackwardTransform):
+    """z_old ~= W z + V relu(U z + c) + b: a linear map plus a one-hidden-layer correction.
+
+    Why: a linear B_k cannot map a model trained from scratch onto its predecessor (two LightGCN
+    optima differ by more than a rotation), and the consumers of old pins read what it misses
+    (docs/RESULTS.md, "A non-linear adapter"). The residual form is Drift-Adapter's (EMNLP 2025):
+    with V = 0 it *is* the linear map, so a fit starts at least squares and only adds what the
+    hidden layer earns. Tensors (torch ``nn.Linear`` layout; biases as 1-row matrices because
+    artifacts hold 2-D tensors only): ``weight`` (out, in), ``hidden_weight`` (h, in),
+    ``hidden_bias`` (1, h), ``output_weight`` (out, h), ``output_bias`` (1, out).
+
+    Linear maps on either side fold into it (:meth:`after_linear`, :meth:`then_linear`), so a
+    chain with one residual MLP among linear steps composes to one residual MLP: the cost of a
+    row stays ``in*out + h*(in+out)`` whatever the chain's length.
+    """
+
+    kind = "residual_mlp"
+    _NAMES = ("weight", "hidden_weight", "hidden_bias", "output_weight", "output_bias")
+
+    def __init__(
+        self,
+        weight: np.ndarray,
+        hidden_weight: np.ndarray,
+        hidden_bias: np.ndarray,
+        output_weight: np.ndarray,
+        output_bias: np.ndarray,
+    ):
+        w = np.asarray(weight)
+        if w.ndim != 2 or min(w.shape) < 1 or max(w.shape) > MAX_DIM:
+            raise DimensionMismatchError(f"residual MLP weight must be 2-D (out_dim, in_dim); got shape {w.shape}")
+        out_dim, in_dim = w.shape
+        u = np.asarray(hidden_weight)
+        if u.ndim != 2 or u.shape[1] != in_dim or not 1 <= u.shape[0] <= MAX_DIM:
+            raise DimensionMismatchError(
+                f"residual MLP hidden_weight must have shape (hidden, {in_dim}); got {u.shape}"
+            )
+        hidden = u.shape[0]
+        v = np.asarray(output_weight)
+        if v.shape != (out_dim, hidden):
+            raise DimensionMismatchError(
+                f"residual MLP output_weight must have shape {(out_dim, hidden)}; got {v.shape}"
+            )
+        for name, bias, size in (("hidden_bias", hidden_bias, hidden), ("output_bias", output_bias, out_dim)):
+            shape = np.shape(bias)
+            if shape not in ((size,), (1, size)):  # a vector, or the 1-row matrix artifacts hold
+                raise DimensionMismatchError(f"residual MLP {name} must have shape (1, {size}); got {shape}")
+        self.weight = as_matrix(w, what="residual MLP weight")
+        self.hidden_weight = as_matrix(u, what="residual MLP hidden_weight")
+        self.hidden_bias = as_matrix(np.reshape(hidden_bias, (1, hidden)), what="residual MLP hidden_bias")
+        self.output_weight = as_matrix(v, what="residual MLP output_weight")
+        self.output_bias = as_matrix(np.reshape(output_bias, (1, out_dim)), what="residual MLP output_bias")
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def hidden_dim(self) -> int:
+        return int(self.hidden_weight.shape[0])
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.in_dim:
+            raise DimensionMismatchError(f"{self!r} cannot take rows of shape {x.shape}")
+        hidden = x @ self.hidden_weight.T
+        hidden += self.hidden_bias
+        np.maximum(hidden, 0.0, out=hidden)
+        out = x @ self.weight.T
+        out += hidden @ self.output_weight.T
+        out += self.output_bias
+        return out
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self._NAMES}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> ResidualMLPTransform:
+        if set(tensors) != set(cls._NAMES):
+            raise InvalidInputError(
+                f"a residual MLP transform holds exactly the tensors {', '.join(cls._NAMES)}; found {sorted(tensors)}"
+            )
+        return cls(**{name: tensors[name] for name in cls._NAMES})
+
+    def after_linear(self, first: np.ndarray) -> ResidualMLPTransform:
+        """This map applied after ``x -> first @ x`` (``first``: (in_dim, d)), as one residual MLP."""
+        f = np.asarray(first, dtype=np.float64)
+        return ResidualMLPTransform(
+            self.weight.astype(np.float64) @ f,
+            self.hidden_weight.astype(np.float64) @ f,
+            self.hidden_bias,
+            self.output_weight,
+            self.output_bias,
+        )
+
+    def then_linear(self, last: np.ndarray) -> ResidualMLPTransform:
+        """``x -> last @ self(x)`` (``last``: (d, out_dim)), as one residual MLP."""
+        g = np.asarray(last, dtype=np.float64)
+        return ResidualMLPTransform(
+            g @ self.weight.astype(np.float64),
+            self.hidden_weight,
+            self.hidden_bias,
+            g @ self.output_weight.astype(np.float64),
+            self.output_bias.astype(np.float64) @ g.T,
+        )
+
+
 class ChainTransform(BackwardTransform):
     """Transforms applied one after another (used only when a chain holds non-linear kinds)."""
 
@@ -232,4 +345,19 @@ def compose(steps: Sequence[BackwardTransform], *, dim: int | None = None) -> Ba
             fused.append(step)
     if run is not None:
         fused.append(LinearTransform(run))
+    fused = _fold_into_residual_mlps(fused)
     return fused[0] if len(fused) == 1 else ChainTransform(fused)
+
+
+def _fold_into_residual_mlps(steps: list[BackwardTransform]) -> list[BackwardTransform]:
+    """Fold each linear run into the residual MLP next to it (the one after it first), so that a
+    chain with one residual MLP is one residual MLP: read cost flat in the chain's length."""
+    out: list[BackwardTransform] = []
+    for i, step in enumerate(steps):
+        if isinstance(step, LinearTransform) and i + 1 < len(steps) and isinstance(steps[i + 1], ResidualMLPTransform):
+            steps[i + 1] = steps[i + 1].after_linear(step.weight)
+        elif isinstance(step, LinearTransform) and out and isinstance(out[-1], ResidualMLPTransform):
+            out[-1] = out[-1].then_linear(step.weight)
+        else:
+            out.append(step)
+    return out
