@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.compat import CONSUMERS, SHORT_TASKS, data_sets  # noqa: E402
+from benchmarks.compat import CONSUMERS, SHORT_TASKS, data_sets, markdown_table  # noqa: E402
 from training.adapter_fit import AdapterSettings, fit_residual_adapter  # noqa: E402
 from training.backward_fit import least_squares_transform, relative_residual  # noqa: E402
 from training.cache import ModelCache  # noqa: E402
@@ -187,37 +187,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(rows: list[dict], table_size: int) -> str:
-    header = [
-        "map",
-        "align err",
-        "unintended Δ%",
-        *(SHORT_TASKS[t] for t in TASK_NAMES),
-        "residual (in-sample)",
-        "residual (held out)",
-        "size / v0 table",
-        "fit s",
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header = ["map", "align err", "unintended Δ%", *(SHORT_TASKS[t] for t in TASK_NAMES)]
+    header += ["residual (in-sample)", "residual (held out)", "size / v0 table", "fit s"]
+    cells = []
     for r in rows:
         fits = r["fits"]
-        held = [f.get("holdout_residual") for f in fits if f.get("holdout_residual") is not None]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    r["map"],
-                    f"{r['alignment_error']:.3f}",
-                    f"{r['unintended_delta_pct']:+.2f}",
-                    *(f"{r['task_delta_pct'][t]:+.2f}" for t in TASK_NAMES),
-                    " / ".join(f"{f['residual']:.3f}" for f in fits) or "–",
-                    " / ".join(f"{h:.3f}" for h in held) or "–",
-                    " / ".join(f"{f['parameters'] / table_size:.2f}" for f in fits) or "–",
-                    " / ".join(f"{f['seconds']:.0f}" for f in fits) or "–",
-                ]
-            )
-            + " |"
+        held = [f["holdout_residual"] for f in fits if f.get("holdout_residual") is not None]
+        cells.append(
+            [
+                r["map"],
+                f"{r['alignment_error']:.3f}",
+                f"{r['unintended_delta_pct']:+.2f}",
+                *(f"{r['task_delta_pct'][t]:+.2f}" for t in TASK_NAMES),
+                " / ".join(f"{f['residual']:.3f}" for f in fits) or "–",
+                " / ".join(f"{h:.3f}" for h in held) or "–",
+                " / ".join(f"{f['parameters'] / table_size:.2f}" for f in fits) or "–",
+                " / ".join(f"{f['seconds']:.0f}" for f in fits) or "–",
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(header, cells)
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> None:

@@ -216,35 +216,28 @@ def _rows(results) -> list[dict]:
     return rows
 
 
-def render(rows: list[dict]) -> str:
-    header = [
-        "method",
-        "align err",
-        "intended Δ%",
-        "unintended Δ%",
-        "total",
-        *(SHORT_TASKS[t] for t in TASK_NAMES),
-        "train s",
-    ]
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub markdown table (the form docs/RESULTS.md quotes)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        tasks = ["–" if r["tasks"][t] is None else f"{r['tasks'][t]:+.2f}" for t in TASK_NAMES]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    name_of(r["method"]),
-                    f"{r['alignment_error']:.3f}",
-                    f"{r['intended_delta_pct']:+.2f}",
-                    f"{r['unintended_delta_pct']:+.2f}",
-                    f"{r['total_delta_pct']:+.2f}",
-                    *tasks,
-                    f"{r['train_seconds']:.0f}",
-                ]
-            )
-            + " |"
-        )
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines)
+
+
+def render(rows: list[dict]) -> str:
+    header = ["method", "align err", "intended Δ%", "unintended Δ%", "total", *(SHORT_TASKS[t] for t in TASK_NAMES)]
+    cells = [
+        [
+            name_of(r["method"]),
+            f"{r['alignment_error']:.3f}",
+            f"{r['intended_delta_pct']:+.2f}",
+            f"{r['unintended_delta_pct']:+.2f}",
+            f"{r['total_delta_pct']:+.2f}",
+            *("–" if r["tasks"][t] is None else f"{r['tasks'][t]:+.2f}" for t in TASK_NAMES),
+            f"{r['train_seconds']:.0f}",
+        ]
+        for r in rows
+    ]
+    return markdown_table([*header, "train s"], cells)
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> None:

@@ -92,8 +92,22 @@ class BackwardTransform(ABC):
         return f"{type(self).__name__}({self.in_dim} -> {self.out_dim})"
 
 
+class _WeightShaped:
+    """``in_dim`` / ``out_dim`` of a transform whose ``weight`` is its (out_dim, in_dim) linear map."""
+
+    weight: np.ndarray
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.weight.shape[0])
+
+
 @register_kind
-class LinearTransform(BackwardTransform):
+class LinearTransform(_WeightShaped, BackwardTransform):
     """z_old ~= W @ z_new, with W of shape (out_dim, in_dim) -- torch ``nn.Linear(bias=False)`` layout."""
 
     kind = "linear"
@@ -105,14 +119,6 @@ class LinearTransform(BackwardTransform):
         if max(w.shape) > MAX_DIM:
             raise DimensionMismatchError(f"linear transform shape {w.shape} exceeds the maximum dimension {MAX_DIM}")
         self.weight = as_matrix(w, what="transform weight")
-
-    @property
-    def in_dim(self) -> int:
-        return int(self.weight.shape[1])
-
-    @property
-    def out_dim(self) -> int:
-        return int(self.weight.shape[0])
 
     def transform(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``x @ W.T``; with ``out`` (a C-contiguous (n, out_dim) float32 array) written into it --
@@ -149,7 +155,7 @@ class LinearTransform(BackwardTransform):
 
 
 @register_kind
-class ResidualMLPTransform(BackwardTransform):
+class ResidualMLPTransform(_WeightShaped, BackwardTransform):
     """z_old ~= W z + V relu(U z + c) + b: a linear map plus a one-hidden-layer correction.
 
     Why: a linear B_k cannot map a model trained from scratch onto its predecessor (two LightGCN
@@ -200,14 +206,6 @@ class ResidualMLPTransform(BackwardTransform):
         self.hidden_bias = as_matrix(np.reshape(hidden_bias, (1, hidden)), what="residual MLP hidden_bias")
         self.output_weight = as_matrix(v, what="residual MLP output_weight")
         self.output_bias = as_matrix(np.reshape(output_bias, (1, out_dim)), what="residual MLP output_bias")
-
-    @property
-    def in_dim(self) -> int:
-        return int(self.weight.shape[1])
-
-    @property
-    def out_dim(self) -> int:
-        return int(self.weight.shape[0])
 
     @property
     def hidden_dim(self) -> int:
