@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from feast_bc.transforms import ResidualMLPTransform
-from training.backward_fit import least_squares_transform, relative_residual
+from training.backward_fit import least_squares_transform, mapped_relative_residual, relative_residual
 
 Pair = tuple[np.ndarray, np.ndarray]  # (users, items), rows = the same entities in both versions
 
@@ -178,11 +178,5 @@ def fit_residual_adapter(new: Pair, old: Pair, settings: AdapterSettings | None 
 
 
 def _residual(adapter: ResidualMLPTransform, new: Pair, old: Pair) -> float:
-    """:func:`training.backward_fit.relative_residual` of what feast_bc serves (numpy, float32)."""
-    parts = []
-    for z, t in zip(new, old, strict=True):
-        if len(z):
-            t64 = t.astype(np.float64)
-            diff = t64 - adapter.transform(z).astype(np.float64)
-            parts.append(float((diff**2).sum() / max((t64**2).sum(), 1e-30)))
-    return float(np.mean(parts)) if parts else 0.0
+    """The relative residual of what feast_bc serves (numpy, float32)."""
+    return mapped_relative_residual(tuple(adapter.transform(z) for z in new), old)

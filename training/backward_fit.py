@@ -96,11 +96,18 @@ def relative_residual(
     Why relative and per entity: users' vectors are several times shorter than items' here, so an
     absolute error is dominated by items while the user-level consumers are the most sensitive."""
     weight = transform.astype(np.float64)
+    return mapped_relative_residual(
+        (new_user.astype(np.float64) @ weight.T, new_item.astype(np.float64) @ weight.T), (old_user, old_item)
+    )
+
+
+def mapped_relative_residual(mapped: tuple[np.ndarray, np.ndarray], old: tuple[np.ndarray, np.ndarray]) -> float:
+    """:func:`relative_residual` of vectors already mapped (by any map, e.g. a non-linear adapter)."""
     parts = []
-    for z, t in ((new_user, old_user), (new_item, old_item)):
-        if len(z):
+    for m, t in zip(mapped, old, strict=True):
+        if len(m):
             t64 = t.astype(np.float64)
-            parts.append(float(((t64 - z.astype(np.float64) @ weight.T) ** 2).sum() / max((t64**2).sum(), 1e-30)))
+            parts.append(float(((t64 - m.astype(np.float64)) ** 2).sum() / max((t64**2).sum(), 1e-30)))
     return float(np.mean(parts)) if parts else 0.0
 
 
