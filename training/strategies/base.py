@@ -47,7 +47,18 @@ DEFAULT_INTENDED_FLOOR = 0.99
 #: What `python -m training train` trains unless told otherwise: ours (docs/RESULTS.md says why).
 DEFAULT_STRATEGY = "bc-aligner-plus"
 #: Parameters only ``bc-aligner-plus`` takes (``None`` in the spec of every other strategy).
-PLUS_OPTIONS: tuple[str, ...] = ("warm_start", "align_nodes", "refit", "selection", "intended_floor")
+PLUS_OPTIONS: tuple[str, ...] = (
+    "warm_start",
+    "align_nodes",
+    "refit",
+    "selection",
+    "intended_floor",
+    "realign_lr_scale",
+)
+#: bc-aligner-plus's re-alignment (below the intended floor) runs at this fraction of the profile's
+#: learning rate (docs/RESULTS.md, "the larger catalogue": at the full rate its first epoch leaves
+#: the floor, so the walk from the start towards M_{k-1} is never taken).
+DEFAULT_REALIGN_LR_SCALE = 1.0
 
 
 class StrategySpec(BaseModel):
@@ -73,6 +84,9 @@ class StrategySpec(BaseModel):
         ge=0,
         le=1,
         description="keep at least this fraction of a fresh model's validation recall (0: no check)",
+    )
+    realign_lr_scale: float | None = Field(
+        None, gt=0, le=1, description="the re-alignment's learning rate as a fraction of the profile's"
     )
 
     @model_serializer(mode="wrap")

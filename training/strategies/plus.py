@@ -16,7 +16,13 @@ from training.errors import ConfigError
 from training.loop import embed, fit_model
 from training.models.factory import build_model
 from training.models.growth import grow
-from training.strategies.base import DEFAULT_INTENDED_FLOOR, DEFAULT_LAMBDA, StrategyFit, VersionContext
+from training.strategies.base import (
+    DEFAULT_INTENDED_FLOOR,
+    DEFAULT_LAMBDA,
+    DEFAULT_REALIGN_LR_SCALE,
+    StrategyFit,
+    VersionContext,
+)
 from training.strategies.paper import _Joint
 
 logger = logging.getLogger(__name__)
@@ -88,6 +94,7 @@ class BCAlignerPlus(_Joint):
         refit: bool = True,
         selection: Selection | None = None,
         intended_floor: float = DEFAULT_INTENDED_FLOOR,
+        realign_lr_scale: float = DEFAULT_REALIGN_LR_SCALE,
     ):
         super().__init__(lam)
         if align_nodes not in ("batch", "all"):
@@ -103,6 +110,9 @@ class BCAlignerPlus(_Joint):
         if not 0 <= intended_floor <= 1:
             raise ConfigError(f"{self.name}: intended_floor must be within [0, 1], got {intended_floor!r}")
         self.intended_floor = float(intended_floor)
+        if not 0 < realign_lr_scale <= 1:
+            raise ConfigError(f"{self.name}: realign_lr_scale must be within (0, 1], got {realign_lr_scale!r}")
+        self.realign_lr_scale = float(realign_lr_scale)
 
     def get_params(self) -> dict:
         return {
@@ -112,6 +122,7 @@ class BCAlignerPlus(_Joint):
             "refit": self.refit,
             "selection": self.selection,
             "intended_floor": self.intended_floor,
+            "realign_lr_scale": self.realign_lr_scale,
         }
 
     def starts_warm(self, model: str) -> bool:
@@ -287,7 +298,13 @@ class BCAlignerPlus(_Joint):
             # No patience: the alignment keeps improving after recall has peaked; the floor ends
             # the run instead (fit_model's min_recall). Evaluated every epoch: recall crosses the
             # floor within a few epochs, and a coarser grid would miss the checkpoints just above it.
-            config=ctx.config.model_copy(update={"patience": None, "eval_every": 1}),
+            config=ctx.config.model_copy(
+                update={
+                    "patience": None,
+                    "eval_every": 1,
+                    "learning_rate": ctx.config.learning_rate * self.realign_lr_scale,
+                }
+            ),
             epochs=ctx.config.finetune_epochs,
             select_after=0,
             selection="aligned",
