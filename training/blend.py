@@ -64,17 +64,32 @@ def best_blend(
     if not (output_is_linear(joint) and output_is_linear(fresh)) or type(joint) is not type(fresh):
         return None
     joint_state, fresh_state = joint.state_dict(), fresh.state_dict()  # one spec: the same tables
-    old = tuple(z.cpu().numpy() for z in targets)
     probe = copy.deepcopy(joint)
     best: Blend | None = None
     for weight in weights:
         state = {n: weight * joint_state[n] + (1 - weight) * fresh_state[n] for n in joint_state}
-        probe.load_state_dict(state)
-        z_user, z_item = embed(probe, task.graph)
-        recall = task.evaluator.evaluate(z_user, z_item)[k]
-        new = (z_user.cpu().numpy(), z_item.cpu().numpy())
-        residual = relative_residual(least_squares_transform(*new, *old), *new, *old)
-        logger.debug("blend a=%.1f: Recall@%d %.4f, residual %.4f", weight, k, recall, residual)
-        if recall >= floor and (best is None or residual < best.residual):
-            best = Blend(weight, state, recall, residual)
+        candidate = evaluate_start(probe, state, task, targets, k=k, weight=weight)
+        logger.debug("blend a=%.1f: Recall@%d %.4f, residual %.4f", weight, k, candidate.recall, candidate.residual)
+        if candidate.recall >= floor and (best is None or candidate.residual < best.residual):
+            best = candidate
     return best
+
+
+def evaluate_start(
+    probe: nn.Module,
+    state: dict[str, torch.Tensor],
+    task: IntendedTask,
+    targets: tuple[torch.Tensor, torch.Tensor],
+    *,
+    k: int,
+    weight: float = 1.0,
+) -> Blend:
+    """``state`` loaded into ``probe`` (overwritten) and measured as a re-alignment start: validation
+    Recall@``k`` and the least-squares residual to ``targets`` (any model kind, not only linear ones)."""
+    probe.load_state_dict(state)
+    z_user, z_item = embed(probe, task.graph)
+    recall = task.evaluator.evaluate(z_user, z_item)[k]
+    new = (z_user.cpu().numpy(), z_item.cpu().numpy())
+    old = tuple(z.cpu().numpy() for z in targets)
+    residual = relative_residual(least_squares_transform(*new, *old), *new, *old)
+    return Blend(weight, state, recall, residual)

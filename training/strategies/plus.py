@@ -10,7 +10,7 @@ import torch
 
 from training.alignment import AlignmentNodes, JointAlignment, truncation_matrix
 from training.backward_fit import least_squares_transform, refit_transform
-from training.blend import best_blend
+from training.blend import best_blend, evaluate_start
 from training.config import TrainingConfig
 from training.errors import ConfigError
 from training.loop import embed, fit_model
@@ -154,6 +154,7 @@ class BCAlignerPlus(_Joint):
             initial = self._grow(ctx, previous, model)
         # The floor's reference first: its time counts in the update's, whatever the joint run gives.
         reference = ctx.train_fresh(spec) if self.intended_floor > 0 else None
+        floor = None if reference is None else self.intended_floor * reference.val_recall[ctx.config.selection_k]
         c = ctx.config
         fit, alignment = self._fit(
             ctx,
@@ -165,6 +166,7 @@ class BCAlignerPlus(_Joint):
             select_after=c.select_after_epoch,
             selection=selection,
             desc=self.name,
+            keep_above=floor,  # an early checkpoint above the floor: a re-alignment start (below)
         )
         if reference is not None:
             fit.seconds += 0.0 if reference.from_cache else reference.seconds  # the update's cost, honestly
@@ -215,6 +217,7 @@ class BCAlignerPlus(_Joint):
         desc: str,
         min_recall: float | None = None,
         include_start: bool = False,
+        keep_above: float | None = None,
     ) -> tuple:
         """Joint training of ``model`` and B_k (started at ``initial``, else at random) -> (fit, alignment)."""
         with torch.random.fork_rng(devices=[]):
@@ -241,6 +244,7 @@ class BCAlignerPlus(_Joint):
             aligned_selection=selection == "aligned",
             min_recall=min_recall,
             include_start=include_start,
+            keep_above=keep_above,
             refit=self.refit,
             progress=ctx.progress,
             desc=ctx.desc(desc),
@@ -276,7 +280,22 @@ class BCAlignerPlus(_Joint):
         model = build_model(spec).to(ctx.device)
         model.load_state_dict(reference.model.state_dict())
         blend = best_blend(fit.model, model, ctx.task, targets, floor=floor, k=k)
-        if blend is not None:  # a start closer to M_{k-1} than the fresh model, still above the floor
+        early = None
+        if fit.best_aligned_above is not None:  # the joint run passed the floor before its selected epoch
+            evaluation, state = fit.best_aligned_above
+            early = evaluate_start(build_model(spec).to(ctx.device), state, ctx.task, targets, k=k)
+            logger.info(
+                "%s: version %d: the joint run's epoch %d reached the floor (Recall@%d %.4f, residual %.4f)",
+                self.name,
+                ctx.version,
+                evaluation.epoch,
+                k,
+                early.recall,
+                early.residual,
+            )
+        if early is not None and (blend is None or early.residual <= blend.residual):
+            model.load_state_dict(early.state)  # the most aligned start above the floor
+        elif blend is not None:  # a start closer to M_{k-1} than the fresh model, still above the floor
             logger.info(
                 "%s: version %d re-aligns from %.1f x joint + %.1f x fresh (Recall@%d %.4f, residual %.4f)",
                 self.name,
