@@ -354,3 +354,37 @@ def test_fit_model_can_keep_its_starting_point_as_a_candidate(dataset):
     )
     assert [e.epoch for e in fit.history] == [0, 2, 4]
     assert fit.history[0].alignment < 1e-6  # the start is on the targets
+
+
+def test_fit_model_keeps_the_best_aligned_checkpoint_above_a_recall(dataset):
+    """``keep_above``: whatever the selection rule picks, the run also returns the best-aligned of
+    its checkpoints whose recall reaches the given value (bc-aligner-plus's early re-alignment start:
+    a joint run can pass the floor early and end below it), and None when none reaches it."""
+    from training.alignment import JointAlignment
+
+    config = profile("tiny", epochs=8, eval_every=1, select_after_epoch=0)
+    split = split_version(dataset, 0.5, 0.6, version=1)
+    task = IntendedTask.for_split(dataset, split, config, torch.device("cpu"))
+    targets = embed(_trained_like(build_model(ModelSpec.for_dataset("lightgcn", 6, 2, dataset)), 1), task.graph)
+
+    def run(keep_above):
+        torch.manual_seed(0)
+        model = build_model(ModelSpec.for_dataset("lightgcn", 8, 2, dataset))
+        alignment = JointAlignment(kind="learned", new_dim=8, target_user=targets[0], target_item=targets[1], lam=16.0)
+        fit = fit_model(
+            model, task, config, np.random.default_rng(0), epochs=8, alignment=alignment, keep_above=keep_above
+        )
+        return fit, model
+
+    fit, _ = run(None)
+    assert fit.best_aligned_above is None
+    recalls = sorted(e.recall[50] for e in fit.history)
+    threshold = recalls[len(recalls) // 2]  # about half the checkpoints reach it
+    fit, model = run(threshold)
+    eligible = [e for e in fit.history if e.recall[50] >= threshold]
+    assert 0 < len(eligible) < len(fit.history)
+    evaluation, state = fit.best_aligned_above
+    assert evaluation is min(eligible, key=lambda e: e.alignment)
+    model.load_state_dict(state)  # the kept weights are that checkpoint's, not the selected one's
+    assert task.evaluator.evaluate(*embed(model, task.graph))[50] == pytest.approx(evaluation.recall[50], abs=1e-9)
+    assert run(recalls[-1] + 1e-6)[0].best_aligned_above is None
