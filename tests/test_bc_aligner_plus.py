@@ -317,7 +317,7 @@ def test_intended_floor_retrains_from_the_fresh_model_when_the_warm_start_falls_
     with caplog.at_level("INFO", logger="training.strategies.plus"):
         v1 = chain.train_next()
     assert len(calls) == 2 and calls[1] == pytest.approx(ratio * fresh_recall)
-    assert "re-aligning from the fresh model" in caplog.text
+    assert "re-aligning from the most aligned start" in caplog.text
     assert ("x joint +" in caplog.text) == (model == "lightgcn")  # the re-alignment started from a blend
     assert v1.record.val_recall[50] >= ratio * fresh_recall
     # The published B_1 is still the refit one: the version stays servable and aligned.
@@ -325,6 +325,42 @@ def test_intended_floor_retrains_from_the_fresh_model_when_the_warm_start_falls_
     lstsq = least_squares_transform(v1.user_embeddings, v1.item_embeddings, *targets)
     published = alignment_objective(v1.transform, v1.user_embeddings, v1.item_embeddings, *targets)
     assert published <= alignment_objective(lstsq, v1.user_embeddings, v1.item_embeddings, *targets) * (1 + 1e-6)
+
+
+def test_a_joint_checkpoint_that_passed_the_floor_early_is_the_start_when_more_aligned_than_any_blend(
+    dataset, tmp_path, monkeypatch, caplog
+):
+    """When the joint run's selected checkpoint misses the floor but an earlier one reached it, that
+    checkpoint competes with the blends as the re-alignment's start; here it is the joint model
+    itself (more aligned than any blend with the fresh one), so the re-alignment starts from it."""
+    config = profile("tiny", model="lightgcn")
+    cache = ModelCache(tmp_path / "cache")
+    fresh = VersionChain(make_strategy("nobc"), dataset, config, seed=0, cache=cache)
+    fresh.train_next()
+    fresh_recall = fresh.train_next().record.val_recall[50]
+
+    ratio = 0.5  # every blend and the joint model reach it: the choice is made by alignment alone
+    plus = make_strategy("bc-aligner-plus", intended_floor=ratio)
+    calls, real_fit = [], BCAlignerPlus._fit
+
+    def passed_early(self, ctx, *args, **kwargs):
+        fit, alignment = real_fit(self, ctx, *args, **kwargs)
+        calls.append(kwargs.get("keep_above"))
+        if len(calls) == 1:  # the joint run: pretend its selected epoch fell below the floor
+            assert fit.val_recall[50] >= ratio * fresh_recall
+            state = {n: t.clone() for n, t in fit.model.state_dict().items()}
+            fit.best_aligned_above = (Evaluation(2, 0.0, dict(fit.val_recall), 0.0), state)
+            fit.val_recall = {k: 0.0 for k in fit.val_recall}
+        return fit, alignment
+
+    monkeypatch.setattr(BCAlignerPlus, "_fit", passed_early)
+    chain = VersionChain(plus, dataset, config, seed=0, cache=cache)
+    chain.train_next()
+    with caplog.at_level("INFO", logger="training.strategies.plus"):
+        v1 = chain.train_next()
+    assert calls[0] == pytest.approx(ratio * fresh_recall)  # the joint run was told the floor
+    assert "epoch 2 reached the floor" in caplog.text and "x joint +" not in caplog.text
+    assert v1.record.val_recall[50] >= ratio * fresh_recall
 
 
 def test_fit_model_can_keep_its_starting_point_as_a_candidate(dataset):

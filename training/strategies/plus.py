@@ -272,7 +272,7 @@ class BCAlignerPlus(_Joint):
             return fit, alignment
         logger.warning(
             "%s: version %d: the jointly trained model's Recall@%d %.4f is below %.2f x the fresh model's %.4f; "
-            "re-aligning from the fresh model",
+            "re-aligning from the most aligned start that reaches the floor",
             self.name,
             ctx.version,
             k,
