@@ -287,36 +287,48 @@ def test_aligned_selection_honours_the_recall_floor():
     assert _select_aligned(candidates, 50, min_recall=0.9)[0] == 5  # none does: the floor is dropped
 
 
+def _plus_v1_with_its_joint_run_patched(dataset, tmp_path, monkeypatch, caplog, *, model, ratio, patch):
+    """Version 1 of bc-aligner-plus at ``intended_floor=ratio`` (tiny profile), the result of its
+    first ``_fit`` (the joint run) passed through ``patch(fit, fresh_recall)``
+    -> (the fresh model's recall, each ``_fit`` call's keyword arguments, the chain, version 1)."""
+    config = profile("tiny", model=model)
+    cache = ModelCache(tmp_path / "cache")
+    fresh = VersionChain(make_strategy("nobc"), dataset, config, seed=0, cache=cache)
+    fresh.train_next()
+    fresh_recall = fresh.train_next().record.val_recall[50]
+    calls, real_fit = [], BCAlignerPlus._fit
+
+    def patched(self, ctx, *args, **kwargs):
+        fit, alignment = real_fit(self, ctx, *args, **kwargs)
+        calls.append(kwargs)
+        if len(calls) == 1:
+            patch(fit, fresh_recall)
+        return fit, alignment
+
+    monkeypatch.setattr(BCAlignerPlus, "_fit", patched)
+    chain = VersionChain(make_strategy("bc-aligner-plus", intended_floor=ratio), dataset, config, seed=0, cache=cache)
+    chain.train_next()
+    with caplog.at_level("INFO", logger="training.strategies.plus"):
+        v1 = chain.train_next()
+    return fresh_recall, calls, chain, v1
+
+
 @pytest.mark.parametrize("model", ["pinsage", "lightgcn"])  # LightGCN re-aligns from a blend (training.blend)
 def test_intended_floor_retrains_from_the_fresh_model_when_the_warm_start_falls_short(
     dataset, tmp_path, monkeypatch, caplog, model
 ):
     """A warm start whose recall is below the floor is replaced by a model re-aligned from the fresh
     (No-BC) model, whose recall reaches the floor; a warm start above it is kept as it is."""
-    config = profile("tiny", model=model)
-    cache = ModelCache(tmp_path / "cache")
-    fresh = VersionChain(make_strategy("nobc"), dataset, config, seed=0, cache=cache)
-    fresh.train_next()
-    fresh_recall = fresh.train_next().record.val_recall[50]
-
     ratio = 1.0 if model == "pinsage" else 0.9  # below 1: some blend of joint and fresh reaches the floor
-    plus = make_strategy("bc-aligner-plus", intended_floor=ratio)
-    calls = []
-    real_fit = BCAlignerPlus._fit
 
-    def short_warm_start(self, ctx, *args, **kwargs):
-        fit, alignment = real_fit(self, ctx, *args, **kwargs)
-        calls.append(kwargs.get("min_recall"))
-        if len(calls) == 1:  # the warm start: pretend it learned nothing
-            fit.val_recall = {k: 0.0 for k in fit.val_recall}
-        return fit, alignment
+    def learned_nothing(fit, fresh_recall):  # the warm start: pretend it learned nothing, at any epoch
+        fit.val_recall = {k: 0.0 for k in fit.val_recall}
+        fit.best_aligned_above = None
 
-    monkeypatch.setattr(BCAlignerPlus, "_fit", short_warm_start)
-    chain = VersionChain(plus, dataset, config, seed=0, cache=cache)
-    chain.train_next()
-    with caplog.at_level("INFO", logger="training.strategies.plus"):
-        v1 = chain.train_next()
-    assert len(calls) == 2 and calls[1] == pytest.approx(ratio * fresh_recall)
+    fresh_recall, calls, chain, v1 = _plus_v1_with_its_joint_run_patched(
+        dataset, tmp_path, monkeypatch, caplog, model=model, ratio=ratio, patch=learned_nothing
+    )
+    assert len(calls) == 2 and calls[1].get("min_recall") == pytest.approx(ratio * fresh_recall)
     assert "re-aligning from the most aligned start" in caplog.text
     assert ("x joint +" in caplog.text) == (model == "lightgcn")  # the re-alignment started from a blend
     assert v1.record.val_recall[50] >= ratio * fresh_recall
@@ -331,34 +343,33 @@ def test_a_joint_checkpoint_that_passed_the_floor_early_is_the_start_when_more_a
     dataset, tmp_path, monkeypatch, caplog
 ):
     """When the joint run's selected checkpoint misses the floor but an earlier one reached it, that
-    checkpoint competes with the blends as the re-alignment's start; here it is the joint model
-    itself (more aligned than any blend with the fresh one), so the re-alignment starts from it."""
-    config = profile("tiny", model="lightgcn")
-    cache = ModelCache(tmp_path / "cache")
-    fresh = VersionChain(make_strategy("nobc"), dataset, config, seed=0, cache=cache)
-    fresh.train_next()
-    fresh_recall = fresh.train_next().record.val_recall[50]
+    checkpoint competes with the blends as the re-alignment's start, and the more aligned of the two
+    (least-squares residual) wins: here every blend is made the worse one, so the re-alignment
+    starts from the checkpoint."""
+    ratio = 0.5  # the joint model and the blends reach it: the choice is made by alignment alone
 
-    ratio = 0.5  # every blend and the joint model reach it: the choice is made by alignment alone
-    plus = make_strategy("bc-aligner-plus", intended_floor=ratio)
-    calls, real_fit = [], BCAlignerPlus._fit
+    def passed_early(fit, fresh_recall):  # pretend the selected epoch fell below the floor
+        assert fit.val_recall[50] >= ratio * fresh_recall
+        state = {n: t.clone() for n, t in fit.model.state_dict().items()}
+        fit.best_aligned_above = (Evaluation(2, 0.0, dict(fit.val_recall), 0.0), state)
+        fit.val_recall = {k: 0.0 for k in fit.val_recall}
 
-    def passed_early(self, ctx, *args, **kwargs):
-        fit, alignment = real_fit(self, ctx, *args, **kwargs)
-        calls.append(kwargs.get("keep_above"))
-        if len(calls) == 1:  # the joint run: pretend its selected epoch fell below the floor
-            assert fit.val_recall[50] >= ratio * fresh_recall
-            state = {n: t.clone() for n, t in fit.model.state_dict().items()}
-            fit.best_aligned_above = (Evaluation(2, 0.0, dict(fit.val_recall), 0.0), state)
-            fit.val_recall = {k: 0.0 for k in fit.val_recall}
-        return fit, alignment
+    import dataclasses
+    import math
 
-    monkeypatch.setattr(BCAlignerPlus, "_fit", passed_early)
-    chain = VersionChain(plus, dataset, config, seed=0, cache=cache)
-    chain.train_next()
-    with caplog.at_level("INFO", logger="training.strategies.plus"):
-        v1 = chain.train_next()
-    assert calls[0] == pytest.approx(ratio * fresh_recall)  # the joint run was told the floor
+    import training.strategies.plus as plus_module
+
+    real_blend = plus_module.best_blend
+
+    def less_aligned_blend(*args, **kwargs):  # every blend worse aligned than the early checkpoint
+        blend = real_blend(*args, **kwargs)
+        return None if blend is None else dataclasses.replace(blend, residual=math.inf)
+
+    monkeypatch.setattr(plus_module, "best_blend", less_aligned_blend)
+    fresh_recall, calls, _, v1 = _plus_v1_with_its_joint_run_patched(
+        dataset, tmp_path, monkeypatch, caplog, model="lightgcn", ratio=ratio, patch=passed_early
+    )
+    assert calls[0].get("keep_above") == pytest.approx(ratio * fresh_recall)  # the joint run knew the floor
     assert "epoch 2 reached the floor" in caplog.text and "x joint +" not in caplog.text
     assert v1.record.val_recall[50] >= ratio * fresh_recall
 
