@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from training.cache import ModelCache  # noqa: E402
 from training.config import PROFILE_NAMES, profile  # noqa: E402
 from training.data import MovieLensData, default_movielens_dir, load_dataset, version_splits  # noqa: E402
+from training.experiments.report import processor_name  # noqa: E402
 from training.strategies import STRATEGY_NAMES, make_strategy  # noqa: E402
 from training.workdir import TrainingRun  # noqa: E402
 
@@ -194,6 +195,7 @@ def main() -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
+        "processor": processor_name(),
         "python": platform.python_version(),
     }
     if args.step_times:

@@ -12,6 +12,7 @@ from training.experiments.report import (
     RunMeta,
     StrategyResult,
     VersionResult,
+    processor_name,
 )
 from training.experiments.report_aggregate import aggregate
 from training.experiments.report_markdown import render_markdown
@@ -128,3 +129,15 @@ def test_report_renders_tables_and_plots(results, tmp_path):
     assert "![intended](intended.png)" in text and "Intended task per version" in text
     assert "* BC-Aligner intended Δ vs No-BC: -10.00% (target ≥ -3%): **missed**" in text
     assert results.model_validate_json(results.model_dump_json()) == results  # results.json round-trips
+
+
+def test_the_machine_record_names_the_cpu_and_torchs_kernel_level(monkeypatch):
+    """Floats (and so joint-training trajectories) differ between CPUs: the record says which one ran."""
+    import torch
+
+    name = processor_name()
+    assert name.endswith(f"(torch {torch.backends.cpu.get_cpu_capability()})")
+    assert not name.startswith(" ")
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")))
+    monkeypatch.setattr("platform.processor", lambda: "")
+    assert processor_name().startswith("unknown CPU (torch ")

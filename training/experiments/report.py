@@ -22,8 +22,10 @@ in absolute points, the unintended mean at version 1 covering only the edge and 
 
 from __future__ import annotations
 
+import platform
 from datetime import datetime
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.evaluation import PRIMARY_K
@@ -107,9 +109,25 @@ class StrategyResult(_Model):
     eval_seconds: float
 
 
+def processor_name() -> str:
+    """The CPU model and torch's CPU kernel level, e.g. ``"AMD EPYC (torch AVX512)"``.
+
+    Why recorded: the same code and seed give different floats on different CPUs (and so a
+    different joint-training trajectory), and the same run takes 1.5x as long on a slower one; a
+    result is read against the machine it ran on. Linux's ``platform.processor()`` is empty, so the
+    model comes from /proc/cpuinfo where there is one."""
+    name = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            name = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name or 'unknown CPU'} (torch {torch.backends.cpu.get_cpu_capability()})"
+
+
 class MachineInfo(_Model):
     platform: str
-    processor: str
+    processor: str = Field(description="processor_name(): CPU model and torch's kernel level")
     cpus: int
     torch: str
     torch_threads: int

@@ -46,7 +46,7 @@ from training.experiments.consumers.feast_source import FeastVer0Source
 from training.experiments.consumers.protocol import train_task_consumers
 from training.experiments.consumers.tasks import TASK_NAMES, TaskLabels
 from training.experiments.plots import plot_titles, write_plots
-from training.experiments.report import MachineInfo, RunMeta, StrategyResult, VersionResult
+from training.experiments.report import MachineInfo, RunMeta, StrategyResult, VersionResult, processor_name
 from training.experiments.report_aggregate import aggregate
 from training.experiments.report_markdown import render_markdown
 from training.experiments.reproduce_config import (
@@ -222,7 +222,7 @@ def _run_meta(config: ReproduceConfig, dataset, command: str, started_at: dateti
     """What the run was and where it ran (the wall and phase times are filled in at the end)."""
     machine = MachineInfo(
         platform=platform.platform(),
-        processor=platform.processor(),
+        processor=processor_name(),
         cpus=os.cpu_count() or 0,
         torch=torch.__version__,
         torch_threads=torch.get_num_threads(),
