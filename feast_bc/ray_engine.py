@@ -68,6 +68,9 @@ from feast_bc.ray_worker import SliceContext, run_slice
 
 logger = logging.getLogger(__name__)
 
+#: Connections tried when a Ray client's per-client server fails to start (``ray://`` only).
+CLIENT_CONNECT_ATTEMPTS = 3
+
 #: Errors of a slice that Ray retries (besides a lost worker, which it always retries): the
 #: online store went away for a moment, or SQLite stayed locked by another writer.
 RETRIED_ERRORS: tuple[type[BaseException], ...] = (
@@ -270,7 +273,24 @@ class BCRayEngine(BCEngine):
         if not ray.is_initialized():
             options = {"include_dashboard": False, **self.config.ray_conf}
             options.setdefault("address", self.config.ray_address or "local")
-            ray.init(**options)
+            for attempt in range(1, CLIENT_CONNECT_ATTEMPTS + 1):
+                try:
+                    ray.init(**options)
+                    break
+                except ConnectionAbortedError as exc:
+                    # Ray client (ray://): the head's proxy starts one server process per client, and
+                    # that start can fail (its process dies at once, nothing in its log); a new
+                    # connection gets a new server. Nothing was written yet, so trying again is safe.
+                    if not str(options["address"]).startswith("ray://") or attempt == CLIENT_CONNECT_ATTEMPTS:
+                        raise
+                    logger.warning(
+                        "Ray client at %s: the server for this client did not start (%s); connecting again (%d/%d)",
+                        options["address"],
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                        attempt + 1,
+                        CLIENT_CONNECT_ATTEMPTS,
+                    )
+                    ray.shutdown()
         return ray
 
 

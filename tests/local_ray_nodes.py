@@ -103,7 +103,9 @@ class LocalRayNodes:
             args += [flag, str(port)]
             if flag == "--node-manager-port":
                 self.node_manager_ports.append(port)
-        low = 20000 + 2000 * i  # a worker-port range of its own
+        # a worker-port range of its own, above the head's Ray client servers (ports 23000-23999) and
+        # below the kernel's ephemeral ports (32768+)
+        low = 24000 + 2000 * i
         args += ["--min-worker-port", str(low), "--max-worker-port", str(low + 1999)]
         self.nodes.append(self._start(args, node_dir, env, f"node{i}.log"))
         self.node_dirs.append(node_dir)

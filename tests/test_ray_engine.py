@@ -170,3 +170,40 @@ def test_the_view_udf_is_idempotent_so_a_second_application_changes_nothing(tmp_
         assert set(twice[VALUES_VERSION_COLUMN]) == {v}
     with pytest.raises(Exception, match="already transformed to version 0"):
         transform_batch(transform_batch(latest, version=0, **kw), version=1, **kw)
+
+
+@pytest.mark.parametrize(
+    ("address", "failures", "calls", "raises"),
+    [
+        ("ray://127.0.0.1:10001", 1, 2, False),  # a client server that did not start: a new connection
+        ("ray://127.0.0.1:10001", 3, 3, True),  # every attempt fails: the error, not a loop
+        ("auto", 1, 1, True),  # not a Ray client: no retry
+    ],
+)
+def test_a_ray_client_whose_server_did_not_start_connects_again(monkeypatch, caplog, address, failures, calls, raises):
+    """Ray's proxy starts one server process per ray:// client, and that start can fail at once; the
+    engine connects again (CLIENT_CONNECT_ATTEMPTS in all), logging why, and raises after the last."""
+    ray = pytest.importorskip("ray")
+    from feast_bc.ray_engine import CLIENT_CONNECT_ATTEMPTS, BCRayEngine, BCRayEngineConfig
+
+    assert CLIENT_CONNECT_ATTEMPTS == 3
+    attempts, shutdowns = [], []
+
+    def init(**options):
+        attempts.append(options)
+        if len(attempts) <= failures:
+            raise ConnectionAbortedError("Initialization failure from server:\nRuntimeError: Starting ... failed")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: shutdowns.append(True))
+    engine = type("Engine", (), {"config": BCRayEngineConfig(ray_address=address)})()
+    if raises:
+        with pytest.raises(ConnectionAbortedError, match="Initialization failure"):
+            BCRayEngine._ray(engine)
+    else:
+        assert BCRayEngine._ray(engine) is ray
+    assert len(attempts) == calls and all(a["address"] == address for a in attempts)
+    assert len(shutdowns) == (calls - 1 if raises else failures)
+    retried = [r for r in caplog.records if "connecting again" in r.getMessage()]
+    assert len(retried) == len(shutdowns)
