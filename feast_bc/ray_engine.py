@@ -254,7 +254,7 @@ class BCRayEngine(BCEngine):
 
         if isinstance(exc, ray_errors.RayError) and not isinstance(exc, ray_errors.RayTaskError):
             # the worker itself is gone (killed, out of memory, its node died), not an error of the slice
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = _first_line(exc)
             err = WorkerLostError(
                 f"the Ray worker running a slice of {names} died ({type(exc).__name__}: {first}), also on each of its "
                 f"{self.config.max_retries} retries (`max_retries`). Every batch stored before is complete (one "
@@ -273,25 +273,37 @@ class BCRayEngine(BCEngine):
         if not ray.is_initialized():
             options = {"include_dashboard": False, **self.config.ray_conf}
             options.setdefault("address", self.config.ray_address or "local")
-            for attempt in range(1, CLIENT_CONNECT_ATTEMPTS + 1):
-                try:
-                    ray.init(**options)
-                    break
-                except ConnectionAbortedError as exc:
-                    # Ray client (ray://): the head's proxy starts one server process per client, and
-                    # that start can fail (its process dies at once, nothing in its log); a new
-                    # connection gets a new server. Nothing was written yet, so trying again is safe.
-                    if not str(options["address"]).startswith("ray://") or attempt == CLIENT_CONNECT_ATTEMPTS:
-                        raise
-                    logger.warning(
-                        "Ray client at %s: the server for this client did not start (%s); connecting again (%d/%d)",
-                        options["address"],
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                        attempt + 1,
-                        CLIENT_CONNECT_ATTEMPTS,
-                    )
-                    ray.shutdown()
+            _init_ray(ray, options)
         return ray
+
+
+def _init_ray(ray, options: dict) -> None:
+    """``ray.init(**options)``; a Ray client (ray://) is connected again when its server did not start.
+
+    Why: the head's proxy starts one server process per client, and that start can fail (its process
+    dies at once, nothing in its log); a new connection gets a new server. Nothing is written before
+    Ray is up, so trying again is safe."""
+    retry = str(options["address"]).startswith("ray://")
+    for attempt in range(1, CLIENT_CONNECT_ATTEMPTS + 1):
+        try:
+            return ray.init(**options)
+        except ConnectionAbortedError as exc:
+            if not retry or attempt == CLIENT_CONNECT_ATTEMPTS:
+                raise
+            logger.warning(
+                "Ray client at %s: the server for this client did not start (%s); connecting again (%d/%d)",
+                options["address"],
+                _first_line(exc) or type(exc).__name__,
+                attempt + 1,
+                CLIENT_CONNECT_ATTEMPTS,
+            )
+            ray.shutdown()
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of an exception's message ('' if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _cause(exc: Exception) -> Exception:

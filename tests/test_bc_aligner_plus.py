@@ -3,6 +3,8 @@ off gives the paper's BC-Aligner, and two versions train, publish and are served
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -23,6 +25,7 @@ from training.models.graph import build_graph
 from training.models.growth import grow
 from training.publish import ITEM_FAMILY, USER_FAMILY, publish_output
 from training.strategies import BCAlignerPlus, make_strategy, strategy_from_spec
+from training.strategies import plus as plus_module
 
 TINY = profile("tiny")
 
@@ -353,11 +356,6 @@ def test_a_joint_checkpoint_that_passed_the_floor_early_is_the_start_when_more_a
         state = {n: t.clone() for n, t in fit.model.state_dict().items()}
         fit.best_aligned_above = (Evaluation(2, 0.0, dict(fit.val_recall), 0.0), state)
         fit.val_recall = {k: 0.0 for k in fit.val_recall}
-
-    import dataclasses
-    import math
-
-    import training.strategies.plus as plus_module
 
     real_blend = plus_module.best_blend
 
